@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both set the machine up first when needed:
+# Debian packages (scripts/setup_system.sh), then a virtual environment at .venv with the project installed
+# in editable mode. Stamps make a second run skip what is done.
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_STAMP := $(VENV)/.system-packages
+INSTALL_STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean
+
+setup: $(INSTALL_STAMP)
+
+$(SYSTEM_STAMP): scripts/setup_system.sh
+	bash scripts/setup_system.sh
+	mkdir -p $(VENV) && touch $@
+
+$(INSTALL_STAMP): pyproject.toml $(SYSTEM_STAMP)
+	test -x $(PY) || python3.11 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" "setuptools>=68" wheel
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: setup
+	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/specialize demo --out $(DEMO_DIR)
+
+test: setup
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

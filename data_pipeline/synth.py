@@ -1,0 +1,147 @@
+"""The embedded default data: procedurally drawn image folders in four domains (face, object, food, car).
+
+Writes `OUT/<task>/{train,test,heldout}/<class>/<n>.jpg`, the layout real data sets use, so that
+`specialize data build` ingests it like any other folder. Every image is drawn from its own random
+stream, seeded by (seed, task, class, split, n): output bytes depend only on the arguments, not on
+worker count or scheduling, and a killed run resumes by skipping the images already written.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from data_pipeline.synth_domains import DOMAINS
+from specialize.errors import UserError
+from specialize.io import read_json, write_json
+from specialize.manifest import write_manifest
+
+SPLITS = ("train", "test", "heldout")
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to draw: which domain, class (index into that task's class stream), split and number."""
+
+    task: str
+    class_index: int
+    split: str
+    number: int
+    path: str
+
+
+def class_name(task: str, index: int) -> str:
+    """Folder name of a synthetic class, e.g. face_003."""
+    return f"{task}_{index:03d}"
+
+
+def _stream(seed: int, task: str, *keys: int) -> np.random.Generator:
+    """An independent random generator for (seed, task, keys...); stable across runs and machines."""
+    return np.random.default_rng([seed, zlib.crc32(task.encode()), *keys])
+
+
+def class_params(seed: int, task: str, class_index: int) -> dict:
+    """The fixed parameters of one class (identity, category, dish or car model)."""
+    identity, _ = DOMAINS[task]
+    return identity(_stream(seed, task, class_index, 0))
+
+
+def render_image(seed: int, task: str, class_index: int, split: str, number: int, size: int) -> np.ndarray:
+    """Draw one image (uint8 HxWx3) of a class; the same arguments always give the same pixels."""
+    _, render = DOMAINS[task]
+    rng = _stream(seed, task, class_index, 1 + SPLITS.index(split), number)
+    return render(class_params(seed, task, class_index), rng, size)
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """JPEG bytes of an RGB image at the generator's fixed quality."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def plan_jobs(out: Path, tasks: Sequence[str], classes_per_task: int, train_per_class: int, test_per_class: int,
+              heldout_classes: int) -> Iterator[ImageJob]:
+    """Every image of the data set: training classes get train and test images, held-out classes `test_per_class`."""
+    for task in tasks:
+        for class_index in range(classes_per_task + heldout_classes):
+            heldout = class_index >= classes_per_task
+            counts = {"heldout": test_per_class} if heldout else {"train": train_per_class, "test": test_per_class}
+            for split, count in counts.items():
+                folder = out / task / split / class_name(task, class_index)
+                for number in range(count):
+                    yield ImageJob(task, class_index, split, number, str(folder / f"{number:04d}.jpg"))
+
+
+def _write_batch(args: tuple[int, int, list[ImageJob]]) -> int:
+    """Worker: draw and write a batch of images (temporary name, then rename); returns how many it wrote."""
+    seed, size, jobs = args
+    for job in jobs:
+        image = render_image(seed, job.task, job.class_index, job.split, job.number, size)
+        tmp = f"{job.path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(encode_jpeg(image))
+        os.replace(tmp, job.path)
+    return len(jobs)
+
+
+def _check_config(out: Path, config: dict) -> None:
+    """Refuse to mix images of a different configuration into an existing output folder."""
+    config_path = out / "config.json"
+    if config_path.exists() and read_json(config_path) != config:
+        raise UserError(f"{out} already holds synthetic data made with other settings; "
+                        "choose a new --out or delete that folder")
+
+
+def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("face", "object", "food", "car"),
+             classes_per_task: int = 10, train_per_class: int = 100, test_per_class: int = 20,
+             heldout_classes: int = 5, size: int = 64, workers: int | None = None) -> dict:
+    """Write the synthetic image folders under `out` and return the resolved configuration.
+
+    Deterministic by seed (same bytes for the same arguments); parallel over `workers` processes
+    (default: all cores); resumable (images already on disk are kept).
+    """
+    unknown = [task for task in tasks if task not in DOMAINS]
+    if unknown or not tasks:
+        raise UserError(f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}")
+    if min(classes_per_task, train_per_class, test_per_class) < 1 or heldout_classes < 0 or size < 16:
+        raise UserError("classes, train and test images per class must be >= 1, held-out classes >= 0, size >= 16 px")
+    out = Path(out)
+    config = {"seed": seed, "tasks": list(tasks), "classes_per_task": classes_per_task,
+              "train_per_class": train_per_class, "test_per_class": test_per_class,
+              "heldout_classes": heldout_classes, "size": size, "jpeg_quality": JPEG_QUALITY}
+    _check_config(out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config)
+    jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))
+    for folder in sorted({os.path.dirname(job.path) for job in jobs}):
+        os.makedirs(folder, exist_ok=True)
+    todo = [job for job in jobs if not os.path.exists(job.path)]
+    _run_parallel(todo, seed, size, workers or os.cpu_count() or 1)
+    write_manifest(out / "manifest.json", "synth", seed=seed, parameters=config, images=len(jobs),
+                   classes={task: [class_name(task, i) for i in range(classes_per_task + heldout_classes)] for task in tasks})
+    return config
+
+
+def _run_parallel(jobs: list[ImageJob], seed: int, size: int, workers: int, batch: int = 64) -> None:
+    """Draw `jobs` in batches over a process pool with a progress bar."""
+    batches = [(seed, size, jobs[i:i + batch]) for i in range(0, len(jobs), batch)]
+    progress = tqdm(total=len(jobs), desc="synth", unit="img", disable=not jobs)
+    if workers == 1:
+        for args in batches:
+            progress.update(_write_batch(args))
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for written in pool.imap_unordered(_write_batch, batches):
+                progress.update(written)
+    progress.close()

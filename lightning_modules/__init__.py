@@ -1,0 +1,5 @@
+"""Models and training: VGG16 networks trained on one or more tasks with Lightning."""
+
+from lightning_modules.vgg import CONV_LAYERS, FC_LAYERS, LAYER_NAMES, VGG, conv_indices, filters_per_layer, relu_indices, vgg16
+
+__all__ = ["CONV_LAYERS", "FC_LAYERS", "LAYER_NAMES", "VGG", "conv_indices", "filters_per_layer", "relu_indices", "vgg16"]

@@ -1,0 +1,122 @@
+"""VGG16 (configuration D) at any width, laid out like torchvision's `vgg16`, with METHOD's initialisation.
+
+Layer names used by every analysis (conv1_1 ... conv5_3, fc6, fc7, output) are defined here, once.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONFIG_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+HIDDEN_FC = 4096
+CONV_LAYERS: tuple[str, ...] = (
+    "conv1_1", "conv1_2",
+    "conv2_1", "conv2_2",
+    "conv3_1", "conv3_2", "conv3_3",
+    "conv4_1", "conv4_2", "conv4_3",
+    "conv5_1", "conv5_2", "conv5_3",
+)
+FC_LAYERS: tuple[str, ...] = ("fc6", "fc7", "output")
+LAYER_NAMES: tuple[str, ...] = CONV_LAYERS + FC_LAYERS
+
+
+def scaled(channels: int, width: float) -> int:
+    """A layer width scaled by `width`, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+class VGG(nn.Module):
+    """torchvision-style VGG: `features`, `avgpool` (adaptive, 7x7) and `classifier`."""
+
+    def __init__(self, features: nn.Sequential, num_classes: int, hidden: int, last_channels: int, dropout: float = 0.5):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(last_channels * 7 * 7, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def make_features(width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
+    """The 13-conv feature stack of configuration D, each conv followed by (batch norm and) ReLU."""
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for entry in CONFIG_D:
+        if entry == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        out_channels = scaled(int(entry), width)
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
+def init_weights(model: nn.Module) -> None:
+    """METHOD's initialisation: conv Kaiming-normal (fan_out, relu), linear N(0, 0.01), biases 0, BN (1, 0)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
+def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> VGG:
+    """VGG16 configuration D with `num_classes` outputs; `width` scales every conv and hidden FC layer."""
+    features = make_features(width, batch_norm)
+    model = VGG(features, num_classes, hidden=scaled(HIDDEN_FC, width), last_channels=scaled(512, width), dropout=dropout)
+    init_weights(model)
+    return model
+
+
+def conv_indices(model: VGG) -> dict[str, int]:
+    """Map conv1_1 ... conv5_3 to the index of that conv in `model.features`."""
+    indices = [i for i, module in enumerate(model.features) if isinstance(module, nn.Conv2d)]
+    if len(indices) != len(CONV_LAYERS):
+        raise ValueError(f"expected {len(CONV_LAYERS)} conv layers in a VGG16, found {len(indices)}")
+    return dict(zip(CONV_LAYERS, indices))
+
+
+def relu_indices(model: VGG) -> dict[str, int]:
+    """Map conv1_1 ... conv5_3 to the index in `model.features` of the ReLU that follows that conv.
+
+    A lesion zeroes this ReLU's output, which is the filter's output map after its nonlinearity.
+    """
+    relus: dict[str, int] = {}
+    for name, conv_index in conv_indices(model).items():
+        index = conv_index + 1
+        while not isinstance(model.features[index], nn.ReLU):
+            index += 1
+        relus[name] = index
+    return relus
+
+
+def fc_indices(model: VGG) -> dict[str, int]:
+    """Map fc6, fc7 and output to their index in `model.classifier`."""
+    linear = [i for i, module in enumerate(model.classifier) if isinstance(module, nn.Linear)]
+    return dict(zip(FC_LAYERS, linear))
+
+
+def filters_per_layer(model: VGG) -> dict[str, int]:
+    """Number of filters (output channels) of each conv layer."""
+    return {name: model.features[i].out_channels for name, i in conv_indices(model).items()}

@@ -1,0 +1,54 @@
+"""The `specialize` command: one entry point whose subcommands live beside the code they drive.
+
+Each subsystem module defines `register(subparsers)`, adding its subcommands with
+`set_defaults(run=handler)`; a handler takes the parsed arguments and returns an exit code.
+Heavy imports (torch, ray, ffcv) happen inside handlers, so `specialize --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from specialize.errors import UserError
+
+SUBCOMMAND_MODULES = (
+    "data_pipeline.cli",
+    "lightning_modules.cli",
+    "sweeps.cli",
+    "analysis.cli",
+    "specialize.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every subsystem's subcommands registered."""
+    parser = argparse.ArgumentParser(prog="specialize", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the chosen subcommand, and turn user errors into one line and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as error:
+        print(f"specialize {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"specialize {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
