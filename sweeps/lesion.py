@@ -121,6 +121,11 @@ class Stimuli:
             yield (self.images[start:stop].to(device), self.labels[start:stop].to(device),
                    self.task_ids[start:stop].to(device))
 
+    def only(self, task: str) -> "Stimuli":
+        """The images of one task alone."""
+        mask = self.task_ids == self.tasks.index(task)
+        return Stimuli(self.images[mask], self.labels[mask], torch.zeros(int(mask.sum()), dtype=torch.long), (task,))
+
     def counts(self) -> np.ndarray:
         """Number of images of each task."""
         return np.bincount(self.task_ids.numpy(), minlength=len(self.tasks))
@@ -404,12 +409,9 @@ def layer_plan(model: VGG, layer: str, num_images: int, num_lesions: int, batch_
                        lesions_per_pass, budget_bytes)
 
 
-def layer_frame(layer: str, filters: Sequence[int], totals: TaskTotals, intact: TaskTotals,
-                stimuli: Stimuli) -> pd.DataFrame:
-    """Rows (layer, layer_index, filter, task, loss, accuracy, intact_loss, intact_accuracy) of one layer."""
-    counts = stimuli.counts()
-    loss, accuracy = totals.means(counts)
-    intact_loss, intact_accuracy = intact.means(counts)
+def lesion_frame(layer: str, filters: Sequence[int], totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
+    """Rows (layer, layer_index, filter, task, loss, accuracy) of lesions of one layer."""
+    loss, accuracy = totals.means(stimuli.counts())
     num_tasks = len(stimuli.tasks)
     return pd.DataFrame({
         "layer": layer,
@@ -418,9 +420,18 @@ def layer_frame(layer: str, filters: Sequence[int], totals: TaskTotals, intact: 
         "task": np.tile(np.asarray(stimuli.tasks, dtype=object), len(filters)),
         "loss": loss.ravel(),
         "accuracy": accuracy.ravel(),
-        "intact_loss": np.tile(intact_loss[0], len(filters)),
-        "intact_accuracy": np.tile(intact_accuracy[0], len(filters)),
-    }, columns=list(RESULT_COLUMNS))
+    })
+
+
+def intact_frame(totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
+    """Rows (task, intact_loss, intact_accuracy) of the unlesioned network."""
+    loss, accuracy = totals.means(stimuli.counts())
+    return pd.DataFrame({"task": list(stimuli.tasks), "intact_loss": loss[0], "intact_accuracy": accuracy[0]})
+
+
+def with_intact(lesions: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
+    """Lesion rows joined with the intact loss and accuracy of their task, in RESULT_COLUMNS order."""
+    return lesions.merge(intact, on="task", how="left", validate="many_to_one")[list(RESULT_COLUMNS)]
 
 
 def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str] | None = None,
@@ -446,10 +457,10 @@ def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str]
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
         with PeakMemory(target) as peak, tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
             intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass)
-            frames = [layer_frame(layer, range(sizes[layer]),
-                                  sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar),
-                                  intact, stimuli) for layer in layers]
-    frame = pd.concat(frames, ignore_index=True)
+            frames = [lesion_frame(layer, range(sizes[layer]),
+                                   sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar),
+                                   stimuli) for layer in layers]
+    frame = with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))
     frame.attrs.update(peak_memory_bytes=int(peak.peak_bytes), memory_budget_bytes=int(budget),
                        plans={layer: vars(plan) for layer, plan in plans.items()})
     return frame
@@ -478,5 +489,5 @@ def reference_lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Seq
                 with lesioned(net, {layer: [index]}):
                     single = intact_totals(net, stimuli, batch_size)
                 totals.loss[row], totals.correct[row] = single.loss[0], single.correct[0]
-            frames.append(layer_frame(layer, chosen, totals, intact, stimuli))
-    return pd.concat(frames, ignore_index=True)
+            frames.append(lesion_frame(layer, chosen, totals, stimuli))
+    return with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))

@@ -1,0 +1,66 @@
+"""Which classes make up each task of the analysis: the network's own tasks, or random pseudo-tasks (the control).
+
+A grouping maps a task name to global labels (indices into the model's output layer). The real grouping
+is the model's TaskLayout. The random-task control (`--random-tasks`) shuffles all classes of all tasks with
+a seed and deals them into pseudo-tasks with as many classes as the original tasks, in layout order
+(pseudo1 has as many classes as the first task, and so on). Images keep their global labels, and accuracy
+over all outputs is unchanged; only which images and outputs count as one task changes.
+
+The control needs filter rankings of its own: the sweep ranked filters for the real tasks only. They come
+from the sweep engine (`sweeps.lesion_sweep`), run on the training-split images the sweep used (the same
+seeded sample per real task), regrouped into the pseudo-tasks: each filter's loss is then the mean
+cross-entropy over a pseudo-task's images, exactly as the sweep ranks a real task.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.lesion_eval import EvalSet
+from data_pipeline.tasks import TaskLayout
+
+Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
+ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+PSEUDO_PREFIX = "pseudo"
+
+
+def layout_grouping(layout: TaskLayout) -> Grouping:
+    """The model's own tasks and their global labels."""
+    return {task: np.arange(layout.offset(task), layout.offset(task) + layout.num_classes(task)) for task in layout.tasks}
+
+
+def random_grouping(layout: TaskLayout, seed: int) -> Grouping:
+    """All classes shuffled (seeded) and split into pseudo-tasks of the original tasks' sizes."""
+    shuffled = np.random.default_rng(seed).permutation(layout.total_classes)
+    bounds = np.cumsum([layout.num_classes(task) for task in layout.tasks])[:-1]
+    return {f"{PSEUDO_PREFIX}{i + 1}": np.sort(part) for i, part in enumerate(np.split(shuffled, bounds))}
+
+
+def regroup(images_by_task: ImagesByTask, grouping: Grouping) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The images (with global labels) of all given tasks, dealt into the grouping's tasks by label."""
+    images = torch.cat([pair[0] for pair in images_by_task.values()])
+    labels = torch.cat([pair[1] for pair in images_by_task.values()])
+    regrouped = {}
+    for task, members in grouping.items():
+        keep = torch.from_numpy(np.isin(labels.numpy(), members))
+        regrouped[task] = (images[keep], labels[keep])
+    return regrouped
+
+
+def eval_sets(images_by_task: ImagesByTask, grouping: Grouping, layout: TaskLayout) -> list[EvalSet]:
+    """Test sets of the grouping's tasks, with class names and each task's output units."""
+    names = np.asarray([name for classes in layout.classes for name in classes], dtype=object)
+    return [EvalSet(task, images, labels, names[labels.numpy()], torch.from_numpy(grouping[task]).long())
+            for task, (images, labels) in regroup(images_by_task, grouping).items()]
+
+
+def grouping_table(grouping: Grouping, layout: TaskLayout) -> pd.DataFrame:
+    """One row per class: analysis task, global label, original task and class name."""
+    origin = layout.task_of(torch.arange(layout.total_classes)).numpy()
+    names = [name for classes in layout.classes for name in classes]
+    return pd.DataFrame([{"task": task, "label": int(label), "original_task": layout.tasks[origin[label]],
+                          "class": names[label]} for task, members in grouping.items() for label in members])

@@ -1,0 +1,131 @@
+"""Throughput of `lesion_sweep` against the naive reference (one full forward pass per filter).
+
+VGG16 at width 1/4, 64 px, all 13 conv layers, random images in two tasks. The naive reference is timed on
+a sample of filters per layer (its cost per filter is the same in every layer); the fast sweep runs every
+filter. Reports lesions x images per second for both, the speedup (target >= 3x), the largest difference
+in loss on the shared filters, peak memory, and the achieved fraction of the multiply-add bound: the
+speedup the cost model of METHOD allows (naive multiply-adds / fast multiply-adds) versus the one seen.
+
+    python -m benchmarks.bench_lesion [--images-per-task 32] [--naive-filters 4] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+
+from lightning_modules.vgg import CONV_LAYERS, VGG, conv_indices, filters_per_layer, relu_indices, vgg16
+from sweeps.lesion import lesion_sweep, reference_lesion_sweep
+
+
+def module_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[nn.Module, int]:
+    """Multiply-adds per image of every conv and linear module."""
+    macs: dict[nn.Module, int] = {}
+
+    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d):
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            macs[module] = output[0].numel() * per_output
+        else:
+            macs[module] = module.in_features * module.out_features
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    with torch.inference_mode():
+        model(torch.zeros(1, *image_shape))
+    for hook in hooks:
+        hook.remove()
+    return macs
+
+
+def sweep_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[str, float]:
+    """Multiply-adds per image for a full one-filter-at-a-time sweep: naive, prefix reuse, prefix + linearity."""
+    macs = module_macs(model, image_shape)
+    ordered = [m for m in model.modules() if m in macs]  # forward order
+    costs = [macs[m] for m in ordered]
+    full = sum(costs)
+    sizes = filters_per_layer(model)
+    convs = [model.features[i] for i in conv_indices(model).values()]
+    naive = reuse = linear = 0.0
+    for position, layer in enumerate(CONV_LAYERS):
+        nxt = ordered.index(convs[position]) + 1  # position of the next linear map in `ordered`
+        prefix, next_map, suffix = sum(costs[:nxt]), costs[nxt], sum(costs[nxt + 1:])
+        single_channel = next_map / (next_map and _in_channels(ordered[nxt]))
+        naive += sizes[layer] * full
+        reuse += prefix + sizes[layer] * (next_map + suffix)
+        linear += prefix + next_map + sizes[layer] * (single_channel + suffix)
+    return {"naive": naive, "prefix_reuse": reuse, "prefix_reuse_and_linearity": linear, "forward": full}
+
+
+def _in_channels(module: nn.Module) -> int:
+    return module.in_channels if isinstance(module, nn.Conv2d) else model_channels(module)
+
+
+def model_channels(linear: nn.Linear) -> int:
+    """Input channels of fc6: its inputs are 7 x 7 pooled maps per channel."""
+    return linear.in_features // 49
+
+
+def random_tasks(images_per_task: int, resolution: int, num_classes: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    half = num_classes // 2
+    return {task: (torch.randn(images_per_task, 3, resolution, resolution, generator=generator),
+                   torch.randint(0, half, (images_per_task,), generator=generator) + offset)
+            for task, offset in (("face", 0), ("object", half))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--images-per-task", type=int, default=32)
+    parser.add_argument("--naive-filters", type=int, default=4, help="filters per layer timed with the naive reference")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = vgg16(20, width=args.width).eval()
+    data = random_tasks(args.images_per_task, args.resolution, 20)
+    images = 2 * args.images_per_task
+    sample = {layer: list(range(min(args.naive_filters, n))) for layer, n in filters_per_layer(model).items()}
+
+    start = time.perf_counter()
+    naive = reference_lesion_sweep(model, data, batch_size=args.batch_size or 128, device=args.device, filters=sample)
+    naive_s = time.perf_counter() - start
+    start = time.perf_counter()
+    fast = lesion_sweep(model, data, batch_size=args.batch_size, device=args.device)
+    fast_s = time.perf_counter() - start
+
+    naive_lesions, fast_lesions = sum(map(len, sample.values())), sum(filters_per_layer(model).values())
+    shared = fast.merge(naive, on=["layer", "filter", "task"], suffixes=("", "_naive"))
+    costs = sweep_macs(model, (3, args.resolution, args.resolution))
+    naive_rate = naive_lesions * images / naive_s
+    fast_rate = fast_lesions * images / fast_s
+    bound = costs["naive"] / costs["prefix_reuse_and_linearity"]
+    speedup = fast_rate / naive_rate
+    report = {
+        "config": vars(args) | {"filters": fast_lesions, "images": images, "threads": torch.get_num_threads()},
+        "naive_lesion_images_per_s": round(naive_rate, 1),
+        "fast_lesion_images_per_s": round(fast_rate, 1),
+        "speedup": round(speedup, 2),
+        "max_abs_loss_difference": float((shared.loss - shared.loss_naive).abs().max()),
+        "accuracy_identical": bool((shared.accuracy == shared.accuracy_naive).all()),
+        "peak_memory_mib": round(fast.attrs["peak_memory_bytes"] / 2**20, 1),
+        "memory_budget_mib": round(fast.attrs["memory_budget_bytes"] / 2**20, 1),
+        "gmac_per_image_forward": round(costs["forward"] / 1e9, 4),
+        "mac_bound_speedup_prefix_reuse": round(costs["naive"] / costs["prefix_reuse"], 2),
+        "mac_bound_speedup": round(bound, 2),
+        "fraction_of_mac_bound": round(speedup / bound, 3),
+        "naive_gmac_per_s": round(costs["forward"] * naive_rate / 1e9, 2),
+        "fast_gmac_per_s": round(costs["prefix_reuse_and_linearity"] / fast_lesions * fast_rate / 1e9, 2),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

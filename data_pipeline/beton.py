@@ -1,0 +1,132 @@
+"""Writing FFCV .beton files from lists of (image path, label), in parallel, atomically and resumably."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from data_pipeline.images import BadImage, decode_rgb
+from specialize.errors import UserError
+from specialize.io import atomic_path, file_sha256, read_json, write_json
+
+WRITE_MODES = ("raw", "jpg", "proportion", "smart")
+STATE_FILE = ".build_state.json"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample to write: a source image file and its label."""
+
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class ImageEncoding:
+    """How images are stored in a .beton (FFCV RGBImageField settings)."""
+
+    write_mode: str = "jpg"
+    max_resolution: int | None = 384
+    jpeg_quality: int = 90
+    compress_probability: float = 0.5
+
+    def field(self):
+        """The FFCV field that stores images this way."""
+        from ffcv.fields import RGBImageField
+        return RGBImageField(write_mode=self.write_mode, max_resolution=self.max_resolution,
+                             jpeg_quality=self.jpeg_quality, compress_probability=self.compress_probability)
+
+
+class SourceImages:
+    """An indexable data set over items, decoded on demand in FFCV's writer processes (memory stays bounded).
+
+    A file that fails to decode here (it changed after the check pass) is replaced by a grey placeholder and
+    logged to `failure_log`; the caller refuses the output when that log is not empty.
+    """
+
+    def __init__(self, items: Sequence[Item], failure_log: str):
+        self.items = items
+        self.failure_log = failure_log
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        item = self.items[index]
+        try:
+            image, _ = decode_rgb(item.path)
+        except BadImage as error:
+            with open(self.failure_log, "a") as log:
+                log.write(f"{item.path}: {error}\n")
+            image = np.full((8, 8, 3), 128, dtype=np.uint8)
+        return image, item.label
+
+
+def fingerprint(items: Sequence[Item], encoding: ImageEncoding) -> str:
+    """A hash of exactly what a .beton will contain, to recognise finished files when resuming."""
+    digest = hashlib.sha256(json.dumps(asdict(encoding), sort_keys=True).encode())
+    for item in items:
+        digest.update(f"{item.path}\0{item.label}\n".encode())
+    return digest.hexdigest()
+
+
+def write_beton(path: Path, items: Sequence[Item], encoding: ImageEncoding, workers: int) -> None:
+    """Write items to `path` with FFCV's parallel writer, under a temporary name renamed on success."""
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+
+    with tempfile.NamedTemporaryFile("w", suffix=".failures", delete=False) as log:
+        failure_log = log.name
+    try:
+        with atomic_path(path) as tmp:
+            writer = DatasetWriter(str(tmp), {"image": encoding.field(), "label": IntField()}, num_workers=workers)
+            writer.from_indexed_dataset(SourceImages(items, failure_log), chunksize=max(1, min(100, len(items) // workers)))
+            failures = Path(failure_log).read_text().splitlines()
+            if failures:
+                raise UserError(f"{len(failures)} image(s) changed while building {path.name} (first: {failures[0]}); "
+                                "rerun the build")
+    finally:
+        os.unlink(failure_log)
+
+
+class BuildState:
+    """Which .beton files of an output folder are complete (by fingerprint), and their SHA-256 hashes."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_FILE
+        self.done: dict[str, dict[str, str]] = read_json(self.path) if self.path.exists() else {}
+
+    def is_done(self, relative: str, digest: str, out: Path) -> bool:
+        """Whether `relative` exists and was written from the same fingerprint."""
+        entry = self.done.get(relative)
+        return entry is not None and entry["fingerprint"] == digest and (out / relative).exists()
+
+    def mark_done(self, relative: str, digest: str, out: Path) -> None:
+        """Record a finished file and its hash."""
+        self.done[relative] = {"fingerprint": digest, "sha256": file_sha256(out / relative)}
+        write_json(self.path, self.done)
+
+    def sha256(self, relative: str) -> str:
+        """The recorded content hash of a finished file."""
+        return self.done[relative]["sha256"]
+
+
+def write_all(out: Path, outputs: dict[str, Sequence[Item]], encoding: ImageEncoding, workers: int) -> dict[str, str]:
+    """Write every output (relative path -> items) not already complete; return relative path -> SHA-256."""
+    state = BuildState(out)
+    for relative, items in outputs.items():
+        digest = fingerprint(items, encoding)
+        if state.is_done(relative, digest, out):
+            continue
+        print(f"writing {relative} ({len(items)} images)", file=sys.stderr, flush=True)
+        write_beton(out / relative, items, encoding, workers)
+        state.mark_done(relative, digest, out)
+    return {relative: state.sha256(relative) for relative in outputs}

@@ -1,0 +1,128 @@
+"""`specialize data synth` (the embedded synthetic image folders) and `specialize data build` (folders -> FFCV)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from specialize.errors import UserError
+
+DEFAULT_TASKS = "face,object,food,car"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `data` command and its subcommands."""
+    data = subparsers.add_parser("data", help="synthetic data and building FFCV data directories")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    _register_synth(commands)
+    _register_build(commands)
+
+
+def _register_synth(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("synth", help="draw the synthetic face/object/food/car image folders")
+    parser.add_argument("--out", required=True, help="output folder: OUT/<task>/{train,test,heldout}/<class>/<n>.jpg")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes-per-task", type=int, default=10)
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--test-per-class", type=int, default=20, help="also the images per held-out class")
+    parser.add_argument("--heldout-classes", type=int, default=5)
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated, from {DEFAULT_TASKS}")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.set_defaults(run=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Handler of `specialize data synth`."""
+    from data_pipeline.synth import generate
+
+    config = generate(args.out, seed=args.seed, tasks=[t for t in args.tasks.split(",") if t],
+                      classes_per_task=args.classes_per_task, train_per_class=args.train_per_class,
+                      test_per_class=args.test_per_class, heldout_classes=args.heldout_classes, size=args.size,
+                      workers=args.workers)
+    print(f"synth {args.out}: {len(config['tasks'])} tasks x {config['classes_per_task']} classes "
+          f"({config['train_per_class']} train + {config['test_per_class']} test each) + "
+          f"{config['heldout_classes']} held-out classes, {config['size']} px")
+    return 0
+
+
+def _register_build(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("build", help="image folders of several tasks -> FFCV .beton files, pools, manifest")
+    parser.add_argument("--task", action="append", required=True, metavar="NAME=ROOT",
+                        help="a task and its image root, repeatable; order = label order in pools (face first)")
+    parser.add_argument("--out", required=True, help="the data directory to write")
+    parser.add_argument("--classes", action="append", metavar="[TASK=]N",
+                        help="number of classes per task (seeded choice; default all)")
+    parser.add_argument("--class-list", action="append", metavar="[TASK=]FILE",
+                        help="text file of class names, one per line, in label order")
+    parser.add_argument("--exclude", action="append", metavar="[TASK=]FILE", help="text file of class names to leave out")
+    parser.add_argument("--train-per-class", type=int, default=None, help="cap on train images per class (default all)")
+    parser.add_argument("--test-per-class", type=int, default=50, help="test images per class (default 50)")
+    parser.add_argument("--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding")
+    parser.add_argument("--heldout-per-class", type=int, default=None, help="images per held-out class (default all)")
+    parser.add_argument("--split", choices=("auto", "premade", "seed"), default="auto",
+                        help="train/test split: the root's own (premade), seeded, or premade when present (auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
+    parser.add_argument("--balance", action="store_true", help="trim tasks to the same total number of train images")
+    parser.add_argument("--max-resolution", type=int, default=384, help="longest image side stored (0 = keep)")
+    parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--write-mode", choices=("raw", "jpg", "proportion", "smart"), default="jpg",
+                        help="FFCV image storage: raw pixels, JPEG, or a proportion of each")
+    parser.add_argument("--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion")
+    parser.add_argument("--pool", action="append", metavar="T1+T2[+...]",
+                        help="pooled multi-task files to write, repeatable (default: one pool of all tasks in order)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.set_defaults(run=run_build)
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, str]:
+    """Split NAME=VALUE; UserError when it is not of that form."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise UserError(f"{option} expects NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def per_task_option(values: list[str] | None, tasks: list[str], option: str, convert: Callable = str):
+    """[TASK=]VALUE options: None, one value for every task, or a task -> value mapping."""
+    if not values:
+        return None
+    if len(values) == 1 and values[0].partition("=")[0] not in tasks:
+        return _convert(values[0], option, convert)
+    return {name: _convert(value, option, convert)
+            for name, value in (parse_assignment(v, option) for v in values) if _known(name, tasks, option)}
+
+
+def _known(task: str, tasks: list[str], option: str) -> bool:
+    if task not in tasks:
+        raise UserError(f"{option} names task {task!r}, which is not among --task ({', '.join(tasks)})")
+    return True
+
+
+def _convert(value: str, option: str, convert: Callable):
+    try:
+        return convert(value)
+    except ValueError:
+        raise UserError(f"{option} got {value!r}, which is not a valid value") from None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Handler of `specialize data build`."""
+    from data_pipeline.beton import ImageEncoding
+    from data_pipeline.build import build_dataset, summary_line
+
+    roots = dict(parse_assignment(text, "--task") for text in args.task)
+    if len(roots) != len(args.task):
+        raise UserError("a task is given twice in --task; name each task once")
+    names = list(roots)
+    encoding = ImageEncoding(write_mode=args.write_mode, max_resolution=args.max_resolution or None,
+                             jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability)
+    manifest = build_dataset(
+        roots, args.out, classes=per_task_option(args.classes, names, "--classes", int),
+        class_lists=per_task_option(args.class_list, names, "--class-list"),
+        exclude=per_task_option(args.exclude, names, "--exclude"), train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class, heldout_classes=args.heldout_classes,
+        heldout_per_class=args.heldout_per_class, split=args.split, seed=args.seed, balance=args.balance,
+        encoding=encoding, pools=args.pool, workers=args.workers)
+    print(summary_line(manifest, args.out))
+    return 0

@@ -1,0 +1,140 @@
+"""FFCV loaders with METHOD's transforms, on CPU or CUDA, single-process or distributed.
+
+Train: resize the shorter side to resolution * 256/224 and take a random `resolution` square crop (done in
+one step by cropping a square of min side * 224/256 and resizing it), random grayscale (p = 0.2), normalise
+with mean 0.5 and std 0.5 per channel. Eval: the same with a centre crop and no grayscale. No flips.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, ResizedCropRGBImageDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
+
+from specialize.errors import UserError
+
+CROP_RATIO = 224 / 256
+GRAYSCALE_PROBABILITY = 0.2
+
+
+def random_square_crop(height, width, _scale, ratio):
+    """A random square window of side ratio * min(height, width): (top, left, height, width). Numba-compiled by FFCV."""
+    side = int(ratio * min(height, width))
+    top = int(np.random.uniform(0, height - side + 1))
+    left = int(np.random.uniform(0, width - side + 1))
+    return top, left, side, side
+
+
+class RandomSquareCropRGBImageDecoder(ResizedCropRGBImageDecoder):
+    """Decode, take a random square of side `ratio` x the shorter side, resize to `output_size`."""
+
+    def __init__(self, output_size: tuple[int, int], ratio: float = CROP_RATIO):
+        super().__init__(output_size)
+        self.scale = None
+        self.ratio = ratio
+
+    @property
+    def get_crop_generator(self) -> Callable:
+        return random_square_crop
+
+
+class RandomGrayscale(torch.nn.Module):
+    """Replace each image by its luma (ITU-R 601 weights, as torchvision) in all channels, with probability p.
+
+    Runs on normalised float batches: the weights sum to 1, so it commutes with the per-channel normalisation.
+    Draws from torch's generator, so it follows the training seed.
+    """
+
+    def __init__(self, probability: float = GRAYSCALE_PROBABILITY):
+        super().__init__()
+        self.probability = probability
+        self.register_buffer("weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        chosen = torch.rand(images.shape[0], device=images.device) < self.probability
+        luma = (images * self.weights.to(images.device)).sum(dim=1, keepdim=True)
+        return torch.where(chosen.view(-1, 1, 1, 1), luma.expand_as(images), images)
+
+
+class Normalise(torch.nn.Module):
+    """uint8 NCHW -> contiguous float32 with per-channel mean 0.5 and std 0.5, i.e. x / 127.5 - 1."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(2.0 / 255.0).sub_(1.0)
+
+
+class OffsetLabels(torch.nn.Module):
+    """Flatten (N, 1) labels to (N,) int64 and add a constant (a task's offset in a global label space)."""
+
+    def __init__(self, offset: int):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return labels.reshape(-1).to(torch.int64) + self.offset
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """A concrete device (cuda -> cuda:<current index>, as FFCV needs an index)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def image_pipeline(train: bool, resolution: int, device: torch.device) -> list:
+    """FFCV operations from stored image to normalised float32 NCHW batch on `device`."""
+    if train:
+        ops: list = [RandomSquareCropRGBImageDecoder((resolution, resolution))]
+    else:
+        ops = [CenterCropRGBImageDecoder((resolution, resolution), ratio=CROP_RATIO)]
+    ops.append(ToTensor())
+    if device.type != "cpu":
+        ops.append(ToDevice(device, non_blocking=True))
+    ops += [ToTorchImage(channels_last=True), ModuleWrapper(Normalise())]
+    return ops + [ModuleWrapper(RandomGrayscale())] if train else ops
+
+
+def label_pipeline(label_offset: int, device: torch.device) -> list:
+    """FFCV operations from stored label to int64 (N,) batch on `device`, shifted by `label_offset`."""
+    ops: list = [IntDecoder(), ToTensor()]
+    if device.type != "cpu":
+        ops.append(ToDevice(device, non_blocking=True))
+    return ops + [ModuleWrapper(OffsetLabels(label_offset))]
+
+
+def traversal_order(train: bool, distributed: bool, os_cache: bool) -> OrderOption:
+    """Sequential for eval; random for training, quasi-random when data is read from disk (os_cache off, one process)."""
+    if not train:
+        return OrderOption.SEQUENTIAL
+    if not os_cache and not distributed:
+        return OrderOption.QUASI_RANDOM
+    return OrderOption.RANDOM
+
+
+def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, resolution: int, num_workers: int,
+                device: str | torch.device = "cpu", distributed: bool = False, seed: int = 0,
+                indices: Sequence[int] | None = None, label_offset: int = 0, drop_last: bool | None = None,
+                os_cache: bool = True) -> Loader:
+    """An FFCV Loader yielding (images float32 NCHW normalised, labels int64 + label_offset).
+
+    distributed=True splits every epoch across torch.distributed ranks (each sample once; the rank and world
+    size come from the initialised process group). os_cache=False reads pages from disk per process instead
+    of the OS page cache (data larger than RAM) and uses QUASI_RANDOM order unless distributed.
+    """
+    if not os.path.isfile(beton_path):
+        raise UserError(f"{beton_path} does not exist; build the data directory with `specialize data build`")
+    device = _device(device)
+    return Loader(
+        str(beton_path), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
+        order=traversal_order(train, distributed, os_cache), distributed=distributed, seed=seed,
+        indices=None if indices is None else np.asarray(indices, dtype=np.uint64),
+        pipelines={"image": image_pipeline(train, resolution, device), "label": label_pipeline(label_offset, device)},
+        drop_last=train if drop_last is None else drop_last,
+    )

@@ -1,0 +1,56 @@
+"""`specialize train`: train a VGG16 on one or more tasks from a YAML config with `key=value` overrides."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightning_modules.config import TrainConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    parser = subparsers.add_parser(
+        "train", help="train a single- or multi-task VGG16 (Lightning; DDP over devices and nodes)",
+        description="Train from a YAML config; a run directory that already holds a checkpoint is continued.")
+    parser.add_argument("--config", help="YAML training config, e.g. configs/tiny_face_object.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. trainer.epochs=5 data.dir=data/synth tasks=[face,object]")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Resolve the config (file + overrides, or a run directory's saved config) and train."""
+    from specialize.errors import UserError
+
+    from lightning_modules.config import load_config, read_run_config
+    from lightning_modules.train import train
+
+    if args.resume:
+        if args.config:
+            raise UserError("pass either --config or --resume RUN_DIR, not both; a resumed run keeps its saved config")
+        config = resumed_config(read_run_config(args.resume), args.resume, args.overrides)
+    elif args.config:
+        config = load_config(args.config, args.overrides)
+    else:
+        raise UserError("no config given; pass --config configs/<name>.yaml or --resume RUN_DIR")
+    run_dir = train(config)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def resumed_config(saved: "TrainConfig", run_dir: str, overrides: list[str]) -> "TrainConfig":
+    """A run directory's saved config, placed at that directory, with `overrides` applied (e.g. more epochs)."""
+    from pathlib import Path
+
+    from lightning_modules.config import apply_override, config_from_dict
+
+    data = saved.to_dict()
+    run_path = Path(run_dir)
+    data["output"].update(root=str(run_path.parent), run_name=run_path.name)
+    for override in overrides:
+        apply_override(data, override)
+    return config_from_dict(data)

@@ -1,0 +1,265 @@
+"""The training config: dataclasses loaded from YAML, `section.key=value` overrides, strict about unknown keys.
+
+Defaults follow METHOD (SGD lr 0.001, momentum 0.9, weight decay 1e-4, global batch 128, learning rate x0.1
+after 5 epochs without a lower validation loss, about 50 epochs). `data.batch_size` is the global batch:
+each of the `trainer.devices * trainer.num_nodes` processes loads `batch_size / world_size` images per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from specialize.errors import UserError
+from specialize.io import atomic_path, write_json
+
+HEADS = ("shared", "separate")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class DataConfig:
+    """Where the FFCV data lives and how it is loaded."""
+
+    dir: str = "data/synth"
+    resolution: int = 224
+    batch_size: int = 128
+    num_workers: int = 8
+    augment: bool = True  # false: train on the eval transform in file order (deterministic; for checks)
+    os_cache: bool = True
+    classes: dict[str, int] = field(default_factory=dict)  # expected classes per task; checked against the data
+
+
+@dataclass
+class ModelConfig:
+    """The VGG16 and its output layer."""
+
+    width: float = 1.0
+    batch_norm: bool = False
+    dropout: float = 0.5
+    heads: str = "shared"  # shared: one softmax over all classes (paper); separate: one per task's outputs
+
+
+@dataclass
+class OptimConfig:
+    """SGD with ReduceLROnPlateau on the validation loss."""
+
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    plateau_patience: int = 5
+    plateau_factor: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings: length, hardware, distribution and numerics."""
+
+    epochs: int = 50
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = False
+    progress_bar: bool = True
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases run metadata; offline unless `mode: online`."""
+
+    project: str = "specialize"
+    group: str | None = None
+    name: str | None = None  # default: the run's name
+    tags: list[str] = field(default_factory=list)
+    mode: str = "offline"
+
+
+@dataclass
+class OutputConfig:
+    """Where runs go: `root/run_name`, `run_name` defaulting to the config's `name`."""
+
+    root: str = "runs/train"
+    run_name: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    tasks: list[str] = field(default_factory=list)
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory: `output.root / (output.run_name or name)`."""
+        return Path(self.output.root) / (self.output.run_name or self.name)
+
+    @property
+    def world_size(self) -> int:
+        """Number of training processes."""
+        return self.trainer.devices * self.trainer.num_nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON friendly)."""
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a YAML config (or the defaults), apply `section.key=value` overrides and validate it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_yaml(path)
+    for override in overrides:
+        apply_override(data, override)
+    return config_from_dict(data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file's mapping; UserError when missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass an existing YAML file, e.g. configs/tiny_face_object.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set a dotted key in a nested dict from `key=value` (the value parsed as YAML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise UserError(f"override {override!r} is not key=value; write e.g. trainer.epochs=5")
+    value = yaml.safe_load(raw) if raw else None
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Build and validate a TrainConfig from a nested mapping; UserError names any unknown key."""
+    config = _build(TrainConfig, data, prefix="")
+    validate(config)
+    return config
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `data`, recursing into nested dataclasses and checking types."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"config key {prefix.rstrip('.') or '<root>'} must be a section (mapping), got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(known))}")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = prefix + name
+        values[name] = _build(hint, value, key + ".") if dataclasses.is_dataclass(hint) else _coerce(value, hint, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a simple type hint (str, int, float, bool, list[T], dict[str, T], T | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"config key {key} must be a list, got {value!r}; write e.g. {key}=[a,b]")
+        return [_coerce(item, args[0], key) for item in value]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"config key {key} must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise UserError(f"config key {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def validate(config: TrainConfig) -> None:
+    """Check values that types alone cannot: choices, positivity, divisibility."""
+    _check_choice("model.heads", config.model.heads, HEADS)
+    _check_choice("trainer.precision", config.trainer.precision, PRECISIONS)
+    _check_choice("wandb.mode", config.wandb.mode, WANDB_MODES)
+    if not config.tasks:
+        raise UserError("config key tasks is empty; list one or more tasks, e.g. tasks=[face,object]")
+    if len(set(config.tasks)) != len(config.tasks):
+        raise UserError(f"config key tasks repeats a task: {config.tasks}; list each task once")
+    for key, value in (("data.resolution", config.data.resolution), ("data.batch_size", config.data.batch_size),
+                       ("trainer.epochs", config.trainer.epochs), ("trainer.devices", config.trainer.devices),
+                       ("trainer.num_nodes", config.trainer.num_nodes), ("model.width", config.model.width),
+                       ("optim.lr", config.optim.lr)):
+        if value <= 0:
+            raise UserError(f"config key {key} must be positive, got {value}")
+    if config.data.resolution < 32:
+        raise UserError(f"config key data.resolution must be at least 32 (VGG16 pools 5 times), got {config.data.resolution}")
+    if config.data.batch_size % config.world_size:
+        raise UserError(
+            f"data.batch_size={config.data.batch_size} (global) is not divisible by the {config.world_size} processes "
+            "(trainer.devices x trainer.num_nodes); choose a multiple")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"config key {key} is {value!r}; valid values: {', '.join(choices)}")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: leaf value}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def write_config(config: TrainConfig, run_dir: str | Path) -> None:
+    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically."""
+    data = config.to_dict()
+    with atomic_path(Path(run_dir) / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_json(Path(run_dir) / "config.json", data)
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The resolved config saved in a run directory."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created")
+    return config_from_dict(json.loads(path.read_text()))

@@ -1,0 +1,156 @@
+"""The LightningModule: a VGG16 over a TaskLayout's global label space, with per-task losses and accuracies.
+
+Tasks are data: every per-task quantity loops over `layout.tasks`, so one, two or more tasks train alike.
+Metrics are summed per task over an epoch, summed across processes, then logged as
+`{stage}/{task}/{loss,top1,top5,top1_own,top5_own}` plus `{stage}/loss` (stage = train or val);
+"_own" means the prediction is restricted to the task's own outputs.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from data_pipeline.tasks import TaskLayout
+from lightning_modules.checkpoint import build_model
+
+METRICS = ("loss", "top1", "top5", "top1_own", "top5_own")
+RNG_KEY = "specialize_rng_states"
+
+
+def own_output_mask(layout: TaskLayout) -> torch.Tensor:
+    """Boolean [tasks, classes]: row t is True on task t's outputs."""
+    mask = torch.zeros(len(layout.tasks), layout.total_classes, dtype=torch.bool)
+    for row, task in enumerate(layout.tasks):
+        mask[row, layout.output_slice(task)] = True
+    return mask
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor, task_index: torch.Tensor,
+                    heads: str) -> torch.Tensor:
+    """Cross-entropy of each sample: over all outputs ("shared") or over its task's outputs only ("separate")."""
+    if heads == "separate":
+        logits = logits.masked_fill(~own_mask[task_index], float("-inf"))
+    return F.cross_entropy(logits.float(), labels, reduction="none")
+
+
+def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """1.0 where the label is among the top-k logits (k capped at the number of outputs)."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == labels[:, None]).any(dim=1).float()
+
+
+class TaskMetrics:
+    """Per-task sums of the METRICS and sample counts, accumulated over an epoch."""
+
+    def __init__(self, num_tasks: int, device: torch.device):
+        self.sums = torch.zeros(num_tasks, len(METRICS), device=device, dtype=torch.float64)
+        self.counts = torch.zeros(num_tasks, device=device, dtype=torch.float64)
+
+    def update(self, task_index: torch.Tensor, values: torch.Tensor) -> None:
+        """Add per-sample metric rows `values` [N, len(METRICS)] to their tasks."""
+        self.sums.index_add_(0, task_index, values.double())
+        self.counts.index_add_(0, task_index, torch.ones_like(task_index, dtype=torch.float64))
+
+
+class TaskModule(pl.LightningModule):
+    """Trains a VGG16 on the tasks of `layout` (a TaskLayout dict) with the resolved training `config` (a dict)."""
+
+    def __init__(self, config: dict[str, Any], layout: dict[str, Any]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.layout = TaskLayout.from_dict(layout)
+        self.heads = config["model"]["heads"]
+        self.channels_last = config["trainer"]["channels_last"]
+        self.model = build_model(self.layout, config["model"])
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.register_buffer("own_mask", own_output_mask(self.layout), persistent=False)
+        self._metrics: dict[str, TaskMetrics] = {}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        task_index = self.layout.task_of(labels)
+        losses = per_sample_loss(logits, labels, self.own_mask, task_index, self.heads)
+        with torch.no_grad():
+            own_logits = logits.detach().masked_fill(~self.own_mask[task_index], float("-inf"))
+            values = torch.stack([
+                losses.detach(), topk_hits(logits.detach(), labels, 1), topk_hits(logits.detach(), labels, 5),
+                topk_hits(own_logits, labels, 1), topk_hits(own_logits, labels, 5),
+            ], dim=1)
+            self._metrics[stage].update(task_index, values)
+        return losses.mean()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        self.log("train/batch_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_train_epoch_start(self) -> None:
+        self._metrics["train"] = TaskMetrics(len(self.layout.tasks), self.device)
+
+    def on_validation_epoch_start(self) -> None:
+        self._metrics["val"] = TaskMetrics(len(self.layout.tasks), self.device)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_epoch_metrics("val")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Sum the epoch's per-task sums over processes and log means per task and overall."""
+        metrics = self._metrics.pop(stage)
+        sums = self.trainer.strategy.reduce(metrics.sums, reduce_op="sum")
+        counts = self.trainer.strategy.reduce(metrics.counts, reduce_op="sum")
+        logged = {f"{stage}/loss": sums[:, 0].sum() / counts.sum().clamp(min=1)}
+        for row, task in enumerate(self.layout.tasks):
+            for column, metric in enumerate(METRICS):
+                logged[f"{stage}/{task}/{metric}"] = sums[row, column] / counts[row].clamp(min=1)
+        self.log_dict({k: v.float() for k, v in logged.items()}, prog_bar=False, sync_dist=False)
+        self.log(f"{stage}_loss", logged[f"{stage}/loss"].float(), prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.hparams["config"]["optim"]
+        optimizer = torch.optim.SGD(self.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                                    weight_decay=optim["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=optim["plateau_factor"], patience=optim["plateau_patience"])
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the Python, NumPy and torch RNG states so a resumed run draws the same random numbers."""
+        checkpoint[RNG_KEY] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the RNG states saved by `on_save_checkpoint`."""
+        states = checkpoint.get(RNG_KEY)
+        if states is None:
+            return
+        random.setstate(states["python"])
+        np.random.set_state(states["numpy"])
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,205 @@
+"""`train(config) -> run_dir`: one Lightning run, single- or multi-task, on 1..N processes, resumable.
+
+Run directory (`output.root/run_name`): config.yaml + config.json (resolved config), manifest.json, layout.json,
+checkpoints/{best,last}.ckpt, metrics.csv (CSVLogger, always), wandb/ (W&B, offline unless configured),
+summary.json (final per-task metrics) when the run completes.
+
+Resuming: a run directory that already holds a checkpoint is continued from its newest one (last.ckpt, or
+Lightning's hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm), so rerunning the same command, `--resume RUN_DIR`
+and a requeued Slurm job all continue where the run stopped, with optimiser, scheduler, loop and RNG state.
+Resuming from an epoch-end checkpoint reproduces the uninterrupted run when the input pipeline is deterministic
+(`data.augment=false`: FFCV's augmentations draw from numba's unseeded generator); a SIGUSR1 checkpoint saved
+mid-epoch restarts that epoch's data order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+from specialize.errors import UserError
+from specialize.io import file_sha256, read_json, write_json
+from specialize.manifest import write_manifest
+
+from lightning_modules.config import TrainConfig, flatten, read_run_config, write_config
+
+CHECKPOINT_DIR = "checkpoints"
+# Keys that may change when a run is continued: they change neither the model nor the data it sees.
+RESUMABLE_KEYS = frozenset({
+    "trainer.epochs", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
+    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "wandb.mode",
+})
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or continue) the run described by `config`; returns the run directory."""
+    import pytorch_lightning as pl
+
+    from data_pipeline.dataset import DataDir
+    from lightning_modules.module import TaskModule
+
+    run_dir = config.run_dir
+    data_dir = DataDir(config.data.dir)
+    layout = data_layout(data_dir, config)
+    check_existing_run(run_dir, config, layout.to_dict())
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    module = TaskModule(config.to_dict(), layout.to_dict())
+    trainer = make_trainer(config, run_dir)
+    if trainer.is_global_zero:
+        write_run_files(run_dir, config, layout.to_dict(), Path(config.data.dir))
+    datamodule = make_datamodule(config, trainer.world_size)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
+    if trainer.is_global_zero and not trainer.interrupted:
+        write_summary(run_dir, trainer)
+    return run_dir
+
+
+def data_layout(data_dir: Any, config: TrainConfig) -> Any:
+    """The TaskLayout of the configured tasks; UserError on unknown tasks or classes that do not match."""
+    unknown = [task for task in config.tasks if task not in data_dir.task_names]
+    if unknown:
+        raise UserError(f"unknown task {unknown[0]!r} in config key tasks; the data in {config.data.dir} has: "
+                        f"{', '.join(data_dir.task_names)}")
+    layout = data_dir.layout(config.tasks)
+    for task, expected in config.data.classes.items():
+        if task not in config.tasks:
+            raise UserError(f"config key data.classes.{task} names a task not in tasks ({', '.join(config.tasks)})")
+        if layout.num_classes(task) != expected:
+            raise UserError(f"the data in {config.data.dir} has {layout.num_classes(task)} classes for task {task!r} "
+                            f"but data.classes.{task}={expected}; rebuild the data or fix the config")
+    check_beton_labels(train_beton(data_dir, config.tasks), layout.total_classes)
+    return layout
+
+
+def train_beton(data_dir: Any, tasks: list[str]) -> Path:
+    """The training .beton for `tasks`: the task's own file, or the pool of several tasks."""
+    return Path(data_dir.beton(tasks[0], "train") if len(tasks) == 1 else data_dir.pool_beton(tasks, "train"))
+
+
+def check_beton_labels(beton: Path, num_classes: int) -> None:
+    """UserError unless the .beton's labels are exactly the classes 0..num_classes-1."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(beton))
+    column = f"f{reader.field_names.index('label')}"
+    labels = set(int(label) for label in reader.metadata[column])
+    if labels != set(range(num_classes)):
+        present = f"{len(labels)} distinct labels in [{min(labels, default=0)}, {max(labels, default=0)}]"
+        raise UserError(f"{beton} holds {present} but the manifest lists {num_classes} classes; "
+                        "rebuild the data with `specialize data build`")
+
+
+def check_existing_run(run_dir: Path, config: TrainConfig, layout: dict[str, Any]) -> None:
+    """UserError when `run_dir` holds a run whose config or classes differ from this one."""
+    if not (run_dir / "config.json").is_file():
+        return
+    saved = flatten(read_run_config(run_dir).to_dict())
+    current = flatten(config.to_dict())
+    differing = sorted(key for key in saved.keys() | current.keys()
+                       if key not in RESUMABLE_KEYS and saved.get(key) != current.get(key))
+    if differing:
+        key = differing[0]
+        raise UserError(f"{run_dir} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
+                        "continue it unchanged with --resume, or set output.run_name to start a new run")
+    layout_path = run_dir / "layout.json"
+    if layout_path.is_file() and read_json(layout_path) != layout:
+        raise UserError(f"the classes in {config.data.dir} differ from those {run_dir} was trained on; "
+                        "point data.dir at the data the run used")
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The newest checkpoint to continue from (last.ckpt or a SIGUSR1 hpc_ckpt_N.ckpt), or None."""
+    candidates = [run_dir / CHECKPOINT_DIR / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [path for path in candidates if path.is_file()]
+    return str(max(existing, key=lambda path: path.stat().st_mtime)) if existing else None
+
+
+def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
+    """A Lightning Trainer with checkpoints, loggers, progress bar and Slurm requeue on SIGUSR1."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    trainer_config = config.trainer
+    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/loss",
+                                 mode="min", save_top_k=1, save_last=True)
+    plugins = [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)] if SLURMEnvironment.detect() else []
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=trainer_config.epochs,
+        accelerator=trainer_config.accelerator,
+        devices=trainer_config.devices,
+        num_nodes=trainer_config.num_nodes,
+        strategy=trainer_config.strategy,
+        precision=trainer_config.precision,
+        logger=make_loggers(config, run_dir),
+        callbacks=[checkpoint],
+        plugins=plugins,
+        enable_progress_bar=trainer_config.progress_bar,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        log_every_n_steps=10,
+        enable_model_summary=False,
+    )
+
+
+def make_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:
+    """CSVLogger into the run directory, always; W&B unless `wandb.mode=disabled` (rank 0 logs; same run on resume)."""
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    if config.wandb.mode == "disabled":
+        return loggers
+    loggers.append(WandbLogger(
+        project=config.wandb.project, group=config.wandb.group, name=config.wandb.name or run_dir.name,
+        tags=config.wandb.tags, id=wandb_run_id(run_dir), resume="allow", save_dir=str(run_dir),
+        offline=config.wandb.mode == "offline", config=flatten(config.to_dict()),
+    ))
+    return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The run's W&B id, created once by rank 0 and kept in the run directory so a resumed run continues it."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    path = run_dir / "wandb_id.txt"
+    if not path.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex[:12] + "\n")
+    return path.read_text().strip()
+
+
+def make_datamodule(config: TrainConfig, world_size: int) -> Any:
+    """The FFCV DataModule for the configured tasks, loading `batch_size / world_size` images per process."""
+    from data_pipeline.datamodule import TaskDataModule
+
+    return TaskDataModule(config.data.dir, list(config.tasks), batch_size=config.data.batch_size // world_size,
+                          resolution=config.data.resolution, num_workers=config.data.num_workers,
+                          seed=config.seed, os_cache=config.data.os_cache, augment=config.data.augment)
+
+
+def write_run_files(run_dir: Path, config: TrainConfig, layout: dict[str, Any], data_path: Path) -> None:
+    """Resolved config, the label layout and the manifest (versions, seed, data manifest hash)."""
+    write_config(config, run_dir)
+    write_json(run_dir / "layout.json", layout)
+    write_manifest(run_dir / "manifest.json", "train", seed=config.seed, data=str(data_path),
+                   data_manifest_sha256=file_sha256(Path(data_path) / "manifest.json"),
+                   world_size=config.world_size, tasks=list(config.tasks),
+                   slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+
+
+def write_summary(run_dir: Path, trainer: Any) -> None:
+    """Final epoch metrics and checkpoint paths as summary.json."""
+    checkpoint = trainer.checkpoint_callback
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key}
+    write_json(run_dir / "summary.json", {
+        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+        "best_checkpoint": checkpoint.best_model_path, "last_checkpoint": checkpoint.last_model_path,
+        "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "metrics": metrics,
+    })

@@ -1,0 +1,98 @@
+"""Filter rankings from lesion losses: one-shot (each filter alone) and greedy (METHOD's rounds).
+
+A ranking table has one row per (layer, task, filter): layer, layer_index, task, rank (0 = most important),
+filter, loss. One-shot: filters by their single-lesion loss, highest first. Greedy: filters in the order
+they were chosen, `loss` being the loss with that filter lesioned together with those chosen before it;
+filters never chosen follow, ordered by their loss in the last round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+
+from lightning_modules.vgg import CONV_LAYERS
+
+RANKING_COLUMNS = ("layer", "layer_index", "task", "rank", "filter", "loss")
+GREEDY_STEP_FRACTION = 0.016
+GREEDY_TARGET_FRACTION = 0.2
+
+
+def by_loss(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered by loss, highest first; ties by filter index, so the order is reproducible."""
+    return frame.sort_values(["loss", "filter"], ascending=[False, True], kind="stable")
+
+
+def oneshot_ranking(filter_losses: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and task, filters by their single-lesion loss, highest first."""
+    parts = [ranked(layer, task, by_loss(group)) for (layer, task), group in _groups(filter_losses)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def ranked(layer: str, task: str, ordered: pd.DataFrame) -> pd.DataFrame:
+    """Ranking rows of one layer and task from rows already in rank order (columns filter, loss)."""
+    return pd.DataFrame({
+        "layer": layer,
+        "layer_index": CONV_LAYERS.index(layer) + 1,
+        "task": task,
+        "rank": range(len(ordered)),
+        "filter": ordered["filter"].to_numpy(),
+        "loss": ordered["loss"].to_numpy(),
+    }, columns=list(RANKING_COLUMNS))
+
+
+def _groups(frame: pd.DataFrame):
+    """(layer, task) groups in layer order, then task order of first appearance."""
+    tasks = list(dict.fromkeys(frame["task"]))
+    layer_order = {layer: i for i, layer in enumerate(CONV_LAYERS)}
+    keys = sorted({(layer, task) for layer, task in zip(frame["layer"], frame["task"])},
+                  key=lambda key: (layer_order[key[0]], tasks.index(key[1])))
+    grouped = frame.groupby(["layer", "task"], sort=False)
+    return [(key, grouped.get_group(key)) for key in keys]
+
+
+@dataclass(frozen=True)
+class GreedySchedule:
+    """How many filters of a layer the greedy ranking chooses per round, and in all."""
+
+    step: int
+    target: int
+
+    @classmethod
+    def for_layer(cls, num_filters: int, step_fraction: float = GREEDY_STEP_FRACTION,
+                  target_fraction: float = GREEDY_TARGET_FRACTION) -> "GreedySchedule":
+        """`step_fraction` of the layer per round (at least 1) until `target_fraction` (at least 1) are chosen."""
+        return cls(step=max(1, round(step_fraction * num_filters)), target=max(1, round(target_fraction * num_filters)))
+
+    @property
+    def rounds(self) -> int:
+        """Number of rounds; round 0 is the one-shot sweep."""
+        return math.ceil(self.target / self.step)
+
+    def picks(self, chosen_so_far: int) -> int:
+        """Filters to choose in the round that starts with `chosen_so_far` chosen."""
+        return min(self.step, self.target - chosen_so_far)
+
+
+def greedy_picks(rounds: Sequence[pd.DataFrame], schedule: GreedySchedule) -> list[pd.DataFrame]:
+    """The rows (filter, loss) chosen in each of the given rounds: each round's highest losses."""
+    picks: list[pd.DataFrame] = []
+    for frame in rounds:
+        picks.append(by_loss(frame).head(schedule.picks(sum(map(len, picks)))))
+    return picks
+
+
+def chosen_filters(rounds: Sequence[pd.DataFrame], schedule: GreedySchedule) -> list[int]:
+    """The filters chosen after the given rounds, in the order chosen."""
+    return [int(f) for pick in greedy_picks(rounds, schedule) for f in pick["filter"]]
+
+
+def greedy_ranking(layer: str, task: str, rounds: Sequence[pd.DataFrame], schedule: GreedySchedule) -> pd.DataFrame:
+    """The greedy ranking of one layer and task from all its rounds' losses (frames with columns filter, loss)."""
+    picks = greedy_picks(rounds, schedule)
+    last = by_loss(rounds[-1])
+    rest = last[~last["filter"].isin(pd.concat(picks)["filter"])]
+    return ranked(layer, task, pd.concat([*picks, rest]))

@@ -1,0 +1,39 @@
+"""Helpers for data tests (and for any test that needs a tiny built data directory)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from data_pipeline.beton import ImageEncoding
+from data_pipeline.build import build_dataset
+from data_pipeline.synth import generate
+
+
+def make_tiny_data_dir(root: Path, tasks: tuple[str, ...] = ("face", "object"), classes: int = 3, train: int = 6,
+                       test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw") -> Path:
+    """Synthetic folders under root/synth, built into root/data (raw pixels by default); returns the data dir."""
+    generate(root / "synth", seed=1, tasks=tasks, classes_per_task=classes, train_per_class=train,
+             test_per_class=test, heldout_classes=heldout, size=size, workers=2)
+    build_dataset({task: root / "synth" / task for task in tasks}, root / "data", test_per_class=test,
+                  heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None), workers=2)
+    return root / "data"
+
+
+def stored_images(beton: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every image (uint8 NxHxWx3, as stored, no transform) and label of a constant-size .beton, in file order."""
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+
+    loader = Loader(str(beton), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False,
+                    pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    images, labels = zip(*((np.array(x), np.array(y).reshape(-1)) for x, y in loader))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def pixel_hash(image: np.ndarray) -> str:
+    """A hash of an image's exact pixels."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()

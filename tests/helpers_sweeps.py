@@ -1,0 +1,41 @@
+"""Tiny models and images for the sweep tests: random weights scaled so that single lesions matter."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_modules.vgg import VGG, vgg16
+
+NUM_CLASSES = 6
+RESOLUTION = 32
+
+
+def tiny_vgg(seed: int = 0, batch_norm: bool = False) -> VGG:
+    """vgg16(6 classes, width 1/16) with He-scaled linear weights (and random BN statistics), in eval mode."""
+    torch.manual_seed(seed)
+    model = vgg16(NUM_CLASSES, width=1 / 16, batch_norm=batch_norm)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.uniform_(module.bias, -0.1, 0.1)
+        elif isinstance(module, nn.Conv2d):
+            nn.init.uniform_(module.bias, -0.1, 0.1)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def tiny_images(seed: int = 1, counts: dict[str, int] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Random images and labels for two tasks, labels in one 6-class output space (task a: 0-2, b: 3-5)."""
+    generator = torch.Generator().manual_seed(seed)
+    counts = counts or {"a": 10, "b": 7}
+    data = {}
+    for offset, (task, n) in zip((0, 3), counts.items()):
+        images = torch.randn(n, 3, RESOLUTION, RESOLUTION, generator=generator)
+        labels = torch.randint(0, 3, (n,), generator=generator) + offset
+        data[task] = (images, labels)
+    return data

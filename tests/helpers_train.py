@@ -1,0 +1,31 @@
+"""Tiny synthetic data and configs for the training tests: 2 tasks x 4 classes, 40 px images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from lightning_modules.config import TrainConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("face", "object")
+CLASSES_PER_TASK = 4
+
+
+def build_tiny_data(root: Path, train_per_class: int = 24, test_per_class: int = 8) -> Path:
+    """Synthetic face and object images -> a built data directory with the face+object pool; returns it."""
+    from data_pipeline.build import build_dataset
+    from data_pipeline.synth import generate
+
+    images, data = root / "images", root / "data"
+    generate(images, tasks=TASKS, classes_per_task=CLASSES_PER_TASK, train_per_class=train_per_class,
+             test_per_class=test_per_class, heldout_classes=0, size=40, workers=2)
+    build_dataset({task: images / task for task in TASKS}, data, pools=["+".join(TASKS)], workers=2,
+                  test_per_class=test_per_class)
+    return data
+
+
+def tiny_config(data_dir: Path, out: Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """configs/tiny_face_object.yaml on `data_dir`, writing under `out`, W&B offline, no progress bar."""
+    base = [f"data.dir={data_dir}", f"output.root={out}", "data.num_workers=1", "trainer.progress_bar=false"]
+    return load_config(ROOT / "configs" / "tiny_face_object.yaml", [*base, *overrides])

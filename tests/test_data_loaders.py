@@ -1,0 +1,119 @@
+"""FFCV loaders, DataDir, sample_images and the LightningDataModule on a tiny built synthetic data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.dataset import DataDir
+from data_pipeline.datamodule import TaskDataModule
+from data_pipeline.loaders import make_loader
+from data_pipeline.sample import sample_images
+from specialize.errors import UserError
+from helpers_data import make_tiny_data_dir, stored_images
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
+    return DataDir(make_tiny_data_dir(tmp_path_factory.mktemp("loaders")))
+
+
+def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(loader)
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def test_eval_loader_is_normalised_centre_crop(data: DataDir) -> None:
+    stored, labels = stored_images(data.beton("face", "test"))
+    images, loaded_labels = _epoch(make_loader(data.beton("face", "test"), train=False, batch_size=4,
+                                               resolution=28, num_workers=1, label_offset=5))
+    assert images.shape == (9, 3, 28, 28) and images.dtype == torch.float32 and images.is_contiguous()
+    expected = torch.from_numpy(stored[:, 2:30, 2:30].astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+    assert torch.allclose(images, expected, atol=1e-5)
+    assert loaded_labels.dtype == torch.int64 and loaded_labels.tolist() == (labels + 5).tolist()
+
+
+def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
+    loader = make_loader(data.beton("face", "train"), train=True, batch_size=6, resolution=24, num_workers=1,
+                         drop_last=False)
+    epochs = [_epoch(loader) for _ in range(8)]
+    images = torch.cat([x for x, _ in epochs])
+    assert images.shape == (8 * 18, 3, 24, 24) and images.min() >= -1.0 and images.max() <= 1.0
+    gray = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
+    assert 0.08 < gray.float().mean() < 0.35
+    assert all(sorted(y.tolist()) == sorted(epochs[0][1].tolist()) for _, y in epochs)
+    assert epochs[0][1].tolist() != epochs[1][1].tolist()  # reshuffled each epoch
+
+
+def test_quasi_random_order_without_os_cache_sees_every_sample(data: DataDir) -> None:
+    loader = make_loader(data.beton("object", "train"), train=True, batch_size=5, resolution=16, num_workers=1,
+                         os_cache=False, drop_last=False)
+    assert type(loader.traversal_order).__name__ == "QuasiRandom"
+    assert sorted(_epoch(loader)[1].tolist()) == sorted(stored_images(data.beton("object", "train"))[1].tolist())
+
+
+def test_sample_images_is_seeded_and_shifts_labels(data: DataDir) -> None:
+    layout = data.layout(["face", "object"])
+    first = sample_images(data.path, "object", "test", 5, seed=3, resolution=16, layout=layout)
+    again = sample_images(data, "object", "test", 5, seed=3, resolution=16, layout=layout)
+    other = sample_images(data, "object", "test", 5, seed=4, resolution=16)
+    assert first[0].shape == (5, 3, 16, 16) and torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert first[1].min() >= 3 and first[1].max() < 6
+    assert not torch.equal(first[0], other[0])
+    everything = sample_images(data, "face", "heldout", None, seed=0, resolution=16)
+    assert everything[1].tolist() == stored_images(data.beton("face", "heldout"))[1].tolist()
+    with pytest.raises(UserError, match="at most 9"):
+        sample_images(data, "face", "test", 10, seed=0, resolution=16)
+
+
+def test_data_dir_errors_are_user_errors(data: DataDir, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a built data directory"):
+        DataDir(tmp_path)
+    with pytest.raises(UserError, match="not in"):
+        data.classes("car")
+    with pytest.raises(UserError, match="no pool object\\+face"):
+        data.pool_beton(["object", "face"], "train")
+    assert data.pool_beton(["face", "object"], "test").name == "test.beton"
+
+
+def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
+    single = TaskDataModule(data.path, ["object"], batch_size=4, resolution=16, num_workers=1)
+    assert single.layout.tasks == ("object",) and single.beton("train") == data.beton("object", "train")
+    pooled = TaskDataModule(data.path, ["face", "object"], batch_size=4, resolution=16, num_workers=1)
+    assert pooled.layout.total_classes == 6
+    labels = _epoch(pooled.val_dataloader())[1]
+    assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(3)])
+    assert len(pooled.train_dataloader()) == 36 // 4
+
+
+def _rank_worker(rank: int, beton: str, out: str) -> None:
+    """One of two gloo ranks: record the labels (= sample ids) this rank loads in two epochs."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{out}/rendezvous")
+    from data_pipeline.datamodule import distributed_world
+    loader = make_loader(beton, train=True, batch_size=3, resolution=16, num_workers=1, distributed=distributed_world(),
+                         drop_last=False)
+    epochs = [torch.cat([y for _, y in loader]).tolist() for _ in range(2)]
+    Path(out, f"rank{rank}.json").write_text(json.dumps(epochs))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_rank_distributed_loading_sees_each_sample_once(data: DataDir, tmp_path: Path) -> None:
+    from data_pipeline.beton import ImageEncoding, Item, write_beton
+
+    sources = sorted((data.path.parent / "synth" / "face" / "train").glob("*/*.jpg"))[:14]
+    beton = tmp_path / "ids.beton"
+    write_beton(beton, [Item(str(path), index) for index, path in enumerate(sources)], ImageEncoding("raw"), workers=1)
+    torch.multiprocessing.start_processes(_rank_worker, args=(str(beton), str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for epoch in range(2):
+        seen = ranks[0][epoch] + ranks[1][epoch]
+        assert sorted(seen) == list(range(14)) and len(ranks[0][epoch]) == len(ranks[1][epoch]) == 7
+    assert ranks[0][0] != ranks[0][1]

@@ -1,0 +1,81 @@
+"""The synthetic generator: folder layout, determinism by seed, and domains that differ as the real ones do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipeline.synth import class_name, generate, render_image
+from specialize.errors import UserError
+
+SMALL = dict(tasks=("face", "object", "food", "car"), classes_per_task=2, train_per_class=3, test_per_class=2,
+             heldout_classes=1, size=32)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
+
+
+def test_layout_and_counts(tmp_path: Path) -> None:
+    generate(tmp_path, seed=3, workers=2, **SMALL)
+    for task in SMALL["tasks"]:
+        assert sorted(p.name for p in (tmp_path / task / "train").iterdir()) == [class_name(task, i) for i in range(2)]
+        assert sorted(p.name for p in (tmp_path / task / "test").iterdir()) == [class_name(task, i) for i in range(2)]
+        assert sorted(p.name for p in (tmp_path / task / "heldout").iterdir()) == [class_name(task, 2)]
+        assert len(list((tmp_path / task / "train" / class_name(task, 0)).glob("*.jpg"))) == 3
+        assert len(list((tmp_path / task / "heldout" / class_name(task, 2)).glob("*.jpg"))) == 2
+    image = Image.open(tmp_path / "car" / "test" / "car_001" / "0001.jpg")
+    assert image.size == (32, 32) and image.mode == "RGB"
+    assert (tmp_path / "manifest.json").is_file() and (tmp_path / "config.json").is_file()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
+    generate(tmp_path / "a", seed=3, workers=2, **SMALL)
+    generate(tmp_path / "b", seed=3, workers=1, **SMALL)
+    generate(tmp_path / "c", seed=4, workers=2, **SMALL)
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert len(a) == 4 * (2 * 5 + 2) and a == b
+    assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
+
+
+def test_resume_keeps_existing_images_and_refuses_other_settings(tmp_path: Path) -> None:
+    generate(tmp_path, seed=3, workers=2, **SMALL)
+    victim = tmp_path / "face" / "train" / "face_000" / "0000.jpg"
+    before = victim.read_bytes()
+    victim.unlink()
+    generate(tmp_path, seed=3, workers=2, **SMALL)
+    assert victim.read_bytes() == before
+    with pytest.raises(UserError, match="other settings"):
+        generate(tmp_path, seed=5, workers=2, **SMALL)
+
+
+def _class_spread(task: str, classes: int = 6, images: int = 12, size: int = 32) -> tuple[float, float]:
+    """Mean distance of an image to its own class mean vs to other class means (small images, pixel space)."""
+    data = np.stack([[render_image(0, task, c, "train", n, size).astype(np.float32).ravel() / 255
+                      for n in range(images)] for c in range(classes)])
+    means = data.mean(axis=1)
+    distances = np.linalg.norm(data[:, :, None, :] - means[None, None, :, :], axis=-1)
+    own = np.mean([distances[c, :, c].mean() for c in range(classes)])
+    other = np.mean([distances[c, :, d].mean() for c in range(classes) for d in range(classes) if d != c])
+    return float(own), float(other)
+
+
+def test_homogeneous_domains_are_fine_grained() -> None:
+    """Faces and cars differ less between classes (relative to within) than heterogeneous objects do."""
+    ratio = {task: np.divide(*_class_spread(task)[::-1]) for task in ("face", "object", "car")}
+    assert ratio["object"] > ratio["face"] and ratio["object"] > ratio["car"]
+    assert all(r > 1.0 for r in ratio.values())
+
+
+def test_identity_is_fixed_but_images_vary() -> None:
+    first, second = render_image(0, "face", 0, "train", 0, 32), render_image(0, "face", 0, "train", 1, 32)
+    assert np.array_equal(first, render_image(0, "face", 0, "train", 0, 32))
+    assert np.abs(first.astype(int) - second.astype(int)).mean() > 10
+
+
+def test_unknown_task_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown synthetic task"):
+        generate(tmp_path, tasks=("faces",))
