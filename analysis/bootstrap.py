@@ -15,6 +15,7 @@ one class, or one image per class, it reduces to the ordinary bootstrap (the tes
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Iterator
 
@@ -86,7 +87,9 @@ def bootstrap_accuracies(correct: np.ndarray, class_ids: np.ndarray, n_resamples
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over the first axis (the resamples); NaN resamples are ignored."""
+    """Percentile interval over the first axis (the resamples); NaN resamples are ignored (all NaN: NaN)."""
     tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.nanpercentile(samples, [tail, 100.0 - tail], axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(samples, [tail, 100.0 - tail], axis=0)
     return low, high

@@ -121,25 +121,19 @@ def unit_path(units_dir: Path, unit: Unit) -> Path:
 
 
 def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                      units_dir: Path, address: str | None = None, num_cpus: int = 2,
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+                      units_dir: Path, address: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
     """Evaluate the units not yet stored in `units_dir` as Ray tasks, writing each as it finishes; return all units.
 
-    Joins the Ray cluster at `address`, or starts a local one with `num_cpus` CPUs.
+    Uses the running Ray session, joins the cluster at `address`, or starts a local one.
     """
     import ray
 
+    from sweeps.distributed import ray_session
+
     pending = [unit for unit in plan if not unit_path(units_dir, unit).exists()]
     if pending:
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                     log_to_driver=False)
-        try:
+        with ray_session(address):
             _run_ray_units(ray, model, eval_sets, plan, pending, units_dir, batch_size)
-        finally:
-            if started:
-                ray.shutdown()
     return pd.concat([pd.read_parquet(unit_path(units_dir, unit)) for unit in plan], ignore_index=True)
 
 

@@ -124,7 +124,7 @@ class TaskModule(pl.LightningModule):
             for column, metric in enumerate(METRICS):
                 logged[f"{stage}/{task}/{metric}"] = sums[row, column] / counts[row].clamp(min=1)
         self.log_dict({k: v.float() for k, v in logged.items()}, prog_bar=False, sync_dist=False)
-        self.log(f"{stage}_loss", logged[f"{stage}/loss"].float(), prog_bar=True, sync_dist=False)
+        self.log(f"{stage}_loss", logged[f"{stage}/loss"].float(), prog_bar=True, logger=False, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.hparams["config"]["optim"]

@@ -238,32 +238,29 @@ class PassPlan:
 def activation_sizes(model: VGG, image_shape: Sequence[int]) -> dict[str, int]:
     """Per image, for each conv layer: floats held per lesion (`<layer>`) and once per image (`<layer>:shared`).
 
-    Per lesion: the lesioned pre-activation, the channel's contribution and the suffix's two largest
-    consecutive activations. Per image: the layer's output, the pooled input and the intact pre-activation.
+    Per lesion: the lesioned pre-activation of the next linear map, the channel's contribution, their
+    difference, and the suffix's two largest activations. Per image: the layer's output, the next map's
+    input and its intact pre-activation.
     """
     sizes: dict[int, int] = {}
     hooks = [module.register_forward_hook(_record_numel(sizes, i)) for i, module in enumerate(model.features)]
     try:
         with torch.inference_mode():
             probe = torch.zeros(1, *image_shape, device=next(model.parameters()).device)
-            features = model.features(probe)
-            pooled = model.avgpool(features)
+            pooled = model.avgpool(model.features(probe))
     finally:
         for hook in hooks:
             hook.remove()
-    features_sizes = [sizes[i] for i in range(len(model.features))] + [pooled.numel()]
-    classifier = [m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
+    # Every activation in forward order: the feature maps, the pooled maps, fc6, fc7 and the output.
+    outputs = [sizes[i] for i in range(len(model.features))] + [pooled.numel()]
+    outputs += [m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
+    convs = list(conv_indices(model).values())
     result: dict[str, int] = {}
-    convs = conv_indices(model)
     for layer, relu in relu_indices(model).items():
-        later = [i for i in convs.values() if i > relu]
-        nxt = later[0] if later else None
-        pre = sizes[nxt] if nxt is not None else classifier[0]
-        suffix = (features_sizes[nxt:] if nxt is not None else []) + classifier
-        largest = sorted(suffix)[-2:]
-        result[layer] = 3 * pre + sum(largest)
-        linear_input = features_sizes[nxt - 1] if nxt is not None else pooled.numel()
-        result[f"{layer}:shared"] = sizes[relu] + linear_input + pre
+        later = [i for i in convs if i > relu]
+        pre = later[0] if later else len(model.features) + 1  # position of the next linear map's output
+        result[layer] = 3 * outputs[pre] + sum(sorted(outputs[pre:])[-2:])
+        result[f"{layer}:shared"] = outputs[relu] + outputs[pre - 1] + outputs[pre]
     return result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +14,7 @@ TASKS = ("face", "object")
 CLASSES_PER_TASK = 4
 
 
-def build_tiny_data(root: Path, train_per_class: int = 24, test_per_class: int = 8) -> Path:
+def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16) -> Path:
     """Synthetic face and object images -> a built data directory with the face+object pool; returns it."""
     from data_pipeline.build import build_dataset
     from data_pipeline.synth import generate
@@ -29,3 +31,17 @@ def tiny_config(data_dir: Path, out: Path, overrides: Sequence[str] = ()) -> Tra
     """configs/tiny_face_object.yaml on `data_dir`, writing under `out`, W&B offline, no progress bar."""
     base = [f"data.dir={data_dir}", f"output.root={out}", "data.num_workers=1", "trainer.progress_bar=false"]
     return load_config(ROOT / "configs" / "tiny_face_object.yaml", [*base, *overrides])
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of a run's offline W&B logs (all its offline-run folders), read with `wandb leet inspect`."""
+    import subprocess
+
+    wandb = Path(sys.executable).parent / "wandb"
+    rows = []
+    for log in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
+        out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(log)], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        rows += [record["history"]["item"] for record in records if record.get("type") == "history"]
+    return rows

@@ -104,6 +104,7 @@ def _rank_worker(rank: int, beton: str, out: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_rank_distributed_loading_sees_each_sample_once(data: DataDir, tmp_path: Path) -> None:
     from data_pipeline.beton import ImageEncoding, Item, write_beton
 
@@ -111,7 +112,7 @@ def test_two_rank_distributed_loading_sees_each_sample_once(data: DataDir, tmp_p
     beton = tmp_path / "ids.beton"
     write_beton(beton, [Item(str(path), index) for index, path in enumerate(sources)], ImageEncoding("raw"), workers=1)
     torch.multiprocessing.start_processes(_rank_worker, args=(str(beton), str(tmp_path)), nprocs=2,
-                                          start_method="spawn")
+                                          start_method="fork")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
         seen = ranks[0][epoch] + ranks[1][epoch]

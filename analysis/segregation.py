@@ -1,0 +1,252 @@
+"""The segregation analysis of a lesion sweep: top-fraction lesions, per-image predictions, indices with CIs, figures.
+
+`run_segregation(sweep_dir, out_dir, ...)` reads the sweep (its checkpoint, data and ranking.parquet), and for
+every swept layer and every task T lesions the top fraction of the layer's filters in T's ranking, then
+classifies the full test split of every task (Ray tasks per (layer, T), resumable). From the per-image
+predictions it computes accuracies, normalised performance, proportional drops d(X|Y) and the segregation
+index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.indices`).
+
+Accuracy is top-1 over all outputs (METHOD's measure, scope "all_outputs", used by the summary and figures);
+the tables also hold every quantity for top-1 restricted to the task's own outputs (scope "task_outputs").
+
+Output directory:
+  units/<layer>__<task>.parquet   finished units (resume skips them)
+  predictions.parquet             per image: layer, lesioned_task, fraction, eval_task, image, class, label,
+                                  prediction, correct (+ prediction_within_task, correct_within_task);
+                                  the intact network has layer "intact", lesioned_task "none", fraction 0
+  accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
+  tasks.parquet                   the classes of each analysed task (the pseudo-tasks of --random-tasks)
+  pseudo_sweep/                   --random-tasks: the sweep that ranks filters for the pseudo-tasks
+  summary.json, figures/*.png|svg, config.json, manifest.json
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from analysis import figures
+from analysis.bootstrap import DEFAULT_RESAMPLES
+from analysis.indices import DEFAULT_SCOPE, INTACT_LAYER, SCOPES, segregation_tables
+from analysis.lesion_eval import DEFAULT_BATCH_SIZE, INTACT_UNIT, EvalSet, Unit, evaluate_with_ray, lesion_plan
+from analysis.task_groups import Grouping, eval_sets, grouping_table, layout_grouping, random_grouping, regroup
+from lightning_modules.vgg import CONV_LAYERS
+from specialize.errors import UserError
+from specialize.io import file_sha256, read_json, write_json, write_parquet
+from specialize.manifest import write_manifest
+
+TABLES = ("accuracy", "drops", "segregation")
+
+
+@dataclass(frozen=True)
+class SegregationSettings:
+    """What the analysis computes. `fraction` is the headline fraction; `fractions` adds more to the tables."""
+
+    fraction: float = 0.2
+    fractions: tuple[float, ...] = ()
+    n_bootstraps: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    random_tasks: bool = False
+    level: float = 0.95
+    batch_size: int = DEFAULT_BATCH_SIZE
+    figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
+
+    def __post_init__(self) -> None:
+        for value in (self.fraction, *self.fractions):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"lesion fractions must lie in [0, 1], not {value}")
+        if self.n_bootstraps < 1:
+            raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
+        if not 0.0 < self.level < 1.0:
+            raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
+        if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
+            raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
+
+    @property
+    def all_fractions(self) -> list[float]:
+        """Every fraction evaluated, ascending."""
+        return sorted({float(self.fraction), *map(float, self.fractions)})
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the analysis needs from a sweep directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    ranking: pd.DataFrame
+
+    @property
+    def layers(self) -> list[str]:
+        """The swept conv layers, in network order."""
+        swept = set(self.ranking["layer"])
+        return [layer for layer in CONV_LAYERS if layer in swept]
+
+
+def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
+    """Read a `specialize lesion` output directory; UserError when it is not a finished sweep."""
+    path = Path(sweep_dir)
+    missing = [name for name in ("manifest.json", "config.json", "ranking.parquet") if not (path / name).is_file()]
+    if missing:
+        raise UserError(f"{path} is not a finished lesion sweep (missing {', '.join(missing)}); "
+                        "run `specialize lesion` first or pass its --out directory")
+    return Sweep(path, read_json(path / "manifest.json"), read_json(path / "config.json"),
+                 pd.read_parquet(path / "ranking.parquet"))
+
+
+def check_resume(out: Path, identity: dict[str, Any]) -> None:
+    """UserError when `out` holds an analysis of something else (its units would be reused)."""
+    config_path = out / "config.json"
+    if not config_path.exists():
+        return
+    stored = read_json(config_path).get("identity", {})
+    for key, value in identity.items():
+        if stored.get(key) != value:
+            raise UserError(f"{out} holds a segregation analysis with another {key} ({stored.get(key)}, now {value}); "
+                            "rerun with the same inputs or choose another --out")
+
+
+def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grouping, out: Path,
+                        address: str | None) -> pd.DataFrame:
+    """Rank filters for the pseudo-tasks with the sweep engine, on the sweep's training images regrouped.
+
+    Same images (seeded sample per real task), same ranking method and layers as the original sweep;
+    resumable in `out`.
+    """
+    from sweeps.distributed import SweepSettings, distributed_sweep, training_images
+
+    images = training_images(loaded, data_dir, int(sweep.manifest["images_per_task"]), int(sweep.manifest["seeds"]["images"]))
+    identity = {"checkpoint_sha256": loaded.sha256, "data": data_dir, "source_sweep": str(sweep.path.resolve()),
+                "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()}}
+    settings = SweepSettings(layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"))
+    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity, address)
+    return ranking
+
+
+def load_test_images(loaded: Any, data_dir: str, seed: int) -> dict:
+    """Every task's full test split, in file order, with the eval transform and global labels."""
+    from data_pipeline.sample import sample_images
+
+    resolution = int(loaded.config["data"]["resolution"])
+    return {task: sample_images(data_dir, task, "test", None, seed, resolution, layout=loaded.layout)
+            for task in loaded.layout.tasks}
+
+
+def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
+    """The intact network, then every (layer, lesioned task)."""
+    return [INTACT_UNIT] + [Unit(layer, task) for layer in layers for task in tasks]
+
+
+def summarise(tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: SegregationSettings,
+              layers: Sequence[str]) -> dict[str, Any]:
+    """The JSON summary: intact accuracies and the segregation index per layer and pair at the headline fraction."""
+    accuracy, segregation = tables["accuracy"], tables["segregation"]
+    intact = accuracy[accuracy["layer"] == INTACT_LAYER]
+    headline = segregation[segregation["fraction"] == settings.fraction]
+    return {
+        "tasks": list(tasks),
+        "random_tasks": settings.random_tasks,
+        "fraction": settings.fraction,
+        "fractions": settings.all_fractions,
+        "layers": list(layers),
+        "default_scope": DEFAULT_SCOPE,
+        "confidence_level": settings.level,
+        "n_bootstraps": settings.n_bootstraps,
+        "intact_accuracy": {scope: {row.eval_task: _interval(row, "accuracy") for row in intact[intact["scope"] == scope].itertuples()}
+                            for scope in SCOPES},
+        "segregation_index": {scope: {f"{a}+{b}": [{"layer": row.layer, **_interval(row, "si")} for row in pair.itertuples()]
+                                      for (a, b), pair in headline[headline["scope"] == scope].groupby(["task_a", "task_b"], sort=False)}
+                              for scope in SCOPES},
+    }
+
+
+def _interval(row: Any, name: str) -> dict[str, float]:
+    return {name: float(getattr(row, name)), "low": float(getattr(row, f"{name}_low")), "high": float(getattr(row, f"{name}_high"))}
+
+
+def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: SegregationSettings,
+                 layers: Sequence[str], label: str) -> dict[str, Path]:
+    """The three figures of one analysis at the headline fraction and default scope; name -> PNG path."""
+    directory = out / "figures"
+    chosen = lambda frame: frame[(frame["fraction"] == settings.fraction) & (frame["scope"] == DEFAULT_SCOPE)]  # noqa: E731
+    segregation, drops = chosen(tables["segregation"]), chosen(tables["drops"])
+    curves = {f"{label}: {a} vs {b}": pair for (a, b), pair in segregation.groupby(["task_a", "task_b"], sort=False)}
+    layer = settings.figure_layer or layers[-1]
+    paths = {
+        "segregation_by_layer": figures.plot_segregation_by_layer(curves, directory / "segregation_by_layer"),
+        "normalised_performance": figures.plot_normalised_performance(drops, layer, directory / f"normalised_performance_{layer}"),
+        "drop_heatmap": figures.plot_drop_heatmap(drops, directory / "drop_heatmap"),
+    }
+    return {name: written[0] for name, written in paths.items()}
+
+
+def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                    settings: SegregationSettings = SegregationSettings(), address: str | None = None,
+                    wandb_project: str | None = None) -> dict[str, Any]:
+    """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary."""
+    from lightning_modules import load_model
+    from sweeps.distributed import ray_session
+
+    sweep = read_sweep(sweep_dir)
+    data = str(Path(data_dir or sweep.manifest["data"]).resolve())
+    loaded = load_model(sweep.manifest["checkpoint"])
+    if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
+        raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
+    out = Path(out_dir)
+    identity = {"checkpoint_sha256": loaded.sha256, "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
+                "data": data, "fractions": settings.all_fractions, "seed": settings.seed,
+                "random_tasks": settings.random_tasks}
+    check_resume(out, identity)
+    write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
+                                     "wandb_project": wandb_project, **asdict(settings), "identity": identity})
+    with ray_session(address):
+        if settings.random_tasks:
+            grouping = random_grouping(loaded.layout, settings.seed)
+            ranking = pseudo_task_ranking(loaded, sweep, data, grouping, out / "pseudo_sweep", address)
+        else:
+            grouping, ranking = layout_grouping(loaded.layout), sweep.ranking
+        sets: list[EvalSet] = eval_sets(load_test_images(loaded, data, settings.seed), grouping, loaded.layout)
+        plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions)
+        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", address, settings.batch_size)
+    write_parquet(out / "predictions.parquet", predictions)
+    write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.layout))
+    tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
+    for name in TABLES:
+        write_parquet(out / f"{name}.parquet", tables[name])
+    summary = summarise(tables, list(grouping), settings, sweep.layers)
+    write_json(out / "summary.json", summary)
+    pngs = draw_figures(tables, out, settings, sweep.layers, label="random tasks" if settings.random_tasks else "network")
+    write_manifest(out / "manifest.json", "segregation", sweep=str(sweep.path.resolve()), checkpoint=str(loaded.checkpoint),
+                   checkpoint_sha256=loaded.sha256, data=data, seeds={"bootstrap": settings.seed, "test_images": settings.seed,
+                   "random_tasks": settings.seed if settings.random_tasks else None}, tasks=list(grouping),
+                   n_bootstraps=settings.n_bootstraps, fractions=settings.all_fractions)
+    figures.log_to_wandb(pngs, tables, wandb_project, config=asdict(settings), run_dir=out)
+    return summary
+
+
+def segregation_curves(inputs: Sequence[str], fraction: float | None = None,
+                       scope: str = DEFAULT_SCOPE) -> dict[str, pd.DataFrame]:
+    """Curves for `figures.plot_segregation_by_layer` from several analyses given as 'DIR' or 'DIR=LABEL'.
+
+    One curve per analysis and task pair, at `fraction` (default: each analysis' headline fraction).
+    """
+    curves: dict[str, pd.DataFrame] = {}
+    for spec in inputs:
+        directory, _, label = spec.partition("=")
+        path = Path(directory)
+        if not (path / "segregation.parquet").is_file() or not (path / "summary.json").is_file():
+            raise UserError(f"{path} is not a finished segregation analysis; pass an --out of `specialize segregation`")
+        chosen = fraction if fraction is not None else read_json(path / "summary.json")["fraction"]
+        table = pd.read_parquet(path / "segregation.parquet")
+        rows = table[(table["fraction"] == chosen) & (table["scope"] == scope)]
+        if rows.empty:
+            raise UserError(f"{path} has no segregation index at fraction {chosen}; choose one of "
+                            f"{sorted(set(table['fraction']))}")
+        for (task_a, task_b), pair in rows.groupby(["task_a", "task_b"], sort=False):
+            curves[f"{label or path.name}: {task_a} vs {task_b}"] = pair
+    return curves

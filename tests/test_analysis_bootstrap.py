@@ -1,0 +1,70 @@
+"""The hierarchical bootstrap: agreement with the analytic binomial interval, shared resamples, speed."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from analysis.bootstrap import bootstrap_accuracies, percentile_interval, resample_counts, task_rng
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion."""
+    z = norm.ppf(0.5 + level / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize("layout", ["one class", "one image per class"])
+def test_interval_of_a_binomial_accuracy_matches_wilson(layout):
+    n, successes = 600, 420  # accuracy 0.7
+    correct = np.zeros(n)
+    correct[np.random.default_rng(3).choice(n, successes, replace=False)] = 1
+    classes = np.zeros(n, dtype=int) if layout == "one class" else np.arange(n)
+    samples = bootstrap_accuracies(correct, classes, 4000, np.random.default_rng(0))
+    low, high = percentile_interval(samples)
+    expected_low, expected_high = wilson_interval(successes, n)
+    assert samples.shape == (4000, 1)
+    assert abs(samples.mean() - 0.7) < 0.002
+    assert abs(low[0] - expected_low) < 0.008 and abs(high[0] - expected_high) < 0.008
+
+
+def test_resamples_draw_whole_classes_then_images_within_them():
+    classes = np.repeat([0, 1, 2], [2, 3, 5])
+    rng = np.random.default_rng(1)
+    counts = np.concatenate(list(resample_counts(classes, 300, rng)))
+    per_class = np.stack([counts[:, classes == c].sum(axis=1) for c in range(3)], axis=1)
+    sizes = np.array([2, 3, 5])
+    # every resample draws 3 classes, each contributing as many images as it has
+    assert (per_class % sizes == 0).all()
+    assert ((per_class // sizes).sum(axis=1) == 3).all()
+    assert 0 < (per_class[:, 0] == 0).mean() < 0.6  # a class is left out of some resamples
+
+
+def test_all_conditions_share_the_resamples_and_the_seed_fixes_them():
+    classes = np.repeat(np.arange(20), 10)
+    rng = np.random.default_rng(5)
+    row = rng.random(200) < 0.6
+    correct = np.stack([row, row, ~row])
+    first = bootstrap_accuracies(correct, classes, 500, task_rng(7, "face"))
+    again = bootstrap_accuracies(correct, classes, 500, task_rng(7, "face"))
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first[:, 0], first[:, 1])
+    np.testing.assert_allclose(first[:, 0] + first[:, 2], 1.0, atol=1e-6)
+    other = bootstrap_accuracies(correct, classes, 500, task_rng(7, "object"))
+    assert not np.array_equal(first, other)
+
+
+def test_paper_sized_test_sets_take_seconds():
+    rng = np.random.default_rng(0)
+    conditions = 1 + 13 * 2
+    start = time.perf_counter()
+    for classes in (1714, 423):
+        labels = np.repeat(np.arange(classes), 50)
+        bootstrap_accuracies(rng.random((conditions, labels.size)) < 0.7, labels, 1000, rng)
+    assert time.perf_counter() - start < 30

@@ -1,0 +1,97 @@
+"""`specialize lesion` end to end on a built tiny data directory, and its one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from data_pipeline.sample import sample_images
+from lightning_modules import load_model
+from lightning_modules.module import TaskModule
+from specialize.cli import main
+from sweeps import lesion_sweep
+from tests.helpers_train import build_tiny_data, tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A built face+object data directory and a checkpoint of an (untrained) tiny model on it."""
+    root = tmp_path_factory.mktemp("lesion_cli")
+    data = build_tiny_data(root, train_per_class=6, test_per_class=2)
+    config = tiny_config(data, root / "runs")
+    from data_pipeline.dataset import DataDir
+
+    torch.manual_seed(0)
+    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
+    checkpoint = root / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    return data, checkpoint
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["lesion", *map(str, args)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_bad_inputs_fail_with_one_line(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    code, err = run_cli(capsys, "--checkpoint", tmp_path / "missing.ckpt", "--data", data, "--out", tmp_path / "o")
+    assert code == 2 and "missing.ckpt does not exist" in err and len(err.splitlines()) == 1
+
+    face_only = tmp_path / "face_only"
+    shutil.copytree(data, face_only)
+    manifest = json.loads((face_only / "manifest.json").read_text())
+    del manifest["tasks"]["object"]
+    (face_only / "manifest.json").write_text(json.dumps(manifest))
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", face_only, "--out", tmp_path / "o")
+    assert code == 2 and "lacks task 'object'" in err and len(err.splitlines()) == 1
+
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--out", tmp_path / "o",
+                        "--images-per-task", 10_000)
+    assert code == 2 and "--images-per-task 10000" in err and "at most 24" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_sweep_writes_tables_and_manifest(trained, tmp_path, capsys):
+    data, checkpoint = trained
+    out = tmp_path / "sweep"
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--out", out, "--images-per-task", 12,
+                        "--layers", "conv1_2", "conv5_3", "--no-progress")
+    assert code == 0, err
+    filter_losses = pd.read_parquet(out / "filter_losses.parquet")
+    ranking = pd.read_parquet(out / "ranking.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert manifest["checkpoint"] == str(checkpoint.resolve()) and manifest["data"] == str(data.resolve())
+    assert manifest["images_per_task"] == 12 and manifest["seeds"] == {"images": 0} and manifest["versions"]["torch"]
+    assert config["settings"]["layers"] == ["conv1_2", "conv5_3"] and config["identity"]["images_per_task"] == 12
+
+    loaded = load_model(checkpoint)
+    images = {task: sample_images(data, task, "train", 12, 0, 32, layout=loaded.layout) for task in loaded.layout.tasks}
+    expected = lesion_sweep(loaded.model, images, layers=["conv1_2", "conv5_3"])
+    assert len(filter_losses) == len(expected) == 2 * (4 + 32)
+    assert abs(filter_losses.loss - expected.loss).max() < 1e-5
+    assert len(ranking) == len(filter_losses) and set(ranking.task) == {"face", "object"}
+
+
+def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
+    from specialize.errors import UserError
+    from specialize.io import write_json
+    from sweeps.distributed import SweepSettings, resolve_settings
+
+    stored = SweepSettings(filters_per_task=8, memory_budget=10**9)
+    write_json(tmp_path / "config.json", {"identity": {"images_per_task": 12},
+                                          "settings": {k: getattr(stored, k) for k in SweepSettings.RESULT_FIELDS}
+                                          | {"layers": list(stored.layers)}})
+    resumed = resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 12})
+    assert resumed.memory_budget == 10**9  # a budget left to default is the stored one
+    with pytest.raises(UserError, match="another images_per_task"):
+        resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 13})
+    with pytest.raises(UserError, match="filters_per_task=8, not 4"):
+        resolve_settings(tmp_path, SweepSettings(filters_per_task=4), {"images_per_task": 12})

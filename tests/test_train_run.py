@@ -1,0 +1,129 @@
+"""Tiny Lightning runs on synthetic data: learning, load_model, W&B offline logs, kill-and-resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers_train import ROOT, build_tiny_data, tiny_config, wandb_history
+from lightning_modules import load_model
+from lightning_modules.config import write_config
+from lightning_modules.train import train
+from specialize.cli import main
+from specialize.errors import UserError
+
+CHANCE_LOSS = math.log(8)  # 2 tasks x 4 classes
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return build_tiny_data(tmp_path_factory.mktemp("train_data"))
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
+    from data_pipeline.sample import sample_images
+
+    run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=8"]))
+    metrics = summary(run_dir)["metrics"]
+    assert metrics["val/loss"] < 0.6 * CHANCE_LOSS
+    for task in ("face", "object"):
+        assert metrics[f"val/{task}/top1_own"] > 0.5  # chance 0.25
+        assert metrics[f"val/{task}/top5_own"] == 1.0  # 4 classes per task
+    assert {"config.yaml", "config.json", "manifest.json", "metrics.csv"} <= {p.name for p in run_dir.iterdir()}
+    assert json.loads((run_dir / "manifest.json").read_text())["data_manifest_sha256"]
+
+    loaded = load_model(run_dir / "checkpoints" / "last.ckpt")
+    assert loaded.layout.tasks == ("face", "object") and not loaded.model.training
+    assert loaded.config["model"]["width"] == 1 / 16 and len(loaded.sha256) == 64
+    images, labels = sample_images(data_dir, "object", "test", n=None, seed=0, resolution=32, layout=loaded.layout)
+    with torch.no_grad():
+        top1 = (loaded.model(images).argmax(1) == labels).float().mean().item()
+    assert top1 == pytest.approx(metrics["val/object/top1"], abs=1e-6)
+
+    history = wandb_history(run_dir)
+    logged_val = [row["val/loss"] for row in history if "val/loss" in row]
+    assert len(logged_val) == 8 and logged_val[-1] == pytest.approx(metrics["val/loss"], rel=1e-6)
+    assert {"train/face/top1_own", "val/object/top5", "lr"} <= set().union(*history)
+
+
+def resume_overrides() -> list[str]:
+    """Deterministic input (eval transform, file order), dropout on (exercises RNG state), a plateau that fires."""
+    return ["trainer.epochs=4", "data.augment=false", "model.dropout=0.5", "optim.plateau_patience=0",
+            "optim.plateau_factor=0.5"]
+
+
+def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+    reference = train(tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference",
+                                                       "wandb.mode=disabled"]))
+    config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
+    write_config(config, tmp_path / "killed_config")
+    command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = config.run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (config.run_dir / "summary.json").exists()
+
+    assert main(["train", "--resume", str(config.run_dir)]) == 0
+    resumed, uninterrupted = summary(config.run_dir), summary(reference)
+    assert resumed["global_step"] == uninterrupted["global_step"]
+    for key, value in uninterrupted["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    assert resumed["metrics"]["lr"] < 0.02  # the plateau scheduler fired: its state matters
+    weights = [torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for run in (reference, config.run_dir)]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6)
+    run_ids = {path.name.rsplit("-", 1)[1] for path in (config.run_dir / "wandb").glob("offline-run-*")}
+    assert len(run_ids) == 1 and len(list((config.run_dir / "wandb").glob("offline-run-*"))) == 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tasks=[face,dog]"], "unknown task 'dog' in config key tasks; the data in"),
+    (["data.classes.face=5"], "has 4 classes for task 'face' but data.classes.face=5"),
+])
+def test_bad_training_input_is_one_line(data_dir, tmp_path, capsys, overrides, message):
+    config_path = str(ROOT / "configs/tiny_face_object.yaml")
+    assert main(["train", "--config", config_path, f"data.dir={data_dir}", f"output.root={tmp_path}", *overrides]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+def test_other_architecture_is_refused(data_dir, tmp_path):
+    run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=1", "wandb.mode=disabled"]))
+    with pytest.raises(UserError, match="model.width=0.0625"):
+        train(tiny_config(data_dir, tmp_path, ["trainer.epochs=1", "model.width=0.125", "wandb.mode=disabled"]))
+    checkpoint = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["config"]["model"]["width"] = 0.125
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(UserError, match="another architecture"):
+        load_model(tmp_path / "other.ckpt")
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_model(tmp_path / "junk.ckpt")
+
+
+def test_cli_exits_2_with_one_line_on_a_bad_config():
+    result = subprocess.run([sys.executable, "-m", "specialize.cli", "train", "--config",
+                             str(ROOT / "configs/tiny_face.yaml"), "optim.lrr=0.1"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("specialize train: error: unknown config key optim.lrr; valid keys here: "
+                                     "lr, momentum, plateau_factor, plateau_patience, weight_decay")
