@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from specialize.errors import UserError
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `segregation` and `figures` subcommands."""
@@ -14,11 +12,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_fractions(text: str) -> tuple[float, ...]:
-    """'0,0.1,0.2' -> (0.0, 0.1, 0.2); UserError on anything else."""
+    """'0,0.1,0.2' -> (0.0, 0.1, 0.2); a usage error on anything else."""
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise UserError(f"--fractions takes comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--fractions takes comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}") from None
 
 
 def _register_segregation(subparsers: argparse._SubParsersAction) -> None:

@@ -66,7 +66,7 @@ class Normalise(torch.nn.Module):
     """uint8 NCHW -> contiguous float32 with per-channel mean 0.5 and std 0.5, i.e. x / 127.5 - 1."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(2.0 / 255.0).sub_(1.0)
+        return images.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
 
 
 class OffsetLabels(torch.nn.Module):

@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "data_pipeline.cli",
     "lightning_modules.cli",
     "sweeps.cli",
+    "sweeps.tune",
     "analysis.cli",
     "specialize.demo",
 )

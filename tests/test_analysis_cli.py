@@ -1,0 +1,106 @@
+"""`specialize segregation` end to end through Ray on a built tiny data directory: outputs, resume, the
+random-task control, `specialize figures`, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lightning_modules.module import TaskModule
+from specialize.cli import main
+from tests.helpers_train import build_tiny_data, tiny_config
+
+LAYERS = ("conv1_1", "conv5_3")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, Path]:
+    """A built face+object data directory and a two-layer lesion sweep of a tiny (untrained) model on it."""
+    root = tmp_path_factory.mktemp("segregation_cli")
+    data = build_tiny_data(root, train_per_class=6, test_per_class=3)
+    config = tiny_config(data, root / "runs")
+    from data_pipeline.dataset import DataDir
+
+    torch.manual_seed(0)
+    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
+    checkpoint = root / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    out = root / "sweep"
+    assert main(["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                 "--images-per-task", "8", "--layers", *LAYERS, "--no-progress"]) == 0
+    return data, out
+
+
+@pytest.mark.slow
+def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, capsys):
+    data, sweep_dir = sweep
+    out = tmp_path / "seg"
+    args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--fractions", "0,0.5", "--bootstraps", "100"]
+    assert main(args) == 0
+    assert "conv5_3" in capsys.readouterr().out
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    for column in ("layer", "lesioned_task", "fraction", "eval_task", "image", "class", "label", "prediction", "correct"):
+        assert column in predictions
+    # intact + 2 layers x 2 lesioned tasks x 3 fractions, each on 4 classes x 3 test images of both tasks
+    assert len(predictions) == (1 + 2 * 2 * 3) * 2 * 12
+    intact = predictions[predictions.layer == "intact"]
+    lesioned_nothing = predictions[predictions.fraction == 0.0].query("layer != 'intact'")
+    # a fraction of 0 lesions nothing: the same predictions as the intact network
+    merged = lesioned_nothing.merge(intact, on=["eval_task", "image"], suffixes=("", "_intact"))
+    assert (merged["prediction"] == merged["prediction_intact"]).all()
+    segregation = pd.read_parquet(out / "segregation.parquet")
+    assert set(segregation.fraction) == {0.0, 0.2, 0.5} and set(segregation.layer) == set(LAYERS)
+    assert np.allclose(segregation.query("fraction == 0.0")["si"], 0.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["layer"] for row in summary["segregation_index"]["all_outputs"]["face+object"]] == list(LAYERS)
+    for name in ("segregation_by_layer", "normalised_performance_conv5_3", "drop_heatmap"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 0 and (out / "figures" / f"{name}.svg").exists()
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "segregation"
+
+    # a rerun reuses every finished unit and gives the same tables
+    stamps = {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")}
+    assert len(stamps) == 5
+    assert main(args) == 0
+    assert {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")} == stamps
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "segregation.parquet"), segregation)
+
+    # another sweep's analysis in the same directory is refused in one line
+    assert main([*args[:-4], "--fractions", "0.3", "--bootstraps", "100"]) == 2
+    assert "another fractions" in capsys.readouterr().err
+
+    assert main(["figures", f"{out}=tiny", f"{out}=again", "--out", str(tmp_path / "combined")]) == 0
+    assert (tmp_path / "combined.png").exists() and (tmp_path / "combined.svg").exists()
+
+
+@pytest.mark.slow
+def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
+    data, sweep_dir = sweep
+    out = tmp_path / "random"
+    assert main(["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4",
+                 "--bootstraps", "50"]) == 0
+    tasks = pd.read_parquet(out / "tasks.parquet")
+    # the pseudo-tasks partition all 8 classes, 4 each like face and object, and mix the originals
+    assert sorted(tasks.label) == list(range(8))
+    assert tasks.groupby("task").size().to_dict() == {"pseudo1": 4, "pseudo2": 4}
+    assert tasks.groupby("task")["original_task"].nunique().max() == 2
+    ranking = pd.read_parquet(out / "pseudo_sweep" / "ranking.parquet")
+    assert set(ranking.task) == {"pseudo1", "pseudo2"} and set(ranking.layer) == set(LAYERS)
+    predictions = pd.read_parquet(out / "predictions.parquet")
+    assert set(predictions.eval_task) == {"pseudo1", "pseudo2"}
+    members = tasks.groupby("task")["label"].apply(set).to_dict()
+    assert all(label in members[task] for task, label in zip(predictions.eval_task, predictions.label))
+    assert len(predictions[predictions.layer == "intact"]) == 24  # every test image once
+
+
+def test_missing_sweep_is_one_line_error(tmp_path, capsys):
+    assert main(["segregation", "--sweep", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a finished lesion sweep" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["segregation", "--sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--fractions", "a,b"])
+    assert "--fractions takes comma-separated numbers" in capsys.readouterr().err
