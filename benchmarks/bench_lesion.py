@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from lightning_modules.vgg import CONV_LAYERS, VGG, conv_indices, filters_per_layer, relu_indices, vgg16
+from lightning_modules.vgg import CONV_LAYERS, VGG, conv_indices, filters_per_layer, vgg16
 from sweeps.lesion import lesion_sweep, reference_lesion_sweep
 
 

@@ -8,6 +8,7 @@ with mean 0.5 and std 0.5 per channel. Eval: the same with a centre crop and no 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,6 +16,10 @@ import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, ResizedCropRGBImageDecoder
 from ffcv.loader import Loader, OrderOption
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.compiler import Compiler
+from ffcv.pipeline.operation import Operation
+from ffcv.pipeline.state import State
 from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
 
 from specialize.errors import UserError
@@ -44,29 +49,71 @@ class RandomSquareCropRGBImageDecoder(ResizedCropRGBImageDecoder):
         return random_square_crop
 
 
-class RandomGrayscale(torch.nn.Module):
-    """Replace each image by its luma (ITU-R 601 weights, as torchvision) in all channels, with probability p.
+class NormaliseToCHW(Operation):
+    """CPU: uint8 HxWx3 images -> float32 3xHxW normalised to mean 0.5 / std 0.5 ((x - 127.5) / 127.5), and, with
+    probability `grayscale`, the image's luma (ITU-R 601 weights, as torchvision) in all three channels.
 
-    Runs on normalised float batches: the weights sum to 1, so it commutes with the per-channel normalisation.
-    Draws from torch's generator, so it follows the training seed.
+    One fused, parallel pass (numba); on a GPU the same work is done by `Normalise` and `RandomGrayscale`.
     """
 
-    def __init__(self, probability: float = GRAYSCALE_PROBABILITY):
+    def __init__(self, grayscale: float):
         super().__init__()
-        self.probability = probability
-        self.register_buffer("weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
+        self.grayscale = grayscale
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        chosen = torch.rand(images.shape[0], device=images.device) < self.probability
-        luma = (images * self.weights.to(images.device)).sum(dim=1, keepdim=True)
-        return torch.where(chosen.view(-1, 1, 1, 1), luma.expand_as(images), images)
+    def generate_code(self) -> Callable:
+        my_range = Compiler.get_iterator()
+        probability = self.grayscale
+
+        def normalise(images, dst):
+            chosen = np.random.rand(images.shape[0]) < probability
+            half = np.float32(127.5)
+            for i in my_range(images.shape[0]):
+                image, out = images[i], dst[i]
+                if chosen[i]:
+                    for y in range(image.shape[0]):
+                        for x in range(image.shape[1]):
+                            luma = 0.299 * image[y, x, 0] + 0.587 * image[y, x, 1] + 0.114 * image[y, x, 2]
+                            value = (np.float32(luma) - half) / half
+                            out[0, y, x] = value
+                            out[1, y, x] = value
+                            out[2, y, x] = value
+                else:
+                    for c in range(3):
+                        for y in range(image.shape[0]):
+                            for x in range(image.shape[1]):
+                                out[c, y, x] = (np.float32(image[y, x, c]) - half) / half
+            return dst[:images.shape[0]]
+
+        normalise.is_parallel = True
+        return normalise
+
+    def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
+        height, width, channels = previous_state.shape
+        shape, dtype = (channels, height, width), np.dtype("float32")
+        return replace(previous_state, jit_mode=True, shape=shape, dtype=dtype), AllocationQuery(shape, dtype)
 
 
 class Normalise(torch.nn.Module):
-    """uint8 NCHW -> contiguous float32 with per-channel mean 0.5 and std 0.5, i.e. x / 127.5 - 1."""
+    """GPU: uint8 NCHW -> float32 with per-channel mean 0.5 and std 0.5, i.e. (x - 127.5) / 127.5."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(torch.float32).mul_(2.0 / 255.0).sub_(1.0)
+        return images.to(torch.float32).sub_(127.5).div_(127.5)
+
+
+class RandomGrayscale(torch.nn.Module):
+    """GPU: replace each image by its luma in all channels with probability p (on normalised batches: the
+    weights sum to 1, so it commutes with the per-channel normalisation)."""
+
+    def __init__(self, probability: float):
+        super().__init__()
+        self.probability = probability
+        self.weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.weights = self.weights.to(images.device)
+        chosen = torch.rand(images.shape[0], device=images.device) < self.probability
+        luma = (images * self.weights).sum(dim=1, keepdim=True)
+        return torch.where(chosen.view(-1, 1, 1, 1), luma.expand_as(images), images)
 
 
 class OffsetLabels(torch.nn.Module):
@@ -89,16 +136,20 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def image_pipeline(train: bool, resolution: int, device: torch.device) -> list:
-    """FFCV operations from stored image to normalised float32 NCHW batch on `device`."""
+    """FFCV operations from stored image to normalised float32 NCHW batch on `device`.
+
+    On CPU, normalisation (and train-time grayscale) is one fused numba pass; on a GPU, uint8 batches are
+    moved first and normalised there.
+    """
     if train:
         ops: list = [RandomSquareCropRGBImageDecoder((resolution, resolution))]
     else:
         ops = [CenterCropRGBImageDecoder((resolution, resolution), ratio=CROP_RATIO)]
-    ops.append(ToTensor())
-    if device.type != "cpu":
-        ops.append(ToDevice(device, non_blocking=True))
-    ops += [ToTorchImage(channels_last=True), ModuleWrapper(Normalise())]
-    return ops + [ModuleWrapper(RandomGrayscale())] if train else ops
+    grayscale = GRAYSCALE_PROBABILITY if train else 0.0
+    if device.type == "cpu":
+        return ops + [NormaliseToCHW(grayscale), ToTensor()]
+    ops += [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=True), ModuleWrapper(Normalise())]
+    return ops + [ModuleWrapper(RandomGrayscale(grayscale))] if train else ops
 
 
 def label_pipeline(label_offset: int, device: torch.device) -> list:
@@ -127,6 +178,7 @@ def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, 
     distributed=True splits every epoch across torch.distributed ranks (each sample once; the rank and world
     size come from the initialised process group). os_cache=False reads pages from disk per process instead
     of the OS page cache (data larger than RAM) and uses QUASI_RANDOM order unless distributed.
+    As with any FFCV loader, batches live in reused buffers: clone them to keep them past the next iteration.
     """
     if not os.path.isfile(beton_path):
         raise UserError(f"{beton_path} does not exist; build the data directory with `specialize data build`")

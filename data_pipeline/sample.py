@@ -46,5 +46,5 @@ def sample_images(data_dir: str | os.PathLike | DataDir, task: str, split: str, 
     loader = make_loader(path, train=False, batch_size=BATCH_SIZE, resolution=resolution,
                          num_workers=num_workers or min(4, os.cpu_count() or 1), indices=indices,
                          label_offset=offset, drop_last=False)
-    batches = list(loader)
+    batches = [(images.clone(), labels) for images, labels in loader]  # FFCV reuses its batch buffers
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])

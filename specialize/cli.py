@@ -25,16 +25,12 @@ SUBCOMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subsystem's subcommands registered."""
-    parser = argparse.ArgumentParser(prog="specialize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="specialize",
+        description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 

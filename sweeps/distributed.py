@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -80,7 +80,7 @@ class Chunk:
     filters: tuple[int, ...]
     task: str | None = None  # greedy: the task whose images are used
     round: int = 0
-    base: tuple[int, ...] = field(default=(), repr=False)
+    base: tuple[int, ...] = ()  # greedy: filters lesioned throughout
 
     def path(self, out_dir: Path) -> Path:
         """Where the chunk's result lives under `out_dir`."""

@@ -5,7 +5,10 @@ Each image is its class prototype, randomly shifted, with pixel noise. A tiny si
 (width 1/16, 32 px) learns either task well above chance in a few seconds.
 
 - `joined_network`: two single-task networks side by side in one VGG16 of twice the width, every weight
-  matrix block-diagonal, so each filter serves exactly one task (segregation index near 1);
+  matrix block-diagonal, so each filter serves exactly one task (segregation index near 1). The tasks' images
+  use separate colour channels and the networks have no biases, so one network's filters see only zeros on
+  the other task's images and its outputs stay exactly 0 there: even the lesion ranking, whose loss spans all
+  outputs, cannot credit one network's filters to the other task;
 - `duplicated_network`: one single-task network whose output layer is repeated for a second task that is
   the same task with its classes renamed, so every filter serves both tasks alike (index near 0).
 """
@@ -19,7 +22,7 @@ from torch import nn
 from lightning_modules.vgg import VGG, conv_indices, fc_indices, vgg16
 
 RESOLUTION = 32
-CLASSES = 6
+CLASSES = 8
 WIDTH = 1 / 16
 
 
@@ -34,6 +37,7 @@ def _patch_prototypes(generator: torch.Generator) -> torch.Tensor:
 
 
 PROTOTYPES = {"face": (_blob_prototypes, 11), "object": (_patch_prototypes, 12)}
+CHANNELS = {"face": [0], "object": [1, 2]}  # each task's images live in their own colour channels
 
 
 def task_images(task: str, per_class: int, seed: int, noise: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,15 +49,24 @@ def task_images(task: str, per_class: int, seed: int, noise: float = 0.5) -> tup
     images = prototypes[labels]
     shifts = torch.randint(-2, 3, (len(labels), 2), generator=generator)
     images = torch.stack([torch.roll(image, tuple(shift.tolist()), dims=(1, 2)) for image, shift in zip(images, shifts)])
-    return images + noise * torch.randn(images.shape, generator=generator), labels
+    images = images + noise * torch.randn(images.shape, generator=generator)
+    silent = [c for c in range(3) if c not in CHANNELS[task]]
+    images[:, silent] = 0.0
+    return images, labels
 
 
 def train_single_task(task: str, seed: int = 0, epochs: int = 12) -> VGG:
-    """A tiny VGG16 trained on one generated task (Adam, plain torch loop), in eval mode."""
+    """A tiny VGG16 without biases (all zero, frozen) trained on one generated task (Adam, plain torch), in eval mode.
+
+    Without biases, an input that is zero in the task's channels gives exactly zero activations and logits.
+    """
     torch.manual_seed(seed)
     model = vgg16(CLASSES, width=WIDTH, dropout=0.0)
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            parameter.requires_grad_(False)
     images, labels = task_images(task, per_class=60, seed=seed + 100)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels))
@@ -79,13 +92,21 @@ def _block_diagonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _first_layer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """conv1_1 of the joined network: each network's filters read only its own task's colour channels."""
+    weight = torch.cat([a, b]).clone()
+    for rows, task in ((slice(0, len(a)), "face"), (slice(len(a), None), "object")):
+        weight[rows, [c for c in range(3) if c not in CHANNELS[task]]] = 0.0
+    return weight
+
+
 def joined_network(first: VGG, second: VGG) -> VGG:
     """One VGG16 of twice the width computing both networks side by side; outputs = first's then second's."""
     joined = vgg16(2 * CLASSES, width=2 * WIDTH, dropout=0.0).eval()
     with torch.no_grad():
         for position, index in enumerate(conv_indices(joined).values()):
             conv, a, b = joined.features[index], first.features[index], second.features[index]
-            weight = torch.cat([a.weight, b.weight]) if position == 0 else _block_diagonal(a.weight, b.weight)
+            weight = _first_layer(a.weight, b.weight) if position == 0 else _block_diagonal(a.weight, b.weight)
             conv.weight.copy_(weight)
             conv.bias.copy_(torch.cat([a.bias, b.bias]))
         for index in fc_indices(joined).values():

@@ -16,6 +16,9 @@ from specialize.cli import main
 from specialize.io import read_json
 from helpers_data import make_tiny_data_dir, pixel_hash, stored_images
 
+# FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _jpeg_bytes(seed: int, mode: str = "RGB", size: int = 24) -> bytes:
     rng = np.random.default_rng(seed)

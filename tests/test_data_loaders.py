@@ -17,6 +17,9 @@ from data_pipeline.sample import sample_images
 from specialize.errors import UserError
 from helpers_data import make_tiny_data_dir, stored_images
 
+# FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
@@ -24,7 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
 
 
 def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = list(loader)
+    batches = [(x.clone(), y) for x, y in loader]
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
@@ -43,7 +46,7 @@ def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
                          drop_last=False)
     epochs = [_epoch(loader) for _ in range(8)]
     images = torch.cat([x for x, _ in epochs])
-    assert images.shape == (8 * 18, 3, 24, 24) and images.min() >= -1.0 and images.max() <= 1.0
+    assert images.shape == (8 * 18, 3, 24, 24) and images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
     gray = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
     assert 0.08 < gray.float().mean() < 0.35
     assert all(sorted(y.tolist()) == sorted(epochs[0][1].tolist()) for _, y in epochs)

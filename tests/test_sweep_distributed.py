@@ -20,7 +20,7 @@ import torch
 from sweeps import lesion_sweep, lesioned
 from sweeps.distributed import SweepSettings, distributed_sweep
 from sweeps.lesion import Stimuli, intact_totals
-from tests.helpers_sweeps import tiny_images, tiny_vgg
+from tests.helpers_sweeps import one_thread, tiny_images, tiny_vgg  # noqa: F401  (one_thread: autouse fixture)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -73,12 +73,16 @@ def test_greedy_ranking_lesions_each_pick_on_top_of_the_chosen(ray_address, tmp_
         map(tuple, ranking[ranking["rank"] < 6][["layer", "task", "filter"]].to_numpy()))
 
 
+KILL_TEST_SETTINGS = SweepSettings(filters_per_task=4, lesions_per_pass=1, batch_size=8)
+KILL_TEST_COUNTS = {"a": 24, "b": 24}
+
+
 def sweep_script(out: Path, address: str) -> list[str]:
+    """A driver process running the sweep that the test kills."""
     code = ("from tests.helpers_sweeps import tiny_vgg, tiny_images; "
             "from sweeps.distributed import SweepSettings, distributed_sweep; "
-            f"distributed_sweep(tiny_vgg(), tiny_images(counts={{'a': 40, 'b': 40}}), {str(out)!r}, "
-            "SweepSettings(filters_per_task=4, lesions_per_pass=1, batch_size=8), "
-            f"address={address!r}, progress=False)")
+            f"distributed_sweep(tiny_vgg(), tiny_images(counts={KILL_TEST_COUNTS!r}), {str(out)!r}, "
+            f"{KILL_TEST_SETTINGS!r}, address={address!r}, progress=False)")
     return [sys.executable, "-c", code]
 
 
@@ -95,12 +99,12 @@ def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     assert 3 <= len(before) < 132 and not (killed / "filter_losses.parquet").exists()
 
     subprocess.run(sweep_script(killed, ray_address), cwd=ROOT, check=True, timeout=300)
-    subprocess.run(sweep_script(clean, ray_address), cwd=ROOT, check=True, timeout=300)
     after = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # finished chunks were not redone
-    pd.testing.assert_frame_equal(pd.read_parquet(killed / "filter_losses.parquet"),
-                                  pd.read_parquet(clean / "filter_losses.parquet"))
-    pd.testing.assert_frame_equal(pd.read_parquet(killed / "ranking.parquet"), pd.read_parquet(clean / "ranking.parquet"))
+    uninterrupted = distributed_sweep(tiny_vgg(), tiny_images(counts=KILL_TEST_COUNTS), clean,
+                                      KILL_TEST_SETTINGS, progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(killed / "filter_losses.parquet"), uninterrupted[0])
+    pd.testing.assert_frame_equal(pd.read_parquet(killed / "ranking.parquet"), uninterrupted[1])
 
 
 def kill_one_chunk_worker(stop: threading.Event) -> int | None:

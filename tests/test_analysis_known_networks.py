@@ -1,0 +1,88 @@
+"""Known answers of the segregation index on networks built for them (rankings from the sweep engine, in-process).
+
+(a) two single-task networks joined block-diagonally: each filter serves one task only, so lesioning one
+    task's top filters leaves the other task untouched and the index is as high as the own-task drops;
+(b) one network serving two tasks that are the same task with renamed classes: every filter serves both
+    alike, so the index is near 0 while the lesions still hurt.
+
+METHOD's index is 1/2 [d(F|F) - d(O|F) + d(O|O) - d(F|O)], so it reaches 1 only when the own-task lesion
+abolishes the task; here the cross drops must vanish and SI must equal the mean own-task drop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis.indices import segregation_tables
+from analysis.lesion_eval import INTACT_UNIT, Unit, evaluate_in_process, lesion_plan
+from analysis.task_groups import eval_sets, layout_grouping
+from data_pipeline.tasks import TaskLayout
+from lightning_modules.vgg import CONV_LAYERS
+from sweeps.lesion import lesion_sweep
+from sweeps.ranking import oneshot_ranking
+from tests.helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
+
+LAYOUT = TaskLayout.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
+FRACTION = 0.4
+RENAMED = torch.roll(torch.arange(CLASSES), 1)  # object class j is face class RENAMED[j]
+
+
+@pytest.fixture(scope="module")
+def face_network():
+    torch.manual_seed(0)
+    return train_single_task("face")
+
+
+def global_images(seed: int, per_class: int, same_task: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Both tasks' images with labels in the layout's output space; `same_task`: 'object' = renamed face images."""
+    if not same_task:
+        return {task: (images, labels + LAYOUT.offset(task))
+                for task in LAYOUT.tasks for images, labels in [task_images(task, per_class, seed)]}
+    faces, face_labels = task_images("face", per_class, seed)
+    renamed, renamed_labels = task_images("face", per_class, seed + 1)
+    return {"face": (faces, face_labels), "object": (renamed, torch.argsort(RENAMED)[renamed_labels] + CLASSES)}
+
+
+def analyse(network, train, test) -> pd.DataFrame:
+    """Segregation tables of `network`: rank with the sweep engine, lesion, bootstrap."""
+    ranking = oneshot_ranking(lesion_sweep(network, train, batch_size=64))
+    units = [INTACT_UNIT] + [Unit(layer, task) for layer in CONV_LAYERS for task in LAYOUT.tasks]
+    plan = lesion_plan(ranking, units, [FRACTION])
+    predictions = evaluate_in_process(network, eval_sets(test, layout_grouping(LAYOUT), LAYOUT), plan)
+    return segregation_tables(predictions, LAYOUT.tasks, n_bootstraps=300, seed=0)
+
+
+def pivot_drops(tables) -> pd.DataFrame:
+    drops = tables["drops"].query("scope == 'task_outputs'")
+    return drops.pivot_table(index="layer_index", columns=["lesioned_task", "eval_task"], values="drop")
+
+
+def test_block_diagonal_network_segregates_in_every_layer(face_network):
+    object_network = train_single_task("object")
+    test = global_images(seed=300, per_class=30)
+    assert accuracy(face_network, *task_images("face", 30, 300)) > 0.8
+    assert accuracy(object_network, *task_images("object", 30, 300)) > 0.8
+    tables = analyse(joined_network(face_network, object_network), global_images(seed=200, per_class=20), test)
+    drops = pivot_drops(tables)
+    cross = drops[[("face", "object"), ("object", "face")]].to_numpy()
+    own = drops[[("face", "face"), ("object", "object")]].to_numpy()
+    assert np.abs(cross).max() <= 0.15  # one task's filters leave the other task alone
+    si = tables["segregation"].query("scope == 'task_outputs'").set_index("layer_index")["si"]
+    np.testing.assert_allclose(si.to_numpy(), own.mean(axis=1), atol=0.1)
+    assert si.min() > 0.4 and si.mean() > 0.6
+    all_outputs = tables["segregation"].query("scope == 'all_outputs'")["si"]
+    assert all_outputs.mean() > 0.6
+
+
+def test_network_serving_both_tasks_alike_has_index_near_zero(face_network):
+    network = duplicated_network(face_network, RENAMED)
+    tables = analyse(network, global_images(seed=200, per_class=20, same_task=True),
+                     global_images(seed=300, per_class=30, same_task=True))
+    drops = pivot_drops(tables)
+    assert drops[("face", "face")].mean() > 0.2  # lesions hurt...
+    si = tables["segregation"].query("scope == 'task_outputs'")
+    assert si["si"].abs().max() < 0.1  # ...both tasks alike
+    assert ((si["si_low"] <= 0.0) & (si["si_high"] >= 0.0)).mean() >= 0.9
