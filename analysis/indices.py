@@ -47,10 +47,12 @@ class Estimate:
         return {name: self.point, f"{name}_low": float(low), f"{name}_high": float(high)}
 
     def __sub__(self, other: "Estimate") -> "Estimate":
-        return Estimate(self.point - other.point, self.samples - other.samples)
+        with np.errstate(invalid="ignore"):
+            return Estimate(self.point - other.point, self.samples - other.samples)
 
     def __add__(self, other: "Estimate") -> "Estimate":
-        return Estimate(self.point + other.point, self.samples + other.samples)
+        with np.errstate(invalid="ignore"):
+            return Estimate(self.point + other.point, self.samples + other.samples)
 
     def scaled(self, factor: float) -> "Estimate":
         """This estimate times a constant."""

@@ -126,20 +126,20 @@ def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Un
 
     Uses the running Ray session, joins the cluster at `address`, or starts a local one.
     """
-    import ray
-
     from sweeps.distributed import ray_session
 
     pending = [unit for unit in plan if not unit_path(units_dir, unit).exists()]
     if pending:
         with ray_session(address):
-            _run_ray_units(ray, model, eval_sets, plan, pending, units_dir, batch_size)
+            _run_ray_units(model, eval_sets, plan, pending, units_dir, batch_size)
     return pd.concat([pd.read_parquet(unit_path(units_dir, unit)) for unit in plan], ignore_index=True)
 
 
-def _run_ray_units(ray, model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
+def _run_ray_units(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
                    pending: Sequence[Unit], units_dir: Path, batch_size: int) -> None:
     """Submit the pending units, and write each unit's predictions atomically as soon as it returns."""
+    import ray
+
     remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_unit)
     model_ref, sets_ref = ray.put(model), ray.put(list(eval_sets))
     futures = {remote.remote(model_ref, sets_ref, unit, dict(plan[unit]), batch_size): unit for unit in pending}

@@ -149,10 +149,9 @@ def _resolve_split_mode(task: str, tree: SourceTree, split: str) -> str:
 
 
 def plan_task(task: str, tree: SourceTree, classes: list[str], heldout_classes: list[str], check: FileCheck, *,
-              split: str, seed: int, train_per_class: int | None, test_per_class: int,
+              split_mode: str, seed: int, train_per_class: int | None, test_per_class: int,
               heldout_per_class: int | None) -> TaskPlan:
     """Split each class, drop classes left without readable images, and label items (local labels)."""
-    split_mode = _resolve_split_mode(task, tree, split)
     by_class = {name: split_class(_class_files(tree, name), check.valid, _rng(seed, task, name), split_mode,
                                   train_per_class, test_per_class) for name in classes}
     for name in [name for name, files in by_class.items() if not files["train"]]:
@@ -239,6 +238,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
     workers = workers or os.cpu_count() or 1
     out = Path(out)
     trees = {task: discover(root) for task, root in tasks.items()}
+    split_modes = {task: _resolve_split_mode(task, tree, split) for task, tree in trees.items()}
     chosen = {task: select_classes(task, tree, count=_for_task(classes, task), class_list=_for_task(class_lists, task),
                                    exclude=_for_task(exclude, task), heldout=heldout_classes, seed=seed)
               for task, tree in trees.items()}
@@ -248,7 +248,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
     check = check_files(candidates, workers)
     for tree in trees.values():
         check.skipped.extend({"path": folder, "reason": "empty class folder"} for folder in tree.empty_folders)
-    plans = {task: plan_task(task, trees[task], *chosen[task], check, split=split, seed=seed,
+    plans = {task: plan_task(task, trees[task], *chosen[task], check, split_mode=split_modes[task], seed=seed,
                              train_per_class=train_per_class, test_per_class=test_per_class,
                              heldout_per_class=heldout_per_class) for task in tasks}
     if balance:

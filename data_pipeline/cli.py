@@ -87,7 +87,7 @@ def per_task_option(values: list[str] | None, tasks: list[str], option: str, con
     """[TASK=]VALUE options: None, one value for every task, or a task -> value mapping."""
     if not values:
         return None
-    if len(values) == 1 and values[0].partition("=")[0] not in tasks:
+    if len(values) == 1 and "=" not in values[0]:
         return _convert(values[0], option, convert)
     return {name: _convert(value, option, convert)
             for name, value in (parse_assignment(v, option) for v in values) if _known(name, tasks, option)}

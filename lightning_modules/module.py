@@ -137,9 +137,10 @@ class TaskModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the Python, NumPy and torch RNG states so a resumed run draws the same random numbers."""
-        checkpoint[RNG_KEY] = {
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        checkpoint[RNG_KEY] = {  # tensors and plain types only, so that torch.load(weights_only=True) reads it
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -150,7 +151,8 @@ class TaskModule(pl.LightningModule):
         if states is None:
             return
         random.setstate(states["python"])
-        np.random.set_state(states["numpy"])
+        name, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         torch.set_rng_state(states["torch"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])

@@ -124,8 +124,11 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
     trainer_config = config.trainer
-    checkpoint = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/loss",
-                                 mode="min", save_top_k=1, save_last=True)
+    # Two callbacks: Lightning's save_last only writes last.ckpt in epochs that also improve the best one.
+    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/loss", mode="min",
+                           save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
     plugins = [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)] if SLURMEnvironment.detect() else []
     return pl.Trainer(
         default_root_dir=run_dir,
@@ -136,7 +139,7 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
         strategy=trainer_config.strategy,
         precision=trainer_config.precision,
         logger=make_loggers(config, run_dir),
-        callbacks=[checkpoint],
+        callbacks=[best, last],
         plugins=plugins,
         enable_progress_bar=trainer_config.progress_bar,
         num_sanity_val_steps=0,
@@ -195,11 +198,11 @@ def write_run_files(run_dir: Path, config: TrainConfig, layout: dict[str, Any], 
 
 def write_summary(run_dir: Path, trainer: Any) -> None:
     """Final epoch metrics and checkpoint paths as summary.json."""
-    checkpoint = trainer.checkpoint_callback
-    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key}
+    best, last = trainer.checkpoint_callbacks
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key or key == "lr"}
     write_json(run_dir / "summary.json", {
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "best_checkpoint": checkpoint.best_model_path, "last_checkpoint": checkpoint.last_model_path,
-        "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": best.best_model_path, "last_checkpoint": last.best_model_path,
+        "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
         "metrics": metrics,
     })

@@ -67,8 +67,12 @@ def make_features(width: float = 1.0, batch_norm: bool = False) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-def init_weights(model: nn.Module) -> None:
-    """METHOD's initialisation: conv Kaiming-normal (fan_out, relu), linear N(0, 0.01), biases 0, BN (1, 0)."""
+def init_weights(model: nn.Module, width: float = 1.0) -> None:
+    """METHOD's initialisation: conv Kaiming-normal (fan_out, relu), linear N(0, 0.01), biases 0, BN (1, 0).
+
+    At reduced width the linear std is 0.01 / sqrt(width), so each FC layer scales its input's magnitude as at
+    full width (its fan-in shrinks by `width`); at width 1.0 this is exactly METHOD's N(0, 0.01).
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -77,7 +81,7 @@ def init_weights(model: nn.Module) -> None:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.normal_(module.weight, 0.0, 0.01 / width**0.5)
             nn.init.zeros_(module.bias)
 
 
@@ -85,7 +89,7 @@ def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropou
     """VGG16 configuration D with `num_classes` outputs; `width` scales every conv and hidden FC layer."""
     features = make_features(width, batch_norm)
     model = VGG(features, num_classes, hidden=scaled(HIDDEN_FC, width), last_channels=scaled(512, width), dropout=dropout)
-    init_weights(model)
+    init_weights(model, width)
     return model
 
 

@@ -45,3 +45,10 @@ def wandb_history(run_dir: Path) -> list[dict]:
         records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         rows += [record["history"]["item"] for record in records if record.get("type") == "history"]
     return rows
+
+
+def session_tiny_data(tmp_path_factory) -> Path:
+    """The tiny data directory, built once per pytest session and shared by the training and cluster tests."""
+    root = tmp_path_factory.getbasetemp() / "train_data"
+    data = root / "data"
+    return data if (data / "manifest.json").is_file() else build_tiny_data(root)

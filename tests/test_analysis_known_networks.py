@@ -65,7 +65,7 @@ def test_block_diagonal_network_segregates_in_every_layer(face_network):
     test = global_images(seed=300, per_class=30)
     assert accuracy(face_network, *task_images("face", 30, 300)) > 0.8
     assert accuracy(object_network, *task_images("object", 30, 300)) > 0.8
-    tables = analyse(joined_network(face_network, object_network), global_images(seed=200, per_class=20), test)
+    tables = analyse(joined_network(face_network, object_network), global_images(seed=200, per_class=12), test)
     drops = pivot_drops(tables)
     cross = drops[[("face", "object"), ("object", "face")]].to_numpy()
     own = drops[[("face", "face"), ("object", "object")]].to_numpy()
@@ -79,7 +79,7 @@ def test_block_diagonal_network_segregates_in_every_layer(face_network):
 
 def test_network_serving_both_tasks_alike_has_index_near_zero(face_network):
     network = duplicated_network(face_network, RENAMED)
-    tables = analyse(network, global_images(seed=200, per_class=20, same_task=True),
+    tables = analyse(network, global_images(seed=200, per_class=12, same_task=True),
                      global_images(seed=300, per_class=30, same_task=True))
     drops = pivot_drops(tables)
     assert drops[("face", "face")].mean() > 0.2  # lesions hurt...

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +91,8 @@ def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
     labels = _epoch(pooled.val_dataloader())[1]
     assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(3)])
     assert len(pooled.train_dataloader()) == 36 // 4
+    plain = TaskDataModule(data.path, ["object"], batch_size=4, resolution=16, num_workers=1, augment=False)
+    assert _epoch(plain.train_dataloader())[1].tolist() == stored_images(data.beton("object", "train"))[1].tolist()
 
 
 def _rank_worker(rank: int, beton: str, out: str) -> None:

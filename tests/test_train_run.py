@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers_train import ROOT, build_tiny_data, tiny_config, wandb_history
+from helpers_train import ROOT, session_tiny_data, tiny_config, wandb_history
 from lightning_modules import load_model
 from lightning_modules.config import write_config
 from lightning_modules.train import train
@@ -26,7 +26,7 @@ CHANCE_LOSS = math.log(8)  # 2 tasks x 4 classes
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    return build_tiny_data(tmp_path_factory.mktemp("train_data"))
+    return session_tiny_data(tmp_path_factory)
 
 
 def summary(run_dir: Path) -> dict:
@@ -36,9 +36,10 @@ def summary(run_dir: Path) -> dict:
 def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
     from data_pipeline.sample import sample_images
 
-    run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=8"]))
+    # deterministic input (FFCV's augmentations draw from numba's unseeded generator), so the numbers are repeatable
+    run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=6", "data.augment=false"]))
     metrics = summary(run_dir)["metrics"]
-    assert metrics["val/loss"] < 0.6 * CHANCE_LOSS
+    assert metrics["val/loss"] < 0.5 * CHANCE_LOSS
     for task in ("face", "object"):
         assert metrics[f"val/{task}/top1_own"] > 0.5  # chance 0.25
         assert metrics[f"val/{task}/top5_own"] == 1.0  # 4 classes per task
@@ -55,7 +56,7 @@ def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
 
     history = wandb_history(run_dir)
     logged_val = [row["val/loss"] for row in history if "val/loss" in row]
-    assert len(logged_val) == 8 and logged_val[-1] == pytest.approx(metrics["val/loss"], rel=1e-6)
+    assert len(logged_val) == 6 and logged_val[-1] == pytest.approx(metrics["val/loss"], rel=1e-6)
     assert {"train/face/top1_own", "val/object/top5", "lr"} <= set().union(*history)
 
 
@@ -81,13 +82,14 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (config.run_dir / "summary.json").exists()
+    assert torch.load(last, weights_only=True)["epoch"] < 3  # killed with epochs left to run
 
     assert main(["train", "--resume", str(config.run_dir)]) == 0
     resumed, uninterrupted = summary(config.run_dir), summary(reference)
     assert resumed["global_step"] == uninterrupted["global_step"]
     for key, value in uninterrupted["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert resumed["metrics"]["lr"] < 0.02  # the plateau scheduler fired: its state matters
+    assert resumed["metrics"]["lr"] < config.optim.lr  # the plateau scheduler fired: its state matters
     weights = [torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for run in (reference, config.run_dir)]
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,92 @@
+"""Layout discovery (VGGFace2, ImageNet, Food-101, split folders), class choice, splits and balancing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_pipeline.beton import Item
+from data_pipeline.build import FileCheck, TaskPlan, balance_train, plan_task, select_classes
+from data_pipeline.layouts import discover
+from specialize.errors import UserError
+
+
+def _touch(root: Path, *relative: str) -> None:
+    for rel in relative:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+
+
+def _all_valid(tree) -> FileCheck:
+    paths = {p for files in tree.classes.values() for split in files.values() for p in split}
+    paths |= {p for files in tree.heldout_pool.values() for p in files}
+    return FileCheck(paths, [], [])
+
+
+def test_food101_uses_meta_split(tmp_path: Path) -> None:
+    _touch(tmp_path, "images/pizza/1.jpg", "images/pizza/2.jpg", "images/pizza/3.jpg", "images/sushi/4.jpg",
+           "images/sushi/5.jpg")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "train.txt").write_text("pizza/1\npizza/2\nsushi/4\n")
+    (tmp_path / "meta" / "test.txt").write_text("pizza/3\nsushi/5\n")
+    tree = discover(tmp_path)
+    assert tree.layout == "food101" and tree.premade_split
+    assert [Path(p).name for p in tree.classes["pizza"]["train"]] == ["1.jpg", "2.jpg"]
+    plan = plan_task("food", tree, ["pizza", "sushi"], [], _all_valid(tree), split_mode="premade", seed=0,
+                     train_per_class=None, test_per_class=10, heldout_per_class=None)
+    assert [(Path(i.path).name, i.label) for i in plan.splits["test"]] == [("3.jpg", 0), ("5.jpg", 1)]
+
+
+def test_vggface2_disjoint_test_identities_become_heldout(tmp_path: Path) -> None:
+    _touch(tmp_path, *(f"train/n00000{i}/{j}.jpg" for i in range(4) for j in range(6)),
+           *(f"test/n00010{i}/{j}.jpg" for i in range(3) for j in range(4)))
+    tree = discover(tmp_path)
+    assert tree.layout == "split-disjoint" and not tree.premade_split and len(tree.heldout_pool) == 3
+    classes, heldout = select_classes("face", tree, count=3, class_list=None, exclude=None, heldout=2, seed=0)
+    assert len(classes) == 3 and set(classes) <= set(tree.classes) and set(heldout) <= set(tree.heldout_pool)
+    plan = plan_task("face", tree, classes, heldout, _all_valid(tree), split_mode="seed", seed=0,
+                     train_per_class=4, test_per_class=2, heldout_per_class=3)
+    assert [len(plan.splits[s]) for s in ("train", "test", "heldout")] == [12, 6, 6]
+    trained = {i.path for s in ("train", "test") for i in plan.splits[s]}
+    assert len(trained) == 18 and not trained & {i.path for i in plan.splits["heldout"]}
+
+
+def test_imagenet_folders_class_list_exclusion_and_seeded_choice(tmp_path: Path) -> None:
+    synsets = [f"n0{i:07d}" for i in range(8)]
+    _touch(tmp_path / "imagenet", *(f"{s}/{j}.JPEG" for s in synsets for j in range(3)))
+    (tmp_path / "imagenet" / ".cache").mkdir()
+    tree = discover(tmp_path / "imagenet")
+    assert tree.layout == "folders" and list(tree.classes) == synsets
+    (tmp_path / "exclude.txt").write_text(f"# animate\n{synsets[0]}\n{synsets[1]}\n")
+    (tmp_path / "list.txt").write_text(f"{synsets[5]}\n{synsets[2]}\n")
+    first = select_classes("object", tree, count=4, class_list=None, exclude=str(tmp_path / "exclude.txt"), heldout=2, seed=1)
+    assert first == select_classes("object", tree, count=4, class_list=None, exclude=str(tmp_path / "exclude.txt"),
+                                   heldout=2, seed=1)
+    classes, heldout = first
+    assert not {synsets[0], synsets[1]} & set(classes + heldout) and not set(classes) & set(heldout)
+    listed, _ = select_classes("object", tree, count=None, class_list=str(tmp_path / "list.txt"), exclude=None,
+                               heldout=1, seed=0)
+    assert listed == [synsets[5], synsets[2]]
+    with pytest.raises(UserError, match="excluded"):
+        select_classes("object", tree, count=None, class_list=str(tmp_path / "list.txt"),
+                       exclude=str(tmp_path / "list.txt"), heldout=0, seed=0)
+    with pytest.raises(UserError, match="lower --classes"):
+        select_classes("object", tree, count=7, class_list=None, exclude=None, heldout=2, seed=0)
+
+
+def test_split_folders_with_heldout_folder(tmp_path: Path) -> None:
+    _touch(tmp_path, "train/a/1.jpg", "train/b/2.jpg", "val/a/3.jpg", "val/b/4.jpg", "heldout/c/5.jpg")
+    tree = discover(tmp_path)
+    assert tree.layout == "split" and tree.premade_split and list(tree.heldout_pool) == ["c"]
+    assert Path(tree.classes["b"]["test"][0]).name == "4.jpg"
+
+
+def test_balance_trims_to_smallest_task_round_robin() -> None:
+    def plan(name: str, per_class: list[int]) -> TaskPlan:
+        items = [Item(f"{name}/{c}/{j}", c) for c, n in enumerate(per_class) for j in range(n)]
+        return TaskPlan(name, None, "seed", [str(c) for c in range(len(per_class))], [], {"train": items})
+    small, large = plan("face", [3, 3]), plan("object", [10, 2, 5])
+    balance_train([small, large])
+    assert len(large.splits["train"]) == 6 and len(small.splits["train"]) == 6
+    assert [sum(i.label == c for i in large.splits["train"]) for c in range(3)] == [2, 2, 2]
