@@ -122,9 +122,11 @@ class Stimuli:
                    self.task_ids[start:stop].to(device))
 
     def only(self, task: str) -> "Stimuli":
-        """The images of one task alone."""
-        mask = self.task_ids == self.tasks.index(task)
-        return Stimuli(self.images[mask], self.labels[mask], torch.zeros(int(mask.sum()), dtype=torch.long), (task,))
+        """The images of one task alone (views: tasks are stored one after another)."""
+        index = self.tasks.index(task)
+        counts = self.counts()
+        rows = slice(int(counts[:index].sum()), int(counts[: index + 1].sum()))
+        return Stimuli(self.images[rows], self.labels[rows], torch.zeros(int(counts[index]), dtype=torch.long), (task,))
 
     def counts(self) -> np.ndarray:
         """Number of images of each task."""
