@@ -29,7 +29,7 @@ test: setup
 	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/bin/python -m benchmarks.run_all
+	for bench in benchmarks/bench_*.py; do $(PY) -m benchmarks.$$(basename $$bench .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -40,12 +39,3 @@ def tiny_images(seed: int = 1, counts: dict[str, int] | None = None) -> dict[str
         labels = torch.randint(0, 3, (n,), generator=generator) + offset
         data[task] = (images, labels)
     return data
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny models gain nothing from two, and lose much when other work shares the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -15,7 +15,6 @@ from lightning_modules import load_model
 from lightning_modules.module import TaskModule
 from specialize.cli import main
 from sweeps import lesion_sweep
-from tests.helpers_sweeps import one_thread  # noqa: F401  (autouse fixture)
 from tests.helpers_train import build_tiny_data, tiny_config
 
 

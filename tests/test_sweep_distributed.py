@@ -20,7 +20,7 @@ import torch
 from sweeps import lesion_sweep, lesioned
 from sweeps.distributed import SweepSettings, distributed_sweep
 from sweeps.lesion import Stimuli, intact_totals
-from tests.helpers_sweeps import one_thread, tiny_images, tiny_vgg  # noqa: F401  (one_thread: autouse fixture)
+from tests.helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
