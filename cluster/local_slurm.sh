@@ -4,7 +4,8 @@
 #   cluster/local_slurm.sh start [STATE_DIR]   # prints `export SLURM_CONF=...`; eval it to use sbatch/srun/squeue
 #   cluster/local_slurm.sh stop  [STATE_DIR]
 #
-# Needs root and Debian's slurm-wlm + munge (scripts/setup_system.sh). The node is "localnode" at 127.0.0.1 with
+# Needs root and Debian's slurm-wlm + munge (scripts/setup_system.sh). The node is this host (its short name, which
+# must resolve: Lightning uses it as the DDP master address) at 127.0.0.1, with
 # the CPUs of `nproc`; proctrack/linuxproc and task/none, so no cgroups are needed; ports SLURM_LOCAL_PORT
 # (default 16817) and the next one.
 set -euo pipefail
@@ -49,8 +50,8 @@ SchedulerParameters=sched_interval=1
 MinJobAge=300
 KillWait=5
 InactiveLimit=0
-NodeName=localnode NodeAddr=127.0.0.1 NodeHostname=$(hostname) CPUs=$cpus RealMemory=$memory State=UNKNOWN
-PartitionName=local Nodes=localnode Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+NodeName=$(hostname -s) NodeAddr=127.0.0.1 NodeHostname=$(hostname) CPUs=$cpus RealMemory=$memory State=UNKNOWN
+PartitionName=local Nodes=$(hostname -s) Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 CONF
 }
 
@@ -65,7 +66,7 @@ start() {
   write_conf
   export SLURM_CONF=$state/slurm.conf
   pid_alive "$state/slurmctld.pid" || slurmctld -f "$SLURM_CONF"
-  pid_alive "$state/slurmd.pid" || slurmd -f "$SLURM_CONF" -N localnode
+  pid_alive "$state/slurmd.pid" || slurmd -f "$SLURM_CONF" -N "$(hostname -s)"
   for _ in $(seq 60); do
     if sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
       echo "export SLURM_CONF=$SLURM_CONF"

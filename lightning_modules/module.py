@@ -89,7 +89,7 @@ class TaskModule(pl.LightningModule):
                 losses.detach(), topk_hits(logits.detach(), labels, 1), topk_hits(logits.detach(), labels, 5),
                 topk_hits(own_logits, labels, 1), topk_hits(own_logits, labels, 5),
             ], dim=1)
-            self._metrics[stage].update(task_index, values)
+            self._stage_metrics(stage).update(task_index, values)
         return losses.mean()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -100,12 +100,6 @@ class TaskModule(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def on_train_epoch_start(self) -> None:
-        self._metrics["train"] = TaskMetrics(len(self.layout.tasks), self.device)
-
-    def on_validation_epoch_start(self) -> None:
-        self._metrics["val"] = TaskMetrics(len(self.layout.tasks), self.device)
-
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], sync_dist=False)
@@ -114,9 +108,16 @@ class TaskModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self._log_epoch_metrics("val")
 
+    def _stage_metrics(self, stage: str) -> TaskMetrics:
+        """This epoch's accumulator for `stage`, created at its first batch (also when resuming mid-epoch)."""
+        if stage not in self._metrics:
+            self._metrics[stage] = TaskMetrics(len(self.layout.tasks), self.device)
+        return self._metrics[stage]
+
     def _log_epoch_metrics(self, stage: str) -> None:
         """Sum the epoch's per-task sums over processes and log means per task and overall."""
-        metrics = self._metrics.pop(stage)
+        metrics = self._stage_metrics(stage)
+        del self._metrics[stage]
         sums = self.trainer.strategy.reduce(metrics.sums, reduce_op="sum")
         counts = self.trainer.strategy.reduce(metrics.counts, reduce_op="sum")
         logged = {f"{stage}/loss": sums[:, 0].sum() / counts.sum().clamp(min=1)}

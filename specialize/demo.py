@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("face", "object")
@@ -67,16 +66,9 @@ def validation_accuracies(run_dir: Path) -> dict[str, float]:
             if key.startswith("val/") and key.endswith("/top1") and key.count("/") == 2}
 
 
-def print_segregation(summary: dict[str, Any]) -> None:
-    """The segregation index per layer with its 95% interval (accuracy over all outputs)."""
-    print(f"\nsegregation index (top {summary['fraction']:.0%} lesions, {summary['confidence_level']:.0%} bootstrap CI):")
-    for pair, rows in summary["segregation_index"][summary["default_scope"]].items():
-        for row in rows:
-            print(f"  {pair:12s} {row['layer']:8s} {row['si']:+.3f}  [{row['low']:+.3f}, {row['high']:+.3f}]")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run every stage, printing what each produced."""
+    from analysis.cli import format_summary
     from analysis.segregation import SegregationSettings, run_segregation
     from sweeps.distributed import run_sweep
 
@@ -92,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
     summary = run_segregation(out / "lesion", out / "segregation", data,
                               SegregationSettings(n_bootstraps=args.bootstraps))
-    print_segregation(summary)
+    print("\n" + format_summary(summary))
     print(f"\nfigures: {out / 'segregation' / 'figures'}")
     return 0
