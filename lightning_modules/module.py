@@ -116,8 +116,7 @@ class TaskModule(pl.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Sum the epoch's per-task sums over processes and log means per task and overall."""
-        metrics = self._stage_metrics(stage)
-        del self._metrics[stage]
+        metrics = self._metrics.pop(stage, None) or TaskMetrics(len(self.layout.tasks), self.device)
         sums = self.trainer.strategy.reduce(metrics.sums, reduce_op="sum")
         counts = self.trainer.strategy.reduce(metrics.counts, reduce_op="sum")
         logged = {f"{stage}/loss": sums[:, 0].sum() / counts.sum().clamp(min=1)}
