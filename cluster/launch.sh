@@ -6,8 +6,9 @@
 #
 # The job script (written to $SPECIALIZE_SLURM_DIR, default runs/slurm/, with the job's log beside it) asks for
 # N nodes, G GPUs and T = G tasks per node (T = 1 without GPUs unless given), --signal=USR1@90 and --requeue:
-# 90 s before the time limit Lightning saves a checkpoint and requeues the job, and the restarted job continues
-# from it (the run directory depends only on the config, so the same command finds it). For `specialize train`
+# 90 s before the time limit every rank of `specialize train` saves a checkpoint at the same step and exits with
+# code 3 (lightning_modules/preemption.py); the script then requeues the job, and the restarted job continues
+# from that checkpoint (the run directory depends only on the config, so the same command finds it). For `specialize train`
 # the overrides trainer.devices=T trainer.num_nodes=N are appended, so Lightning's process layout matches the job.
 # Other options go to sbatch unchanged. --dry-run writes and prints the script without submitting it.
 set -euo pipefail
@@ -15,6 +16,7 @@ set -euo pipefail
 usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 nodes=1 gpus=1 tasks="" dry_run=0 sbatch_args=()
+requeue_code=3  # lightning_modules.preemption.REQUEUE_EXIT_CODE
 while (($#)); do
   case $1 in
     --) shift; break ;;
@@ -58,6 +60,10 @@ script="$job_dir/job-$(date +%Y%m%d-%H%M%S)-$$.sbatch"
   echo "# submitted from $(pwd) with: sbatch ${sbatch_args[*]:-} $script"
   echo "cd $(printf '%q' "$(pwd)")"
   printf 'srun'; printf ' %q' "${command[@]}"; echo
+  echo 'status=$?'
+  echo "# exit code $requeue_code: the command saved a checkpoint on SIGUSR1 and wants to continue in a new allocation"
+  echo "if ((status == $requeue_code)); then scontrol requeue \"\$SLURM_JOB_ID\"; fi"
+  echo 'exit $status'
 } > "$script"
 
 if ((dry_run)); then

@@ -7,7 +7,8 @@
 # Needs root and Debian's slurm-wlm + munge (scripts/setup_system.sh). The node is this host (its short name, which
 # must resolve: Lightning uses it as the DDP master address) at 127.0.0.1, with
 # the CPUs of `nproc`; proctrack/linuxproc and task/none, so no cgroups are needed; ports SLURM_LOCAL_PORT
-# (default 16817) and the next one.
+# (default 16817) and the next one. Job ids start at that port number, so two local clusters' jobs get different
+# ids (Lightning derives the DDP master port from the job id). `stop` cancels the jobs before the daemons.
 set -euo pipefail
 
 action=${1:-}
@@ -43,6 +44,7 @@ SelectTypeParameters=CR_CPU
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+FirstJobId=$port
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 SchedulerType=sched/backfill
@@ -80,6 +82,14 @@ start() {
 
 stop() {
   local daemon
+  if pid_alive "$state/slurmctld.pid"; then  # end the jobs first, so that none outlives its cluster
+    export SLURM_CONF=$state/slurm.conf
+    scancel --quiet --full --user="$(id -un)" || true
+    for _ in $(seq 60); do
+      [[ -z $(squeue -h -o %i 2>/dev/null) ]] && break
+      sleep 0.5
+    done
+  fi
   for daemon in slurmd slurmctld munged; do
     if pid_alive "$state/$daemon.pid"; then
       kill "$(cat "$state/$daemon.pid")"

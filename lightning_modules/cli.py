@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
     from specialize.errors import UserError
 
     from lightning_modules.config import load_config, read_run_config
+    from lightning_modules.preemption import REQUEUE_EXIT_CODE, Preempted
     from lightning_modules.train import train
 
     if args.resume:
@@ -37,7 +39,11 @@ def run_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
     else:
         raise UserError("no config given; pass --config configs/<name>.yaml or --resume RUN_DIR")
-    run_dir = train(config)
+    try:
+        run_dir = train(config)
+    except Preempted as stop:
+        print(f"specialize train: {stop}", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
     print(f"run directory: {run_dir}")
     return 0
 

@@ -5,8 +5,8 @@ checkpoints/{best,last}.ckpt, metrics.csv (CSVLogger, always), wandb/ (W&B, offl
 summary.json (final per-task metrics) when the run completes.
 
 Resuming: a run directory that already holds a checkpoint is continued from its newest one (last.ckpt, or
-Lightning's hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm), so rerunning the same command, `--resume RUN_DIR`
-and a requeued Slurm job all continue where the run stopped, with optimiser, scheduler, loop and RNG state.
+hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm, see preemption.py), so rerunning the same command, `--resume
+RUN_DIR` and a requeued Slurm job all continue where the run stopped, with optimiser, scheduler, loop and RNG state.
 Resuming from an epoch-end checkpoint reproduces the uninterrupted run when the input pipeline is deterministic
 (`data.augment=false`: FFCV's augmentations draw from numba's unseeded generator); a SIGUSR1 checkpoint saved
 mid-epoch restarts that epoch's data order.
@@ -15,8 +15,8 @@ mid-epoch restarts that epoch's data order.
 from __future__ import annotations
 
 import os
-import signal
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,10 @@ def train(config: TrainConfig) -> Path:
 
     from data_pipeline.dataset import DataDir
     from lightning_modules.module import TaskModule
+    from lightning_modules.preemption import Preempted, SaveOnSignal
 
+    # epoch metrics are summed across ranks in TaskModule before logging; Lightning's advice to sync them is moot
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     run_dir = config.run_dir
     data_dir = DataDir(config.data.dir)
     layout = data_layout(data_dir, config)
@@ -51,7 +54,12 @@ def train(config: TrainConfig) -> Path:
     if trainer.is_global_zero:
         write_run_files(run_dir, config, layout.to_dict(), Path(config.data.dir))
     datamodule = make_datamodule(config, trainer.world_size)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
+    finally:
+        finish_wandb_run(trainer)
+    if any(isinstance(callback, SaveOnSignal) and callback.saved for callback in trainer.callbacks):
+        raise Preempted(f"stopped on SIGUSR1; saved a checkpoint in {run_dir}; requeue the job to continue")
     if trainer.is_global_zero and not trainer.interrupted:
         write_summary(run_dir, trainer)
     return run_dir
@@ -123,13 +131,19 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+    from lightning_modules.preemption import SaveOnSignal
+
     trainer_config = config.trainer
     # Two callbacks: Lightning's save_last only writes last.ckpt in epochs that also improve the best one.
     best = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/loss", mode="min",
                            save_top_k=1, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    plugins = [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)] if SLURMEnvironment.detect() else []
+    callbacks: list[Any] = [best, last]
+    plugins = []
+    if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+        callbacks.append(SaveOnSignal(run_dir))
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=trainer_config.epochs,
@@ -139,7 +153,7 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
         strategy=trainer_config.strategy,
         precision=trainer_config.precision,
         logger=make_loggers(config, run_dir),
-        callbacks=[best, last],
+        callbacks=callbacks,
         plugins=plugins,
         enable_progress_bar=trainer_config.progress_bar,
         num_sanity_val_steps=0,
@@ -175,6 +189,16 @@ def wandb_run_id(run_dir: Path) -> str | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(uuid.uuid4().hex[:12] + "\n")
     return path.read_text().strip()
+
+
+def finish_wandb_run(trainer: Any) -> None:
+    """Close this process's W&B run (Lightning leaves it open), flushing its logs; the next `train` starts its own."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if trainer.is_global_zero and any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def make_datamodule(config: TrainConfig, world_size: int) -> Any:

@@ -28,9 +28,9 @@ def test_launch_dry_run_writes_the_job_script(tmp_path):
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --signal=USR1@90", "#SBATCH --requeue"):
         assert line in script.splitlines()
-    assert script.splitlines()[-1] == ("srun specialize train --config configs/face_object.yaml "
+    assert script.splitlines()[-5] == ("srun specialize train --config configs/face_object.yaml "
                                        "trainer.devices=4 trainer.num_nodes=2")
-    assert "--time 1:00:00" in script
+    assert "--time 1:00:00" in script and "if ((status == 3)); then scontrol requeue" in script
 
 
 def scontrol_job(job_id: str, env: dict) -> dict[str, str]:
@@ -63,7 +63,7 @@ def local_slurm(tmp_path_factory):
 @pytest.mark.slow
 def test_srun_ddp_job_requeues_on_sigusr1_and_finishes(local_slurm, tmp_path_factory, tmp_path):
     env = {**local_slurm, "WANDB_MODE": "offline", "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs"), "OMP_NUM_THREADS": "1"}
-    config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=4", "trainer.strategy=ddp"])
+    config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=8", "trainer.strategy=ddp"])
     write_config(config, tmp_path / "config")
     submitted = subprocess.run([str(LAUNCH), "--gpus-per-node", "0", "--ntasks-per-node", "2", "--time", "15", "--",
                                 sys.executable, "-m", "specialize.cli", "train", "--config",
@@ -81,7 +81,7 @@ def test_srun_ddp_job_requeues_on_sigusr1_and_finishes(local_slurm, tmp_path_fac
     assert scontrol_job(job, env)["JobState"] == "COMPLETED", log[-3000:]
     assert list(config.run_dir.glob("hpc_ckpt_*.ckpt")), "SIGUSR1 did not save an hpc checkpoint"
     summary = json.loads((config.run_dir / "summary.json").read_text())
-    assert summary["epochs"] == 4
+    assert summary["epochs"] == 8
     manifest = json.loads((config.run_dir / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["slurm_job_id"] == job
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log

@@ -72,7 +72,9 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
     write_config(config, tmp_path / "killed_config")
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"},
+    # its own wandb-core service (not this process's): a killed client leaves its run id "in use" in a shared one
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = config.run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
