@@ -27,6 +27,22 @@ def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int =
     return data
 
 
+def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:
+    """A built face+object data directory under `root` and a checkpoint of an untrained tiny model on it."""
+    import torch
+
+    from data_pipeline.dataset import DataDir
+    from lightning_modules.module import TaskModule
+
+    data = build_tiny_data(root, train_per_class=train_per_class, test_per_class=test_per_class)
+    config = tiny_config(data, root / "runs")
+    torch.manual_seed(0)
+    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
+    checkpoint = root / "tiny.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    return data, checkpoint
+
+
 def tiny_config(data_dir: Path, out: Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """configs/tiny_face_object.yaml on `data_dir`, writing under `out`, W&B offline, no progress bar."""
     base = [f"data.dir={data_dir}", f"output.root={out}", "data.num_workers=1", "trainer.progress_bar=false"]

@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from lightning_modules.module import TaskModule
 from specialize.cli import main
-from tests.helpers_train import build_tiny_data, tiny_config
+from tests.helpers_train import untrained_checkpoint
 
 LAYERS = ("conv1_1", "conv5_3")
 
@@ -22,14 +20,7 @@ LAYERS = ("conv1_1", "conv5_3")
 def sweep(tmp_path_factory) -> tuple[Path, Path]:
     """A built face+object data directory and a two-layer lesion sweep of a tiny (untrained) model on it."""
     root = tmp_path_factory.mktemp("segregation_cli")
-    data = build_tiny_data(root, train_per_class=6, test_per_class=3)
-    config = tiny_config(data, root / "runs")
-    from data_pipeline.dataset import DataDir
-
-    torch.manual_seed(0)
-    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
-    checkpoint = root / "tiny.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    data, checkpoint = untrained_checkpoint(root, train_per_class=6, test_per_class=3)
     out = root / "sweep"
     assert main(["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
                  "--images-per-task", "8", "--layers", *LAYERS, "--no-progress"]) == 0

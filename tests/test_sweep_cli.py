@@ -8,28 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from data_pipeline.sample import sample_images
 from lightning_modules import load_model
-from lightning_modules.module import TaskModule
 from specialize.cli import main
 from sweeps import lesion_sweep
-from tests.helpers_train import build_tiny_data, tiny_config
+from tests.helpers_train import untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A built face+object data directory and a checkpoint of an (untrained) tiny model on it."""
     root = tmp_path_factory.mktemp("lesion_cli")
-    data = build_tiny_data(root, train_per_class=6, test_per_class=2)
-    config = tiny_config(data, root / "runs")
-    from data_pipeline.dataset import DataDir
-
-    torch.manual_seed(0)
-    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
-    checkpoint = root / "tiny.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    data, checkpoint = untrained_checkpoint(root, train_per_class=6, test_per_class=2)
     return data, checkpoint
 
 
