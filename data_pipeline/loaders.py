@@ -24,6 +24,26 @@ from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
 
 from specialize.errors import UserError
 
+def keep_compiled_pipelines() -> None:
+    """Stop numba from finalising dead dispatchers: work around a hang in long processes that build many loaders.
+
+    Every FFCV Loader compiles its pipeline into fresh numba dispatchers. When an old loader's dispatchers are
+    garbage-collected while a loader thread is compiling, numba's dispatcher finalizer (which unregisters the
+    dead compiled functions) can spin without end inside that thread: seen here in the demo and in the test
+    suite, stuck for over 15 minutes in `numba/core/dispatcher.py` `finalizer`. Skipping the finalizer only
+    keeps dead pipelines' machine code registered (kilobytes per loader) until the process exits.
+    """
+    from numba.core.dispatcher import _DispatcherBase
+
+    _DispatcherBase._make_finalizer = lambda self: _no_finalizer
+
+
+def _no_finalizer() -> None:
+    """The finalizer `keep_compiled_pipelines` installs."""
+
+
+keep_compiled_pipelines()
+
 CROP_RATIO = 224 / 256
 GRAYSCALE_PROBABILITY = 0.2
 
