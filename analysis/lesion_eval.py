@@ -1,17 +1,26 @@
 """Per-image predictions of a network with a layer's top-ranked filters lesioned, fanned out with Ray and resumable.
 
 A unit of work is one (layer, lesioned task): the top fraction of that layer's filters in the task's ranking
-is lesioned (with `sweeps.lesion.lesioned`) and every task's full test set is classified, once per fraction.
+is lesioned (with `sweeps.lesion.lesioned`) and every task's full test set is classified, once per fraction
+(each batch is read once and classified at every fraction).
 One more unit holds the intact network's predictions. Each finished unit is written atomically to
 `<out>/units/<layer>__<task>.parquet`; a rerun skips the units already there.
+
+Test sets are streamed, never held whole: an `EvalSet` names its image sources (a real task's test .beton,
+read in file order with the eval transform, `BetonSource`; or tensors already in memory, `TensorSource`) and
+keeps, batch by batch, the images of its own classes (a pseudo-task of the random-task control draws on
+several real tasks' files). Images are regrouped into batches of exactly `batch_size` (as if the kept images
+were one tensor cut into batches), so memory is bounded by the batch size and only per-image predictions
+are kept. Ray tasks receive the sources' paths, not images.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,15 +35,77 @@ from sweeps.lesion import lesioned
 DEFAULT_BATCH_SIZE = 256
 
 
-@dataclass(frozen=True)
-class EvalSet:
-    """One (pseudo-)task's test images with global labels, each image's class name, and the task's output units."""
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) and global labels (N,)
 
-    task: str
+
+class ImageSource(Protocol):
+    """Images with global labels, in a fixed order, as batches."""
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The images in order, in batches of at most `batch_size`."""
+
+
+@dataclass(frozen=True)
+class BetonSource:
+    """One real task's split in a .beton, read in file order with the eval transform, labels shifted by `label_offset`."""
+
+    path: str
+    label_offset: int
+    resolution: int
+    num_workers: int | None = None
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The split's images in file order, one copied batch at a time."""
+        from data_pipeline.sample import stream_batches
+
+        return stream_batches(self.path, self.resolution, batch_size, self.label_offset, num_workers=self.num_workers)
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """Images and global labels already in memory (tests, small jobs)."""
+
     images: torch.Tensor
     labels: torch.Tensor
-    class_names: np.ndarray
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Consecutive slices of `batch_size` images."""
+        for start in range(0, len(self.labels), batch_size):
+            yield self.images[start: start + batch_size], self.labels[start: start + batch_size]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One (pseudo-)task's test set: the images of its classes (`outputs`, global labels, also its output units)
+    among `sources`, in source order; `class_names` names every global label."""
+
+    task: str
+    sources: tuple[ImageSource, ...]
     outputs: torch.Tensor
+    class_names: np.ndarray
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """The task's images in order, in batches of exactly `batch_size` (the last one may be smaller)."""
+        streamed = chain.from_iterable(source.batches(batch_size) for source in self.sources)
+        return rebatch(((images[keep], labels[keep]) for images, labels in streamed
+                        for keep in [torch.isin(labels, self.outputs)]), batch_size)
+
+
+def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Batches of any sizes regrouped into batches of `batch_size` (the last one may be smaller), in order."""
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    count = 0
+    for batch_images, batch_labels in batches:
+        images.append(batch_images)
+        labels.append(batch_labels)
+        count += len(batch_labels)
+        while count >= batch_size:
+            joined_images, joined_labels = torch.cat(images), torch.cat(labels)
+            yield joined_images[:batch_size], joined_labels[:batch_size]
+            images, labels, count = [joined_images[batch_size:]], [joined_labels[batch_size:]], count - batch_size
+    if count:
+        yield torch.cat(images), torch.cat(labels)
 
 
 @dataclass(frozen=True)
@@ -73,23 +144,31 @@ def lesion_plan(ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequenc
             for unit in units}
 
 
-def predict(model: VGG, eval_set: EvalSet, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 predictions over all outputs and over the task's own outputs (both as global labels)."""
-    overall, within = [], []
+Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, top-1 over all outputs, top-1 over the task's
+
+
+def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor,
+            lesions: Mapping[float, Mapping[str, Sequence[int]]]) -> dict[float, Predictions]:
+    """Per fraction: labels and top-1 predictions over all outputs and over `outputs` (global labels) of the network
+    with that fraction's `lesions`; each batch is read once and passed through every lesioned network."""
+    results: dict[float, tuple[list, list, list]] = {fraction: ([], [], []) for fraction in lesions}
     with torch.inference_mode():
-        for start in range(0, len(eval_set.labels), batch_size):
-            logits = model(eval_set.images[start: start + batch_size])
-            overall.append(logits.argmax(dim=1))
-            within.append(eval_set.outputs[logits[:, eval_set.outputs].argmax(dim=1)])
-    return torch.cat(overall).numpy(), torch.cat(within).numpy()
+        for images, labels in batches:
+            for fraction, lesion in lesions.items():
+                with lesioned(model, lesion):
+                    logits = model(images)
+                for values, batch in zip(results[fraction], (labels, logits.argmax(dim=1),
+                                                             outputs[logits[:, outputs].argmax(dim=1)])):
+                    values.append(batch)
+    return {fraction: tuple(torch.cat(values).numpy() for values in columns) for fraction, columns in results.items()}
 
 
-def predictions_frame(unit: Unit, fraction: float, eval_set: EvalSet, overall: np.ndarray, within: np.ndarray) -> pd.DataFrame:
+def predictions_frame(unit: Unit, fraction: float, eval_set: EvalSet, labels: np.ndarray, overall: np.ndarray,
+                      within: np.ndarray) -> pd.DataFrame:
     """The per-image prediction rows of one unit, fraction and evaluated task."""
-    labels = eval_set.labels.numpy()
     return pd.DataFrame({
         "layer": unit.layer, "lesioned_task": unit.task, "fraction": float(fraction), "eval_task": eval_set.task,
-        "image": np.arange(len(labels)), "class": eval_set.class_names, "label": labels,
+        "image": np.arange(len(labels)), "class": eval_set.class_names[labels], "label": labels,
         "prediction": overall, "correct": overall == labels,
         "prediction_within_task": within, "correct_within_task": within == labels,
     }, columns=list(PREDICTION_COLUMNS))
@@ -97,15 +176,14 @@ def predictions_frame(unit: Unit, fraction: float, eval_set: EvalSet, overall: n
 
 def evaluate_unit(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit, filters_by_fraction: Mapping[float, Sequence[int]],
                   batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
-    """Predictions on every evaluated task, with the unit's filters lesioned at each fraction."""
+    """Predictions on every evaluated task with the unit's filters lesioned at each fraction; rows by fraction, then
+    task, then image. Each task's test set is streamed once, in batches, for all fractions."""
     model.eval()
-    frames = []
-    for fraction, filters in filters_by_fraction.items():
-        lesions = {unit.layer: filters} if unit != INTACT_UNIT else {}
-        with lesioned(model, lesions):
-            for eval_set in eval_sets:
-                frames.append(predictions_frame(unit, fraction, eval_set, *predict(model, eval_set, batch_size)))
-    return pd.concat(frames, ignore_index=True)
+    lesions = {fraction: ({unit.layer: filters} if unit != INTACT_UNIT else {})
+               for fraction, filters in filters_by_fraction.items()}
+    predicted = [predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions) for eval_set in eval_sets]
+    return pd.concat([predictions_frame(unit, fraction, eval_set, *by_fraction[fraction])
+                      for fraction in lesions for eval_set, by_fraction in zip(eval_sets, predicted)], ignore_index=True)
 
 
 def evaluate_in_process(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],

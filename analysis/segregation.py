@@ -2,7 +2,9 @@
 
 `run_segregation(sweep_dir, out_dir, ...)` reads the sweep (its checkpoint, data and ranking.parquet), and for
 every swept layer and every task T lesions the top fraction of the layer's filters in T's ranking, then
-classifies the full test split of every task (Ray tasks per (layer, T), resumable). From the per-image
+classifies the full test split of every task (Ray tasks per (layer, T), resumable). Each unit streams the
+test .beton files in batches of --batch-size (file order, eval transform), so memory does not grow with the
+test set; only per-image predictions are kept. From the per-image
 predictions it computes accuracies, normalised performance, proportional drops d(X|Y) and the segregation
 index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.indices`).
 
@@ -32,7 +34,8 @@ import pandas as pd
 from analysis import figures
 from analysis.bootstrap import DEFAULT_RESAMPLES
 from analysis.indices import DEFAULT_SCOPE, INTACT_LAYER, SCOPES, segregation_tables
-from analysis.lesion_eval import DEFAULT_BATCH_SIZE, INTACT_UNIT, EvalSet, Unit, evaluate_with_ray, lesion_plan
+from analysis.lesion_eval import (DEFAULT_BATCH_SIZE, INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray,
+                                  lesion_plan)
 from analysis.task_groups import Grouping, eval_sets, grouping_table, layout_grouping, random_grouping, regroup
 from lightning_modules.vgg import CONV_LAYERS
 from specialize.errors import UserError
@@ -128,12 +131,12 @@ def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grou
     return ranking
 
 
-def load_test_images(loaded: Any, data_dir: str, seed: int) -> dict:
-    """Every task's full test split, in file order, with the eval transform and global labels."""
-    from data_pipeline.sample import sample_images
+def beton_sources(loaded: Any, data_dir: str) -> dict[str, BetonSource]:
+    """Every task's test .beton, to be streamed in file order with the eval transform and global labels."""
+    from data_pipeline.dataset import DataDir
 
-    resolution = int(loaded.config["data"]["resolution"])
-    return {task: sample_images(data_dir, task, "test", None, seed, resolution, layout=loaded.layout)
+    data, resolution = DataDir(data_dir), int(loaded.config["data"]["resolution"])
+    return {task: BetonSource(str(data.beton(task, "test")), loaded.layout.offset(task), resolution)
             for task in loaded.layout.tasks}
 
 
@@ -214,7 +217,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
             ranking = pseudo_task_ranking(loaded, sweep, data, grouping, out / "pseudo_sweep", address)
         else:
             grouping, ranking = layout_grouping(loaded.layout), sweep.ranking
-        sets: list[EvalSet] = eval_sets(load_test_images(loaded, data, settings.seed), grouping, loaded.layout)
+        sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.layout)
         plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions)
         predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", address, settings.batch_size)
     write_parquet(out / "predictions.parquet", predictions)

@@ -10,6 +10,9 @@ The control needs filter rankings of its own: the sweep ranked filters for the r
 from the sweep engine (`sweeps.lesion_sweep`), run on the training-split images the sweep used (the same
 seeded sample per real task), regrouped into the pseudo-tasks: each filter's loss is then the mean
 cross-entropy over a pseudo-task's images, exactly as the sweep ranks a real task.
+
+Test sets are not regrouped in memory: `eval_sets` describes each analysed task by the real tasks' test
+sources it draws on, and the evaluation streams them, keeping the task's classes (`analysis.lesion_eval`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.lesion_eval import EvalSet
+from analysis.lesion_eval import EvalSet, ImageSource
 from data_pipeline.tasks import TaskLayout
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
@@ -51,11 +54,17 @@ def regroup(images_by_task: ImagesByTask, grouping: Grouping) -> dict[str, tuple
     return regrouped
 
 
-def eval_sets(images_by_task: ImagesByTask, grouping: Grouping, layout: TaskLayout) -> list[EvalSet]:
-    """Test sets of the grouping's tasks, with class names and each task's output units."""
+def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, layout: TaskLayout) -> list[EvalSet]:
+    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the layout's tasks).
+
+    A task's set draws on the real tasks holding any of its classes, in layout order, and keeps the images of
+    its classes: the same images, in the same order, as `regroup` of the real tasks' test sets.
+    """
     names = np.asarray([name for classes in layout.classes for name in classes], dtype=object)
-    return [EvalSet(task, images, labels, names[labels.numpy()], torch.from_numpy(grouping[task]).long())
-            for task, (images, labels) in regroup(images_by_task, grouping).items()]
+    origin = layout.task_of(torch.arange(layout.total_classes)).numpy()
+    return [EvalSet(task, tuple(sources[real] for index, real in enumerate(layout.tasks) if index in origin[members]),
+                    torch.from_numpy(members).long(), names)
+            for task, members in grouping.items()]
 
 
 def grouping_table(grouping: Grouping, layout: TaskLayout) -> pd.DataFrame:

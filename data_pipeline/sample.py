@@ -1,8 +1,10 @@
-"""Fixed, seeded image sets for analyses (lesion ranking, decoding, RSA): eval transform, whole tensors."""
+"""Image sets for analyses with the eval transform: fixed, seeded subsets as whole tensors (lesion ranking, decoding,
+RSA), or a whole split streamed in batches (`stream_batches`, for test sets too large to hold in memory)."""
 
 from __future__ import annotations
 
 import os
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -43,8 +45,20 @@ def sample_images(data_dir: str | os.PathLike | DataDir, task: str, split: str, 
     offset = layout.offset(task) if layout is not None else 0
     path = data.beton(task, split)
     indices = sample_indices(num_samples(path), n, seed)
-    loader = make_loader(path, train=False, batch_size=BATCH_SIZE, resolution=resolution,
-                         num_workers=num_workers or min(4, os.cpu_count() or 1), indices=indices,
-                         label_offset=offset, drop_last=False)
-    batches = [(images.clone(), labels) for images, labels in loader]  # FFCV reuses its batch buffers
+    batches = list(stream_batches(path, resolution, BATCH_SIZE, offset, indices, num_workers))
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
+def stream_batches(beton_path: str | os.PathLike, resolution: int, batch_size: int = BATCH_SIZE, label_offset: int = 0,
+                   indices: Sequence[int] | None = None,
+                   num_workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches of a .beton (all samples, or `indices`) in file order with the eval transform.
+
+    Labels are shifted by `label_offset`. Each batch is a copy, so it outlives the loader's next step
+    (FFCV reuses its batch buffers); only one batch is held at a time.
+    """
+    loader = make_loader(beton_path, train=False, batch_size=batch_size, resolution=resolution,
+                         num_workers=num_workers or min(4, os.cpu_count() or 1), indices=indices,
+                         label_offset=label_offset, drop_last=False)
+    for images, labels in loader:
+        yield images.clone(), labels.clone()

@@ -1,5 +1,5 @@
 """`specialize segregation` end to end through Ray on a built tiny data directory: outputs, resume, the
-random-task control, `specialize figures`, and one-line errors."""
+random-task control, `specialize figures`, and one-line errors; the streamed evaluation of test .beton files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from analysis.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_process
+from analysis.segregation import beton_sources
+from analysis.task_groups import eval_sets, random_grouping, regroup
 from specialize.cli import main
 from tests.helpers_train import untrained_checkpoint
 
@@ -17,11 +21,16 @@ LAYERS = ("conv1_1", "conv5_3")
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory) -> tuple[Path, Path]:
-    """A built face+object data directory and a two-layer lesion sweep of a tiny (untrained) model on it."""
-    root = tmp_path_factory.mktemp("segregation_cli")
-    data, checkpoint = untrained_checkpoint(root, train_per_class=6, test_per_class=3)
-    out = root / "sweep"
+def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    """A built face+object data directory (3 test images per class) and a tiny untrained model on it."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("segregation_cli"), train_per_class=6, test_per_class=3)
+
+
+@pytest.fixture(scope="module")
+def sweep(checkpoint) -> tuple[Path, Path]:
+    """The data directory and a two-layer lesion sweep of the tiny model on it."""
+    data, checkpoint = checkpoint
+    out = data.parent / "sweep"
     assert main(["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
                  "--images-per-task", "8", "--layers", *LAYERS, "--no-progress"]) == 0
     return data, out
@@ -95,3 +104,41 @@ def test_missing_sweep_is_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["segregation", "--sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--fractions", "a,b"])
     assert "--fractions takes comma-separated numbers" in capsys.readouterr().err
+
+
+def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(checkpoint, monkeypatch):
+    """Pseudo-tasks drawing on both real tasks' files: every forward pass and every streamed batch holds at most
+    --batch-size images, no whole split is loaded, and the predictions equal those of the whole test sets in memory."""
+    from data_pipeline import sample
+    from lightning_modules import load_model
+
+    data, path = checkpoint
+    loaded = load_model(path)
+    grouping, batch_size = random_grouping(loaded.layout, seed=4), 5
+    resolution = int(loaded.config["data"]["resolution"])
+    whole = {task: sample.sample_images(data, task, "test", None, 0, resolution, layout=loaded.layout)
+             for task in loaded.layout.tasks}
+    names = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.layout)[0].class_names
+    in_memory = [EvalSet(task, (TensorSource(images, labels),), torch.from_numpy(grouping[task]).long(), names)
+                 for task, (images, labels) in regroup(whole, grouping).items()]
+    plan = {Unit("conv1_1", "pseudo1"): {0.0: [], 0.5: [0, 1]}, Unit("conv5_3", "pseudo2"): {0.5: [3, 4, 5]}}
+    expected = evaluate_in_process(loaded.model, in_memory, plan, batch_size)
+
+    streamed_sizes, forward_sizes = [], []
+
+    def stream_batches(*args, **kwargs):
+        for images, labels in real_stream(*args, **kwargs):
+            streamed_sizes.append(len(labels))
+            yield images, labels
+
+    real_stream = sample.stream_batches
+    monkeypatch.setattr(sample, "stream_batches", stream_batches)
+    monkeypatch.setattr(sample, "sample_images", lambda *args, **kwargs: pytest.fail("a whole split was loaded"))
+    loaded.model.register_forward_pre_hook(lambda module, inputs: forward_sizes.append(len(inputs[0])))
+    streamed = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.layout)
+    assert all(len(eval_set.sources) == 2 for eval_set in streamed)  # the pseudo-tasks mix face and object classes
+    actual = evaluate_in_process(loaded.model, streamed, plan, batch_size)
+
+    pd.testing.assert_frame_equal(actual, expected)
+    assert len(actual) == 3 * 24 and max(streamed_sizes) == batch_size and max(forward_sizes) == batch_size
+    assert sum(streamed_sizes) == 2 * 2 * 24  # 2 units x 2 pseudo-tasks x every test image of both files, once per unit

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from analysis.indices import segregation_tables
-from analysis.lesion_eval import INTACT_UNIT, Unit, evaluate_in_process, lesion_plan
+from analysis.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
 from analysis.task_groups import eval_sets, layout_grouping
 from data_pipeline.tasks import TaskLayout
 from lightning_modules.vgg import CONV_LAYERS
@@ -51,7 +51,8 @@ def analyse(network, train, test) -> pd.DataFrame:
     ranking = oneshot_ranking(lesion_sweep(network, train, batch_size=64))
     units = [INTACT_UNIT] + [Unit(layer, task) for layer in CONV_LAYERS for task in LAYOUT.tasks]
     plan = lesion_plan(ranking, units, [FRACTION])
-    predictions = evaluate_in_process(network, eval_sets(test, layout_grouping(LAYOUT), LAYOUT), plan)
+    sources = {task: TensorSource(images, labels) for task, (images, labels) in test.items()}
+    predictions = evaluate_in_process(network, eval_sets(sources, layout_grouping(LAYOUT), LAYOUT), plan)
     return segregation_tables(predictions, LAYOUT.tasks, n_bootstraps=300, seed=0)
 
 
