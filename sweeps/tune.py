@@ -84,27 +84,25 @@ def tune_trainings(configs: Sequence[str], seeds: Sequence[int], out: str | os.P
                    max_failures: int = 2) -> "Any":
     """Run every config x seed as a Ray Tune trial; returns the results table (one row per run)."""
     import pandas as pd
-    import ray
     from ray import tune
 
     from specialize.io import write_json, write_parquet
     from specialize.manifest import write_manifest
+    from sweeps.distributed import ray_session
 
     out = Path(out)
     trials = trial_configs(configs, seeds, overrides, out)
     if gpus_per_trial:
         for trial in trials:
             trial["trainer"].update(accelerator="gpu", devices=max(1, int(gpus_per_trial)))
-    ray.init(address=address, ignore_reinit_error=True, include_dashboard=False,
-             num_cpus=None if address else os.cpu_count())
     trainable = tune.with_resources(train_trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"config": tune.grid_search(trials), "cpus": cpus_per_trial},
-        run_config=tune.RunConfig(name="tune", storage_path=str((out / "ray_tune").resolve()),
-                                  failure_config=tune.FailureConfig(max_failures=max_failures), verbose=1),
-    )
-    grid = tuner.fit()
+    with ray_session(address):
+        grid = tune.Tuner(
+            trainable,
+            param_space={"config": tune.grid_search(trials), "cpus": cpus_per_trial},
+            run_config=tune.RunConfig(name="tune", storage_path=str((out / "ray_tune").resolve()),
+                                      failure_config=tune.FailureConfig(max_failures=max_failures), verbose=1),
+        ).fit()
     failed = [result.error for result in grid if result.error is not None]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(trials)} trials failed; first error: {failed[0]}")
