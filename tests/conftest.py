@@ -6,9 +6,10 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Run torch on one thread: tiny models gain nothing from two, and lose much when other work shares the CPUs."""
+    """Run torch on one thread, from the first fixture on (module-scoped ones included), so results do not depend on the
+    machine's core count: tiny models gain nothing from two threads, and lose much when other work shares the CPUs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
