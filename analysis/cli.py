@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lightning_modules.config import WANDB_MODES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `segregation` and `figures` subcommands."""
@@ -41,7 +43,9 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--figure-layer", help="layer of the normalised-performance figure (default: the last swept)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
-    parser.add_argument("--wandb-project", help="log figures and tables to this W&B project (WANDB_MODE applies)")
+    parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
+    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default="offline",
+                        help="W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)")
     parser.set_defaults(run=run_segregation_command)
 
 
@@ -52,7 +56,8 @@ def run_segregation_command(args: argparse.Namespace) -> int:
     settings = SegregationSettings(fraction=args.fraction, fractions=args.fractions, n_bootstraps=args.bootstraps,
                                    seed=args.seed, random_tasks=args.random_tasks, batch_size=args.batch_size,
                                    figure_layer=args.figure_layer)
-    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address, args.wandb_project)
+    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address, args.wandb_project,
+                               args.wandb_mode)
     print(format_summary(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0

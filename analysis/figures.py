@@ -94,26 +94,25 @@ def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path
     return save_figure(figure, stem)
 
 
-def wandb_enabled(project: str | None) -> bool:
-    """True when a W&B run is active, or a project is given and WANDB_MODE does not disable W&B."""
-    try:
-        import wandb
-    except ImportError:
-        return False
-    if wandb.run is not None:
-        return True
-    return project is not None and os.environ.get("WANDB_MODE", "").lower() != "disabled"
+def wandb_mode(requested: str) -> str:
+    """The W&B mode to use: WANDB_MODE when set, else `requested` (offline, online or disabled)."""
+    return os.environ.get("WANDB_MODE") or requested
 
 
 def log_to_wandb(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], project: str | None,
-                 config: Mapping | None = None, run_dir: str | os.PathLike | None = None) -> bool:
-    """Log PNG figures and tables to the active W&B run, or to a new run in `project`; False when W&B is off."""
-    if not wandb_enabled(project):
-        return False
+                 mode: str = "offline", config: Mapping | None = None,
+                 run_dir: str | os.PathLike | None = None) -> bool:
+    """Log PNG figures and tables to the active W&B run, or to a new run in `project` (none: W&B stays off).
+
+    Returns False when nothing was logged: no active run and no project, or the mode is "disabled".
+    """
     import wandb
 
     own_run = wandb.run is None
-    run = wandb.init(project=project, job_type="segregation", config=dict(config or {}), dir=run_dir) if own_run else wandb.run
+    if own_run and (project is None or wandb_mode(mode) == "disabled"):
+        return False
+    run = wandb.init(project=project, job_type="segregation", config=dict(config or {}), dir=run_dir,
+                     mode=wandb_mode(mode)) if own_run else wandb.run
     run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
              **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
     if own_run:

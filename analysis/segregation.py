@@ -194,8 +194,11 @@ def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: Segregati
 
 def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                     settings: SegregationSettings = SegregationSettings(), address: str | None = None,
-                    wandb_project: str | None = None) -> dict[str, Any]:
-    """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary."""
+                    wandb_project: str | None = None, wandb_mode: str = "offline") -> dict[str, Any]:
+    """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary.
+
+    With `wandb_project` (or inside an active W&B run) the figures and tables also go to W&B, in `wandb_mode`.
+    """
     from lightning_modules import load_model
     from sweeps.distributed import ray_session
 
@@ -210,7 +213,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
                 "random_tasks": settings.random_tasks}
     check_resume(out, identity)
     write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
-                                     "wandb_project": wandb_project, **asdict(settings), "identity": identity})
+                                     "wandb_project": wandb_project, "wandb_mode": wandb_mode, **asdict(settings), "identity": identity})
     with ray_session(address):
         if settings.random_tasks:
             grouping = random_grouping(loaded.layout, settings.seed)
@@ -232,7 +235,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
                    checkpoint_sha256=loaded.sha256, data=data, seeds={"bootstrap": settings.seed, "test_images": settings.seed,
                    "random_tasks": settings.seed if settings.random_tasks else None}, tasks=list(grouping),
                    n_bootstraps=settings.n_bootstraps, fractions=settings.all_fractions)
-    figures.log_to_wandb(pngs, tables, wandb_project, config=asdict(settings), run_dir=out)
+    figures.log_to_wandb(pngs, tables, wandb_project, wandb_mode, config=asdict(settings), run_dir=out)
     return summary
 
 

@@ -15,7 +15,7 @@ from analysis.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_proces
 from analysis.segregation import beton_sources
 from analysis.task_groups import eval_sets, random_grouping, regroup
 from specialize.cli import main
-from tests.helpers_train import untrained_checkpoint
+from tests.helpers_train import untrained_checkpoint, wandb_history
 
 LAYERS = ("conv1_1", "conv5_3")
 
@@ -38,10 +38,10 @@ def sweep(checkpoint) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, capsys):
-    data, sweep_dir = sweep
+    _, sweep_dir = sweep
     out = tmp_path / "seg"
     args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--fractions", "0,0.5", "--bootstraps", "100"]
-    assert main(args) == 0
+    assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
     assert "conv5_3" in capsys.readouterr().out
     predictions = pd.read_parquet(out / "predictions.parquet")
     for column in ("layer", "lesioned_task", "fraction", "eval_task", "image", "class", "label", "prediction", "correct"):
@@ -61,6 +61,11 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     for name in ("segregation_by_layer", "normalised_performance_conv5_3", "drop_heatmap"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0 and (out / "figures" / f"{name}.svg").exists()
     assert json.loads((out / "manifest.json").read_text())["kind"] == "segregation"
+    [logged] = wandb_history(out)  # the offline W&B run holds every figure and table
+    for name in ("segregation_by_layer", "normalised_performance", "drop_heatmap"):
+        assert logged[f"figures/{name}._type"] == "image-file"
+    for name in ("accuracy", "drops", "segregation"):
+        assert logged[f"tables/{name}.nrows"] == len(pd.read_parquet(out / f"{name}.parquet"))
 
     # a rerun reuses every finished unit and gives the same tables
     stamps = {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")}
@@ -79,7 +84,7 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
 
 @pytest.mark.slow
 def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
-    data, sweep_dir = sweep
+    _, sweep_dir = sweep
     out = tmp_path / "random"
     assert main(["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4",
                  "--bootstraps", "50"]) == 0
