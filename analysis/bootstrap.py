@@ -6,7 +6,8 @@ One call resamples one set of predictions (the test images of one task) and eval
 
 Vectorised: each resample is held as a vector of image multiplicities (how often each image was drawn),
 and the accuracies of all conditions come from one matrix product, counts @ correctness.
-Paper-sized test sets (1,714 classes x 50 images, 27 conditions, 1,000 resamples) take about a second.
+Paper-sized test sets (1,714 + 423 classes x 50 images, 27 conditions, 1,000 resamples) take seconds
+(benchmarks/bench_bootstrap.py).
 
 Note: with independent images (no class effect) the two-stage bootstrap is conservative, its variance
 up to twice the binomial one, because class resampling already carries the within-class noise; with
