@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,14 @@ from data_pipeline.synth import generate
 
 
 def make_tiny_data_dir(root: Path, tasks: tuple[str, ...] = ("face", "object"), classes: int = 3, train: int = 6,
-                       test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw") -> Path:
+                       test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw", seed: int = 1,
+                       pools: Sequence[str] | None = None) -> Path:
     """Synthetic folders under root/synth, built into root/data (raw pixels by default); returns the data dir."""
-    generate(root / "synth", seed=1, tasks=tasks, classes_per_task=classes, train_per_class=train,
+    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train,
              test_per_class=test, heldout_classes=heldout, size=size, workers=2)
     build_dataset({task: root / "synth" / task for task in tasks}, root / "data", test_per_class=test,
-                  heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None), workers=2)
+                  heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
+                  pools=pools, workers=2)
     return root / "data"
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from helpers_data import make_tiny_data_dir
 from lightning_modules.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,16 +16,9 @@ CLASSES_PER_TASK = 4
 
 
 def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16) -> Path:
-    """Synthetic face and object images -> a built data directory with the face+object pool; returns it."""
-    from data_pipeline.build import build_dataset
-    from data_pipeline.synth import generate
-
-    images, data = root / "images", root / "data"
-    generate(images, tasks=TASKS, classes_per_task=CLASSES_PER_TASK, train_per_class=train_per_class,
-             test_per_class=test_per_class, heldout_classes=0, size=40, workers=2)
-    build_dataset({task: images / task for task in TASKS}, data, pools=["+".join(TASKS)], workers=2,
-                  test_per_class=test_per_class)
-    return data
+    """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool; returns it."""
+    return make_tiny_data_dir(root, tasks=TASKS, classes=CLASSES_PER_TASK, train=train_per_class, test=test_per_class,
+                              heldout=0, size=40, write_mode="jpg", seed=0, pools=["+".join(TASKS)])
 
 
 def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:

@@ -15,7 +15,7 @@ from analysis.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_proces
 from analysis.segregation import beton_sources
 from analysis.task_groups import eval_sets, random_grouping, regroup
 from specialize.cli import main
-from tests.helpers_train import untrained_checkpoint, wandb_history
+from helpers_train import untrained_checkpoint, wandb_history
 
 LAYERS = ("conv1_1", "conv5_3")
 

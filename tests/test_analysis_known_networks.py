@@ -27,7 +27,7 @@ from data_pipeline.tasks import TaskLayout
 from lightning_modules.vgg import CONV_LAYERS
 from sweeps.lesion import lesion_sweep
 from sweeps.ranking import oneshot_ranking
-from tests.helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
+from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
 LAYOUT = TaskLayout.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
 FRACTION = 0.4

@@ -13,7 +13,7 @@ from data_pipeline.sample import sample_images
 from lightning_modules import load_model
 from specialize.cli import main
 from sweeps import lesion_sweep
-from tests.helpers_train import untrained_checkpoint
+from helpers_train import untrained_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 from sweeps import lesion_sweep, lesioned
 from sweeps.distributed import SweepSettings, distributed_sweep
 from sweeps.lesion import Stimuli, intact_totals
-from tests.helpers_sweeps import tiny_images, tiny_vgg
+from helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ KILL_TEST_COUNTS = {"a": 24, "b": 24}
 
 def sweep_script(out: Path, address: str) -> list[str]:
     """A driver process running the sweep that the test kills."""
-    code = ("from tests.helpers_sweeps import tiny_vgg, tiny_images; "
+    code = ("from helpers_sweeps import tiny_vgg, tiny_images; "
             "from sweeps.distributed import SweepSettings, distributed_sweep; "
             f"distributed_sweep(tiny_vgg(), tiny_images(counts={KILL_TEST_COUNTS!r}), {str(out)!r}, "
             f"{KILL_TEST_SETTINGS!r}, address={address!r}, progress=False)")

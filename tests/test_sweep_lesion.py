@@ -8,7 +8,7 @@ import torch
 from lightning_modules.vgg import CONV_LAYERS, filters_per_layer, relu_indices
 from sweeps import lesion_sweep, lesioned
 from sweeps.lesion import RESULT_COLUMNS, reference_lesion_sweep
-from tests.helpers_sweeps import tiny_images, tiny_vgg
+from helpers_sweeps import tiny_images, tiny_vgg
 
 
 @pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batchnorm"])

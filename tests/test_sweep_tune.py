@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from specialize.cli import main
-from tests.helpers_train import ROOT, build_tiny_data
+from helpers_train import ROOT, build_tiny_data
 
 
 def test_bad_seeds_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
