@@ -59,6 +59,8 @@ script="$job_dir/job-$(date +%Y%m%d-%H%M%S)-$$.sbatch"
   echo "#SBATCH --output=$job_dir/%x-%j.out"
   echo "# submitted from $(pwd) with: sbatch ${sbatch_args[*]:-} $script"
   echo "cd $(printf '%q' "$(pwd)")"
+  echo "# torch threads per rank: the CPUs Slurm gives each task (1 if not set), unless OMP_NUM_THREADS is already set"
+  echo 'export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}'
   printf 'srun'; printf ' %q' "${command[@]}"; echo
   echo 'status=$?'
   echo "# exit code $requeue_code: the command saved a checkpoint on SIGUSR1 and wants to continue in a new allocation"

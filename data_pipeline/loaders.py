@@ -42,7 +42,25 @@ def _no_finalizer() -> None:
     """The finalizer `keep_compiled_pipelines` installs."""
 
 
+def numba_threads_only() -> None:
+    """Keep FFCV loaders from resizing torch's intra-op thread pool.
+
+    FFCV's `Compiler.set_num_threads`, called by every Loader when it is built and at each epoch, sets numba's
+    threads and also `torch.set_num_threads(num_workers)` for the whole process: a Ray task that asked for one
+    CPU then ran torch on four threads, and results computed after building a loader depended on its
+    worker count. This keeps the numba part only; torch's threads stay as the process set them.
+    """
+    import numba
+
+    def set_num_threads(cls, n: int) -> None:
+        cls.num_threads = n if n >= 1 else os.cpu_count() or 1
+        numba.set_num_threads(cls.num_threads)
+
+    Compiler.set_num_threads = classmethod(set_num_threads)
+
+
 keep_compiled_pipelines()
+numba_threads_only()
 
 CROP_RATIO = 224 / 256
 GRAYSCALE_PROBABILITY = 0.2

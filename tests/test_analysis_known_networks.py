@@ -6,11 +6,12 @@
     alike, so the index is near 0 while the lesions still hurt.
 
 METHOD's index is 1/2 [d(F|F) - d(O|F) + d(O|O) - d(F|O)]: it reaches 1 only when the cross drops vanish and
-each task's own lesion abolishes it. Both tasks have 32 classes (chance 1/32, so abolition is a drop of about
-0.97) and the networks are narrow (width 1/32 each). The lesion takes the top 40% of a layer of the joined
-network in a task's ranking, i.e. 80% of that task's own filters: the other network's filters cannot be
-among them (their lesions change the task's loss by exactly 0, while over 80% of a task's own filters
-raise it), and so few filters left abolish the task.
+each task's own lesion abolishes it. Both tasks have 64 classes (chance 1/64, so abolition is a drop of about
+0.98) and the networks are narrow (width 1/32 each). The lesion takes the top 40% of a layer of the joined
+network in a task's ranking, i.e. 80% of that task's own filters. The other network's filters are not among
+them: their lesions change the task's loss by exactly 0, and in these networks at most a quarter of a
+layer's own filters (one of four in conv2_1) fail to raise it. So few filters left abolish the task. Trained
+with 12 or 20 epochs, on one thread or two, the index stayed within 0.91-1.0 in every layer.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def face_network():
 @pytest.fixture(scope="module")
 def block_diagonal_tables(face_network):
     object_network = train_single_task("object")
-    assert accuracy(face_network, *task_images("face", 20, 300)) > 0.9
-    assert accuracy(object_network, *task_images("object", 20, 300)) > 0.9
+    assert accuracy(face_network, *task_images("face", 20, 300)) > 0.85
+    assert accuracy(object_network, *task_images("object", 20, 300)) > 0.85
     joined = joined_network(face_network, object_network)
     return analyse(joined, global_images(seed=200, per_class=8), global_images(seed=300, per_class=20))
 
@@ -78,11 +79,11 @@ def pivot_drops(tables, scope: str) -> pd.DataFrame:
 def test_block_diagonal_network_segregates_in_every_layer(block_diagonal_tables, scope):
     drops = pivot_drops(block_diagonal_tables, scope)
     assert np.abs(drops[[("face", "object"), ("object", "face")]].to_numpy()).max() <= 0.02  # other task untouched
-    assert drops[[("face", "face"), ("object", "object")]].to_numpy().min() > 0.8  # own task (nearly) abolished
+    assert drops[[("face", "face"), ("object", "object")]].to_numpy().min() > 0.85  # own task (nearly) abolished
     si = block_diagonal_tables["segregation"].query("scope == @scope").set_index("layer_index")
     assert list(si.index) == list(range(1, 14))
-    assert si["si"].min() > 0.88 and si["si"].mean() > 0.92
-    assert (si["si_high"] > 0.93).all() and (si["si_low"] > 0.8).all()
+    assert si["si"].min() > 0.9 and si["si"].mean() > 0.93
+    assert (si["si_high"] > 0.93).all() and (si["si_low"] > 0.85).all()
 
 
 def test_network_serving_both_tasks_alike_has_index_near_zero(face_network):

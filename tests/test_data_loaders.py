@@ -40,6 +40,13 @@ def test_eval_loader_is_normalised_centre_crop(data: DataDir) -> None:
     assert loaded_labels.dtype == torch.int64 and loaded_labels.tolist() == (labels + 5).tolist()
 
 
+def test_loaders_leave_torch_threads_alone(data: DataDir) -> None:
+    assert torch.get_num_threads() == 1  # set by conftest for the session
+    for train in (False, True):
+        _epoch(make_loader(data.beton("face", "train"), train=train, batch_size=4, resolution=28, num_workers=2))
+    assert torch.get_num_threads() == 1
+
+
 def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
     loader = make_loader(data.beton("face", "train"), train=True, batch_size=6, resolution=24, num_workers=1,
                          drop_last=False)
