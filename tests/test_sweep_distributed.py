@@ -24,7 +24,7 @@ from helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent  # the driver subprocess runs here, so it imports helpers_sweeps
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def sweep_script(out: Path, address: str) -> list[str]:
 
 def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    driver = subprocess.Popen(sweep_script(killed, ray_address), cwd=ROOT)
+    driver = subprocess.Popen(sweep_script(killed, ray_address), cwd=TESTS)
     chunks = killed / "chunks" / "oneshot"
     deadline = time.time() + 120
     while len(list(chunks.glob("*.parquet"))) < 3 and driver.poll() is None and time.time() < deadline:
@@ -98,7 +98,7 @@ def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert 3 <= len(before) < 132 and not (killed / "filter_losses.parquet").exists()
 
-    subprocess.run(sweep_script(killed, ray_address), cwd=ROOT, check=True, timeout=300)
+    subprocess.run(sweep_script(killed, ray_address), cwd=TESTS, check=True, timeout=300)
     after = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # finished chunks were not redone
     uninterrupted = distributed_sweep(tiny_vgg(), tiny_images(counts=KILL_TEST_COUNTS), clean,
