@@ -1,6 +1,7 @@
 """The lesion sweep fanned out with Ray: (layer, chunk of filters) tasks, resumable, with greedy ranking.
 
-The model and the images go into the Ray object store once. Each task runs the lesion engine on one chunk
+The model and the images go into the Ray object store once; the workers of a node share the images there
+(zero-copy) rather than each holding a copy. Each task runs the lesion engine on one chunk
 of one layer's filters and asks for GPUs (fractions allowed) or CPUs. The driver writes each finished chunk
 atomically under OUT/chunks/, so running the same sweep again skips finished chunks; Ray retries a task whose
 worker died. Chunks, pass sizes and the memory budget are fixed once per output directory (config.json), so

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
@@ -131,6 +132,19 @@ class Stimuli:
     def counts(self) -> np.ndarray:
         """Number of images of each task."""
         return np.bincount(self.task_ids.numpy(), minlength=len(self.tasks))
+
+    def __reduce__(self):
+        """Pickle the images as a numpy array: Ray's object store then shares them between the workers of a node
+        (zero-copy, read-only) instead of copying them into every task, as it does with a torch tensor."""
+        return _stimuli_from_numpy, (self.images.numpy(), self.labels, self.task_ids, self.tasks)
+
+
+def _stimuli_from_numpy(images: np.ndarray, labels: torch.Tensor, task_ids: torch.Tensor,
+                        tasks: tuple[str, ...]) -> Stimuli:
+    """Unpickle `Stimuli`; the images stay in the (possibly read-only, shared) numpy buffer, which is only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return Stimuli(torch.from_numpy(images), labels, task_ids, tasks)
 
 
 class TaskTotals:

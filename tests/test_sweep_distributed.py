@@ -34,6 +34,24 @@ def ray_address():
     ray.shutdown()
 
 
+def test_stimuli_reach_ray_workers_without_a_copy(ray_address):
+    images = torch.rand(512, 3, 64, 64)  # 25 MiB
+    stimuli = Stimuli.from_tasks({"a": (images, torch.arange(512) % 3)})
+
+    @ray.remote
+    def receive(refs: list) -> tuple[Stimuli, int]:
+        """The stimuli, and how much this worker's private memory grew on receiving them (modules loaded first)."""
+        import sweeps.lesion  # noqa: F401
+
+        before = psutil.Process().memory_full_info().uss
+        [received] = ray.get(refs)
+        return received, psutil.Process().memory_full_info().uss - before
+
+    back, growth = ray.get(receive.remote([ray.put(stimuli)]))
+    assert growth < images.nbytes / 4  # the images stay in the node's shared object store; a copy would add 25 MiB
+    assert torch.equal(back.images, images) and torch.equal(back.labels, stimuli.labels) and back.tasks == ("a",)
+
+
 def test_ray_sweep_equals_in_process_sweep(ray_address, tmp_path):
     model, data = tiny_vgg(), tiny_images()
     filter_losses, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(filters_per_task=8), progress=False)
