@@ -108,11 +108,11 @@ def log_to_wandb(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame]
     """
     import wandb
 
-    own_run = wandb.run is None
-    if own_run and (project is None or wandb_mode(mode) == "disabled"):
+    own_run, mode = wandb.run is None, wandb_mode(mode)
+    if own_run and (project is None or mode == "disabled"):
         return False
     run = wandb.init(project=project, job_type="segregation", config=dict(config or {}), dir=run_dir,
-                     mode=wandb_mode(mode)) if own_run else wandb.run
+                     mode=mode) if own_run else wandb.run
     run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
              **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
     if own_run:
