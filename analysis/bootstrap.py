@@ -22,7 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 1000
+from analysis.settings import DEFAULT_RESAMPLES
+
 DRAWS_PER_CHUNK = 1 << 22  # random draws held in memory at once (about 32 MiB of int64)
 
 

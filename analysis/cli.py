@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from analysis.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
+from common.ray_runner import Resources, add_ray_arguments
 from lightning_modules.config import WANDB_MODES
 
 
@@ -32,17 +34,21 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sweep", required=True, help="output directory of `specialize lesion`")
     parser.add_argument("--data", help="data directory (default: the sweep's)")
     parser.add_argument("--out", required=True, help="output directory (resumes the analysis already there)")
-    parser.add_argument("--fraction", type=float, default=0.2, help="headline lesion fraction (default: %(default)s)")
+    defaults = SegregationSettings()
+    parser.add_argument("--fraction", type=float, default=defaults.fraction,
+                        help="headline lesion fraction (default: %(default)s)")
     parser.add_argument("--fractions", type=parse_fractions, default=(), metavar="F,F,...",
                         help="more fractions for the tables, e.g. 0,0.1,0.2,0.3")
-    parser.add_argument("--bootstraps", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--bootstraps", type=int, default=defaults.n_bootstraps,
+                        help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of --random-tasks")
     parser.add_argument("--random-tasks", action="store_true",
                         help="control: split all classes at random into pseudo-tasks of the original sizes, "
                              "rank filters for them with the sweep engine, and analyse those")
     parser.add_argument("--figure-layer", help="layer of the normalised-performance figure (default: the last swept)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="images per forward pass (default: %(default)s)")
+    add_ray_arguments(parser)
     parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
     parser.add_argument("--wandb-mode", choices=WANDB_MODES, default="offline",
                         help="W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)")
@@ -51,11 +57,11 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
 
 def run_segregation_command(args: argparse.Namespace) -> int:
     """Run (or resume) the analysis and print the segregation index per layer."""
-    from analysis.segregation import SegregationSettings, run_segregation
+    from analysis.segregation import run_segregation
 
     settings = SegregationSettings(fraction=args.fraction, fractions=args.fractions, n_bootstraps=args.bootstraps,
                                    seed=args.seed, random_tasks=args.random_tasks, batch_size=args.batch_size,
-                                   figure_layer=args.figure_layer)
+                                   figure_layer=args.figure_layer, resources=Resources.from_args(args))
     summary = run_segregation(args.sweep, args.out, args.data, settings, args.address, args.wandb_project,
                                args.wandb_mode)
     print(format_summary(summary))
@@ -81,7 +87,7 @@ def _register_figures(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="DIR[=LABEL]", help="segregation output directories")
     parser.add_argument("--out", required=True, help="figure path without extension")
     parser.add_argument("--fraction", type=float, help="lesion fraction (default: each analysis' headline)")
-    parser.add_argument("--scope", choices=("all_outputs", "task_outputs"), default="all_outputs")
+    parser.add_argument("--scope", choices=tuple(SCOPES), default=DEFAULT_SCOPE)
     parser.add_argument("--title", default="Task segregation")
     parser.set_defaults(run=run_figures_command)
 

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lightning_modules.vgg import CONV_LAYERS  # noqa: E402
-from specialize.io import atomic_path  # noqa: E402
+from lightning_modules.layer_names import CONV_LAYERS  # noqa: E402
+from common.io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "svg")
 

@@ -22,11 +22,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import DEFAULT_RESAMPLES, bootstrap_accuracies, percentile_interval, task_rng
-from lightning_modules.vgg import CONV_LAYERS
+from analysis.bootstrap import bootstrap_accuracies, percentile_interval, task_rng
+from analysis.settings import DEFAULT_RESAMPLES, DEFAULT_SCOPE, SCOPES
+from lightning_modules.layer_names import CONV_LAYERS
 
-SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_within_task"}
-DEFAULT_SCOPE = "all_outputs"
 INTACT_LAYER = "intact"
 NO_TASK = "none"
 PREDICTION_COLUMNS = ("layer", "lesioned_task", "fraction", "eval_task", "image", "class", "label",
@@ -142,7 +141,7 @@ def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], leve
 
 
 def segregation_table(drops: dict[Key, Estimate], tasks: Sequence[str], level: float = 0.95) -> pd.DataFrame:
-    """One row per (layer, fraction, scope, pair of tasks in layout order): the segregation index with its interval."""
+    """One row per (layer, fraction, scope, pair of tasks in label-space order): the segregation index with its interval."""
     settings = sorted({(layer, fraction, scope) for layer, _, fraction, _, scope in drops}, key=lambda s: (s[2], s[1], layer_index(s[0])))
     rows = [{"layer": layer, "layer_index": layer_index(layer), "fraction": fraction, "scope": scope,
              "task_a": task_a, "task_b": task_b,

@@ -1,7 +1,7 @@
 """Per-image predictions of a network with a layer's top-ranked filters lesioned, fanned out with Ray and resumable.
 
 A unit of work is one (layer, lesioned task): the top fraction of that layer's filters in the task's ranking
-is lesioned (with `sweeps.lesion.lesioned`) and every task's full test set is classified, once per fraction
+is lesioned (with `sweeps.lesions.lesioned`) and every task's full test set is classified, once per fraction
 (each batch is read once and classified at every fraction).
 One more unit holds the intact network's predictions. Each finished unit is written atomically to
 `<out>/units/<layer>__<task>.parquet`; a rerun skips the units already there.
@@ -28,12 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
+from analysis.settings import DEFAULT_BATCH_SIZE
 from lightning_modules.vgg import VGG
-from specialize.io import write_parquet
-from sweeps.lesion import lesioned
-
-DEFAULT_BATCH_SIZE = 256
-
+from common.ray_runner import Resources, WorkUnit, run_units
+from sweeps.devices import on_device
+from sweeps.lesions import lesioned
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) and global labels (N,)
 
@@ -152,11 +151,12 @@ def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor,
     """Per fraction: labels and top-1 predictions over all outputs and over `outputs` (global labels) of the network
     with that fraction's `lesions`; each batch is read once and passed through every lesioned network."""
     results: dict[float, tuple[list, list, list]] = {fraction: ([], [], []) for fraction in lesions}
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for images, labels in batches:
             for fraction, lesion in lesions.items():
                 with lesioned(model, lesion):
-                    logits = model(images)
+                    logits = model(images.to(device)).cpu()
                 for values, batch in zip(results[fraction], (labels, logits.argmax(dim=1),
                                                              outputs[logits[:, outputs].argmax(dim=1)])):
                     values.append(batch)
@@ -198,32 +198,26 @@ def unit_path(units_dir: Path, unit: Unit) -> Path:
     return units_dir / f"{unit.name}.parquet"
 
 
+def evaluate_on_worker(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit,
+                       filters_by_fraction: Mapping[float, Sequence[int]], batch_size: int) -> pd.DataFrame:
+    """`evaluate_unit` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
+    from common.ray_runner import worker_device
+
+    with on_device(model, worker_device()) as (net, _):
+        return evaluate_unit(net, eval_sets, unit, filters_by_fraction, batch_size)
+
+
 def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                      units_dir: Path, address: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+                      units_dir: Path, resources: Resources = Resources(),
+                      batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
     """Evaluate the units not yet stored in `units_dir` as Ray tasks, writing each as it finishes; return all units.
 
-    Uses the running Ray session, joins the cluster at `address`, or starts a local one.
+    Needs a Ray session (`common.ray_runner.ray_session`).
     """
-    from sweeps.distributed import ray_session
-
-    pending = [unit for unit in plan if not unit_path(units_dir, unit).exists()]
-    if pending:
-        with ray_session(address):
-            _run_ray_units(model, eval_sets, plan, pending, units_dir, batch_size)
-    return pd.concat([pd.read_parquet(unit_path(units_dir, unit)) for unit in plan], ignore_index=True)
-
-
-def _run_ray_units(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                   pending: Sequence[Unit], units_dir: Path, batch_size: int) -> None:
-    """Submit the pending units, and write each unit's predictions atomically as soon as it returns."""
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=3)(evaluate_unit)
     model_ref, sets_ref = ray.put(model), ray.put(list(eval_sets))
-    futures = {remote.remote(model_ref, sets_ref, unit, dict(plan[unit]), batch_size): unit for unit in pending}
-    with tqdm(total=len(futures), unit="unit", desc="lesioned evaluations") as bar:
-        while futures:
-            done, _ = ray.wait(list(futures), num_returns=1)
-            unit = futures.pop(done[0])
-            write_parquet(unit_path(units_dir, unit), ray.get(done[0]))
-            bar.update(1)
+    units = [WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size))
+             for unit, filters in plan.items()]
+    run_units(evaluate_on_worker, units, resources, "lesioned evaluations")
+    return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)

@@ -32,47 +32,18 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis import figures
-from analysis.bootstrap import DEFAULT_RESAMPLES
 from analysis.indices import DEFAULT_SCOPE, INTACT_LAYER, SCOPES, segregation_tables
-from analysis.lesion_eval import (DEFAULT_BATCH_SIZE, INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray,
-                                  lesion_plan)
-from analysis.task_groups import Grouping, eval_sets, grouping_table, layout_grouping, random_grouping, regroup
-from lightning_modules.vgg import CONV_LAYERS
-from specialize.errors import UserError
-from specialize.io import file_sha256, read_json, write_json, write_parquet
-from specialize.manifest import write_manifest
+from analysis.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
+from analysis.settings import SegregationSettings
+from analysis.task_groups import Grouping, eval_sets, grouping_table, label_space_grouping, random_grouping, regroup
+from common.errors import UserError
+from common.io import file_sha256, read_json, write_json, write_parquet
+from common.manifest import write_manifest
+from common.output_dir import check_same_job, recorded_identity
+from common.ray_runner import Resources
+from lightning_modules.layer_names import CONV_LAYERS
 
 TABLES = ("accuracy", "drops", "segregation")
-
-
-@dataclass(frozen=True)
-class SegregationSettings:
-    """What the analysis computes. `fraction` is the headline fraction; `fractions` adds more to the tables."""
-
-    fraction: float = 0.2
-    fractions: tuple[float, ...] = ()
-    n_bootstraps: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    random_tasks: bool = False
-    level: float = 0.95
-    batch_size: int = DEFAULT_BATCH_SIZE
-    figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
-
-    def __post_init__(self) -> None:
-        for value in (self.fraction, *self.fractions):
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"lesion fractions must lie in [0, 1], not {value}")
-        if self.n_bootstraps < 1:
-            raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
-        if not 0.0 < self.level < 1.0:
-            raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
-        if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
-            raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
-
-    @property
-    def all_fractions(self) -> list[float]:
-        """Every fraction evaluated, ascending."""
-        return sorted({float(self.fraction), *map(float, self.fractions)})
 
 
 @dataclass(frozen=True)
@@ -102,42 +73,32 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
                  pd.read_parquet(path / "ranking.parquet"))
 
 
-def check_resume(out: Path, identity: dict[str, Any]) -> None:
-    """UserError when `out` holds an analysis of something else (its units would be reused)."""
-    config_path = out / "config.json"
-    if not config_path.exists():
-        return
-    stored = read_json(config_path).get("identity", {})
-    for key, value in identity.items():
-        if stored.get(key) != value:
-            raise UserError(f"{out} holds a segregation analysis with another {key} ({stored.get(key)}, now {value}); "
-                            "rerun with the same inputs or choose another --out")
-
-
 def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grouping, out: Path,
-                        address: str | None) -> pd.DataFrame:
+                        resources: Resources) -> pd.DataFrame:
     """Rank filters for the pseudo-tasks with the sweep engine, on the sweep's training images regrouped.
 
     Same images (seeded sample per real task), same ranking method and layers as the original sweep;
     resumable in `out`.
     """
-    from sweeps.distributed import SweepSettings, distributed_sweep, training_images
+    from sweeps.distributed import distributed_sweep, training_images
+    from sweeps.settings import SweepSettings
 
     images = training_images(loaded, data_dir, int(sweep.manifest["images_per_task"]), int(sweep.manifest["seeds"]["images"]))
     identity = {"checkpoint_sha256": loaded.sha256, "data": data_dir, "source_sweep": str(sweep.path.resolve()),
                 "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()}}
-    settings = SweepSettings(layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"))
-    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity, address)
+    settings = SweepSettings(layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"),
+                             resources=resources)
+    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity)
     return ranking
 
 
 def beton_sources(loaded: Any, data_dir: str) -> dict[str, BetonSource]:
     """Every task's test .beton, to be streamed in file order with the eval transform and global labels."""
-    from data_pipeline.dataset import DataDir
+    from data_pipeline.data_dir import DataDir
 
-    data, resolution = DataDir(data_dir), int(loaded.config["data"]["resolution"])
-    return {task: BetonSource(str(data.beton(task, "test")), loaded.layout.offset(task), resolution)
-            for task in loaded.layout.tasks}
+    data, resolution = DataDir(data_dir), loaded.config.data.resolution
+    return {task: BetonSource(str(data.beton(task, "test")), loaded.label_space.offset(task), resolution)
+            for task in loaded.label_space.tasks}
 
 
 def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
@@ -199,8 +160,8 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
 
     With `wandb_project` (or inside an active W&B run) the figures and tables also go to W&B, in `wandb_mode`.
     """
-    from lightning_modules import load_model
-    from sweeps.distributed import ray_session
+    from common.ray_runner import ray_session
+    from lightning_modules.checkpoint import load_model
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
@@ -211,20 +172,21 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     identity = {"checkpoint_sha256": loaded.sha256, "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
                 "data": data, "fractions": settings.all_fractions, "seed": settings.seed,
                 "random_tasks": settings.random_tasks}
-    check_resume(out, identity)
+    check_same_job(out, "segregation analysis", recorded_identity(out / "config.json"), identity,
+                   "rerun with the same inputs or choose another --out")
     write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
                                      "wandb_project": wandb_project, "wandb_mode": wandb_mode, **asdict(settings), "identity": identity})
     with ray_session(address):
         if settings.random_tasks:
-            grouping = random_grouping(loaded.layout, settings.seed)
-            ranking = pseudo_task_ranking(loaded, sweep, data, grouping, out / "pseudo_sweep", address)
+            grouping = random_grouping(loaded.label_space, settings.seed)
+            ranking = pseudo_task_ranking(loaded, sweep, data, grouping, out / "pseudo_sweep", settings.resources)
         else:
-            grouping, ranking = layout_grouping(loaded.layout), sweep.ranking
-        sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.layout)
+            grouping, ranking = label_space_grouping(loaded.label_space), sweep.ranking
+        sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.label_space)
         plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions)
-        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", address, settings.batch_size)
+        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size)
     write_parquet(out / "predictions.parquet", predictions)
-    write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.layout))
+    write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
     tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
     for name in TABLES:
         write_parquet(out / f"{name}.parquet", tables[name])

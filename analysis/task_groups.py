@@ -1,8 +1,8 @@
 """Which classes make up each task of the analysis: the network's own tasks, or random pseudo-tasks (the control).
 
 A grouping maps a task name to global labels (indices into the model's output layer). The real grouping
-is the model's TaskLayout. The random-task control (`--random-tasks`) shuffles all classes of all tasks with
-a seed and deals them into pseudo-tasks with as many classes as the original tasks, in layout order
+is the model's LabelSpace. The random-task control (`--random-tasks`) shuffles all classes of all tasks with
+a seed and deals them into pseudo-tasks with as many classes as the original tasks, in label-space order
 (pseudo1 has as many classes as the first task, and so on). Images keep their global labels, and accuracy
 over all outputs is unchanged; only which images and outputs count as one task changes.
 
@@ -24,22 +24,22 @@ import pandas as pd
 import torch
 
 from analysis.lesion_eval import EvalSet, ImageSource
-from data_pipeline.tasks import TaskLayout
+from data_pipeline.label_space import LabelSpace
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
 ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 PSEUDO_PREFIX = "pseudo"
 
 
-def layout_grouping(layout: TaskLayout) -> Grouping:
+def label_space_grouping(label_space: LabelSpace) -> Grouping:
     """The model's own tasks and their global labels."""
-    return {task: np.arange(layout.offset(task), layout.offset(task) + layout.num_classes(task)) for task in layout.tasks}
+    return {task: np.arange(label_space.offset(task), label_space.offset(task) + label_space.num_classes(task)) for task in label_space.tasks}
 
 
-def random_grouping(layout: TaskLayout, seed: int) -> Grouping:
+def random_grouping(label_space: LabelSpace, seed: int) -> Grouping:
     """All classes shuffled (seeded) and split into pseudo-tasks of the original tasks' sizes."""
-    shuffled = np.random.default_rng(seed).permutation(layout.total_classes)
-    bounds = np.cumsum([layout.num_classes(task) for task in layout.tasks])[:-1]
+    shuffled = np.random.default_rng(seed).permutation(label_space.total_classes)
+    bounds = np.cumsum([label_space.num_classes(task) for task in label_space.tasks])[:-1]
     return {f"{PSEUDO_PREFIX}{i + 1}": np.sort(part) for i, part in enumerate(np.split(shuffled, bounds))}
 
 
@@ -54,22 +54,22 @@ def regroup(images_by_task: ImagesByTask, grouping: Grouping) -> dict[str, tuple
     return regrouped
 
 
-def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, layout: TaskLayout) -> list[EvalSet]:
-    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the layout's tasks).
+def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, label_space: LabelSpace) -> list[EvalSet]:
+    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the label_space's tasks).
 
-    A task's set draws on the real tasks holding any of its classes, in layout order, and keeps the images of
+    A task's set draws on the real tasks holding any of its classes, in label-space order, and keeps the images of
     its classes: the same images, in the same order, as `regroup` of the real tasks' test sets.
     """
-    names = np.asarray([name for classes in layout.classes for name in classes], dtype=object)
-    origin = layout.task_of(torch.arange(layout.total_classes)).numpy()
-    return [EvalSet(task, tuple(sources[real] for index, real in enumerate(layout.tasks) if index in origin[members]),
+    names = np.asarray([name for classes in label_space.classes for name in classes], dtype=object)
+    origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
+    return [EvalSet(task, tuple(sources[real] for index, real in enumerate(label_space.tasks) if index in origin[members]),
                     torch.from_numpy(members).long(), names)
             for task, members in grouping.items()]
 
 
-def grouping_table(grouping: Grouping, layout: TaskLayout) -> pd.DataFrame:
+def grouping_table(grouping: Grouping, label_space: LabelSpace) -> pd.DataFrame:
     """One row per class: analysis task, global label, original task and class name."""
-    origin = layout.task_of(torch.arange(layout.total_classes)).numpy()
-    names = [name for classes in layout.classes for name in classes]
-    return pd.DataFrame([{"task": task, "label": int(label), "original_task": layout.tasks[origin[label]],
+    origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
+    names = [name for classes in label_space.classes for name in classes]
+    return pd.DataFrame([{"task": task, "label": int(label), "original_task": label_space.tasks[origin[label]],
                           "class": names[label]} for task, members in grouping.items() for label in members])

@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.bootstrap import bootstrap_accuracies
 from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
-from lightning_modules.vgg import CONV_LAYERS
+from lightning_modules.layer_names import CONV_LAYERS
 
 TEST_CLASSES = {"face": 1714, "object": 423}
 FRACTION = 0.2

@@ -19,8 +19,11 @@ import time
 import torch
 from torch import nn
 
-from lightning_modules.vgg import CONV_LAYERS, VGG, conv_indices, filters_per_layer, vgg16
-from sweeps.lesion import lesion_sweep, reference_lesion_sweep
+from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.vgg import VGG, conv_indices, filters_per_layer, vgg16
+from benchmarks.peak_memory import PeakMemory
+from sweeps.engine import lesion_sweep
+from sweeps.reference import reference_lesion_sweep
 
 
 def module_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[nn.Module, int]:
@@ -103,7 +106,8 @@ def main() -> None:
     naive = reference_lesion_sweep(model, data, batch_size=args.batch_size or 128, device=args.device, filters=sample)
     naive_s = time.perf_counter() - start
     start = time.perf_counter()
-    fast = lesion_sweep(model, data, batch_size=args.batch_size, device=args.device)
+    with PeakMemory(torch.device(args.device)) as peak:
+        fast = lesion_sweep(model, data, batch_size=args.batch_size, device=args.device)
     fast_s = time.perf_counter() - start
 
     naive_lesions, fast_lesions = sum(map(len, sample.values())), sum(filters_per_layer(model).values())
@@ -121,7 +125,7 @@ def main() -> None:
         "speedup": round(fast_rate / naive_rate, 2),
         "max_abs_loss_difference": float((shared.loss - shared.loss_naive).abs().max()),
         "accuracy_identical": bool((shared.accuracy == shared.accuracy_naive).all()),
-        "peak_memory_mib": round(fast.attrs["peak_memory_bytes"] / 2**20, 1),
+        "peak_memory_mib": round(peak.peak_bytes / 2**20, 1),
         "memory_budget_mib": round(fast.attrs["memory_budget_bytes"] / 2**20, 1),
         "gmac_per_image_forward": round(costs["forward"] / 1e9, 4),
         "mac_ratio_prefix_reuse": round(costs["naive"] / costs["prefix_reuse"], 2),

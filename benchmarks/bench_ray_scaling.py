@@ -19,8 +19,10 @@ import ray
 import torch
 
 from benchmarks.bench_lesion import random_tasks
-from lightning_modules.vgg import CONV_LAYERS, filters_per_layer, vgg16
-from sweeps.distributed import SweepSettings, distributed_sweep
+from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.vgg import filters_per_layer, vgg16
+from sweeps.distributed import distributed_sweep
+from sweeps.settings import SweepSettings
 
 
 def timed_sweep(workers: int, model: torch.nn.Module, data: dict, settings: SweepSettings, root: Path) -> tuple[float, pd.DataFrame]:

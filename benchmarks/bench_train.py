@@ -67,7 +67,7 @@ def lightning_epochs(config, work: Path) -> list[float]:
     pl.seed_everything(config.seed, verbose=False)
     datamodule = TaskDataModule(config.data.dir, TASKS, batch_size=config.data.batch_size,
                                 resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
-    module = TaskModule(config.to_dict(), datamodule.layout.to_dict())
+    module = TaskModule(config.to_dict(), datamodule.label_space.to_dict())
     trainer = make_trainer(config, work / f"lightning-{time.time_ns()}")
     timer = EpochTimer()
     trainer.callbacks.append(timer)
@@ -80,7 +80,7 @@ def plain_epochs(config) -> list[float]:
     pl.seed_everything(config.seed, verbose=False)
     datamodule = TaskDataModule(config.data.dir, TASKS, batch_size=config.data.batch_size,
                                 resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
-    module = TaskModule(config.to_dict(), datamodule.layout.to_dict())
+    module = TaskModule(config.to_dict(), datamodule.label_space.to_dict())
     loader = make_loader(datamodule.beton("train"), train=True, batch_size=config.data.batch_size,
                          resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
     optimizer = module.configure_optimizers()["optimizer"]

@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from data_pipeline.images import BadImage, decode_rgb
-from specialize.errors import UserError
-from specialize.io import atomic_path, file_sha256, read_json, write_json
+from common.errors import UserError
+from common.io import atomic_path, file_sha256, read_json, write_json
 
 WRITE_MODES = ("raw", "jpg", "proportion", "smart")
 STATE_FILE = ".build_state.json"

@@ -1,6 +1,6 @@
 """`specialize data build`: image folders of several tasks -> FFCV .beton files per task and split, pools, manifest.
 
-Steps: discover each root's layout (layouts.py); choose training and held-out classes (count, list file,
+Steps: discover each root's source format (sources.py); choose training and held-out classes (count, list file,
 exclusions; seeded); decode every candidate file once in parallel to find bad ones (images.py); split each
 class into train/test (pre-made or seeded) and cap images per class; optionally balance tasks by total train
 images; write per-task and pooled .beton files (beton.py; resumable, atomic); write manifest.json and config.json.
@@ -21,13 +21,12 @@ from tqdm import tqdm
 
 from data_pipeline.beton import WRITE_MODES, ImageEncoding, Item, write_all
 from data_pipeline.images import check_image
-from data_pipeline.layouts import SourceTree, discover
-from data_pipeline.tasks import TaskLayout
-from specialize.errors import UserError
-from specialize.io import write_json
-from specialize.manifest import write_manifest
+from data_pipeline.sources import SPLIT_MODES, SourceTree, discover
+from data_pipeline.label_space import LabelSpace
+from common.errors import UserError
+from common.io import write_json
+from common.manifest import write_manifest
 
-SPLIT_MODES = ("auto", "premade", "seed")
 T = TypeVar("T")
 PerTask = T | Mapping[str, T]
 
@@ -141,7 +140,7 @@ def split_class(files: Mapping[str, list[str]], valid: set[str], rng: np.random.
 def _resolve_split_mode(task: str, tree: SourceTree, split: str) -> str:
     """'premade' or 'seed' for this root, given the user's choice (auto picks premade when the root has one)."""
     if split == "premade" and not tree.premade_split:
-        raise UserError(f"task {task}: {tree.root} has no pre-made train/test split (layout {tree.layout}); "
+        raise UserError(f"task {task}: {tree.root} has no pre-made train/test split (format {tree.format}); "
                         "use --split seed or auto")
     if split == "auto":
         return "premade" if tree.premade_split else "seed"
@@ -185,9 +184,9 @@ def _shuffle_items(items: Sequence[Item], seed: int, *keys: str) -> list[Item]:
 
 
 def pool_items(plans: Mapping[str, TaskPlan], tasks: Sequence[str], split: str) -> list[Item]:
-    """Items of several tasks with labels moved into the TaskLayout's global label space (tasks in this order)."""
-    layout = TaskLayout.from_classes({task: plans[task].classes for task in tasks})
-    return [Item(item.path, item.label + layout.offset(task)) for task in tasks for item in plans[task].splits[split]]
+    """Items of several tasks with labels moved into the LabelSpace's global label space (tasks in this order)."""
+    label_space = LabelSpace.from_classes({task: plans[task].classes for task in tasks})
+    return [Item(item.path, item.label + label_space.offset(task)) for task in tasks for item in plans[task].splits[split]]
 
 
 def _counts(plan: TaskPlan) -> dict:
@@ -282,19 +281,19 @@ def _outputs(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]
 
 def _task_entries(plans: Mapping[str, TaskPlan]) -> dict[str, dict]:
     """The manifest's per-task section."""
-    return {task: {"root": str(plan.tree.root), "layout": plan.tree.layout, "split": plan.split_mode,
+    return {task: {"root": str(plan.tree.root), "format": plan.tree.format, "split": plan.split_mode,
                    "classes": plan.classes, "heldout_classes": plan.heldout_classes, "counts": _counts(plan),
                    "files": {split: f"{task}/{split}.beton" for split, items in plan.splits.items() if items}}
             for task, plan in plans.items()}
 
 
 def _pool_entries(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]]) -> dict[str, dict]:
-    """The manifest's pool section: tasks in label order, their layout, files and counts."""
+    """The manifest's pool section: tasks in label order, their label space, files and counts."""
     entries = {}
     for pool in pool_specs:
         name = "+".join(pool)
-        layout = TaskLayout.from_classes({task: plans[task].classes for task in pool})
-        entries[name] = {"tasks": list(pool), "layout": layout.to_dict(),
+        label_space = LabelSpace.from_classes({task: plans[task].classes for task in pool})
+        entries[name] = {"tasks": list(pool), "label_space": label_space.to_dict(),
                          "files": {split: f"pool_{name}/{split}.beton" for split in ("train", "test")},
                          "counts": {split: sum(len(plans[task].splits[split]) for task in pool) for split in ("train", "test")}}
     return entries

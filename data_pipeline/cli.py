@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from specialize.errors import UserError
+from common.errors import UserError
+from data_pipeline.beton import WRITE_MODES, ImageEncoding
+from data_pipeline.sources import SPLIT_MODES
 
 DEFAULT_TASKS = "face,object,food,car"
 
@@ -60,15 +62,18 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-per-class", type=int, default=50, help="test images per class (default 50)")
     parser.add_argument("--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding")
     parser.add_argument("--heldout-per-class", type=int, default=None, help="images per held-out class (default all)")
-    parser.add_argument("--split", choices=("auto", "premade", "seed"), default="auto",
+    parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
                         help="train/test split: the root's own (premade), seeded, or premade when present (auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
     parser.add_argument("--balance", action="store_true", help="trim tasks to the same total number of train images")
-    parser.add_argument("--max-resolution", type=int, default=384, help="longest image side stored (0 = keep)")
-    parser.add_argument("--jpeg-quality", type=int, default=90)
-    parser.add_argument("--write-mode", choices=("raw", "jpg", "proportion", "smart"), default="jpg",
-                        help="FFCV image storage: raw pixels, JPEG, or a proportion of each")
-    parser.add_argument("--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion")
+    encoding = ImageEncoding()
+    parser.add_argument("--max-resolution", type=int, default=encoding.max_resolution,
+                        help="longest image side stored (0 = keep; default: %(default)s)")
+    parser.add_argument("--jpeg-quality", type=int, default=encoding.jpeg_quality, help="(default: %(default)s)")
+    parser.add_argument("--write-mode", choices=WRITE_MODES, default=encoding.write_mode,
+                        help="FFCV image storage: raw pixels, JPEG, or a proportion of each (default: %(default)s)")
+    parser.add_argument("--compress-probability", type=float, default=encoding.compress_probability,
+                        help="JPEG share for --write-mode proportion (default: %(default)s)")
     parser.add_argument("--pool", action="append", metavar="T1+T2[+...]",
                         help="pooled multi-task files to write, repeatable (default: one pool of all tasks in order)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -108,7 +113,6 @@ def _convert(value: str, option: str, convert: Callable):
 
 def run_build(args: argparse.Namespace) -> int:
     """Handler of `specialize data build`."""
-    from data_pipeline.beton import ImageEncoding
     from data_pipeline.build import build_dataset, summary_line
 
     roots = dict(parse_assignment(text, "--task") for text in args.task)

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
-from data_pipeline.dataset import DataDir
+from data_pipeline.data_dir import DataDir
 from data_pipeline.loaders import make_loader
-from specialize.errors import UserError
+from common.errors import UserError
 
 
 def distributed_world() -> bool:
@@ -21,7 +21,7 @@ def distributed_world() -> bool:
 class TaskDataModule(pl.LightningDataModule):
     """Train and validation (= test split) loaders for one task (DIR/<task>) or several (their pool).
 
-    Labels are global in `self.layout` (tasks in the order given); with one task they equal its local labels.
+    Labels are global in `self.label_space` (tasks in the order given); with one task they equal its local labels.
     """
 
     def __init__(self, data_dir: str | os.PathLike, tasks: list[str], batch_size: int, resolution: int,
@@ -31,16 +31,14 @@ class TaskDataModule(pl.LightningDataModule):
             raise UserError("no tasks given; name one task or several (a pool) of the data directory")
         self.data = DataDir(data_dir)
         self.tasks = list(tasks)
-        self.layout = self.data.layout(self.tasks)
+        self.label_space = self.data.label_space(self.tasks)
         self.batch_size, self.resolution, self.num_workers = batch_size, resolution, num_workers
         self.seed, self.os_cache = seed, os_cache
         self.augment = augment  # False: train on the eval transform in file order (deterministic input, for checks)
 
     def beton(self, split: str) -> os.PathLike:
         """The .beton this module reads for a split: the task's own, or the pool of all its tasks."""
-        if len(self.tasks) == 1:
-            return self.data.beton(self.tasks[0], split)
-        return self.data.pool_beton(self.tasks, split)
+        return self.data.tasks_beton(self.tasks, split)
 
     def _device(self) -> torch.device:
         """Where batches should land: the trainer's GPU when training on one, else CPU."""

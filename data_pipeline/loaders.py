@@ -22,45 +22,8 @@ from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
 
-from specialize.errors import UserError
-
-def keep_compiled_pipelines() -> None:
-    """Stop numba from finalising dead dispatchers: work around a hang in long processes that build many loaders.
-
-    Every FFCV Loader compiles its pipeline into fresh numba dispatchers. When an old loader's dispatchers are
-    garbage-collected while a loader thread is compiling, numba's dispatcher finalizer (which unregisters the
-    dead compiled functions) can spin without end inside that thread: seen here in the demo and in the test
-    suite, stuck for over 15 minutes in `numba/core/dispatcher.py` `finalizer`. Skipping the finalizer only
-    keeps dead pipelines' machine code registered (kilobytes per loader) until the process exits.
-    """
-    from numba.core.dispatcher import _DispatcherBase
-
-    _DispatcherBase._make_finalizer = lambda self: _no_finalizer
-
-
-def _no_finalizer() -> None:
-    """The finalizer `keep_compiled_pipelines` installs."""
-
-
-def numba_threads_only() -> None:
-    """Keep FFCV loaders from resizing torch's intra-op thread pool.
-
-    FFCV's `Compiler.set_num_threads`, called by every Loader when it is built and at each epoch, sets numba's
-    threads and also `torch.set_num_threads(num_workers)` for the whole process: a Ray task that asked for one
-    CPU then ran torch on four threads, and results computed after building a loader depended on its
-    worker count. This keeps the numba part only; torch's threads stay as the process set them.
-    """
-    import numba
-
-    def set_num_threads(cls, n: int) -> None:
-        cls.num_threads = n if n >= 1 else os.cpu_count() or 1
-        numba.set_num_threads(cls.num_threads)
-
-    Compiler.set_num_threads = classmethod(set_num_threads)
-
-
-keep_compiled_pipelines()
-numba_threads_only()
+from common.errors import UserError
+from data_pipeline.ffcv_fixes import install_ffcv_fixes
 
 CROP_RATIO = 224 / 256
 GRAYSCALE_PROBABILITY = 0.2
@@ -220,6 +183,7 @@ def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, 
     """
     if not os.path.isfile(beton_path):
         raise UserError(f"{beton_path} does not exist; build the data directory with `specialize data build`")
+    install_ffcv_fixes()  # before the Loader compiles its pipeline and sets its thread count
     device = _device(device)
     return Loader(
         str(beton_path), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,

@@ -9,10 +9,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from data_pipeline.dataset import DataDir
+from data_pipeline.data_dir import DataDir
 from data_pipeline.loaders import make_loader
-from data_pipeline.tasks import TaskLayout
-from specialize.errors import UserError
+from data_pipeline.label_space import LabelSpace
+from common.errors import UserError
 
 BATCH_SIZE = 256
 
@@ -33,16 +33,16 @@ def sample_indices(total: int, n: int | None, seed: int) -> np.ndarray:
 
 
 def sample_images(data_dir: str | os.PathLike | DataDir, task: str, split: str, n: int | None, seed: int,
-                  resolution: int, layout: TaskLayout | None = None,
+                  resolution: int, label_space: LabelSpace | None = None,
                   num_workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed seeded subset of n images of one task's split with the eval transform, as (images, labels).
 
-    Labels are local to the task, or shifted into `layout`'s global label space when it is given.
+    Labels are local to the task, or shifted into `label_space` when it is given.
     """
     data = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
-    if layout is not None and split == "heldout":
-        raise UserError("held-out classes have no place in a model's label space; call without a layout for heldout")
-    offset = layout.offset(task) if layout is not None else 0
+    if label_space is not None and split == "heldout":
+        raise UserError("held-out classes have no place in a model's label space; call without label_space for heldout")
+    offset = label_space.offset(task) if label_space is not None else 0
     path = data.beton(task, split)
     indices = sample_indices(num_samples(path), n, seed)
     batches = list(stream_batches(path, resolution, BATCH_SIZE, offset, indices, num_workers))

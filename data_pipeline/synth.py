@@ -21,9 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_pipeline.synth_domains import DOMAINS
-from specialize.errors import UserError
-from specialize.io import read_json, write_json
-from specialize.manifest import write_manifest
+from common.errors import UserError
+from common.io import write_json
+from common.manifest import write_manifest
+from common.output_dir import check_same_job, recorded_identity
 
 SPLITS = ("train", "test", "heldout")
 JPEG_QUALITY = 90
@@ -95,14 +96,6 @@ def _write_batch(args: tuple[int, int, list[ImageJob]]) -> int:
     return len(jobs)
 
 
-def _check_config(out: Path, config: dict) -> None:
-    """Refuse to mix images of a different configuration into an existing output folder."""
-    config_path = out / "config.json"
-    if config_path.exists() and read_json(config_path) != config:
-        raise UserError(f"{out} already holds synthetic data made with other settings; "
-                        "choose a new --out or delete that folder")
-
-
 def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("face", "object", "food", "car"),
              classes_per_task: int = 10, train_per_class: int = 100, test_per_class: int = 20,
              heldout_classes: int = 5, size: int = 64, workers: int | None = None) -> dict:
@@ -120,7 +113,8 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
     config = {"seed": seed, "tasks": list(tasks), "classes_per_task": classes_per_task,
               "train_per_class": train_per_class, "test_per_class": test_per_class,
               "heldout_classes": heldout_classes, "size": size, "jpeg_quality": JPEG_QUALITY}
-    _check_config(out, config)
+    check_same_job(out, "synthetic data set", recorded_identity(out / "config.json", key=None), config,
+                   "choose a new --out or delete that folder")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))

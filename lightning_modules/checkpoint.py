@@ -1,19 +1,18 @@
 """The network a training config describes (`build_model`) and `load_model(checkpoint)`: a trained network with its
-task layout and training config, for every analysis. Free of Lightning, so analyses load models cheaply."""
+task label space and training config, for every analysis. Free of Lightning, so analyses load models cheaply."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import torch
 
-from data_pipeline.tasks import TaskLayout
+from data_pipeline.label_space import LabelSpace
+from lightning_modules.config import ModelConfig, TrainConfig, config_from_dict
 from lightning_modules.vgg import VGG, vgg16
-from specialize.errors import UserError
-from specialize.io import file_sha256
+from common.errors import UserError
+from common.io import file_sha256
 
 MODEL_PREFIX = "model."
 
@@ -23,16 +22,16 @@ class LoadedModel:
     """A trained VGG16 (eval mode, CPU) and what it was trained on."""
 
     model: VGG
-    layout: TaskLayout
-    config: dict[str, Any]
+    label_space: LabelSpace
+    config: TrainConfig
     checkpoint: Path
     sha256: str
 
 
-def build_model(layout: TaskLayout, model_config: dict[str, Any]) -> VGG:
-    """The VGG16 for a layout (one output per class of every task) and a config's `model` section."""
-    return vgg16(layout.total_classes, width=model_config["width"], batch_norm=model_config["batch_norm"],
-                 dropout=model_config["dropout"])
+def build_model(label_space: LabelSpace, model_config: ModelConfig) -> VGG:
+    """The VGG16 for a label space (one output per class of every task) and a config's `model` section."""
+    return vgg16(label_space.total_classes, width=model_config.width, batch_norm=model_config.batch_norm,
+                 dropout=model_config.dropout)
 
 
 def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
@@ -45,12 +44,13 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     except Exception as error:  # a truncated or foreign file: report it in one line
         raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error}); pass a .ckpt written by specialize train") from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if "config" not in hparams or "layout" not in hparams:
-        raise UserError(f"{path} is not a specialize training checkpoint (no config/layout); pass a .ckpt written by specialize train")
-    layout = TaskLayout.from_dict(hparams["layout"])
-    model = build_model(layout, hparams["config"]["model"])
+    if "config" not in hparams or "label_space" not in hparams:
+        raise UserError(f"{path} is not a specialize training checkpoint (no config/label_space); pass a .ckpt written by specialize train")
+    label_space = LabelSpace.from_dict(hparams["label_space"])
+    config = config_from_dict(hparams["config"])
+    model = build_model(label_space, config.model)
     load_weights(model, checkpoint["state_dict"], path)
-    return LoadedModel(model=model.eval(), layout=layout, config=hparams["config"], checkpoint=path,
+    return LoadedModel(model=model.eval(), label_space=label_space, config=config, checkpoint=path,
                        sha256=file_sha256(path))
 
 

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Resolve the config (file + overrides, or a run directory's saved config) and train."""
-    from specialize.errors import UserError
+    from common.errors import UserError
 
     from lightning_modules.config import load_config, read_run_config
     from lightning_modules.preemption import REQUEUE_EXIT_CODE, Preempted

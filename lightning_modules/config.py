@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from specialize.errors import UserError
-from specialize.io import atomic_path, write_json
+from common.errors import UserError
+from common.io import atomic_path, write_json
 
 HEADS = ("shared", "separate")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -236,17 +236,6 @@ def validate(config: TrainConfig) -> None:
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"config key {key} is {value!r}; valid values: {', '.join(choices)}")
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> {dotted key: leaf value}."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def write_config(config: TrainConfig, run_dir: str | Path) -> None:

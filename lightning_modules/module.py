@@ -1,6 +1,6 @@
-"""The LightningModule: a VGG16 over a TaskLayout's global label space, with per-task losses and accuracies.
+"""The LightningModule: a VGG16 over a LabelSpace's global label space, with per-task losses and accuracies.
 
-Tasks are data: every per-task quantity loops over `layout.tasks`, so one, two or more tasks train alike.
+Tasks are data: every per-task quantity loops over `label_space.tasks`, so one, two or more tasks train alike.
 Metrics are summed per task over an epoch, summed across processes, then logged as
 `{stage}/{task}/{loss,top1,top5,top1_own,top5_own}` plus `{stage}/loss` (stage = train or val);
 "_own" means the prediction is restricted to the task's own outputs.
@@ -16,18 +16,19 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from data_pipeline.tasks import TaskLayout
+from data_pipeline.label_space import LabelSpace
 from lightning_modules.checkpoint import build_model
+from lightning_modules.config import config_from_dict
 
 METRICS = ("loss", "top1", "top5", "top1_own", "top5_own")
 RNG_KEY = "specialize_rng_states"
 
 
-def own_output_mask(layout: TaskLayout) -> torch.Tensor:
+def own_output_mask(label_space: LabelSpace) -> torch.Tensor:
     """Boolean [tasks, classes]: row t is True on task t's outputs."""
-    mask = torch.zeros(len(layout.tasks), layout.total_classes, dtype=torch.bool)
-    for row, task in enumerate(layout.tasks):
-        mask[row, layout.output_slice(task)] = True
+    mask = torch.zeros(len(label_space.tasks), label_space.total_classes, dtype=torch.bool)
+    for row, task in enumerate(label_space.tasks):
+        mask[row, label_space.output_slice(task)] = True
     return mask
 
 
@@ -59,18 +60,19 @@ class TaskMetrics:
 
 
 class TaskModule(pl.LightningModule):
-    """Trains a VGG16 on the tasks of `layout` (a TaskLayout dict) with the resolved training `config` (a dict)."""
+    """Trains a VGG16 on the tasks of `label_space` (a LabelSpace dict) with the resolved training `config` (a dict)."""
 
-    def __init__(self, config: dict[str, Any], layout: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], label_space: dict[str, Any]):
         super().__init__()
         self.save_hyperparameters()
-        self.layout = TaskLayout.from_dict(layout)
-        self.heads = config["model"]["heads"]
-        self.channels_last = config["trainer"]["channels_last"]
-        self.model = build_model(self.layout, config["model"])
+        self.label_space = LabelSpace.from_dict(label_space)
+        self.config = config_from_dict(config)
+        self.heads = self.config.model.heads
+        self.channels_last = self.config.trainer.channels_last
+        self.model = build_model(self.label_space, self.config.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.register_buffer("own_mask", own_output_mask(self.layout), persistent=False)
+        self.register_buffer("own_mask", own_output_mask(self.label_space), persistent=False)
         self._metrics: dict[str, TaskMetrics] = {}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ class TaskModule(pl.LightningModule):
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        task_index = self.layout.task_of(labels)
+        task_index = self.label_space.task_of(labels)
         losses = per_sample_loss(logits, labels, self.own_mask, task_index, self.heads)
         with torch.no_grad():
             own_logits = logits.detach().masked_fill(~self.own_mask[task_index], float("-inf"))
@@ -111,27 +113,27 @@ class TaskModule(pl.LightningModule):
     def _stage_metrics(self, stage: str) -> TaskMetrics:
         """This epoch's accumulator for `stage`, created at its first batch (also when resuming mid-epoch)."""
         if stage not in self._metrics:
-            self._metrics[stage] = TaskMetrics(len(self.layout.tasks), self.device)
+            self._metrics[stage] = TaskMetrics(len(self.label_space.tasks), self.device)
         return self._metrics[stage]
 
     def _log_epoch_metrics(self, stage: str) -> None:
         """Sum the epoch's per-task sums over processes and log means per task and overall."""
-        metrics = self._metrics.pop(stage, None) or TaskMetrics(len(self.layout.tasks), self.device)
+        metrics = self._metrics.pop(stage, None) or TaskMetrics(len(self.label_space.tasks), self.device)
         sums = self.trainer.strategy.reduce(metrics.sums, reduce_op="sum")
         counts = self.trainer.strategy.reduce(metrics.counts, reduce_op="sum")
         logged = {f"{stage}/loss": sums[:, 0].sum() / counts.sum().clamp(min=1)}
-        for row, task in enumerate(self.layout.tasks):
+        for row, task in enumerate(self.label_space.tasks):
             for column, metric in enumerate(METRICS):
                 logged[f"{stage}/{task}/{metric}"] = sums[row, column] / counts[row].clamp(min=1)
         self.log_dict({k: v.float() for k, v in logged.items()}, prog_bar=False, sync_dist=False)
         self.log(f"{stage}_loss", logged[f"{stage}/loss"].float(), prog_bar=True, logger=False, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.hparams["config"]["optim"]
-        optimizer = torch.optim.SGD(self.parameters(), lr=optim["lr"], momentum=optim["momentum"],
-                                    weight_decay=optim["weight_decay"])
+        optim = self.config.optim
+        optimizer = torch.optim.SGD(self.parameters(), lr=optim.lr, momentum=optim.momentum,
+                                    weight_decay=optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=optim["plateau_factor"], patience=optim["plateau_patience"])
+            optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}
 

@@ -1,6 +1,6 @@
 """`train(config) -> run_dir`: one Lightning run, single- or multi-task, on 1..N processes, resumable.
 
-Run directory (`output.root/run_name`): config.yaml + config.json (resolved config), manifest.json, layout.json,
+Run directory (`output.root/run_name`): config.yaml + config.json (resolved config), manifest.json, label_space.json,
 checkpoints/{best,last}.ckpt, metrics.csv (CSVLogger, always), wandb/ (W&B, offline unless configured),
 summary.json (final per-task metrics) when the run completes.
 
@@ -20,11 +20,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from specialize.errors import UserError
-from specialize.io import file_sha256, read_json, write_json
-from specialize.manifest import write_manifest
-
-from lightning_modules.config import TrainConfig, flatten, read_run_config, write_config
+from common.errors import UserError
+from common.io import file_sha256, read_json, write_json
+from common.manifest import write_manifest
+from common.output_dir import check_same_job, flatten
+from data_pipeline.data_dir import DataDir
+from data_pipeline.label_space import LabelSpace
+from lightning_modules.config import TrainConfig, read_run_config, write_config
 
 CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is continued: they change neither the model nor the data it sees.
@@ -38,7 +40,6 @@ def train(config: TrainConfig) -> Path:
     """Train (or continue) the run described by `config`; returns the run directory."""
     import pytorch_lightning as pl
 
-    from data_pipeline.dataset import DataDir
     from lightning_modules.module import TaskModule
     from lightning_modules.preemption import Preempted, SaveOnSignal
 
@@ -46,13 +47,13 @@ def train(config: TrainConfig) -> Path:
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
     run_dir = config.run_dir
     data_dir = DataDir(config.data.dir)
-    layout = data_layout(data_dir, config)
-    check_existing_run(run_dir, config, layout.to_dict())
+    label_space = label_space_for(data_dir, config)
+    check_existing_run(run_dir, config, label_space.to_dict())
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = TaskModule(config.to_dict(), layout.to_dict())
+    module = TaskModule(config.to_dict(), label_space.to_dict())
     trainer = make_trainer(config, run_dir)
     if trainer.is_global_zero:
-        write_run_files(run_dir, config, layout.to_dict(), Path(config.data.dir))
+        write_run_files(run_dir, config, label_space.to_dict(), Path(config.data.dir))
     datamodule = make_datamodule(config, trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
@@ -65,57 +66,38 @@ def train(config: TrainConfig) -> Path:
     return run_dir
 
 
-def data_layout(data_dir: Any, config: TrainConfig) -> Any:
-    """The TaskLayout of the configured tasks; UserError on unknown tasks or classes that do not match."""
-    unknown = [task for task in config.tasks if task not in data_dir.task_names]
-    if unknown:
-        raise UserError(f"unknown task {unknown[0]!r} in config key tasks; the data in {config.data.dir} has: "
-                        f"{', '.join(data_dir.task_names)}")
-    layout = data_dir.layout(config.tasks)
+def label_space_for(data_dir: DataDir, config: TrainConfig) -> LabelSpace:
+    """The LabelSpace of the configured tasks; UserError on unknown tasks or classes that do not match the config."""
+    try:
+        label_space = data_dir.label_space(config.tasks)
+    except UserError as error:
+        raise UserError(f"config key tasks: {error}") from None
     for task, expected in config.data.classes.items():
         if task not in config.tasks:
             raise UserError(f"config key data.classes.{task} names a task not in tasks ({', '.join(config.tasks)})")
-        if layout.num_classes(task) != expected:
-            raise UserError(f"the data in {config.data.dir} has {layout.num_classes(task)} classes for task {task!r} "
+        if label_space.num_classes(task) != expected:
+            raise UserError(f"the data in {config.data.dir} has {label_space.num_classes(task)} classes for task {task!r} "
                             f"but data.classes.{task}={expected}; rebuild the data or fix the config")
-    check_beton_labels(train_beton(data_dir, config.tasks), layout.total_classes)
-    return layout
+    data_dir.check_labels(config.tasks, "train")
+    return label_space
 
 
-def train_beton(data_dir: Any, tasks: list[str]) -> Path:
-    """The training .beton for `tasks`: the task's own file, or the pool of several tasks."""
-    return Path(data_dir.beton(tasks[0], "train") if len(tasks) == 1 else data_dir.pool_beton(tasks, "train"))
+def run_identity(config: TrainConfig, label_space: dict[str, Any]) -> dict[str, Any]:
+    """What defines a run: its config, less the keys that may change when it is continued, and its classes."""
+    kept = {key: value for key, value in flatten(config.to_dict()).items() if key not in RESUMABLE_KEYS}
+    return {**kept, "label_space": label_space}
 
 
-def check_beton_labels(beton: Path, num_classes: int) -> None:
-    """UserError unless the .beton's labels are exactly the classes 0..num_classes-1."""
-    from ffcv.reader import Reader
-
-    reader = Reader(str(beton))
-    column = f"f{reader.field_names.index('label')}"
-    labels = set(int(label) for label in reader.metadata[column])
-    if labels != set(range(num_classes)):
-        present = f"{len(labels)} distinct labels in [{min(labels, default=0)}, {max(labels, default=0)}]"
-        raise UserError(f"{beton} holds {present} but the manifest lists {num_classes} classes; "
-                        "rebuild the data with `specialize data build`")
-
-
-def check_existing_run(run_dir: Path, config: TrainConfig, layout: dict[str, Any]) -> None:
+def check_existing_run(run_dir: Path, config: TrainConfig, label_space: dict[str, Any]) -> None:
     """UserError when `run_dir` holds a run whose config or classes differ from this one."""
-    if not (run_dir / "config.json").is_file():
-        return
-    saved = flatten(read_run_config(run_dir).to_dict())
-    current = flatten(config.to_dict())
-    differing = sorted(key for key in saved.keys() | current.keys()
-                       if key not in RESUMABLE_KEYS and saved.get(key) != current.get(key))
-    if differing:
-        key = differing[0]
-        raise UserError(f"{run_dir} holds a run with {key}={saved.get(key)!r}, not {current.get(key)!r}; "
-                        "continue it unchanged with --resume, or set output.run_name to start a new run")
-    layout_path = run_dir / "layout.json"
-    if layout_path.is_file() and read_json(layout_path) != layout:
-        raise UserError(f"the classes in {config.data.dir} differ from those {run_dir} was trained on; "
-                        "point data.dir at the data the run used")
+    stored = None
+    if (run_dir / "config.json").is_file():
+        saved_label_space = run_dir / "label_space.json"
+        stored = run_identity(read_run_config(run_dir),
+                              read_json(saved_label_space) if saved_label_space.is_file() else label_space)
+    check_same_job(run_dir, "training run", stored, run_identity(config, label_space),
+                   "continue it unchanged with --resume, set output.run_name to start a new run, "
+                   "or point data.dir at the data the run used")
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -210,10 +192,10 @@ def make_datamodule(config: TrainConfig, world_size: int) -> Any:
                           seed=config.seed, os_cache=config.data.os_cache, augment=config.data.augment)
 
 
-def write_run_files(run_dir: Path, config: TrainConfig, layout: dict[str, Any], data_path: Path) -> None:
-    """Resolved config, the label layout and the manifest (versions, seed, data manifest hash)."""
+def write_run_files(run_dir: Path, config: TrainConfig, label_space: dict[str, Any], data_path: Path) -> None:
+    """Resolved config, the label space and the manifest (versions, seed, data manifest hash)."""
     write_config(config, run_dir)
-    write_json(run_dir / "layout.json", layout)
+    write_json(run_dir / "label_space.json", label_space)
     write_manifest(run_dir / "manifest.json", "train", seed=config.seed, data=str(data_path),
                    data_manifest_sha256=file_sha256(Path(data_path) / "manifest.json"),
                    world_size=config.world_size, tasks=list(config.tasks),

@@ -1,6 +1,7 @@
 """VGG16 (configuration D) at any width, laid out like torchvision's `vgg16`, with METHOD's initialisation.
 
-Layer names used by every analysis (conv1_1 ... conv5_3, fc6, fc7, output) are defined here, once.
+Layer names (conv1_1 ... conv5_3, fc6, fc7, output) come from `layer_names`; `conv_indices`, `relu_indices` and
+`fc_indices` find those layers in a model.
 """
 
 from __future__ import annotations
@@ -8,17 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_modules.layer_names import CONV_LAYERS, FC_LAYERS
+
 CONFIG_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 HIDDEN_FC = 4096
-CONV_LAYERS: tuple[str, ...] = (
-    "conv1_1", "conv1_2",
-    "conv2_1", "conv2_2",
-    "conv3_1", "conv3_2", "conv3_3",
-    "conv4_1", "conv4_2", "conv4_3",
-    "conv5_1", "conv5_2", "conv5_3",
-)
-FC_LAYERS: tuple[str, ...] = ("fc6", "fc7", "output")
-LAYER_NAMES: tuple[str, ...] = CONV_LAYERS + FC_LAYERS
 
 
 def scaled(channels: int, width: float) -> int:

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from specialize.errors import UserError
+from common.errors import UserError
 
 SUBCOMMAND_MODULES = (
     "data_pipeline.cli",

@@ -59,7 +59,7 @@ def train_networks(out: Path, data: Path, epochs: int | None) -> dict[str, Path]
 
 def validation_accuracies(run_dir: Path) -> dict[str, float]:
     """Per-task validation top-1 (over all outputs) at the end of a run."""
-    from specialize.io import read_json
+    from common.io import read_json
 
     metrics = read_json(run_dir / "summary.json")["metrics"]
     return {key.split("/")[1]: value for key, value in metrics.items()

@@ -1,22 +1,8 @@
-"""Lesion sweeps: the exact, fast lesion engine, the Ray-distributed sweep and greedy ranking.
+"""Lesion sweeps: what a lesion is, the exact fast engine, the Ray-distributed sweep, rankings and Ray Tune trainings.
 
-`lesion_sweep` and `run_sweep` are loaded on first use, so importing `sweeps.cli` stays light.
+- `lesions`: a lesion (a filter's output map zeroed after its ReLU) as forward hooks;
+- `engine`: the fast, exact sweep of every filter (`lesion_sweep`), built on `layer_split`, `memory_plan`,
+  `stimuli` and `devices`; `reference`: the naive definition it is held to;
+- `distributed`: the sweep of a trained checkpoint fanned out over Ray (`run_sweep`), resumable;
+- `ranking`: one-shot and greedy filter rankings; `tune`: Ray Tune trainings over configs and seeds.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["lesion_sweep", "lesioned", "run_sweep"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("lesion_sweep", "lesioned"):
-        from sweeps import lesion
-
-        return getattr(lesion, name)
-    if name == "run_sweep":
-        from sweeps.distributed import run_sweep
-
-        return run_sweep
-    raise AttributeError(f"module 'sweeps' has no attribute {name!r}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_IMAGES_PER_TASK = 6400
+from common.ray_runner import Resources, add_ray_arguments
+from sweeps.settings import DEFAULT_FILTERS_PER_TASK, DEFAULT_IMAGES_PER_TASK, RANKINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,32 +21,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--images-per-task", type=int, default=DEFAULT_IMAGES_PER_TASK,
                         help="training-split images per task, eval transform (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: %(default)s)")
-    parser.add_argument("--ranking", choices=("oneshot", "greedy"), default="oneshot",
+    parser.add_argument("--ranking", choices=RANKINGS, default=RANKINGS[0],
                         help="oneshot: each filter alone (default); greedy: METHOD's rounds of 1.6%% up to 20%%")
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
-    parser.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task; fractions share a GPU")
-    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs (and torch threads) per Ray task")
-    parser.add_argument("--filters-per-task", type=int, default=16, help="filters per Ray task (default: %(default)s)")
+    add_ray_arguments(parser)
+    parser.add_argument("--filters-per-task", type=int, default=DEFAULT_FILTERS_PER_TASK,
+                        help="filters per Ray task (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 128, or fewer to fit memory)")
     parser.add_argument("--lesions-per-pass", type=int, help="lesions folded into one pass (default: fit memory)")
     parser.add_argument("--memory-budget-gb", type=float,
                         help="memory per task in GiB (default: half of the free memory a task sees)")
-    parser.add_argument("--max-retries", type=int, default=3, help="retries of a task whose worker died")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the sweep and print where the results are."""
-    from lightning_modules.vgg import CONV_LAYERS
-    from sweeps.distributed import SweepSettings, run_sweep
+    from lightning_modules.layer_names import CONV_LAYERS
+    from sweeps.distributed import run_sweep
+    from sweeps.settings import SweepSettings
 
     budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     settings = SweepSettings(
         layers=tuple(args.layers or CONV_LAYERS), ranking=args.ranking, filters_per_task=args.filters_per_task,
         batch_size=args.batch_size, lesions_per_pass=args.lesions_per_pass, memory_budget=budget,
-        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, max_retries=args.max_retries)
+        resources=Resources.from_args(args))
     result = run_sweep(args.checkpoint, args.data, args.out, images_per_task=args.images_per_task, seed=args.seed,
                        settings=settings, address=args.address, progress=not args.no_progress)
     print(f"lesion sweep: {len(result.filter_losses)} rows -> {result.out_dir / 'filter_losses.parquet'}, "

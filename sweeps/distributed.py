@@ -14,62 +14,26 @@ inside and resumable between.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import ray
-import torch
-from tqdm.auto import tqdm
 
-from lightning_modules.vgg import CONV_LAYERS, VGG, filters_per_layer
-from specialize.errors import UserError
-from specialize.io import read_json, write_json, write_parquet
-from specialize.manifest import write_manifest
-from sweeps.lesion import (
-    ImagesByTask, Stimuli, default_budget, intact_frame, intact_totals, layer_plan, lesion_frame, on_device,
-    sweep_layer, tf32, with_intact,
-)
+from common.errors import UserError
+from common.io import read_json, write_json, write_parquet
+from common.manifest import write_manifest
+from common.output_dir import as_stored, check_same_job
+from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
+from lightning_modules.vgg import VGG, filters_per_layer
+from sweeps.devices import on_device, tf32
+from sweeps.engine import intact_frame, intact_totals, lesion_frame, sweep_layer, with_intact
+from sweeps.memory_plan import DEFAULT_BATCH_SIZE, default_budget, layer_plan
 from sweeps.ranking import GreedySchedule, chosen_filters, greedy_ranking, oneshot_ranking
-
-RANKINGS = ("oneshot", "greedy")
-DEFAULT_FILTERS_PER_TASK = 16
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """How the sweep is split and run; the fields that shape results are fixed per output directory."""
-
-    layers: tuple[str, ...] = CONV_LAYERS
-    ranking: str = "oneshot"
-    filters_per_task: int = DEFAULT_FILTERS_PER_TASK
-    batch_size: int | None = None
-    lesions_per_pass: int | None = None
-    memory_budget: int | None = None  # bytes per task; None: half the free memory a task sees, probed once
-    gpus_per_task: float = 0.0
-    cpus_per_task: float = 1.0
-    max_retries: int = 3
-    allow_tf32: bool = False
-
-    def __post_init__(self) -> None:
-        unknown = [layer for layer in self.layers if layer not in CONV_LAYERS]
-        if unknown:
-            raise UserError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(CONV_LAYERS)}")
-        if self.ranking not in RANKINGS:
-            raise UserError(f"unknown ranking {self.ranking!r}; use one of {', '.join(RANKINGS)}")
-        counts = {"filters per task": self.filters_per_task, "batch size": self.batch_size,
-                  "lesions per pass": self.lesions_per_pass, "memory budget": self.memory_budget}
-        for name, value in counts.items():
-            if value is not None and value < 1:
-                raise UserError(f"{name} must be at least 1, not {value}")
-        if self.cpus_per_task <= 0 or self.gpus_per_task < 0 or self.max_retries < 0:
-            raise UserError("CPUs per task must be positive, GPUs per task and max retries not negative")
-
-    # Fields that change numbers; a rerun into the same directory must keep them.
-    RESULT_FIELDS = ("layers", "filters_per_task", "batch_size", "lesions_per_pass", "memory_budget", "allow_tf32")
+from sweeps.settings import DEFAULT_IMAGES_PER_TASK, SweepSettings
+from sweeps.stimuli import ImagesByTask, Stimuli
 
 
 @dataclass(frozen=True)
@@ -99,28 +63,16 @@ def chunks_of(layer: str, candidates: Sequence[int], size: int, **fields: Any) -
 # ------------------------------------------------------------------------------------------ Ray tasks
 
 
-def worker_device() -> torch.device:
-    """The GPU Ray assigned to this task, or the CPU."""
-    return torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
-
-
-def set_threads(settings: SweepSettings) -> None:
-    """Use as many CPU threads as the task asked for CPUs."""
-    torch.set_num_threads(max(1, int(settings.cpus_per_task)))
-
-
 @ray.remote
 def probe_budget(settings: SweepSettings) -> int:
     """Half the free memory of the device a sweep task gets (scaled by its GPU fraction)."""
     device = worker_device()
-    share = min(1.0, settings.gpus_per_task) if device.type == "cuda" else 1.0
+    share = min(1.0, settings.resources.gpus) if device.type == "cuda" else 1.0
     return int(default_budget(device) * share)
 
 
-@ray.remote
 def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings) -> pd.DataFrame:
-    """Loss and accuracy rows (layer, layer_index, filter, task, loss, accuracy) of one chunk."""
-    set_threads(settings)
+    """Loss and accuracy rows (layer, layer_index, filter, task, loss, accuracy) of one chunk (a Ray task)."""
     images = stimuli.only(chunk.task) if chunk.task else stimuli
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
         plan = layer_plan(net, chunk.layer, len(images.labels), len(chunk.filters), settings.batch_size,
@@ -129,36 +81,17 @@ def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSetting
     return lesion_frame(chunk.layer, chunk.filters, totals, images)
 
 
-@ray.remote
 def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings) -> pd.DataFrame:
-    """Rows (task, intact_loss, intact_accuracy) of the unlesioned model."""
-    set_threads(settings)
+    """Rows (task, intact_loss, intact_accuracy) of the unlesioned model (a Ray task)."""
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
-        return intact_frame(intact_totals(net, stimuli, settings.batch_size or 128), stimuli)
+        return intact_frame(intact_totals(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE), stimuli)
 
 
 # ---------------------------------------------------------------------------------------- the driver
 
 
-@contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after)."""
-    if ray.is_initialized():
-        yield
-        return
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, ValueError, RuntimeError) as error:
-        raise UserError(f"cannot join the Ray cluster at {address} ({error}); check --address or drop it "
-                        "to start a local cluster") from None
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 class ChunkRunner:
-    """Runs chunks as Ray tasks, skipping those already on disk and writing each as it finishes."""
+    """Runs a sweep's chunks through the Ray runner: the model and images go into the object store once."""
 
     def __init__(self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool):
         self.out_dir = out_dir
@@ -166,31 +99,20 @@ class ChunkRunner:
         self.progress = progress
         self.model_ref = ray.put(model)
         self.stimuli_ref = ray.put(stimuli)
-        self.options = dict(num_cpus=settings.cpus_per_task, num_gpus=settings.gpus_per_task,
-                            max_retries=settings.max_retries)
 
     def intact(self) -> pd.DataFrame:
         """The intact loss and accuracy per task, computed once per output directory."""
         path = self.out_dir / "chunks" / "intact.parquet"
-        if not path.exists():
-            write_parquet(path, ray.get(run_intact.options(**self.options).remote(
-                self.model_ref, self.stimuli_ref, self.settings)))
+        run_units(run_intact, [WorkUnit(path, (self.model_ref, self.stimuli_ref, self.settings))],
+                  self.settings.resources, "intact network", progress=False)
         return pd.read_parquet(path)
 
     def run(self, chunks: Sequence[Chunk], description: str) -> pd.DataFrame:
         """All chunks' rows, computing the missing ones in parallel."""
-        missing = [chunk for chunk in chunks if not chunk.path(self.out_dir).exists()]
-        total = sum(len(chunk.filters) for chunk in chunks)
-        done = total - sum(len(chunk.filters) for chunk in missing)
-        pending = {run_chunk.options(**self.options).remote(self.model_ref, self.stimuli_ref, chunk, self.settings): chunk
-                   for chunk in missing}
-        with tqdm(total=total, initial=done, unit="filter", desc=description, disable=not self.progress) as bar:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                chunk = pending.pop(ready[0])
-                write_parquet(chunk.path(self.out_dir), ray.get(ready[0]))
-                bar.update(len(chunk.filters))
-        return pd.concat([pd.read_parquet(chunk.path(self.out_dir)) for chunk in chunks], ignore_index=True)
+        units = [WorkUnit(chunk.path(self.out_dir), (self.model_ref, self.stimuli_ref, chunk, self.settings),
+                          size=len(chunk.filters)) for chunk in chunks]
+        run_units(run_chunk, units, self.settings.resources, description, self.progress, unit_name="filter")
+        return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
 
 
 def oneshot_chunks(model: VGG, settings: SweepSettings) -> list[Chunk]:
@@ -232,28 +154,19 @@ def resolve_settings(out_dir: Path, settings: SweepSettings, identity: Mapping[s
     error. A memory budget left to default is probed once and then kept.
     """
     config_path = out_dir / "config.json"
+    stored = None
     if config_path.exists():
-        stored = read_json(config_path)
-        stored_settings = stored.get("settings", {})
-        for key, value in identity.items():
-            if stored.get("identity", {}).get(key) != _jsonable(value):
-                raise UserError(f"{out_dir} holds a sweep with another {key} ({stored.get('identity', {}).get(key)}); "
-                                "rerun with the same inputs or choose another --out")
-        for key in SweepSettings.RESULT_FIELDS:
-            requested, kept = _jsonable(getattr(settings, key)), stored_settings.get(key)
-            left_to_default = key == "memory_budget" and requested is None
-            if requested != kept and not left_to_default:
-                raise UserError(f"{out_dir} holds a sweep with {key}={kept}, not {requested}; rerun with the same "
-                                "settings or choose another --out")
-        return replace(settings, memory_budget=stored_settings["memory_budget"])
+        recorded = read_json(config_path)
+        if settings.memory_budget is None:
+            settings = replace(settings, memory_budget=recorded["settings"]["memory_budget"])
+        stored = {**recorded["identity"], **{key: recorded["settings"][key] for key in SweepSettings.RESULT_FIELDS}}
+    check_same_job(out_dir, "lesion sweep", stored, {**identity, **settings.result_fields()},
+                   "rerun with the same inputs and settings or choose another --out")
     if settings.memory_budget is None:
+        resources = settings.resources
         settings = replace(settings, memory_budget=ray.get(probe_budget.options(
-            num_cpus=settings.cpus_per_task, num_gpus=settings.gpus_per_task).remote(settings)))
+            num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings)))
     return settings
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | os.PathLike,
@@ -269,8 +182,8 @@ def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | o
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
         settings = resolve_settings(out, settings, identity or {})
-        write_json(out / "config.json", {**(config_extra or {}), "identity": {k: _jsonable(v) for k, v in (identity or {}).items()},
-                                         "settings": {k: _jsonable(v) for k, v in asdict(settings).items()}})
+        write_json(out / "config.json", as_stored({**(config_extra or {}), "identity": identity or {},
+                                                   "settings": asdict(settings)}))
         runner = ChunkRunner(out, model, stimuli, settings, progress)
         intact = runner.intact()
         lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")
@@ -296,40 +209,34 @@ class SweepResult:
 
 def training_images(loaded: Any, data_dir: str | os.PathLike, images_per_task: int, seed: int) -> ImagesByTask:
     """Per task the model was trained on: a seeded set of training-split images, labels in its output space."""
-    from data_pipeline.dataset import DataDir
+    from data_pipeline.data_dir import DataDir
     from data_pipeline.sample import sample_images
 
     data = DataDir(data_dir)
-    for task, classes in zip(loaded.layout.tasks, loaded.layout.classes):
-        if task not in data.task_names:
-            raise UserError(f"data {data.path} lacks task {task!r}, which the model was trained on "
-                            f"(it has {', '.join(data.task_names)}); pass the data directory the model was trained on")
-        if tuple(data.classes(task)) != tuple(classes):
-            raise UserError(f"task {task!r} in {data.path} has other classes than the model was trained on; "
-                            "pass the data directory the model was trained on")
-    resolution = int(loaded.config["data"]["resolution"])
+    data.check_serves(loaded.label_space)
+    resolution = loaded.config.data.resolution
     images = {}
-    for task in loaded.layout.tasks:
+    for task in loaded.label_space.tasks:
         try:
-            images[task] = sample_images(data, task, "train", images_per_task, seed, resolution, layout=loaded.layout)
+            images[task] = sample_images(data, task, "train", images_per_task, seed, resolution, label_space=loaded.label_space)
         except UserError as error:
             raise UserError(f"--images-per-task {images_per_task} for task {task}: {error}") from None
     return images
 
 
 def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-              images_per_task: int = 6400, seed: int = 0, settings: SweepSettings = SweepSettings(),
+              images_per_task: int = DEFAULT_IMAGES_PER_TASK, seed: int = 0, settings: SweepSettings = SweepSettings(),
               address: str | None = None, progress: bool = True) -> SweepResult:
     """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet,
     config.json and manifest.json into `out_dir`, resuming a sweep already there."""
-    from lightning_modules import load_model
+    from lightning_modules.checkpoint import load_model
 
     if images_per_task < 1:
         raise UserError(f"--images-per-task must be at least 1, not {images_per_task}")
     loaded = load_model(checkpoint)
     images = training_images(loaded, data_dir, images_per_task, seed)
     identity = {"checkpoint_sha256": loaded.sha256, "data": str(Path(data_dir).resolve()),
-                "images_per_task": images_per_task, "seed": seed, "tasks": list(loaded.layout.tasks)}
+                "images_per_task": images_per_task, "seed": seed, "tasks": list(loaded.label_space.tasks)}
     arguments = {"checkpoint": str(Path(checkpoint).resolve()), "out": str(Path(out_dir).resolve()), "address": address}
     filter_losses, ranking = distributed_sweep(loaded.model, images, out_dir, settings, identity, address, progress,
                                                config_extra=arguments)
@@ -337,5 +244,5 @@ def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_di
                    checkpoint_sha256=loaded.sha256, data=identity["data"], images_per_task=images_per_task,
                    seeds={"images": seed}, tasks=identity["tasks"], layers=list(settings.layers),
                    ranking=settings.ranking, images_split="train", transform="eval",
-                   resolution=int(loaded.config["data"]["resolution"]))
+                   resolution=loaded.config.data.resolution)
     return SweepResult(filter_losses, ranking, Path(out_dir))

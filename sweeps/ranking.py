@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from lightning_modules.vgg import CONV_LAYERS
+from lightning_modules.layer_names import CONV_LAYERS
 
 RANKING_COLUMNS = ("layer", "layer_index", "task", "rank", "filter", "loss")
 GREEDY_STEP_FRACTION = 0.016

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from specialize.errors import UserError
+from common.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +71,7 @@ def train_trial(params: dict[str, Any]) -> None:
 
     from lightning_modules.config import config_from_dict
     from lightning_modules.train import train
-    from specialize.io import read_json
+    from common.io import read_json
 
     torch.set_num_threads(max(1, int(params["cpus"])))
     run_dir = train(config_from_dict(params["config"]))
@@ -86,9 +86,9 @@ def tune_trainings(configs: Sequence[str], seeds: Sequence[int], out: str | os.P
     import pandas as pd
     from ray import tune
 
-    from specialize.io import write_json, write_parquet
-    from specialize.manifest import write_manifest
-    from sweeps.distributed import ray_session
+    from common.io import write_json, write_parquet
+    from common.manifest import write_manifest
+    from common.ray_runner import ray_session
 
     out = Path(out)
     trials = trial_configs(configs, seeds, overrides, out)

@@ -31,6 +31,9 @@ def stored_images(beton: Path) -> tuple[np.ndarray, np.ndarray]:
     from ffcv.fields.rgb_image import SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
 
+    from data_pipeline.ffcv_fixes import install_ffcv_fixes
+
+    install_ffcv_fixes()
     loader = Loader(str(beton), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False,
                     pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
     images, labels = zip(*((np.array(x), np.array(y).reshape(-1)) for x, y in loader))

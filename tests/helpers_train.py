@@ -25,13 +25,13 @@ def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) 
     """A built face+object data directory under `root` and a checkpoint of an untrained tiny model on it."""
     import torch
 
-    from data_pipeline.dataset import DataDir
+    from data_pipeline.data_dir import DataDir
     from lightning_modules.module import TaskModule
 
     data = build_tiny_data(root, train_per_class=train_per_class, test_per_class=test_per_class)
     config = tiny_config(data, root / "runs")
     torch.manual_seed(0)
-    module = TaskModule(config.to_dict(), DataDir(data).layout(list(config.tasks)).to_dict())
+    module = TaskModule(config.to_dict(), DataDir(data).label_space(list(config.tasks)).to_dict())
     checkpoint = root / "tiny.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
     return data, checkpoint

@@ -20,12 +20,12 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return centre - half, centre + half
 
 
-@pytest.mark.parametrize("layout", ["one class", "one image per class"])
-def test_interval_of_a_binomial_accuracy_matches_wilson(layout):
+@pytest.mark.parametrize("case", ["one class", "one image per class"])
+def test_interval_of_a_binomial_accuracy_matches_wilson(case):
     n, successes = 600, 420  # accuracy 0.7
     correct = np.zeros(n)
     correct[np.random.default_rng(3).choice(n, successes, replace=False)] = 1
-    classes = np.zeros(n, dtype=int) if layout == "one class" else np.arange(n)
+    classes = np.zeros(n, dtype=int) if case == "one class" else np.arange(n)
     samples = bootstrap_accuracies(correct, classes, 4000, np.random.default_rng(0))
     low, high = percentile_interval(samples)
     expected_low, expected_high = wilson_interval(successes, n)

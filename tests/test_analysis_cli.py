@@ -115,15 +115,15 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     """Pseudo-tasks drawing on both real tasks' files: every forward pass and every streamed batch holds at most
     --batch-size images, no whole split is loaded, and the predictions equal those of the whole test sets in memory."""
     from data_pipeline import sample
-    from lightning_modules import load_model
+    from lightning_modules.checkpoint import load_model
 
     data, path = checkpoint
     loaded = load_model(path)
-    grouping, batch_size = random_grouping(loaded.layout, seed=4), 5
-    resolution = int(loaded.config["data"]["resolution"])
-    whole = {task: sample.sample_images(data, task, "test", None, 0, resolution, layout=loaded.layout)
-             for task in loaded.layout.tasks}
-    names = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.layout)[0].class_names
+    grouping, batch_size = random_grouping(loaded.label_space, seed=4), 5
+    resolution = loaded.config.data.resolution
+    whole = {task: sample.sample_images(data, task, "test", None, 0, resolution, label_space=loaded.label_space)
+             for task in loaded.label_space.tasks}
+    names = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.label_space)[0].class_names
     in_memory = [EvalSet(task, (TensorSource(images, labels),), torch.from_numpy(grouping[task]).long(), names)
                  for task, (images, labels) in regroup(whole, grouping).items()]
     plan = {Unit("conv1_1", "pseudo1"): {0.0: [], 0.5: [0, 1]}, Unit("conv5_3", "pseudo2"): {0.5: [3, 4, 5]}}
@@ -140,7 +140,7 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     monkeypatch.setattr(sample, "stream_batches", stream_batches)
     monkeypatch.setattr(sample, "sample_images", lambda *args, **kwargs: pytest.fail("a whole split was loaded"))
     loaded.model.register_forward_pre_hook(lambda module, inputs: forward_sizes.append(len(inputs[0])))
-    streamed = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.layout)
+    streamed = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.label_space)
     assert all(len(eval_set.sources) == 2 for eval_set in streamed)  # the pseudo-tasks mix face and object classes
     actual = evaluate_in_process(loaded.model, streamed, plan, batch_size)
 

@@ -8,7 +8,7 @@ import pytest
 
 from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
 from analysis.task_groups import random_grouping
-from data_pipeline.tasks import TaskLayout
+from data_pipeline.label_space import LabelSpace
 
 CLASSES, PER_CLASS = 10, 10
 
@@ -66,9 +66,9 @@ def test_more_than_two_tasks_give_every_pair():
 
 
 def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():
-    layout = TaskLayout.from_classes({"face": [f"f{i}" for i in range(7)], "object": [f"o{i}" for i in range(4)]})
-    grouping = random_grouping(layout, seed=3)
+    label_space = LabelSpace.from_classes({"face": [f"f{i}" for i in range(7)], "object": [f"o{i}" for i in range(4)]})
+    grouping = random_grouping(label_space, seed=3)
     assert [len(labels) for labels in grouping.values()] == [7, 4]
     assert sorted(np.concatenate(list(grouping.values())).tolist()) == list(range(11))
     assert not np.array_equal(grouping["pseudo1"], np.arange(7))  # shuffled, not the original split
-    np.testing.assert_array_equal(random_grouping(layout, seed=3)["pseudo2"], grouping["pseudo2"])
+    np.testing.assert_array_equal(random_grouping(label_space, seed=3)["pseudo2"], grouping["pseudo2"])

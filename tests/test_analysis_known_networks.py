@@ -23,14 +23,14 @@ import torch
 
 from analysis.indices import segregation_tables
 from analysis.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
-from analysis.task_groups import eval_sets, layout_grouping
-from data_pipeline.tasks import TaskLayout
-from lightning_modules.vgg import CONV_LAYERS
-from sweeps.lesion import lesion_sweep
+from analysis.task_groups import eval_sets, label_space_grouping
+from data_pipeline.label_space import LabelSpace
+from lightning_modules.layer_names import CONV_LAYERS
+from sweeps.engine import lesion_sweep
 from sweeps.ranking import oneshot_ranking
 from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
-LAYOUT = TaskLayout.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
+LABEL_SPACE = LabelSpace.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
 FRACTION = 0.4
 RENAMED = torch.roll(torch.arange(CLASSES), 1)  # object class j is face class RENAMED[j]
 
@@ -51,10 +51,10 @@ def block_diagonal_tables(face_network):
 
 
 def global_images(seed: int, per_class: int, same_task: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Both tasks' images with labels in the layout's output space; `same_task`: 'object' = renamed face images."""
+    """Both tasks' images with labels in the label space's output space; `same_task`: 'object' = renamed face images."""
     if not same_task:
-        return {task: (images, labels + LAYOUT.offset(task))
-                for task in LAYOUT.tasks for images, labels in [task_images(task, per_class, seed)]}
+        return {task: (images, labels + LABEL_SPACE.offset(task))
+                for task in LABEL_SPACE.tasks for images, labels in [task_images(task, per_class, seed)]}
     faces, face_labels = task_images("face", per_class, seed)
     renamed, renamed_labels = task_images("face", per_class, seed + 1)
     return {"face": (faces, face_labels), "object": (renamed, torch.argsort(RENAMED)[renamed_labels] + CLASSES)}
@@ -63,11 +63,11 @@ def global_images(seed: int, per_class: int, same_task: bool = False) -> dict[st
 def analyse(network, train, test) -> pd.DataFrame:
     """Segregation tables of `network`: rank with the sweep engine, lesion, bootstrap."""
     ranking = oneshot_ranking(lesion_sweep(network, train, batch_size=64))
-    units = [INTACT_UNIT] + [Unit(layer, task) for layer in CONV_LAYERS for task in LAYOUT.tasks]
+    units = [INTACT_UNIT] + [Unit(layer, task) for layer in CONV_LAYERS for task in LABEL_SPACE.tasks]
     plan = lesion_plan(ranking, units, [FRACTION])
     sources = {task: TensorSource(images, labels) for task, (images, labels) in test.items()}
-    predictions = evaluate_in_process(network, eval_sets(sources, layout_grouping(LAYOUT), LAYOUT), plan)
-    return segregation_tables(predictions, LAYOUT.tasks, n_bootstraps=300, seed=0)
+    predictions = evaluate_in_process(network, eval_sets(sources, label_space_grouping(LABEL_SPACE), LABEL_SPACE), plan)
+    return segregation_tables(predictions, LABEL_SPACE.tasks, n_bootstraps=300, seed=0)
 
 
 def pivot_drops(tables, scope: str) -> pd.DataFrame:

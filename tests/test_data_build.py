@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline.dataset import DataDir
+from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
 from specialize.cli import main
-from specialize.io import read_json
+from common.io import read_json
 from helpers_data import make_tiny_data_dir, pixel_hash, stored_images
 
 # FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
@@ -142,16 +142,16 @@ def test_heldout_classes_never_in_train_or_test(built: Path) -> None:
 
 def test_pool_has_global_labels(built: Path) -> None:
     data = DataDir(built)
-    layout = data.layout(["face", "object"])
+    label_space = data.label_space(["face", "object"])
     for split in ("train", "test"):
         pool_images, pool_labels = stored_images(data.pool_beton(["face", "object"], split))
         expected = {}
         for task in ("face", "object"):
             images, labels = stored_images(data.beton(task, split))
-            expected.update({pixel_hash(x): int(y) + layout.offset(task) for x, y in zip(images, labels)})
+            expected.update({pixel_hash(x): int(y) + label_space.offset(task) for x, y in zip(images, labels)})
         assert {pixel_hash(x): int(y) for x, y in zip(pool_images, pool_labels)} == expected
-        assert len(pool_labels) == len(expected) and set(pool_labels.tolist()) == set(range(layout.total_classes))
-    assert layout.offset("object") == 3
+        assert len(pool_labels) == len(expected) and set(pool_labels.tolist()) == set(range(label_space.total_classes))
+    assert label_space.offset("object") == 3
 
 
 def test_rebuild_skips_finished_files(built: Path, tmp_path: Path) -> None:

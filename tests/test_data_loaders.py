@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.dataset import DataDir
+from data_pipeline.data_dir import DataDir
 from data_pipeline.datamodule import TaskDataModule
 from data_pipeline.loaders import make_loader
 from data_pipeline.sample import sample_images
-from specialize.errors import UserError
+from common.errors import UserError
 from helpers_data import make_tiny_data_dir, stored_images
 
 # FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
@@ -67,9 +67,9 @@ def test_quasi_random_order_without_os_cache_sees_every_sample(data: DataDir) ->
 
 
 def test_sample_images_is_seeded_and_shifts_labels(data: DataDir) -> None:
-    layout = data.layout(["face", "object"])
-    first = sample_images(data.path, "object", "test", 5, seed=3, resolution=16, layout=layout)
-    again = sample_images(data, "object", "test", 5, seed=3, resolution=16, layout=layout)
+    label_space = data.label_space(["face", "object"])
+    first = sample_images(data.path, "object", "test", 5, seed=3, resolution=16, label_space=label_space)
+    again = sample_images(data, "object", "test", 5, seed=3, resolution=16, label_space=label_space)
     other = sample_images(data, "object", "test", 5, seed=4, resolution=16)
     assert first[0].shape == (5, 3, 16, 16) and torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert first[1].min() >= 3 and first[1].max() < 6
@@ -92,9 +92,9 @@ def test_data_dir_errors_are_user_errors(data: DataDir, tmp_path: Path) -> None:
 
 def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
     single = TaskDataModule(data.path, ["object"], batch_size=4, resolution=16, num_workers=1)
-    assert single.layout.tasks == ("object",) and single.beton("train") == data.beton("object", "train")
+    assert single.label_space.tasks == ("object",) and single.beton("train") == data.beton("object", "train")
     pooled = TaskDataModule(data.path, ["face", "object"], batch_size=4, resolution=16, num_workers=1)
-    assert pooled.layout.total_classes == 6
+    assert pooled.label_space.total_classes == 6
     labels = _epoch(pooled.val_dataloader())[1]
     assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(3)])
     assert len(pooled.train_dataloader()) == 36 // 4

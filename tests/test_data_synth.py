@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data_pipeline.synth import class_name, generate, render_image
-from specialize.errors import UserError
+from common.errors import UserError
 
 SMALL = dict(tasks=("face", "object", "food", "car"), classes_per_task=2, train_per_class=3, test_per_class=2,
              heldout_classes=1, size=32)
@@ -48,7 +48,7 @@ def test_resume_keeps_existing_images_and_refuses_other_settings(tmp_path: Path)
     victim.unlink()
     generate(tmp_path, seed=3, workers=2, **SMALL)
     assert victim.read_bytes() == before
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="holds a synthetic data set with another"):
         generate(tmp_path, seed=5, workers=2, **SMALL)
 
 

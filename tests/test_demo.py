@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lightning_modules.vgg import CONV_LAYERS
+from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
 
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from data_pipeline.sample import sample_images
-from lightning_modules import load_model
+from lightning_modules.checkpoint import load_model
 from specialize.cli import main
-from sweeps import lesion_sweep
+from sweeps.engine import lesion_sweep
 from helpers_train import untrained_checkpoint
 
 
@@ -64,7 +64,7 @@ def test_cli_sweep_writes_tables_and_manifest(trained, tmp_path, capsys):
     assert config["settings"]["layers"] == ["conv1_2", "conv5_3"] and config["identity"]["images_per_task"] == 12
 
     loaded = load_model(checkpoint)
-    images = {task: sample_images(data, task, "train", 12, 0, 32, layout=loaded.layout) for task in loaded.layout.tasks}
+    images = {task: sample_images(data, task, "train", 12, 0, 32, label_space=loaded.label_space) for task in loaded.label_space.tasks}
     expected = lesion_sweep(loaded.model, images, layers=["conv1_2", "conv5_3"])
     assert len(filter_losses) == len(expected) == 2 * (4 + 32)
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
@@ -72,9 +72,10 @@ def test_cli_sweep_writes_tables_and_manifest(trained, tmp_path, capsys):
 
 
 def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
-    from specialize.errors import UserError
-    from specialize.io import write_json
-    from sweeps.distributed import SweepSettings, resolve_settings
+    from common.errors import UserError
+    from common.io import write_json
+    from sweeps.distributed import resolve_settings
+    from sweeps.settings import SweepSettings
 
     stored = SweepSettings(filters_per_task=8, memory_budget=10**9)
     write_json(tmp_path / "config.json", {"identity": {"images_per_task": 12},
@@ -84,5 +85,5 @@ def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
     assert resumed.memory_budget == 10**9  # a budget left to default is the stored one
     with pytest.raises(UserError, match="another images_per_task"):
         resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 13})
-    with pytest.raises(UserError, match="filters_per_task=8, not 4"):
+    with pytest.raises(UserError, match="another filters_per_task \\(8, now 4\\)"):
         resolve_settings(tmp_path, SweepSettings(filters_per_task=4), {"images_per_task": 12})

@@ -17,9 +17,12 @@ import psutil
 import pytest
 import torch
 
-from sweeps import lesion_sweep, lesioned
-from sweeps.distributed import SweepSettings, distributed_sweep
-from sweeps.lesion import Stimuli, intact_totals
+from common.ray_runner import Resources
+from sweeps.distributed import distributed_sweep
+from sweeps.engine import intact_totals, lesion_sweep
+from sweeps.lesions import lesioned
+from sweeps.settings import SweepSettings
+from sweeps.stimuli import Stimuli
 from helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
@@ -41,7 +44,7 @@ def test_stimuli_reach_ray_workers_without_a_copy(ray_address):
     @ray.remote
     def receive(refs: list) -> tuple[Stimuli, int]:
         """The stimuli, and how much this worker's private memory grew on receiving them (modules loaded first)."""
-        import sweeps.lesion  # noqa: F401
+        import sweeps.stimuli  # noqa: F401
 
         before = psutil.Process().memory_full_info().uss
         [received] = ray.get(refs)
@@ -97,8 +100,8 @@ KILL_TEST_COUNTS = {"a": 24, "b": 24}
 
 def sweep_script(out: Path, address: str) -> list[str]:
     """A driver process running the sweep that the test kills."""
-    code = ("from helpers_sweeps import tiny_vgg, tiny_images; "
-            "from sweeps.distributed import SweepSettings, distributed_sweep; "
+    code = ("from helpers_sweeps import tiny_vgg, tiny_images; from common.ray_runner import Resources; "
+            "from sweeps.distributed import distributed_sweep; from sweeps.settings import SweepSettings; "
             f"distributed_sweep(tiny_vgg(), tiny_images(counts={KILL_TEST_COUNTS!r}), {str(out)!r}, "
             f"{KILL_TEST_SETTINGS!r}, address={address!r}, progress=False)")
     return [sys.executable, "-c", code]
@@ -139,7 +142,7 @@ def kill_one_chunk_worker(stop: threading.Event) -> int | None:
 def test_sweep_completes_when_a_worker_dies_mid_task(ray_address, tmp_path):
     model, data = tiny_vgg(seed=2), tiny_images(seed=3, counts={"a": 40, "b": 40})
     settings = SweepSettings(layers=("conv1_1", "conv3_1", "conv5_3"), filters_per_task=4, lesions_per_pass=1,
-                             batch_size=8, max_retries=3)
+                             batch_size=8, resources=Resources(max_retries=3))
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         killer = pool.submit(kill_one_chunk_worker, stop)

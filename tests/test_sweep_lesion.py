@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_modules.vgg import CONV_LAYERS, filters_per_layer, relu_indices
-from sweeps import lesion_sweep, lesioned
-from sweeps.lesion import RESULT_COLUMNS, reference_lesion_sweep
+from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.vgg import filters_per_layer, relu_indices
+from sweeps.engine import RESULT_COLUMNS, lesion_sweep
+from sweeps.lesions import lesioned
+from sweeps.reference import reference_lesion_sweep
 from helpers_sweeps import tiny_images, tiny_vgg
 
 

@@ -50,10 +50,11 @@ def initial_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The weights a run started from (same seed, same construction as `train`)."""
     import pytorch_lightning as pl
 
-    from data_pipeline.tasks import TaskLayout
+    from common.io import read_json
+    from data_pipeline.label_space import LabelSpace
     from lightning_modules.checkpoint import build_model
-    from specialize.io import read_json
+    from lightning_modules.config import read_run_config
 
-    config = read_json(run_dir / "config.json")
-    pl.seed_everything(config["seed"], verbose=False)
-    return build_model(TaskLayout.from_dict(read_json(run_dir / "layout.json")), config["model"]).state_dict()
+    config = read_run_config(run_dir)
+    pl.seed_everything(config.seed, verbose=False)
+    return build_model(LabelSpace.from_dict(read_json(run_dir / "label_space.json")), config.model).state_dict()

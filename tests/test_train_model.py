@@ -9,11 +9,11 @@ import pytest
 import torch
 import torchvision
 
-from data_pipeline.tasks import TaskLayout
-from lightning_modules import vgg16
+from data_pipeline.label_space import LabelSpace
+from lightning_modules.vgg import vgg16
 from lightning_modules.config import load_config, write_config
 from lightning_modules.module import METRICS, TaskMetrics, own_output_mask, per_sample_loss, topk_hits
-from specialize.errors import UserError
+from common.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -39,30 +39,30 @@ def test_tiny_vgg16_runs_at_small_inputs(size):
     assert model(torch.zeros(2, 3, size, size)).shape == (2, 7)
 
 
-def three_task_layout() -> TaskLayout:
-    return TaskLayout.from_classes({"a": ["a0", "a1"], "b": ["b0", "b1", "b2"], "c": ["c0"]})
+def three_task_label_space() -> LabelSpace:
+    return LabelSpace.from_classes({"a": ["a0", "a1"], "b": ["b0", "b1", "b2"], "c": ["c0"]})
 
 
 def test_separate_heads_loss_is_cross_entropy_over_the_task_slice():
-    layout = three_task_layout()
-    logits = torch.randn(4, layout.total_classes)
+    label_space = three_task_label_space()
+    logits = torch.randn(4, label_space.total_classes)
     labels = torch.tensor([1, 3, 5, 2])
-    task_index = layout.task_of(labels)
-    shared = per_sample_loss(logits, labels, own_output_mask(layout), task_index, "shared")
-    separate = per_sample_loss(logits, labels, own_output_mask(layout), task_index, "separate")
+    task_index = label_space.task_of(labels)
+    shared = per_sample_loss(logits, labels, own_output_mask(label_space), task_index, "shared")
+    separate = per_sample_loss(logits, labels, own_output_mask(label_space), task_index, "separate")
     assert torch.allclose(shared, torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
     for i, task in enumerate(["a", "b", "c", "b"]):
-        part = logits[i, layout.output_slice(task)]
+        part = logits[i, label_space.output_slice(task)]
         expected = torch.logsumexp(part, 0) - logits[i, labels[i]]
         assert separate[i].item() == pytest.approx(expected.item(), rel=1e-5)
     assert separate[2].item() == pytest.approx(0.0, abs=1e-6)  # a one-class task has nothing to get wrong
 
 
 def test_topk_and_own_output_metrics():
-    layout = three_task_layout()
+    label_space = three_task_label_space()
     logits = torch.tensor([[0.0, 1.0, 5.0, 0.0, 0.0, 0.0]])  # label 1 (task a): wrong overall, right within task a
     labels = torch.tensor([1])
-    own = logits.masked_fill(~own_output_mask(layout)[layout.task_of(labels)], float("-inf"))
+    own = logits.masked_fill(~own_output_mask(label_space)[label_space.task_of(labels)], float("-inf"))
     assert topk_hits(logits, labels, 1).item() == 0.0
     assert topk_hits(own, labels, 1).item() == 1.0
     assert topk_hits(logits, labels, 5).item() == 1.0

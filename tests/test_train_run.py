@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from helpers_train import ROOT, session_tiny_data, tiny_config, wandb_history
-from lightning_modules import load_model
+from lightning_modules.checkpoint import load_model
 from lightning_modules.config import write_config
 from lightning_modules.train import train
 from specialize.cli import main
-from specialize.errors import UserError
+from common.errors import UserError
 
 CHANCE_LOSS = math.log(8)  # 2 tasks x 4 classes
 
@@ -47,9 +47,9 @@ def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["data_manifest_sha256"]
 
     loaded = load_model(run_dir / "checkpoints" / "last.ckpt")
-    assert loaded.layout.tasks == ("face", "object") and not loaded.model.training
-    assert loaded.config["model"]["width"] == 1 / 16 and len(loaded.sha256) == 64
-    images, labels = sample_images(data_dir, "object", "test", n=None, seed=0, resolution=32, layout=loaded.layout)
+    assert loaded.label_space.tasks == ("face", "object") and not loaded.model.training
+    assert loaded.config.model.width == 1 / 16 and len(loaded.sha256) == 64
+    images, labels = sample_images(data_dir, "object", "test", n=None, seed=0, resolution=32, label_space=loaded.label_space)
     with torch.no_grad():
         top1 = (loaded.model(images).argmax(1) == labels).float().mean().item()
     assert top1 == pytest.approx(metrics["val/object/top1"], abs=1e-6)
@@ -100,7 +100,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["tasks=[face,dog]"], "unknown task 'dog' in config key tasks; the data in"),
+    (["tasks=[face,dog]"], "config key tasks: unknown task 'dog'; the data in"),
     (["data.classes.face=5"], "has 4 classes for task 'face' but data.classes.face=5"),
 ])
 def test_bad_training_input_is_one_line(data_dir, tmp_path, capsys, overrides, message):
@@ -112,7 +112,7 @@ def test_bad_training_input_is_one_line(data_dir, tmp_path, capsys, overrides, m
 
 def test_other_architecture_is_refused(data_dir, tmp_path):
     run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=1", "wandb.mode=disabled"]))
-    with pytest.raises(UserError, match="model.width=0.0625"):
+    with pytest.raises(UserError, match=r"another model.width \(0.0625, now 0.125\)"):
         train(tiny_config(data_dir, tmp_path, ["trainer.epochs=1", "model.width=0.125", "wandb.mode=disabled"]))
     checkpoint = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=False)
     checkpoint["hyper_parameters"]["config"]["model"]["width"] = 0.125

@@ -1,6 +1,6 @@
 """The label space shared by data and models: which tasks, their classes, and where each task's outputs sit.
 
-Tasks are data, not code: a layout holds any number of tasks, in order; task i's classes occupy the
+Tasks are data, not code: a label space holds any number of tasks, in order; task i's classes occupy the
 output indices [offset(i), offset(i) + num_classes(i)), face classes first in the paper's face+object model.
 """
 
@@ -13,7 +13,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class TaskLayout:
+class LabelSpace:
     """Ordered tasks and their class names, concatenated into one global label space."""
 
     tasks: tuple[str, ...]
@@ -21,17 +21,17 @@ class TaskLayout:
 
     def __post_init__(self) -> None:
         if len(self.tasks) != len(self.classes):
-            raise ValueError("TaskLayout needs one class list per task")
+            raise ValueError("LabelSpace needs one class list per task")
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"TaskLayout has a repeated task: {self.tasks}")
+            raise ValueError(f"LabelSpace has a repeated task: {self.tasks}")
 
     @classmethod
-    def from_classes(cls, classes_by_task: Mapping[str, Sequence[str]]) -> "TaskLayout":
+    def from_classes(cls, classes_by_task: Mapping[str, Sequence[str]]) -> "LabelSpace":
         """Build from an ordered mapping task -> class names."""
         return cls(tuple(classes_by_task), tuple(tuple(c) for c in classes_by_task.values()))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TaskLayout":
+    def from_dict(cls, data: Mapping[str, Any]) -> "LabelSpace":
         """Inverse of `to_dict`."""
         return cls.from_classes({task["name"]: task["classes"] for task in data["tasks"]})
 
@@ -43,11 +43,11 @@ class TaskLayout:
         ]}
 
     def index(self, task: str) -> int:
-        """Position of `task` in the layout."""
+        """Position of `task` in the label space."""
         try:
             return self.tasks.index(task)
         except ValueError:
-            raise KeyError(f"task {task!r} is not in this layout ({', '.join(self.tasks)})") from None
+            raise KeyError(f"task {task!r} is not in this label space ({', '.join(self.tasks)})") from None
 
     def num_classes(self, task: str) -> int:
         """Number of classes of one task."""

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from data_pipeline.tasks import TaskLayout
-from specialize.errors import UserError
-from specialize.io import read_json
+from data_pipeline.label_space import LabelSpace
+from common.errors import UserError
+from common.io import read_json
 
 
 class DataDir:
@@ -57,7 +57,7 @@ class DataDir:
         return self._existing(files[split])
 
     def pool_beton(self, tasks: Sequence[str], split: str) -> Path:
-        """Path of the pooled .beton of several tasks (global labels in `layout(tasks)`), split train or test."""
+        """Path of the pooled .beton of several tasks (global labels in `label_space(tasks)`), split train or test."""
         name = "+".join(tasks)
         pool = self.manifest["pools"].get(name)
         if pool is None:
@@ -67,9 +67,39 @@ class DataDir:
             raise UserError(f"pool {name} has no {split} split; pools hold train and test")
         return self._existing(pool["files"][split])
 
-    def layout(self, tasks: Sequence[str]) -> TaskLayout:
-        """The global label space of these tasks in this order."""
-        return TaskLayout.from_classes({task: self.classes(task) for task in tasks})
+    def tasks_beton(self, tasks: Sequence[str], split: str) -> Path:
+        """The .beton that holds `tasks` together for a split: one task's own file, or the pool of several."""
+        return self.beton(tasks[0], split) if len(tasks) == 1 else self.pool_beton(tasks, split)
+
+    def label_space(self, tasks: Sequence[str]) -> LabelSpace:
+        """The global label space of these tasks in this order; UserError names a task the directory lacks."""
+        unknown = [task for task in tasks if task not in self.task_names]
+        if unknown:
+            raise UserError(f"unknown task {unknown[0]!r}; the data in {self.path} has: {', '.join(self.task_names)}")
+        return LabelSpace.from_classes({task: self.classes(task) for task in tasks})
+
+    def check_serves(self, label_space: LabelSpace) -> None:
+        """UserError unless this directory holds every task of a model's label space with the same classes."""
+        for task, classes in zip(label_space.tasks, label_space.classes):
+            if task not in self.task_names:
+                raise UserError(f"data {self.path} lacks task {task!r}, which the model was trained on "
+                                f"(it has {', '.join(self.task_names)}); pass the data directory the model was trained on")
+            if tuple(self.classes(task)) != tuple(classes):
+                raise UserError(f"task {task!r} in {self.path} has other classes than the model was trained on; "
+                                "pass the data directory the model was trained on")
+
+    def check_labels(self, tasks: Sequence[str], split: str) -> None:
+        """UserError unless the labels in `tasks`' .beton of `split` are exactly the classes of their label space."""
+        from ffcv.reader import Reader
+
+        beton = self.tasks_beton(tasks, split)
+        num_classes = self.label_space(tasks).total_classes
+        reader = Reader(str(beton))
+        labels = set(int(label) for label in reader.metadata[f"f{reader.field_names.index('label')}"])
+        if labels != set(range(num_classes)):
+            present = f"{len(labels)} distinct labels in [{min(labels, default=0)}, {max(labels, default=0)}]"
+            raise UserError(f"{beton} holds {present} but the manifest lists {num_classes} classes; "
+                            "rebuild the data with `specialize data build`")
 
     def _existing(self, relative: str) -> Path:
         path = self.path / relative

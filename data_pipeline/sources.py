@@ -1,6 +1,6 @@
-"""Find the classes and image files of a data set root, whatever its folder layout.
+"""Find the classes and image files of a data set root, whatever its source format (folder arrangement).
 
-Layouts (detected in this order by `discover(root)`):
+Source formats (detected in this order by `discover(root)`):
 - food101:  ROOT/images/<class>/*.jpg with ROOT/meta/train.txt and test.txt listing `<class>/<name>` (pre-made split);
 - split:    ROOT/{train,test|val}/<class>/* (pre-made split; ROOT/heldout/<class>/* holds held-out classes, as
             `specialize data synth` writes). When the test folder's classes are disjoint from train's (VGGFace2:
@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialize.errors import UserError
+from common.errors import UserError
 
 TEST_FOLDER_NAMES = ("test", "val")
+SPLIT_MODES = ("auto", "premade", "seed")  # a root's own train/test split, a seeded one, or its own when it has one
 
 
 @dataclass
@@ -25,7 +26,7 @@ class SourceTree:
     """What a root holds: per class, its files by pre-made split ('train', 'test') or all together ('all')."""
 
     root: Path
-    layout: str
+    format: str  # food101, split, split-disjoint or folders
     classes: dict[str, dict[str, list[str]]]
     heldout_pool: dict[str, list[str]] = field(default_factory=dict)
     empty_folders: list[str] = field(default_factory=list)
@@ -86,7 +87,7 @@ def _split_folders(root: Path, test_name: str) -> SourceTree:
 
 
 def discover(root: str | os.PathLike) -> SourceTree:
-    """Detect a root's layout and list its classes and files; UserError for a missing root or one without classes."""
+    """Detect a root's source format and list its classes and files; UserError for a missing root or one without classes."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data root {root} does not exist or is not a folder; check the path given to --task")

@@ -1,4 +1,4 @@
-"""Atomic writes of results in open formats (JSON, Parquet), and content hashes for manifests."""
+"""Atomic writes of results in open formats (JSON, Parquet), checks that a result file is complete, content hashes."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -43,6 +44,17 @@ def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a DataFrame as Parquet, atomically."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def readable_parquet(path: str | os.PathLike) -> bool:
+    """Whether `path` is a complete Parquet file (its footer reads): False when missing, truncated or corrupt."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -8,8 +8,8 @@ import pytest
 
 from data_pipeline.beton import Item
 from data_pipeline.build import FileCheck, TaskPlan, balance_train, plan_task, select_classes
-from data_pipeline.layouts import discover
-from specialize.errors import UserError
+from data_pipeline.sources import discover
+from common.errors import UserError
 
 
 def _touch(root: Path, *relative: str) -> None:
@@ -31,7 +31,7 @@ def test_food101_uses_meta_split(tmp_path: Path) -> None:
     (tmp_path / "meta" / "train.txt").write_text("pizza/1\npizza/2\nsushi/4\n")
     (tmp_path / "meta" / "test.txt").write_text("pizza/3\nsushi/5\n")
     tree = discover(tmp_path)
-    assert tree.layout == "food101" and tree.premade_split
+    assert tree.format == "food101" and tree.premade_split
     assert [Path(p).name for p in tree.classes["pizza"]["train"]] == ["1.jpg", "2.jpg"]
     plan = plan_task("food", tree, ["pizza", "sushi"], [], _all_valid(tree), split_mode="premade", seed=0,
                      train_per_class=None, test_per_class=10, heldout_per_class=None)
@@ -42,7 +42,7 @@ def test_vggface2_disjoint_test_identities_become_heldout(tmp_path: Path) -> Non
     _touch(tmp_path, *(f"train/n00000{i}/{j}.jpg" for i in range(4) for j in range(6)),
            *(f"test/n00010{i}/{j}.jpg" for i in range(3) for j in range(4)))
     tree = discover(tmp_path)
-    assert tree.layout == "split-disjoint" and not tree.premade_split and len(tree.heldout_pool) == 3
+    assert tree.format == "split-disjoint" and not tree.premade_split and len(tree.heldout_pool) == 3
     classes, heldout = select_classes("face", tree, count=3, class_list=None, exclude=None, heldout=2, seed=0)
     assert len(classes) == 3 and set(classes) <= set(tree.classes) and set(heldout) <= set(tree.heldout_pool)
     plan = plan_task("face", tree, classes, heldout, _all_valid(tree), split_mode="seed", seed=0,
@@ -57,7 +57,7 @@ def test_imagenet_folders_class_list_exclusion_and_seeded_choice(tmp_path: Path)
     _touch(tmp_path / "imagenet", *(f"{s}/{j}.JPEG" for s in synsets for j in range(3)))
     (tmp_path / "imagenet" / ".cache").mkdir()
     tree = discover(tmp_path / "imagenet")
-    assert tree.layout == "folders" and list(tree.classes) == synsets
+    assert tree.format == "folders" and list(tree.classes) == synsets
     (tmp_path / "exclude.txt").write_text(f"# animate\n{synsets[0]}\n{synsets[1]}\n")
     (tmp_path / "list.txt").write_text(f"{synsets[5]}\n{synsets[2]}\n")
     first = select_classes("object", tree, count=4, class_list=None, exclude=str(tmp_path / "exclude.txt"), heldout=2, seed=1)
@@ -78,7 +78,7 @@ def test_imagenet_folders_class_list_exclusion_and_seeded_choice(tmp_path: Path)
 def test_split_folders_with_heldout_folder(tmp_path: Path) -> None:
     _touch(tmp_path, "train/a/1.jpg", "train/b/2.jpg", "val/a/3.jpg", "val/b/4.jpg", "heldout/c/5.jpg")
     tree = discover(tmp_path)
-    assert tree.layout == "split" and tree.premade_split and list(tree.heldout_pool) == ["c"]
+    assert tree.format == "split" and tree.premade_split and list(tree.heldout_pool) == ["c"]
     assert Path(tree.classes["b"]["test"][0]).name == "4.jpg"
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from specialize.io import write_json
+from common.io import write_json
 
 TRACKED_PACKAGES = (
     "specialize", "torch", "torchvision", "pytorch-lightning", "ray", "ffcv",

@@ -1,0 +1,55 @@
+"""The one guard every resumable stage uses: does this output directory already hold the same job?
+
+A stage records what defines its job (its identity: inputs, settings that change results) in its output
+directory. Rerunning the same job there resumes it; any other job would mix its results with those already
+written, so it is refused in one line that names the first setting that differs and how to proceed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: leaf value}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def as_stored(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` as it reads back from JSON (tuples become lists, paths strings), so stored and new values compare."""
+    return json.loads(json.dumps(data, default=str))
+
+
+def recorded_identity(path: str | os.PathLike, key: str | None = "identity") -> dict[str, Any] | None:
+    """The identity a stage recorded in the JSON file `path` (its `key` section, or the whole file), or None."""
+    from common.io import read_json
+
+    if not os.path.isfile(path):
+        return None
+    data = read_json(path)
+    return data.get(key, {}) if key is not None else data
+
+
+def check_same_job(out: str | os.PathLike, job: str, stored: Mapping[str, Any] | None, current: Mapping[str, Any],
+                   advice: str) -> None:
+    """UserError when `out` holds a `job` whose recorded identity `stored` differs from `current` (None: no job yet).
+
+    The message names the first differing (dotted) key with both values, then `advice`.
+    """
+    from common.errors import UserError
+
+    if stored is None:
+        return
+    old, new = flatten(as_stored(stored)), flatten(as_stored(current))
+    differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    if differing:
+        key = differing[0]
+        raise UserError(f"{out} holds a {job} with another {key} ({old.get(key)!r}, now {new.get(key)!r}); {advice}")

@@ -1,0 +1,121 @@
+"""Keyed units of work on Ray: each result written atomically as it finishes, finished ones skipped, retries,
+a progress bar, resources per unit. Every Ray stage (lesion sweep, segregation, activations) runs through here.
+
+A unit is a function call whose result (a DataFrame) belongs in one Parquet file. `run_units` submits the
+units whose file is missing or unreadable (a file truncated by a crash is recomputed, not trusted), writes each
+result the moment its task returns, and retries a task whose worker died (`Resources.max_retries`). Large
+arguments shared by many units (a model, images) should be `ray.put` once by the caller and passed as refs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from tqdm.auto import tqdm
+
+from common.errors import UserError
+from common.io import readable_parquet, write_parquet
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each Ray task asks for: CPUs (also its torch threads), GPUs (fractions share a GPU), and retries."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0 or self.gpus < 0 or self.max_retries < 0:
+            raise UserError(f"--cpus-per-task must be positive and --gpus-per-task and --max-retries not negative "
+                            f"(got {self.cpus}, {self.gpus}, {self.max_retries})")
+
+    def options(self) -> dict[str, Any]:
+        """Ray task options."""
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.max_retries}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Resources":
+        """The resources given by the options `add_ray_arguments` added."""
+        return cls(cpus=args.cpus_per_task, gpus=args.gpus_per_task, max_retries=args.max_retries)
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every Ray stage takes: the cluster to join and the resources of each task."""
+    defaults = Resources()
+    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    parser.add_argument("--gpus-per-task", type=float, default=defaults.gpus,
+                        help="GPUs per Ray task; fractions share a GPU (default: %(default)s)")
+    parser.add_argument("--cpus-per-task", type=float, default=defaults.cpus,
+                        help="CPUs (and torch threads) per Ray task (default: %(default)s)")
+    parser.add_argument("--max-retries", type=int, default=defaults.max_retries,
+                        help="retries of a task whose worker died (default: %(default)s)")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One call of the stage's function: its arguments, where its result goes, and its weight in the progress bar."""
+
+    path: Path
+    args: tuple
+    size: int = 1
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise UserError(f"cannot join the Ray cluster at {address} ({error}); check --address or drop it "
+                        "to start a local cluster") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def worker_device() -> Any:
+    """The GPU Ray assigned to this task, or the CPU."""
+    import ray
+    import torch
+
+    return torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
+
+
+def _call_with_threads(function: Callable, threads: int, *args: Any) -> Any:
+    """Run `function(*args)` on a worker with torch using `threads` threads (the CPUs the task asked for)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return function(*args)
+
+
+def run_units(function: Callable, units: Sequence[WorkUnit], resources: Resources, description: str,
+              progress: bool = True, unit_name: str = "unit") -> None:
+    """Run `function(*unit.args)` as a Ray task for every unit without a readable result, writing each result to
+    `unit.path` atomically as soon as it returns. Needs a Ray session (`ray_session`)."""
+    import ray
+
+    missing = [unit for unit in units if not readable_parquet(unit.path)]
+    if not missing:
+        return
+    remote = ray.remote(_call_with_threads).options(name=function.__name__, **resources.options())
+    threads = max(1, int(resources.cpus))
+    pending = {remote.remote(function, threads, *unit.args): unit for unit in missing}
+    total, done = sum(unit.size for unit in units), sum(unit.size for unit in units if unit not in missing)
+    with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=not progress) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(ready[0])
+            write_parquet(unit.path, ray.get(ready[0]))
+            bar.update(unit.size)

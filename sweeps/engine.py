@@ -1,0 +1,159 @@
+"""The lesion engine: the loss and accuracy of a VGG16 with each conv filter's output map set to zero.
+
+A lesion zeroes a filter's output map after its nonlinearity (METHOD, `sweeps.lesions`). Three things make the
+sweep fast while keeping it exact:
+
+1. The network up to the lesioned layer (the prefix) runs once per batch of images and is reused for
+   every filter of that layer.
+2. Many lesions share one forward pass: the lesion dimension is folded into the batch, with the number of
+   lesions per pass chosen from a memory budget (`sweeps.memory_plan`) or given.
+3. The next linear map is linear in its input, so its pre-activation with channel k zeroed is the intact
+   pre-activation minus the contribution of channel k alone: a single-channel conv (or a slice of fc6) per
+   lesion instead of a full conv (`sweeps.layer_split`).
+
+`sweeps.reference.reference_lesion_sweep` is the naive definition (a hook that zeroes the channel, one full
+forward pass per filter); tests and the benchmark hold `lesion_sweep` to it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.vgg import VGG, filters_per_layer
+from sweeps.devices import on_device, tf32
+from sweeps.layer_split import split_at
+from sweeps.lesions import check_lesions
+from sweeps.memory_plan import PassPlan, default_budget, layer_plan
+from sweeps.stimuli import ImagesByTask, Stimuli
+
+RESULT_COLUMNS = ("layer", "layer_index", "filter", "task", "loss", "accuracy", "intact_loss", "intact_accuracy")
+
+
+def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str] | None = None,
+                 batch_size: int | None = None, device: torch.device | str | None = None, *,
+                 memory_budget: int | None = None, lesions_per_pass: int | None = None,
+                 allow_tf32: bool = False, progress: bool = False) -> pd.DataFrame:
+    """Lesion every filter of `layers` (default: all 13 conv layers) alone; one row per (layer, filter, task).
+
+    `images_by_task` maps a task to (images, labels), labels in the model's output space. Columns: layer,
+    layer_index (1..13), filter, task, loss (mean cross-entropy), accuracy (top-1), intact_loss,
+    intact_accuracy. `memory_budget` (bytes; default half the device's free memory) bounds the images and
+    lesions per pass unless `batch_size` / `lesions_per_pass` fix them. TF32 stays off unless allowed.
+    `frame.attrs` holds memory_budget_bytes and the pass plan of each layer.
+    """
+    layers = list(layers or CONV_LAYERS)
+    stimuli = Stimuli.from_tasks(images_by_task)
+    with on_device(model, device) as (net, target), tf32(allow_tf32):
+        check_lesions(net, {layer: [] for layer in layers})
+        budget = memory_budget or default_budget(target)
+        sizes = filters_per_layer(net)
+        plans = {layer: layer_plan(net, layer, len(stimuli.labels), sizes[layer], batch_size, lesions_per_pass,
+                                   budget, stimuli.images.shape[1:]) for layer in layers}
+        total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
+        with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
+            intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass)
+            frames = [lesion_frame(layer, range(sizes[layer]),
+                                   sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar),
+                                   stimuli) for layer in layers]
+    frame = with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))
+    frame.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
+    return frame
+
+
+def sweep_layer(model: VGG, layer: str, filters: Sequence[int], stimuli: Stimuli, plan: PassPlan,
+                base: Sequence[int] = (), progress: tqdm | None = None) -> TaskTotals:
+    """Loss and correct-answer sums per task with each of `filters` lesioned in `layer`, on top of `base`.
+
+    `base` filters stay lesioned throughout (greedy ranking); `model` must be in eval mode on its device.
+    """
+    device = next(model.parameters()).device
+    split = split_at(model, layer)
+    chosen = torch.as_tensor(list(filters), dtype=torch.long, device=device)
+    base_channels = torch.as_tensor(list(base), dtype=torch.long, device=device)
+    totals = TaskTotals(len(chosen), len(stimuli.tasks))
+    with torch.inference_mode():
+        for images, labels, task_ids in stimuli.batches(plan.images_per_pass, device):
+            activations = split.prefix(images)
+            if len(base_channels):
+                activations = activations.index_fill(1, base_channels, 0.0)
+            linear_input = split.lesion_input(activations)
+            intact = split.pre_activation(linear_input)
+            for start in range(0, len(chosen), plan.lesions_per_pass):
+                rows = slice(start, min(start + plan.lesions_per_pass, len(chosen)))
+                contribution = split.channel_contributions(linear_input, chosen[rows])
+                logits = split.suffix((intact.unsqueeze(1) - contribution).flatten(0, 1))
+                totals.add(rows, logits, labels, task_ids)
+                if progress is not None:
+                    progress.update((rows.stop - rows.start) * len(labels))
+    return totals
+
+
+def intact_totals(model: VGG, stimuli: Stimuli, batch_size: int) -> TaskTotals:
+    """Loss and correct-answer sums per task of the unlesioned `model` (eval mode, on its device)."""
+    device = next(model.parameters()).device
+    totals = TaskTotals(1, len(stimuli.tasks))
+    with torch.inference_mode():
+        for images, labels, task_ids in stimuli.batches(batch_size, device):
+            totals.add(slice(0, 1), model(images), labels, task_ids)
+    return totals
+
+
+class TaskTotals:
+    """Running sums of cross-entropy and correct top-1 answers, per lesion and task."""
+
+    def __init__(self, num_lesions: int, num_tasks: int):
+        self.loss = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
+        self.correct = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
+
+    def add(self, rows: slice, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
+        """Add a pass over B images and K lesions: `logits` (B*K, classes), image-major; `labels`, `task_ids` (B,)."""
+        lesions = rows.stop - rows.start
+        repeated = labels.repeat_interleave(lesions)
+        loss = F.cross_entropy(logits, repeated, reduction="none").view(-1, lesions)
+        correct = (logits.argmax(dim=1) == repeated).view(-1, lesions)
+        num_tasks = self.loss.shape[1]
+        self.loss[rows] += _sum_by_task(loss, task_ids, num_tasks)
+        self.correct[rows] += _sum_by_task(correct, task_ids, num_tasks)
+
+    def means(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean loss and accuracy, (lesions, tasks)."""
+        return self.loss.numpy() / counts, self.correct.numpy() / counts
+
+
+def _sum_by_task(values: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """Sum (B, K) values over images of each task: (K, num_tasks), float64, on the CPU."""
+    totals = torch.zeros(values.shape[1], num_tasks, dtype=torch.float64, device=values.device)
+    totals.index_add_(1, task_ids, values.t().double())
+    return totals.cpu()
+
+
+def lesion_frame(layer: str, filters: Sequence[int], totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
+    """Rows (layer, layer_index, filter, task, loss, accuracy) of lesions of one layer."""
+    loss, accuracy = totals.means(stimuli.counts())
+    num_tasks = len(stimuli.tasks)
+    return pd.DataFrame({
+        "layer": layer,
+        "layer_index": CONV_LAYERS.index(layer) + 1,
+        "filter": np.repeat(np.asarray(filters, dtype=np.int64), num_tasks),
+        "task": np.tile(np.asarray(stimuli.tasks, dtype=object), len(filters)),
+        "loss": loss.ravel(),
+        "accuracy": accuracy.ravel(),
+    })
+
+
+def intact_frame(totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
+    """Rows (task, intact_loss, intact_accuracy) of the unlesioned network."""
+    loss, accuracy = totals.means(stimuli.counts())
+    return pd.DataFrame({"task": list(stimuli.tasks), "intact_loss": loss[0], "intact_accuracy": accuracy[0]})
+
+
+def with_intact(lesions: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
+    """Lesion rows joined with the intact loss and accuracy of their task, in RESULT_COLUMNS order."""
+    return lesions.merge(intact, on="task", how="left", validate="many_to_one")[list(RESULT_COLUMNS)]

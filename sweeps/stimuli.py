@@ -1,0 +1,67 @@
+"""The images of a lesion sweep: every task's images in one tensor, with labels and task ids, shareable through Ray."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Stimuli:
+    """All tasks' images in one tensor, with each image's label and task index."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    task_ids: torch.Tensor
+    tasks: tuple[str, ...]
+
+    @classmethod
+    def from_tasks(cls, images_by_task: ImagesByTask) -> "Stimuli":
+        """Concatenate the (images, labels) of each task, in mapping order."""
+        if not images_by_task:
+            raise ValueError("images_by_task is empty: give at least one task's (images, labels)")
+        images, labels, task_ids = [], [], []
+        for index, (task, (task_images, task_labels)) in enumerate(images_by_task.items()):
+            if len(task_images) != len(task_labels) or len(task_images) == 0:
+                raise ValueError(f"task {task!r}: need as many labels as images, and at least one image")
+            images.append(task_images.float())
+            labels.append(task_labels.long())
+            task_ids.append(torch.full((len(task_labels),), index, dtype=torch.long))
+        return cls(torch.cat(images), torch.cat(labels), torch.cat(task_ids), tuple(images_by_task))
+
+    def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(images, labels, task ids) in consecutive batches, on `device`."""
+        for start in range(0, len(self.labels), batch_size):
+            stop = start + batch_size
+            yield (self.images[start:stop].to(device), self.labels[start:stop].to(device),
+                   self.task_ids[start:stop].to(device))
+
+    def only(self, task: str) -> "Stimuli":
+        """The images of one task alone (views: tasks are stored one after another)."""
+        index = self.tasks.index(task)
+        counts = self.counts()
+        rows = slice(int(counts[:index].sum()), int(counts[: index + 1].sum()))
+        return Stimuli(self.images[rows], self.labels[rows], torch.zeros(int(counts[index]), dtype=torch.long), (task,))
+
+    def counts(self) -> np.ndarray:
+        """Number of images of each task."""
+        return np.bincount(self.task_ids.numpy(), minlength=len(self.tasks))
+
+    def __reduce__(self):
+        """Pickle the images as a numpy array: Ray's object store then shares them between the workers of a node
+        (zero-copy, read-only) instead of copying them into every task, as it does with a torch tensor."""
+        return _stimuli_from_numpy, (self.images.numpy(), self.labels, self.task_ids, self.tasks)
+
+
+def _stimuli_from_numpy(images: np.ndarray, labels: torch.Tensor, task_ids: torch.Tensor,
+                        tasks: tuple[str, ...]) -> Stimuli:
+    """Unpickle `Stimuli`; the images stay in the (possibly read-only, shared) numpy buffer, which is only read."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return Stimuli(torch.from_numpy(images), labels, task_ids, tasks)
