@@ -79,6 +79,8 @@ def compare_with_participants(model_rdm: np.ndarray, participant_rdms: np.ndarra
     pairs that are NaN in the model RDM are left out."""
     from rsatoolbox.rdm import RDMs, compare
 
+    undefined = np.isnan(model_rdm)
+    participant_rdms = np.where(undefined, np.nan, participant_rdms)  # rsatoolbox drops pairs NaN in both alike
     return compare(RDMs(model_rdm[None]), RDMs(participant_rdms), method=method)[0]
 
 
