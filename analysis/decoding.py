@@ -123,6 +123,17 @@ def heldout_tasks(data_dir: str | os.PathLike, tasks: Sequence[str] | None) -> l
     return chosen
 
 
+def check_heldout_folds(data_dir: str | os.PathLike, tasks: Sequence[str], folds: int) -> None:
+    """`check_folds` on the held-out image counts of the data directory's manifest, before any work starts."""
+    from data_pipeline.data_dir import DataDir
+
+    data = DataDir(data_dir)
+    for task in tasks:
+        per_class = data.counts(task)["per_class"]["heldout"]
+        labels = np.repeat(np.arange(len(per_class)), list(per_class.values()))
+        check_folds(labels, folds, f"{task} held-out images")
+
+
 def headline_layer(layers: Sequence[str]) -> str:
     """The layer of the bar figure: fc7 when decoded, else the deepest decoded layer."""
     return HEADLINE_LAYER if HEADLINE_LAYER in layers else max(layers, key=LAYER_NAMES.index)
@@ -138,6 +149,7 @@ def run_decoding(networks: Sequence[Network], data_dir: str | os.PathLike, out_d
 
     out, data = Path(out_dir), str(Path(data_dir).resolve())
     chosen = heldout_tasks(data, tasks)
+    check_heldout_folds(data, chosen, settings.folds)
     image_sets = [split_images(data, task, "heldout") for task in chosen]
     identity = {"data": data, "tasks": chosen, **extraction.result_fields(), "decoding": asdict(settings)}
     check_same_job(out, "decoding", recorded_identity(out / "config.json", key="identity"), identity,

@@ -131,7 +131,7 @@ def run_rsa(networks: Sequence[Network], stimulus_list: str | os.PathLike, behav
     out = Path(out_dir)
     behaviour = read_behaviour(behaviour_dir)
     stimuli = read_stimulus_list(stimulus_list)
-    positions = stimuli.locate(behaviour.stimuli)
+    positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
     images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
     hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
     identity = {"behaviour": hashes, "stimuli": images.identity(), **extraction.result_fields(), "rsa": asdict(settings)}

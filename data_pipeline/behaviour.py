@@ -12,7 +12,8 @@ A *behaviour directory* holds one representational dissimilarity matrix (RDM) pe
 
 The participant's id is the file name without its extension. Each RDM must be square N x N, finite, symmetric
 and zero on the diagonal; a labelled CSV must name exactly the stimuli of stimuli.txt. A behavioural stimulus
-name matches a stimulus-list line that equals it or whose file name equals it. NPY files are read without
+name matches the stimulus-list line that equals it, names the same file (a name read as a path relative to the
+behaviour directory), or whose file name equals it. NPY files are read without
 unpickling (numeric arrays only).
 """
 
@@ -55,17 +56,22 @@ class StimulusList:
     names: tuple[str, ...]
     paths: tuple[Path, ...]
 
-    def locate(self, wanted: Sequence[str]) -> list[int]:
-        """Positions in this list of the stimuli `wanted` (a line equal to the name, else the one line whose file
-        name equals it); UserError naming the first stimulus that is missing or ambiguous."""
+    def locate(self, wanted: Sequence[str], directory: Path | None = None) -> list[int]:
+        """Positions in this list of the stimuli `wanted`: the line equal to a name, else the line naming the same
+        file as the name read as a path relative to `directory` (the behaviour directory), else the one line whose
+        file name equals it; UserError naming the first stimulus that is missing or ambiguous."""
         exact = {name: index for index, name in enumerate(self.names)}
+        same_file = {path.resolve(): index for index, path in enumerate(self.paths)}
         by_file: dict[str, list[int]] = {}
         for index, path in enumerate(self.paths):
             by_file.setdefault(path.name, []).append(index)
         positions, missing = [], []
         for name in wanted:
+            resolved = (directory / name).resolve() if directory is not None else None
             if name in exact:
                 positions.append(exact[name])
+            elif resolved in same_file:
+                positions.append(same_file[resolved])
             elif len(by_file.get(name, [])) == 1:
                 positions.append(by_file[name][0])
             elif name in by_file:

@@ -139,6 +139,7 @@ def test_stimulus_lists_match_names_by_line_or_file_name_in_any_encoding(tmp_pat
     stimuli = read_stimulus_list(tmp_path / "list.txt")
     assert stimuli.names == ("imgs/x.png", f"imgs/{odd}", "imgs/y.png", "other/y.png")
     assert stimuli.locate(["x.png", odd, "other/y.png"]) == [0, 1, 3]
+    assert stimuli.locate(["../other/y.png"], directory=tmp_path / "behaviour") == [3]  # the same file
     with pytest.raises(UserError, match="'y.png' matches 2 files"):
         stimuli.locate(["y.png"])
     with pytest.raises(UserError, match="2 behavioural stimuli are missing from the stimulus list \\(first: 'z.png'\\)"):
