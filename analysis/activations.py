@@ -62,14 +62,15 @@ def named_stages(model: VGG) -> list[tuple[nn.Module, str | None]]:
             + [(module, fc_outputs.get(index)) for index, module in enumerate(model.classifier)])
 
 
-def forward_layers(model: VGG, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The activations of `layers` for a batch (see the module docstring), computing nothing past the deepest."""
+def forward_layers(model: VGG, images: torch.Tensor, layers: Sequence[str], pooling: str = "full") -> dict[str, torch.Tensor]:
+    """The activations of `layers` for a batch (see the module docstring), each pooled as it is computed (so whole
+    maps are not kept when averaged), computing nothing past the deepest layer."""
     wanted, outputs = set(layers), {}
     x = images
     for module, name in named_stages(model):
         x = module(x)
         if name in wanted:
-            outputs[name] = x
+            outputs[name] = pooled(x, pooling)
             if len(outputs) == len(wanted):
                 return outputs
     raise ValueError(f"unknown layer(s) {sorted(wanted - set(outputs))}; choose from {', '.join(LAYER_NAMES)}")
@@ -137,7 +138,7 @@ def split_images(data_dir: str | os.PathLike, task: str, split: str) -> SplitIma
 
     data = DataDir(data_dir)
     classes = data.heldout_classes(task) if split == "heldout" else data.classes(task)
-    return SplitImages(f"{task}_{split}", str(data.beton(task, split)), tuple(classes))
+    return SplitImages(f"{task}_{split}", str(data.beton(task, split).absolute()), tuple(classes))
 
 
 @dataclass(frozen=True)
@@ -217,8 +218,8 @@ def write_activations(model: VGG, images: ImageSet, resolution: int, directory: 
             tmp = stack.enter_context(atomic_path(directory / f"{layer}.npy"))
             writers[layer] = NpyWriter(stack.enter_context(open(tmp, "wb")), rows, settings.dtype)
         for batch, batch_labels in images.batches(resolution, settings.batch_size):
-            for layer, activation in forward_layers(net, batch.to(target), settings.layers).items():
-                writers[layer].write(pooled(activation, settings.pooling).to(dtype).cpu().numpy())
+            for layer, activation in forward_layers(net, batch.to(target), settings.layers, settings.pooling).items():
+                writers[layer].write(activation.to(dtype).cpu().numpy())
             labels.append(batch_labels.cpu())
         for writer in writers.values():
             writer.check_complete()
@@ -299,7 +300,7 @@ def extract_activations(networks: Sequence[Network], image_sets: Sequence[ImageS
     from lightning_modules.checkpoint import load_model
 
     check_unique(networks)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # workers write there, whatever their working directory
     loaded = {network.name: load_model(network.checkpoint) for network in networks}
     identity = {"networks": {name: model.sha256 for name, model in loaded.items()},
                 "image_sets": {images.name: images.identity() for images in image_sets}, **settings.result_fields()}

@@ -149,7 +149,8 @@ def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str
                     title: str, column_titles: Sequence[str] = ()) -> list[Path]:
     """A grid with one row per (row label, images HxWx3 in [0, 1], captions); empty cells stay blank."""
     columns = max(len(images) for _, images, _ in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.75 * len(rows) + 0.4), squeeze=False)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.75 * len(rows) + 0.4), squeeze=False,
+                                layout="constrained")
     for axes_row, (label, images, captions) in zip(axes, rows):
         for column, axis in enumerate(axes_row):
             axis.set_xticks([])

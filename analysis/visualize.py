@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from analysis.activations import Activations, Network, extract_activations, forward_layers, named_stages, pooled, split_images
+from analysis.activations import Activations, Network, extract_activations, forward_layers, named_stages, split_images
 from analysis.settings import ActivationSettings, VisualizeSettings
 from common.errors import UserError
 from common.io import atomic_path, readable_parquet, write_json, write_parquet
@@ -81,7 +81,7 @@ def own_filter(responses: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
 def filter_activations(model: VGG, images: torch.Tensor, layer: str) -> torch.Tensor:
     """Every filter's activation (after the ReLU, averaged over space) for each image: (images, filters)."""
     with torch.inference_mode():
-        return pooled(forward_layers(model, images, [layer])[layer], "mean")
+        return forward_layers(model, images, [layer], "mean")[layer]
 
 
 @contextlib.contextmanager

@@ -85,6 +85,14 @@ class StimulusList:
         return positions
 
 
+def write_stimulus_list(path: str | os.PathLike, images: Sequence[str | os.PathLike]) -> Path:
+    """Write a stimulus list naming `images` (absolute paths, any encoding), atomically; returns its path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"".join(os.fsencode(Path(image).absolute()) + b"\n" for image in images))
+    return path
+
+
 def read_stimulus_list(path: str | os.PathLike) -> StimulusList:
     """Read a stimulus list; UserError when it is empty, repeats a line, or names a file that does not exist."""
     path = Path(path)
@@ -94,7 +102,7 @@ def read_stimulus_list(path: str | os.PathLike) -> StimulusList:
     repeated = _first_repeat(names)
     if repeated is not None:
         raise UserError(f"stimulus list {os.fsdecode(path)!r} lists {repeated!r} twice; list each image once")
-    paths = tuple(path.parent / name for name in names)
+    paths = tuple(path.parent.absolute() / name for name in names)
     absent = [name for name, file in zip(names, paths) if not file.is_file()]
     if absent:
         raise UserError(f"{len(absent)} images of stimulus list {os.fsdecode(path)!r} do not exist (first: {absent[0]!r}); "

@@ -16,6 +16,7 @@ from analysis.activations import Activations, forward_layers
 from analysis.decoding import decode
 from analysis.settings import DecodingSettings
 from common.io import write_json, write_parquet
+from data_pipeline.behaviour import write_stimulus_list
 from data_pipeline.data_dir import DataDir
 from data_pipeline.sample import sample_images
 from helpers_representation import HELDOUT_CLASSES, save_checkpoint, session_heldout_data
@@ -117,9 +118,7 @@ def test_decode_errors_are_one_line(networks, tmp_path_factory, tmp_path, capsys
 def stimulus_list(data: Path, out: Path) -> Path:
     """A list of 4 images of each held-out face class (the synthetic folders beside the data directory)."""
     images = sorted((data.parent / "synth" / "face" / "heldout").rglob("*.jpg"))
-    chosen = [path for path in images if int(path.stem) < 4]
-    out.write_text("".join(f"{path}\n" for path in chosen))
-    return out
+    return write_stimulus_list(out, [path for path in images if int(path.stem) < 4])
 
 
 def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tmp_path, capsys):
