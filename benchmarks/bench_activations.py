@@ -1,6 +1,8 @@
 """Throughput of activation extraction against a plain forward pass of the same network, and its peak memory.
 
-Paper scale by default: VGG16 at full width, 224 px, a held-out set of 100 classes x 50 images (5,000 images).
+Paper scale by default: VGG16 at full width, 224 px, a held-out set of 100 classes x 50 images (5,000 images) on a
+GPU; on a CPU the default is 128 of those images (rates and memory are per batch, so the count only sets the
+run time: about an hour per pass over 5,000 images on two busy cores).
 Images are generated batch by batch (seeded), so the comparison measures what extraction adds to the forward
 pass (taking the layers, pooling, casting, writing the NPY files) and not the loader, which has its own
 benchmark. Three extractions are timed: fc7 (decoding's default), all 16 layers averaged over space, and the
@@ -8,7 +10,7 @@ whole conv5_3 maps in float16. Runs are interleaved and repeated, and the best t
 shared). Each reports images/s, its ratio to the plain forward pass, peak memory above the start (CUDA
 allocator peak on a GPU, sampled RSS on the CPU) and the bytes written.
 
-    python -m benchmarks.bench_activations [--images 5000] [--resolution 224] [--width 1.0] [--device cpu]
+    python -m benchmarks.bench_activations [--images N] [--resolution 224] [--width 1.0] [--device cpu]
         [--repeats 2]
 """
 
@@ -75,7 +77,8 @@ def plain_forward(model: torch.nn.Module, images: GeneratedImages, resolution: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=5000, help="held-out images (paper: 100 classes x 50)")
+    parser.add_argument("--images", type=int, help="held-out images (default: 5000 = 100 classes x 50 on a GPU, "
+                                                   "128 on a CPU)")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--width", type=float, default=1.0)
@@ -85,6 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    args.images = args.images or (5000 if device.type == "cuda" else 128)
     torch.manual_seed(0)
     model = vgg16(2137, width=args.width).eval().to(device)
     images = GeneratedImages(args.images, args.classes)
