@@ -7,11 +7,15 @@ distance is one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from analysis.settings import (ACTIVATION_DTYPES, CLASSIFIERS, COMPARISONS, DISTANCES, POOLINGS, ActivationSettings,
                                DecodingSettings, RSASettings, VisualizeSettings)
 from common.ray_runner import Resources, add_ray_arguments
 from lightning_modules.layer_names import LAYER_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LAYER_HELP = f"layers among {', '.join(LAYER_NAMES)}"
 
@@ -152,12 +156,18 @@ def run_decode(args: argparse.Namespace) -> int:
     tasks = [task for task in args.tasks.split(",") if task] if args.tasks else None
     summary = run_decoding(networks_of(args), args.data, args.out, tasks, settings, extraction_settings(args),
                            args.address, not args.no_progress)
-    print(f"decoding accuracy, mean ± SEM over {settings.folds} folds ({settings.classifier}):")
-    for row in summary.itertuples():
-        print(f"  {row.network:>16} {row.task:<10} {row.layer:<8} {row.accuracy:.3f} ± {row.sem:.3f}   "
-              f"(chance {row.chance:.3f}, {row.classes} classes)")
+    print(format_decoding(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0
+
+
+def format_decoding(summary: pd.DataFrame) -> str:
+    """Accuracy ± SEM beside chance, one line per network, task and layer of a decoding summary."""
+    first = summary.iloc[0]
+    lines = [f"decoding accuracy, mean ± SEM over {first['folds']} folds ({first['classifier']}):"]
+    lines += [f"  {row.network:>16} {row.task:<10} {row.layer:<8} {row.accuracy:.3f} ± {row.sem:.3f}   "
+              f"(chance {row.chance:.3f}, {row.classes} classes)" for row in summary.itertuples()]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- rsa
@@ -184,18 +194,26 @@ def _register_rsa(subparsers: argparse._SubParsersAction) -> None:
 
 def run_rsa_command(args: argparse.Namespace) -> int:
     """Run RSA and print the noise ceiling and each network's best layer."""
-    from analysis.rsa import best_layers, run_rsa
+    from analysis.rsa import run_rsa
 
     settings = RSASettings(distance=args.distance, comparison=args.comparison)
     summary = run_rsa(networks_of(args), args.stimuli, args.behaviour, args.out, settings, extraction_settings(args),
                       args.address, not args.no_progress)
-    first = summary.iloc[0]
-    print(f"noise ceiling ({settings.comparison}): [{first.noise_ceiling_lower:.3f}, {first.noise_ceiling_upper:.3f}]")
-    for network, layer in best_layers(summary).items():
-        row = summary[(summary.network == network) & (summary.layer == layer)].iloc[0]
-        print(f"  {network:>16} best layer {layer:<8} {row['correlation']:.3f} ± {row['sem']:.3f}")
+    print(format_rsa(summary, settings.comparison))
     print(f"tables, rdms/, summary.json and figures/ in {args.out}")
     return 0
+
+
+def format_rsa(summary: pd.DataFrame, comparison: str) -> str:
+    """The noise ceiling and each network's best layer (mean ± SEM across participants) of an RSA summary."""
+    from analysis.rsa import best_layers
+
+    first = summary.iloc[0]
+    lines = [f"noise ceiling ({comparison}): [{first['noise_ceiling_lower']:.3f}, {first['noise_ceiling_upper']:.3f}]"]
+    for network, layer in best_layers(summary).items():
+        row = summary[(summary.network == network) & (summary.layer == layer)].iloc[0]
+        lines.append(f"  {network:>16} best layer {layer:<8} {row['correlation']:.3f} ± {row['sem']:.3f}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- visualize
