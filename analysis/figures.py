@@ -1,17 +1,21 @@
-"""Figures of the segregation analysis, as PNG and SVG (matplotlib, Agg backend), and their upload to W&B.
+"""Figures of the analyses, as PNG and SVG (matplotlib, Agg backend), and their upload to W&B.
 
 - `plot_segregation_by_layer`: the segregation index per conv layer with its 95% CI band, several curves
   (networks or task pairs) on one axis (paper Fig. 3A / 5B);
 - `plot_normalised_performance`: normalised performance of each task after lesioning each task's top filters,
   for one layer (Fig. 2B);
-- `plot_drop_heatmap`: proportional drops d(X|Y) across layers.
+- `plot_drop_heatmap`: proportional drops d(X|Y) across layers;
+- `plot_decoding_bars`: decoding accuracy of held-out classes per network and task with SEM and chance (Fig. 1);
+- `plot_layer_curves`: a value per layer, one line per network with its SEM band, optionally over a reference
+  band (RSA's noise ceiling) or line (decoding's chance), one panel per task;
+- `plot_image_grid`: rows of images with captions (feature visualisation: optimised and natural images).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -20,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lightning_modules.layer_names import CONV_LAYERS  # noqa: E402
+from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES  # noqa: E402
 from common.io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -91,6 +95,75 @@ def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path
         axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.5 else "black")
     figure.colorbar(image, ax=axis, label="proportional drop")
     axis.set_title("Proportional drop d(evaluated | lesioned)")
+    return save_figure(figure, stem)
+
+
+def plot_decoding_bars(summary: pd.DataFrame, stem: str | os.PathLike, title: str = "Decoding") -> list[Path]:
+    """Grouped bars: one group per task (its held-out classes), one bar per network (accuracy with SEM), and each
+    task's chance level as a dashed line over its group. `summary` has one row per (network, task)."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    networks = list(dict.fromkeys(summary["network"]))
+    width = 0.8 / len(networks)
+    figure, axis = plt.subplots(figsize=(1.5 + 1.2 * len(tasks) * max(1, len(networks) / 2), 4))
+    for offset, network in enumerate(networks):
+        rows = summary[summary["network"] == network].set_index("task").reindex(tasks)
+        positions = np.arange(len(tasks)) + (offset - (len(networks) - 1) / 2) * width
+        axis.bar(positions, rows["accuracy"], width, yerr=rows["sem"], capsize=3, label=network)
+    for position, task in enumerate(tasks):
+        chance = float(summary.loc[summary["task"] == task, "chance"].iloc[0])
+        axis.hlines(chance, position - 0.45, position + 0.45, colors="black", linestyles="--", linewidth=1,
+                    label="chance" if position == 0 else None)
+    axis.set_xticks(range(len(tasks)), [f"{task}\nheld-out classes" for task in tasks])
+    axis.set_ylabel("accuracy (mean ± SEM across folds)")
+    axis.set_ylim(0, 1.05)
+    axis.set_title(title)
+    axis.legend(frameon=False, fontsize=8)
+    return save_figure(figure, stem)
+
+
+def plot_layer_curves(panels: Mapping[str, pd.DataFrame], stem: str | os.PathLike, ylabel: str,
+                      bands: Mapping[str, tuple[float, float]] | None = None, band_label: str = "",
+                      lines: Mapping[str, float] | None = None, line_label: str = "") -> list[Path]:
+    """One panel per entry of `panels` (a frame with network, layer, value, sem): a line per network across its
+    layers with an SEM band, over the panel's reference band (e.g. the noise ceiling) and line (e.g. chance)."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False, sharey=True)
+    for axis, (title, frame) in zip(axes[0], panels.items()):
+        layers = [layer for layer in LAYER_NAMES if layer in set(frame["layer"])]
+        if bands and title in bands:
+            axis.axhspan(*bands[title], color="grey", alpha=0.3, label=band_label)
+        if lines and title in lines:
+            axis.axhline(lines[title], color="black", linestyle="--", linewidth=1, label=line_label)
+        for network, rows in frame.groupby("network", sort=False):
+            rows = rows.set_index("layer").reindex(layers)
+            line, = axis.plot(range(len(layers)), rows["value"], marker="o", label=network)
+            axis.fill_between(range(len(layers)), rows["value"] - rows["sem"], rows["value"] + rows["sem"],
+                              color=line.get_color(), alpha=0.2)
+        axis.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+        axis.set_title(title)
+        axis.legend(frameon=False, fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    return save_figure(figure, stem)
+
+
+def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str]]], stem: str | os.PathLike,
+                    title: str, column_titles: Sequence[str] = ()) -> list[Path]:
+    """A grid with one row per (row label, images HxWx3 in [0, 1], captions); empty cells stay blank."""
+    columns = max(len(images) for _, images, _ in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.75 * len(rows) + 0.4), squeeze=False,
+                                layout="constrained")
+    for axes_row, (label, images, captions) in zip(axes, rows):
+        for column, axis in enumerate(axes_row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column < len(images):
+                axis.imshow(images[column], interpolation="nearest")
+                axis.set_xlabel(captions[column], fontsize=6)
+            else:
+                axis.axis("off")
+        axes_row[0].set_ylabel(label, fontsize=8)
+    for axis, name in zip(axes[0], column_titles):
+        axis.set_title(name, fontsize=8)
+    figure.suptitle(title)
     return save_figure(figure, stem)
 
 

@@ -16,7 +16,7 @@ from common.io import write_json
 
 TRACKED_PACKAGES = (
     "specialize", "torch", "torchvision", "pytorch-lightning", "ray", "ffcv",
-    "wandb", "numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless",
+    "wandb", "numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "scikit-learn", "rsatoolbox",
 )
 
 

@@ -1,4 +1,5 @@
-"""`specialize data synth` (the embedded synthetic image folders) and `specialize data build` (folders -> FFCV)."""
+"""`specialize data synth` (the embedded synthetic image folders), `specialize data build` (folders -> FFCV) and
+`specialize data behaviour` (synthetic behavioural RDMs for RSA)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     _register_synth(commands)
     _register_build(commands)
+    _register_behaviour(commands)
 
 
 def _register_synth(commands: argparse._SubParsersAction) -> None:
@@ -129,4 +131,33 @@ def run_build(args: argparse.Namespace) -> int:
         heldout_per_class=args.heldout_per_class, split=args.split, seed=args.seed, balance=args.balance,
         encoding=encoding, pools=args.pool, workers=args.workers)
     print(summary_line(manifest, args.out))
+    return 0
+
+
+def _register_behaviour(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "behaviour", help="synthetic behavioural RDMs for RSA: participants = a planted RDM plus noise",
+        description="Write a behaviour directory (stimuli.txt + one <participant>.npy RDM each) for the images of a "
+                    "stimulus list: each participant's RDM is the planted RDM (z-scored) plus Gaussian noise. Its "
+                    "stimuli.txt also serves as `specialize rsa --stimuli`.")
+    parser.add_argument("--stimuli", required=True, help="text file listing the stimulus images, one path per line")
+    parser.add_argument("--out", required=True, help="the behaviour directory to write")
+    parser.add_argument("--plant", default="classes", metavar="classes|RDM_FILE",
+                        help="the planted RDM: 'classes' (0 within an image folder, 1 between) or an N x N .npy/.csv "
+                             "in the list's order, e.g. rdms/<network>/<layer>.npy of `specialize rsa` "
+                             "(default: %(default)s)")
+    parser.add_argument("--participants", type=int, default=14, help="(default: %(default)s, the paper's face group)")
+    parser.add_argument("--noise", type=float, default=1.0,
+                        help="noise sd relative to the planted RDM's sd (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run_behaviour)
+
+
+def run_behaviour(args: argparse.Namespace) -> int:
+    """Handler of `specialize data behaviour`."""
+    from data_pipeline.synth_behaviour import generate_behaviour
+
+    out = generate_behaviour(args.out, args.stimuli, None if args.plant == "classes" else args.plant,
+                             participants=args.participants, noise=args.noise, seed=args.seed)
+    print(f"behaviour {out}: {args.participants} participants; use --stimuli {out / 'stimuli.txt'} --behaviour {out}")
     return 0

@@ -1,5 +1,6 @@
-"""Image sets for analyses with the eval transform: fixed, seeded subsets as whole tensors (lesion ranking, decoding,
-RSA), or a whole split streamed in batches (`stream_batches`, for test sets too large to hold in memory)."""
+"""Image sets for analyses with the eval transform: fixed, seeded subsets as whole tensors (lesion ranking), a whole
+split streamed in batches (`stream_batches`, for sets too large to hold in memory), or image files named in a list
+(`stream_image_files`: RSA stimuli) with the same eval transform as the loaders."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 
 from data_pipeline.data_dir import DataDir
-from data_pipeline.loaders import make_loader
+from data_pipeline.images import BadImage, decode_rgb
+from data_pipeline.loaders import CROP_RATIO, make_loader
 from data_pipeline.label_space import LabelSpace
 from common.errors import UserError
 
@@ -62,3 +64,33 @@ def stream_batches(beton_path: str | os.PathLike, resolution: int, batch_size: i
                          label_offset=label_offset, drop_last=False)
     for images, labels in loader:
         yield images.clone(), labels.clone()
+
+
+def eval_transform(image: np.ndarray, resolution: int) -> torch.Tensor:
+    """The loaders' eval transform of one decoded uint8 HxWx3 image, as FFCV does it: the centred square of 224/256
+    of the shorter side, resized to `resolution` (area interpolation), normalised to mean 0.5 / std 0.5, float32 CHW."""
+    import cv2
+
+    height, width = image.shape[:2]
+    side = int(CROP_RATIO * min(height, width))
+    top, left = (height - side) // 2, (width - side) // 2
+    crop = np.ascontiguousarray(image[top: top + side, left: left + side])
+    resized = cv2.resize(crop, (resolution, resolution), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(resized).permute(2, 0, 1).float().sub_(127.5).div_(127.5)
+
+
+def stream_image_files(paths: Sequence[str | os.PathLike], resolution: int,
+                       batch_size: int = BATCH_SIZE) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, indices) batches of image files in list order with the eval transform; an undecodable file is a
+    UserError naming it. The label of each image is its position in `paths`."""
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start: start + batch_size]
+        images = [eval_transform(_decoded(path), resolution) for path in chunk]
+        yield torch.stack(images), torch.arange(start, start + len(chunk))
+
+
+def _decoded(path: str | os.PathLike) -> np.ndarray:
+    try:
+        return decode_rgb(path)[0]
+    except BadImage as error:
+        raise UserError(f"image {os.fsdecode(path)!r}: {error}; fix the file or remove it from the list") from None

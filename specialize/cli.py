@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "sweeps.cli",
     "sweeps.tune",
     "analysis.cli",
+    "analysis.representation_cli",
     "specialize.demo",
 )
 

@@ -1,0 +1,334 @@
+"""Activations of named VGG16 layers for image sets, streamed to disk in bounded memory, fanned out with Ray.
+
+What a layer's activation is: conv1_1 ... conv5_3 are the conv maps after their ReLU (after batch norm and ReLU
+in a batch-norm model), fc6 and fc7 are the hidden fully connected layers after their ReLU, `output` is the
+logits. `forward_layers` runs a network module by module and stops after the deepest layer asked for;
+`pooled` averages conv maps over space (`pooling="mean"`, C values per image) or keeps them whole ("full").
+
+`extract_activations(networks, image_sets, out, settings)` runs one Ray task per (network, image set), each
+streaming its images batch by batch (a task's split of a data directory in file order with the eval
+transform, or image files named in a stimulus list) and appending every layer's activations to an NPY file:
+
+    OUT/<network>/<image set>/<layer>.npy     (images, C) pooled, (images, C, H, W) full, (images, F) for fc
+    OUT/<network>/<image set>/images.parquet  image (row), label, name (class name, or stimulus name)
+    OUT/config.json, OUT/manifest.json
+
+NPY files are written to a temporary name and renamed when complete; images.parquet is written last and marks
+the unit finished, so a rerun skips finished units and redoes interrupted ones. Memory is one batch of
+activations; files are read back as memory maps (`Activations.layer`). Workers read the data and write the
+outputs by path: on a cluster, OUT and the data must be on a shared file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from analysis.settings import ActivationSettings
+from common.errors import UserError
+from common.io import atomic_path, readable_parquet, write_json
+from common.manifest import write_manifest
+from common.output_dir import check_same_job, recorded_identity
+from common.ray_runner import WorkUnit, ray_session, run_units
+from lightning_modules.layer_names import LAYER_NAMES
+from lightning_modules.vgg import VGG, fc_indices, relu_indices
+from sweeps.devices import on_device
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
+IMAGES_TABLE = "images.parquet"
+
+
+# ------------------------------------------------------------------------------------ layers of a network
+
+
+def named_stages(model: VGG) -> list[tuple[nn.Module, str | None]]:
+    """Every module of the forward pass in order, each with the name of the layer whose activation it outputs."""
+    relus = {index: name for name, index in relu_indices(model).items()}
+    fc = fc_indices(model)
+    fc_outputs = {fc["fc6"] + 1: "fc6", fc["fc7"] + 1: "fc7", fc["output"]: "output"}
+    for index in (fc["fc6"] + 1, fc["fc7"] + 1):
+        if not isinstance(model.classifier[index], nn.ReLU):
+            raise ValueError(f"expected a ReLU after the hidden FC layer at classifier[{index - 1}]")
+    return ([(module, relus.get(index)) for index, module in enumerate(model.features)]
+            + [(model.avgpool, None), (nn.Flatten(1), None)]
+            + [(module, fc_outputs.get(index)) for index, module in enumerate(model.classifier)])
+
+
+def forward_layers(model: VGG, images: torch.Tensor, layers: Sequence[str], pooling: str = "full") -> dict[str, torch.Tensor]:
+    """The activations of `layers` for a batch (see the module docstring), each pooled as it is computed (so whole
+    maps are not kept when averaged), computing nothing past the deepest layer."""
+    wanted, outputs = set(layers), {}
+    x = images
+    for module, name in named_stages(model):
+        x = module(x)
+        if name in wanted:
+            outputs[name] = pooled(x, pooling)
+            if len(outputs) == len(wanted):
+                return outputs
+    raise ValueError(f"unknown layer(s) {sorted(wanted - set(outputs))}; choose from {', '.join(LAYER_NAMES)}")
+
+
+def pooled(activation: torch.Tensor, pooling: str) -> torch.Tensor:
+    """A conv map averaged over space ("mean") or kept whole ("full"); fc activations unchanged."""
+    return activation.mean(dim=(2, 3)) if activation.ndim == 4 and pooling == "mean" else activation
+
+
+# ------------------------------------------------------------------------------------------ image sets
+
+
+class ImageSet(Protocol):
+    """Named images with labels, streamed at any resolution with the eval transform."""
+
+    name: str
+
+    def count(self) -> int:
+        """Number of images."""
+
+    def label_names(self) -> Sequence[str]:
+        """The name of each label (a class, or a stimulus)."""
+
+    def batches(self, resolution: int, batch_size: int) -> Iterator[Batch]:
+        """The images in a fixed order, in batches."""
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the images, for the same-job check."""
+
+
+@dataclass(frozen=True)
+class SplitImages:
+    """One task's split of a built data directory, in file order; labels are local class indices."""
+
+    name: str
+    beton: str
+    class_names: tuple[str, ...]
+
+    def count(self) -> int:
+        """Number of images in the .beton."""
+        from data_pipeline.sample import num_samples
+
+        return num_samples(self.beton)
+
+    def label_names(self) -> Sequence[str]:
+        """Class names, by label."""
+        return self.class_names
+
+    def batches(self, resolution: int, batch_size: int) -> Iterator[Batch]:
+        """The split's images in file order with the eval transform."""
+        from data_pipeline.sample import stream_batches
+
+        return stream_batches(self.beton, resolution, batch_size)
+
+    def identity(self) -> dict[str, Any]:
+        """The .beton's path, size and classes."""
+        return {"beton": str(Path(self.beton).resolve()), "bytes": os.path.getsize(self.beton),
+                "classes": list(self.class_names)}
+
+
+def split_images(data_dir: str | os.PathLike, task: str, split: str) -> SplitImages:
+    """The images of `task`'s `split` (train, test or heldout) in a data directory, named <task>_<split>."""
+    from data_pipeline.data_dir import DataDir
+
+    data = DataDir(data_dir)
+    classes = data.heldout_classes(task) if split == "heldout" else data.classes(task)
+    return SplitImages(f"{task}_{split}", str(data.beton(task, split).absolute()), tuple(classes))
+
+
+@dataclass(frozen=True)
+class FileImages:
+    """Image files (RSA stimuli) in list order; each image's label is its position, named by `names`."""
+
+    name: str
+    paths: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def count(self) -> int:
+        """Number of files."""
+        return len(self.paths)
+
+    def label_names(self) -> Sequence[str]:
+        """Stimulus names, by position."""
+        return self.names
+
+    def batches(self, resolution: int, batch_size: int) -> Iterator[Batch]:
+        """The files decoded with the eval transform."""
+        from data_pipeline.sample import stream_image_files
+
+        return stream_image_files(self.paths, resolution, batch_size)
+
+    def identity(self) -> dict[str, Any]:
+        """A digest of the files' names and bytes."""
+        digest = hashlib.sha256()
+        for name, path in zip(self.names, self.paths):
+            digest.update(os.fsencode(name) + b"\0" + Path(path).read_bytes())
+        return {"stimuli": len(self.paths), "sha256": digest.hexdigest()}
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+class NpyWriter:
+    """Appends row batches to an NPY file of `rows` rows; the header is written with the first batch's row shape."""
+
+    def __init__(self, handle: Any, rows: int, dtype: np.dtype):
+        self.handle, self.rows, self.dtype = handle, rows, np.dtype(dtype)
+        self.written, self.row_shape = 0, None
+
+    def write(self, batch: np.ndarray) -> None:
+        """Append a batch of rows (cast to the file's dtype)."""
+        if self.row_shape is None:
+            self.row_shape = batch.shape[1:]
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": (self.rows, *self.row_shape)}
+            np.lib.format.write_array_header_2_0(self.handle, header)
+        if batch.shape[1:] != self.row_shape or self.written + len(batch) > self.rows:
+            raise ValueError(f"batch of shape {batch.shape} does not fit an NPY of {self.rows} rows of {self.row_shape}")
+        self.handle.write(np.ascontiguousarray(batch, dtype=self.dtype).tobytes())
+        self.written += len(batch)
+
+    def check_complete(self) -> None:
+        """ValueError unless every row was written."""
+        if self.written != self.rows:
+            raise ValueError(f"wrote {self.written} rows of {self.rows}")
+
+
+def write_activations(model: VGG, images: ImageSet, resolution: int, directory: Path, settings: ActivationSettings,
+                      device: torch.device | str | None = None) -> pd.DataFrame:
+    """Stream `images` through `model` (on `device`) and write one NPY per layer into `directory`, each renamed into
+    place only when complete; returns the image table (image, label, name). Memory: one batch."""
+    from contextlib import ExitStack
+
+    rows = images.count()
+    if rows == 0:
+        raise UserError(f"image set {images.name} holds no images")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob(".*.tmp"):  # left by a killed task
+        stale.unlink(missing_ok=True)
+    labels, dtype = [], getattr(torch, settings.dtype)
+    with ExitStack() as stack, on_device(model, device) as (net, target), torch.inference_mode():
+        writers = {}
+        for layer in settings.layers:
+            tmp = stack.enter_context(atomic_path(directory / f"{layer}.npy"))
+            writers[layer] = NpyWriter(stack.enter_context(open(tmp, "wb")), rows, settings.dtype)
+        for batch, batch_labels in images.batches(resolution, settings.batch_size):
+            for layer, activation in forward_layers(net, batch.to(target), settings.layers, settings.pooling).items():
+                writers[layer].write(activation.to(dtype).cpu().numpy())
+            labels.append(batch_labels.cpu())
+        for writer in writers.values():
+            writer.check_complete()
+    label_array = torch.cat(labels).numpy()
+    return pd.DataFrame({"image": np.arange(rows), "label": label_array,
+                         "name": np.asarray(images.label_names(), dtype=object)[label_array]})
+
+
+def write_on_worker(model: VGG, images: ImageSet, resolution: int, directory: Path,
+                    settings: ActivationSettings) -> pd.DataFrame:
+    """`write_activations` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
+    from common.ray_runner import worker_device
+
+    return write_activations(model, images, resolution, directory, settings, worker_device())
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Activations:
+    """The stored activations of one network on one image set."""
+
+    directory: Path
+
+    def layer(self, name: str) -> np.ndarray:
+        """A layer's activations (images first), memory-mapped read-only."""
+        return np.load(self.directory / f"{name}.npy", mmap_mode="r")
+
+    def images(self) -> pd.DataFrame:
+        """The image table: image (row), label, name."""
+        return pd.read_parquet(self.directory / IMAGES_TABLE)
+
+    def complete(self, layers: Sequence[str]) -> bool:
+        """Whether the unit finished: its image table reads and every layer's NPY exists."""
+        return readable_parquet(self.directory / IMAGES_TABLE) and all(
+            (self.directory / f"{layer}.npy").is_file() for layer in layers)
+
+
+# ------------------------------------------------------------------------------------------ on Ray
+
+
+@dataclass(frozen=True)
+class Network:
+    """A trained checkpoint and the name it goes by in tables and figures."""
+
+    name: str
+    checkpoint: Path
+
+
+def parse_network(spec: str) -> Network:
+    """'NAME=PATH' or 'PATH' (named after its run directory: runs/train/<name>/checkpoints/x.ckpt -> <name>)."""
+    name, separator, path = spec.partition("=")
+    if not separator:
+        path = spec
+        parent = Path(path).parent
+        name = parent.parent.name if parent.name == "checkpoints" and parent.parent.name else Path(path).stem
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"bad network name {name!r} in {spec!r}; write NAME=PATH with a plain NAME")
+    return Network(name, Path(path))
+
+
+def check_unique(networks: Sequence[Network]) -> None:
+    """UserError when no networks are given or two share a name."""
+    names = [network.name for network in networks]
+    if not names:
+        raise UserError("no networks given; pass --checkpoint [NAME=]PATH")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UserError(f"two checkpoints are both named {repeated[0]!r}; name them with --checkpoint NAME=PATH")
+
+
+def extract_activations(networks: Sequence[Network], image_sets: Sequence[ImageSet], out_dir: str | os.PathLike,
+                        settings: ActivationSettings = ActivationSettings(), address: str | None = None,
+                        progress: bool = True) -> dict[tuple[str, str], Activations]:
+    """Activations of every network on every image set into `out_dir` (layout in the module docstring), one Ray
+    task per pair, resuming finished pairs; returns {(network, image set): Activations}."""
+    from lightning_modules.checkpoint import load_model
+
+    check_unique(networks)
+    out = Path(out_dir).absolute()  # workers write there, whatever their working directory
+    loaded = {network.name: load_model(network.checkpoint) for network in networks}
+    identity = {"networks": {name: model.sha256 for name, model in loaded.items()},
+                "image_sets": {images.name: images.identity() for images in image_sets}, **settings.result_fields()}
+    check_same_job(out, "activation extraction", recorded_identity(out / "config.json"), identity,
+                   "extract into another --out")
+    write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
+                                     "batch_size": settings.batch_size, "identity": identity})
+    stored = {(name, images.name): Activations(out / name / images.name) for name in loaded for images in image_sets}
+    pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
+    if pending:
+        for activations in pending.values():
+            (activations.directory / IMAGES_TABLE).unlink(missing_ok=True)
+        _run_pending(loaded, {images.name: images for images in image_sets}, pending, settings, address, progress)
+    write_manifest(out / "manifest.json", "activations", checkpoints={name: str(model.checkpoint) for name, model in loaded.items()},
+                   checkpoint_sha256=identity["networks"], image_sets=identity["image_sets"], **settings.result_fields())
+    return stored
+
+
+def _run_pending(loaded: Mapping[str, Any], image_sets: Mapping[str, ImageSet],
+                 pending: Mapping[tuple[str, str], Activations], settings: ActivationSettings, address: str | None,
+                 progress: bool) -> None:
+    """The unfinished (network, image set) units as Ray tasks; each task's image table is written as it returns."""
+    import ray
+
+    with ray_session(address):
+        models = {name: ray.put(loaded[name].model) for name in {name for name, _ in pending}}
+        units = [WorkUnit(activations.directory / IMAGES_TABLE,
+                          (models[name], image_sets[set_name], loaded[name].config.data.resolution,
+                           activations.directory, settings), size=image_sets[set_name].count())
+                 for (name, set_name), activations in pending.items()]
+        run_units(write_on_worker, units, settings.resources, "activations", progress, unit_name="image")

@@ -1,0 +1,164 @@
+"""Representational similarity analysis (RSA): how well each layer of each network matches human similarity
+judgements of the same stimuli.
+
+For every network and layer (default: all 16, whole activation maps), an RDM over the behavioural stimuli
+(default 1 - Pearson r between two stimuli's activation patterns; Euclidean or cosine distance as options) is
+compared with each participant's behavioural RDM (rsatoolbox: Spearman rho by default, Kendall tau-a or
+Pearson r as options); the mean and SEM across participants are reported beside the participants' noise ceiling
+(rsatoolbox's leave-one-out bounds: lower = each participant against the mean of the others, upper = against
+the mean of all, averaged over participants; for rank comparisons the mean is over rank-transformed RDMs).
+Layer RDMs are computed from the stored activations in chunks of features (a Gram matrix), so whole conv maps
+of large images never need to fit in memory.
+
+Output directory:
+  activations/                       the extracted activations of the stimuli (`analysis.activations`)
+  rdms/<network>/<layer>.npy         each layer's RDM, rows in rdms/<network>/stimuli.txt order (the behavioural
+                                     data format: usable as a planted RDM for synthetic participants)
+  rsa_participants.parquet           network, layer, layer_index, participant, correlation
+  rsa.parquet                        network, layer, layer_index, correlation (mean), sem, participants,
+                                     noise_ceiling_lower, noise_ceiling_upper
+  summary.json, figures/rsa_by_layer.png|svg, config.json, manifest.json
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.activations import FileImages, Network, extract_activations
+from analysis.settings import ActivationSettings, RSASettings
+from common.io import file_sha256, write_json, write_parquet
+from common.manifest import write_manifest
+from common.output_dir import check_same_job, recorded_identity
+from lightning_modules.layer_names import LAYER_NAMES
+
+CHUNK_VALUES = 1 << 24  # activation values read at once when computing an RDM
+
+
+def gram_statistics(features: np.ndarray, chunk_values: int = CHUNK_VALUES) -> tuple[np.ndarray, np.ndarray, int]:
+    """(Gram matrix X X^T, row sums, number of features) of (stimuli, ...) activations, in float64, reading
+    `chunk_values` values at a time (features may be a memory map larger than memory)."""
+    flat = features.reshape(len(features), -1)
+    count, width = flat.shape
+    gram, sums = np.zeros((count, count)), np.zeros(count)
+    step = max(1, chunk_values // max(1, count))
+    for start in range(0, width, step):
+        block = np.asarray(flat[:, start: start + step], dtype=np.float64)
+        gram += block @ block.T
+        sums += block.sum(axis=1)
+    return gram, sums, width
+
+
+def rdm_from_features(features: np.ndarray, distance: str = "correlation") -> np.ndarray:
+    """The stimuli x stimuli RDM of (stimuli, ...) activations: 1 - Pearson r ("correlation"), 1 - cosine similarity
+    ("cosine") or Euclidean distance ("euclidean"). A stimulus whose pattern is constant (correlation) or zero
+    (cosine) has no defined distance: its row and column are NaN (left out of comparisons)."""
+    gram, sums, width = gram_statistics(features)
+    if distance == "euclidean":
+        squared = np.diag(gram)[:, None] + np.diag(gram)[None, :] - 2 * gram
+        rdm = np.sqrt(np.clip(squared, 0.0, None))
+    else:
+        products = gram - np.outer(sums, sums) / width if distance == "correlation" else gram
+        norms = np.sqrt(np.clip(np.diag(products), 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rdm = 1.0 - products / np.outer(norms, norms)
+        rdm[norms == 0, :] = rdm[:, norms == 0] = np.nan
+    rdm = (rdm + rdm.T) / 2
+    np.fill_diagonal(rdm, 0.0)
+    return rdm
+
+
+def compare_with_participants(model_rdm: np.ndarray, participant_rdms: np.ndarray, method: str = "spearman") -> np.ndarray:
+    """rsatoolbox's comparison of one model RDM (N x N) with each participant's (P x N x N): P values. Stimulus
+    pairs that are NaN in the model RDM are left out."""
+    from rsatoolbox.rdm import RDMs, compare
+
+    undefined = np.isnan(model_rdm)
+    participant_rdms = np.where(undefined, np.nan, participant_rdms)  # rsatoolbox drops pairs NaN in both alike
+    return compare(RDMs(model_rdm[None]), RDMs(participant_rdms), method=method)[0]
+
+
+def noise_ceiling(participant_rdms: np.ndarray, method: str = "spearman") -> tuple[float, float]:
+    """rsatoolbox's noise ceiling (lower: leave-one-out, upper: all participants) of P x N x N RDMs."""
+    from rsatoolbox.inference import boot_noise_ceiling
+    from rsatoolbox.rdm import RDMs
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Noise ceiling for tau based on averaged ranks")
+        lower, upper = boot_noise_ceiling(RDMs(participant_rdms), method=method, rdm_descriptor="index")
+    return float(lower), float(upper)
+
+
+def layer_correlations(network: str, layer: str, rdm: np.ndarray, behaviour: Any, method: str) -> pd.DataFrame:
+    """The comparison of one layer's RDM with every participant: network, layer, layer_index, participant,
+    correlation."""
+    values = compare_with_participants(rdm, behaviour.rdms, method)
+    return pd.DataFrame({"network": network, "layer": layer, "layer_index": LAYER_NAMES.index(layer),
+                         "participant": list(behaviour.participants), "correlation": values})
+
+
+def summarise(per_participant: pd.DataFrame, ceiling: tuple[float, float]) -> pd.DataFrame:
+    """Mean and SEM across participants per (network, layer), with the noise ceiling."""
+    grouped = per_participant.groupby(["network", "layer", "layer_index"], sort=False)["correlation"]
+    summary = grouped.agg(correlation="mean", sd="std", participants="count").reset_index()
+    summary["sem"] = summary.pop("sd") / np.sqrt(summary["participants"])
+    summary["noise_ceiling_lower"], summary["noise_ceiling_upper"] = ceiling
+    return summary[["network", "layer", "layer_index", "correlation", "sem", "participants",
+                    "noise_ceiling_lower", "noise_ceiling_upper"]]
+
+
+def best_layers(summary: pd.DataFrame) -> dict[str, str]:
+    """Per network, the layer whose RDM matches the participants best on average."""
+    return {network: str(rows.loc[rows["correlation"].idxmax(), "layer"])
+            for network, rows in summary.groupby("network", sort=False)}
+
+
+def run_rsa(networks: Sequence[Network], stimulus_list: str | os.PathLike, behaviour_dir: str | os.PathLike,
+            out_dir: str | os.PathLike, settings: RSASettings = RSASettings(),
+            extraction: ActivationSettings = ActivationSettings(layers=LAYER_NAMES), address: str | None = None,
+            progress: bool = True) -> pd.DataFrame:
+    """RSA of every network's layers against the participants in `behaviour_dir` (see the module docstring);
+    returns the summary table. The stimuli are the images of `stimulus_list` that the behavioural data names."""
+    from analysis.figures import plot_layer_curves
+    from data_pipeline.behaviour import read_behaviour, read_stimulus_list, write_behaviour
+
+    out = Path(out_dir)
+    behaviour = read_behaviour(behaviour_dir)
+    stimuli = read_stimulus_list(stimulus_list)
+    positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
+    images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
+    hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
+    identity = {"behaviour": hashes, "stimuli": images.identity(), **extraction.result_fields(), "rsa": asdict(settings)}
+    check_same_job(out, "RSA", recorded_identity(out / "config.json"), identity,
+                   "rerun with the same inputs and settings or choose another --out")
+    write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
+                                     "stimulus_list": str(Path(stimulus_list).resolve()),
+                                     "behaviour": str(Path(behaviour_dir).resolve()), "identity": identity})
+    stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
+    ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
+    frames = []
+    for (network, _), activations in stored.items():
+        rdms = {layer: rdm_from_features(activations.layer(layer), settings.distance) for layer in extraction.layers}
+        write_behaviour(out / "rdms" / network, behaviour.stimuli, rdms)
+        frames += [layer_correlations(network, layer, rdm, behaviour, settings.comparison) for layer, rdm in rdms.items()]
+    per_participant = pd.concat(frames, ignore_index=True)
+    summary = summarise(per_participant, ceiling)
+    write_parquet(out / "rsa_participants.parquet", per_participant)
+    write_parquet(out / "rsa.parquet", summary)
+    title = f"{Path(behaviour_dir).resolve().name}: {len(behaviour.participants)} participants"
+    plot_layer_curves({title: summary.rename(columns={"correlation": "value"})}, out / "figures" / "rsa_by_layer",
+                      f"{settings.comparison} correlation with behaviour (mean ± SEM)", bands={title: ceiling},
+                      band_label="noise ceiling")
+    write_json(out / "summary.json", {"noise_ceiling": {"lower": ceiling[0], "upper": ceiling[1]},
+                                      "best_layer": best_layers(summary), "participants": list(behaviour.participants),
+                                      "stimuli": len(behaviour.stimuli), **asdict(settings),
+                                      "results": summary.to_dict(orient="records")})
+    write_manifest(out / "manifest.json", "rsa", behaviour_sha256=hashes, stimuli=len(behaviour.stimuli),
+                   checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks}, **extraction.result_fields())
+    return summary

@@ -1,0 +1,62 @@
+"""Shared pieces of the representation-analysis tests: a tiny data directory with held-out classes, any VGG saved
+as a `specialize train`-style checkpoint, and image sets held in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import torch
+
+from data_pipeline.label_space import LabelSpace
+from helpers_data import make_tiny_data_dir
+from lightning_modules.config import TrainConfig
+from lightning_modules.vgg import VGG
+
+HELDOUT_CLASSES = 3
+HELDOUT_PER_CLASS = 6
+
+
+def session_heldout_data(tmp_path_factory) -> Path:
+    """Face and object data (4 classes each, 32 px) with 3 held-out classes of 6 images per task, built once per
+    pytest session."""
+    root = tmp_path_factory.getbasetemp() / "heldout_data"
+    data = root / "data"
+    if (data / "manifest.json").is_file():
+        return data
+    return make_tiny_data_dir(root, classes=4, train=6, test=HELDOUT_PER_CLASS, heldout=HELDOUT_CLASSES, size=32,
+                              seed=0)
+
+
+def save_checkpoint(model: VGG, classes: Mapping[str, Sequence[str]], path: Path, data_dir: Path, width: float,
+                    batch_norm: bool, resolution: int = 32) -> Path:
+    """`model` as a checkpoint `load_model` reads (as `specialize train` writes it), trained on `classes`."""
+    config = TrainConfig(tasks=list(classes))
+    config.data.dir, config.data.resolution = str(data_dir), resolution
+    config.model.width, config.model.batch_norm, config.model.dropout = width, batch_norm, 0.0
+    hparams = {"config": config.to_dict(), "label_space": LabelSpace.from_classes(classes).to_dict()}
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    return path
+
+
+class MemoryImages:
+    """An `analysis.activations.ImageSet` over images in memory, yielded in batches of `batch_size` at most."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = "memory"):
+        self.name, self.images, self.labels = name, images, labels
+        self.served: list[int] = []  # size of every batch handed out
+
+    def count(self) -> int:
+        return len(self.images)
+
+    def label_names(self) -> Sequence[str]:
+        return [f"class_{label}" for label in range(int(self.labels.max()) + 1)]
+
+    def batches(self, resolution: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.images), batch_size):
+            self.served.append(len(self.images[start: start + batch_size]))
+            yield self.images[start: start + batch_size], self.labels[start: start + batch_size]
+
+    def identity(self) -> dict:
+        return {"images": len(self.images)}
