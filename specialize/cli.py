@@ -17,8 +17,8 @@ SUBCOMMAND_MODULES = (
     "data_pipeline.cli",
     "lightning_modules.cli",
     "sweeps.cli",
-    "sweeps.tune",
     "analysis.cli",
+    "specialize.study",
     "specialize.demo",
 )
 
