@@ -6,7 +6,7 @@ import argparse
 
 from analysis.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from common.ray_runner import Resources, add_ray_arguments
-from lightning_modules.config import WANDB_MODES
+from common.wandb_runs import WANDB_MODES, WandbTarget
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,8 +62,8 @@ def run_segregation_command(args: argparse.Namespace) -> int:
     settings = SegregationSettings(fraction=args.fraction, fractions=args.fractions, n_bootstraps=args.bootstraps,
                                    seed=args.seed, random_tasks=args.random_tasks, batch_size=args.batch_size,
                                    figure_layer=args.figure_layer, resources=Resources.from_args(args))
-    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address, args.wandb_project,
-                               args.wandb_mode)
+    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address,
+                               WandbTarget(args.wandb_project, args.wandb_mode))
     print(format_summary(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0

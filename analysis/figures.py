@@ -1,4 +1,4 @@
-"""Figures of the analyses, as PNG and SVG (matplotlib, Agg backend), and their upload to W&B.
+"""Figures of the analyses, as PNG and SVG (matplotlib, Agg backend).
 
 - `plot_segregation_by_layer`: the segregation index per conv layer with its 95% CI band, several curves
   (networks or task pairs) on one axis (paper Fig. 3A / 5B);
@@ -165,29 +165,3 @@ def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str
         axis.set_title(name, fontsize=8)
     figure.suptitle(title)
     return save_figure(figure, stem)
-
-
-def wandb_mode(requested: str) -> str:
-    """The W&B mode to use: WANDB_MODE when set, else `requested` (offline, online or disabled)."""
-    return os.environ.get("WANDB_MODE") or requested
-
-
-def log_to_wandb(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], project: str | None,
-                 mode: str = "offline", config: Mapping | None = None,
-                 run_dir: str | os.PathLike | None = None) -> bool:
-    """Log PNG figures and tables to the active W&B run, or to a new run in `project` (none: W&B stays off).
-
-    Returns False when nothing was logged: no active run and no project, or the mode is "disabled".
-    """
-    import wandb
-
-    own_run, mode = wandb.run is None, wandb_mode(mode)
-    if own_run and (project is None or mode == "disabled"):
-        return False
-    run = wandb.init(project=project, job_type="segregation", config=dict(config or {}), dir=run_dir,
-                     mode=mode) if own_run else wandb.run
-    run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
-             **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
-    if own_run:
-        run.finish()
-    return True

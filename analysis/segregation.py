@@ -41,6 +41,7 @@ from common.io import file_sha256, read_json, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from common.ray_runner import Resources
+from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
 TABLES = ("accuracy", "drops", "segregation")
@@ -155,10 +156,11 @@ def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: Segregati
 
 def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                     settings: SegregationSettings = SegregationSettings(), address: str | None = None,
-                    wandb_project: str | None = None, wandb_mode: str = "offline") -> dict[str, Any]:
+                    wandb: WandbTarget = WandbTarget()) -> dict[str, Any]:
     """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary.
 
-    With `wandb_project` (or inside an active W&B run) the figures and tables also go to W&B, in `wandb_mode`.
+    An analysis already finished in `out_dir` (same inputs) is not redone. With a W&B project (or inside an active
+    W&B run) the figures, tables and the index of every layer also go to W&B.
     """
     from common.ray_runner import ray_session
     from lightning_modules.checkpoint import load_model
@@ -174,8 +176,10 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
                 "random_tasks": settings.random_tasks}
     check_same_job(out, "segregation analysis", recorded_identity(out / "config.json"), identity,
                    "rerun with the same inputs or choose another --out")
+    if (out / "manifest.json").is_file():  # written last: the analysis is finished
+        return read_json(out / "summary.json")
     write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
-                                     "wandb_project": wandb_project, "wandb_mode": wandb_mode, **asdict(settings), "identity": identity})
+                                     "wandb": asdict(wandb), **asdict(settings), "identity": identity})
     with ray_session(address):
         if settings.random_tasks:
             grouping = random_grouping(loaded.label_space, settings.seed)
@@ -197,8 +201,15 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
                    checkpoint_sha256=loaded.sha256, data=data, seeds={"bootstrap": settings.seed, "test_images": settings.seed,
                    "random_tasks": settings.seed if settings.random_tasks else None}, tasks=list(grouping),
                    n_bootstraps=settings.n_bootstraps, fractions=settings.all_fractions)
-    figures.log_to_wandb(pngs, tables, wandb_project, wandb_mode, config=asdict(settings), run_dir=out)
+    log_stage(wandb, "segregation", out, asdict(settings), pngs, tables, summary_scalars(summary))
     return summary
+
+
+def summary_scalars(summary: dict[str, Any]) -> dict[str, float]:
+    """The segregation index of every layer and pair at the headline fraction (default scope), as W&B summary keys
+    `si/<pair>/<layer>`."""
+    rows = summary["segregation_index"][summary["default_scope"]]
+    return {f"si/{pair}/{row['layer']}": row["si"] for pair, layers in rows.items() for row in layers}
 
 
 def segregation_curves(inputs: Sequence[str], fraction: float | None = None,

@@ -52,7 +52,8 @@ def resumed_config(saved: "TrainConfig", run_dir: str, overrides: list[str]) -> 
     """A run directory's saved config, placed at that directory, with `overrides` applied (e.g. more epochs)."""
     from pathlib import Path
 
-    from lightning_modules.config import apply_override, config_from_dict
+    from common.typed_config import apply_override
+    from lightning_modules.config import config_from_dict
 
     data = saved.to_dict()
     run_path = Path(run_dir)

@@ -15,10 +15,9 @@ mid-epoch restarts that epoch's data order.
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from common.errors import UserError
 from common.io import file_sha256, read_json, write_json
@@ -27,6 +26,7 @@ from common.output_dir import check_same_job, flatten
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig, read_run_config, write_config
+from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, make_loggers
 
 CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is continued: they change neither the model nor the data it sees.
@@ -36,8 +36,12 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
-def train(config: TrainConfig) -> Path:
-    """Train (or continue) the run described by `config`; returns the run directory."""
+def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Train (or continue) the run described by `config`; returns the run directory.
+
+    A run that already finished (its summary.json covers `trainer.epochs`) is left as it is. `callbacks` are added
+    to the Trainer's own (e.g. Ray Tune's report callback).
+    """
     import pytorch_lightning as pl
 
     from lightning_modules.module import TaskModule
@@ -49,9 +53,11 @@ def train(config: TrainConfig) -> Path:
     data_dir = DataDir(config.data.dir)
     label_space = label_space_for(data_dir, config)
     check_existing_run(run_dir, config, label_space.to_dict())
+    if finished_epochs(run_dir) >= config.trainer.epochs:
+        return run_dir
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = TaskModule(config.to_dict(), label_space.to_dict())
-    trainer = make_trainer(config, run_dir)
+    trainer = make_trainer(config, run_dir, callbacks)
     if trainer.is_global_zero:
         write_run_files(run_dir, config, label_space.to_dict(), Path(config.data.dir))
     datamodule = make_datamodule(config, trainer.world_size)
@@ -107,7 +113,13 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return str(max(existing, key=lambda path: path.stat().st_mtime)) if existing else None
 
 
-def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
+def finished_epochs(run_dir: Path) -> int:
+    """Epochs a finished run trained (its summary.json), 0 when it has not finished."""
+    summary = run_dir / "summary.json"
+    return int(read_json(summary)["epochs"]) if summary.is_file() else 0
+
+
+def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[Any] = ()) -> Any:
     """A Lightning Trainer with checkpoints, loggers, progress bar and Slurm requeue on SIGUSR1."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
@@ -121,7 +133,7 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
                            save_top_k=1, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks: list[Any] = [best, last]
+    callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
     plugins = []
     if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -143,44 +155,6 @@ def make_trainer(config: TrainConfig, run_dir: Path) -> Any:
         log_every_n_steps=10,
         enable_model_summary=False,
     )
-
-
-def make_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:
-    """CSVLogger into the run directory, always; W&B unless `wandb.mode=disabled` (rank 0 logs; same run on resume)."""
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
-
-    loggers: list[Any] = [CSVLogger(save_dir=run_dir, name="", version="")]
-    if config.wandb.mode == "disabled":
-        return loggers
-    loggers.append(WandbLogger(
-        project=config.wandb.project, group=config.wandb.group, name=config.wandb.name or run_dir.name,
-        tags=config.wandb.tags, id=wandb_run_id(run_dir), resume="allow", save_dir=str(run_dir),
-        offline=config.wandb.mode == "offline", config=flatten(config.to_dict()),
-    ))
-    return loggers
-
-
-def wandb_run_id(run_dir: Path) -> str | None:
-    """The run's W&B id, created once by rank 0 and kept in the run directory so a resumed run continues it."""
-    from pytorch_lightning.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:
-        return None
-    path = run_dir / "wandb_id.txt"
-    if not path.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(uuid.uuid4().hex[:12] + "\n")
-    return path.read_text().strip()
-
-
-def finish_wandb_run(trainer: Any) -> None:
-    """Close this process's W&B run (Lightning leaves it open), flushing its logs; the next `train` starts its own."""
-    from pytorch_lightning.loggers import WandbLogger
-
-    if trainer.is_global_zero and any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def make_datamodule(config: TrainConfig, world_size: int) -> Any:

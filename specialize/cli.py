@@ -17,9 +17,9 @@ SUBCOMMAND_MODULES = (
     "data_pipeline.cli",
     "lightning_modules.cli",
     "sweeps.cli",
-    "sweeps.tune",
     "analysis.cli",
     "analysis.representation_cli",
+    "specialize.study",
     "specialize.demo",
 )
 

@@ -23,7 +23,7 @@ import pandas as pd
 import ray
 
 from common.errors import UserError
-from common.io import read_json, write_json, write_parquet
+from common.io import read_json, readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import as_stored, check_same_job
 from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
@@ -176,9 +176,13 @@ def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | o
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
 
-    Resumes the sweep already in `out_dir`. `identity` (what is swept) and `config_extra` go into config.json.
+    Resumes the sweep already in `out_dir`, and returns a finished one's tables without redoing anything.
+    `identity` (what is swept) and `config_extra` go into config.json.
     """
     out = Path(out_dir)
+    if readable_parquet(out / "ranking.parquet"):  # written last: the sweep is finished
+        resolve_settings(out, settings, identity or {})
+        return pd.read_parquet(out / "filter_losses.parquet"), pd.read_parquet(out / "ranking.parquet")
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
         settings = resolve_settings(out, settings, identity or {})
@@ -240,6 +244,8 @@ def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_di
     arguments = {"checkpoint": str(Path(checkpoint).resolve()), "out": str(Path(out_dir).resolve()), "address": address}
     filter_losses, ranking = distributed_sweep(loaded.model, images, out_dir, settings, identity, address, progress,
                                                config_extra=arguments)
+    if (Path(out_dir) / "manifest.json").is_file():
+        return SweepResult(filter_losses, ranking, Path(out_dir))
     write_manifest(Path(out_dir) / "manifest.json", "lesion_sweep", checkpoint=arguments["checkpoint"],
                    checkpoint_sha256=loaded.sha256, data=identity["data"], images_per_task=images_per_task,
                    seeds={"images": seed}, tasks=identity["tasks"], layers=list(settings.layers),

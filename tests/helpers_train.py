@@ -43,18 +43,35 @@ def tiny_config(data_dir: Path, out: Path, overrides: Sequence[str] = ()) -> Tra
     return load_config(ROOT / "configs" / "tiny_face_object.yaml", [*base, *overrides])
 
 
-def wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of a run's offline W&B logs (all its offline-run folders), read with `wandb leet inspect`."""
+def wandb_records(run_dir: Path) -> list[list[dict]]:
+    """Every record of each offline W&B run under `run_dir`/wandb (one list per run), read with `wandb leet inspect`."""
     import subprocess
 
     wandb = Path(sys.executable).parent / "wandb"
-    rows = []
+    runs = []
     for log in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
         out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(log)], capture_output=True, text=True,
                              check=True, timeout=120).stdout
-        records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        rows += [record["history"]["item"] for record in records if record.get("type") == "history"]
-    return rows
+        runs.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
+    return runs
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of a run's offline W&B logs (all its offline-run folders)."""
+    return [record["history"]["item"] for records in wandb_records(run_dir) for record in records
+            if record.get("type") == "history"]
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """The one offline W&B run under `run_dir`/wandb: its run record (group, job type, name, config) and summary."""
+    [records] = wandb_records(run_dir)
+    [run] = [record["run"] for record in records if record.get("type") == "run"]
+    summary: dict = {}
+    for record in records:
+        if record.get("type") == "summary":
+            summary.update(record["summary"].get("update", {}))
+    return {"group": run.get("run_group"), "job_type": run.get("job_type"), "name": run.get("display_name"),
+            "config": run["config"]["update"], "summary": summary}
 
 
 def session_tiny_data(tmp_path_factory) -> Path:

@@ -1,4 +1,4 @@
-"""Ray Tune over seeds: two real training trials through Ray, resumable, with a results table."""
+"""`specialize tune`: a study without analyses; two real training trials through Ray Tune, resumable, with a table."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def test_tune_trains_every_seed_and_reruns_without_retraining(tmp_path: Path) ->
             "--out", str(tmp_path / "runs"), f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1",
             "wandb.mode=disabled"]
     assert main(args) == 0
-    table = pd.read_parquet(tmp_path / "runs" / "tune_results.parquet")
+    table = pd.read_parquet(tmp_path / "runs" / "trials.parquet")
     assert sorted(table["seed"]) == [0, 1]
-    assert set(table["tasks"]) == {"face+object"}
+    assert [list(tasks) for tasks in table["tasks"]] == [["face", "object"]] * 2
     for column in ("val/face/top1", "val/object/top1"):
         assert table[column].between(0, 1).all()
-    checkpoints = {seed: tmp_path / "runs" / f"tiny_face_object-seed{seed}" / "checkpoints" / "last.ckpt" for seed in (0, 1)}
+    checkpoints = {seed: tmp_path / "runs" / "trials" / f"tiny_face_object-seed{seed}" / "train" / "checkpoints" / "last.ckpt"
+                   for seed in (0, 1)}
     mtimes = {seed: path.stat().st_mtime_ns for seed, path in checkpoints.items()}
     # The two seeds give different networks.
     import torch
@@ -40,3 +41,11 @@ def test_tune_trains_every_seed_and_reruns_without_retraining(tmp_path: Path) ->
     # A rerun finds both runs finished and trains nothing again.
     assert main(args) == 0
     assert {seed: path.stat().st_mtime_ns for seed, path in checkpoints.items()} == mtimes
+
+
+def test_more_than_one_gpu_per_trial_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["tune", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"), "--gpus-per-trial", "2",
+                 "--out", str(tmp_path / "runs")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert "at most one GPU" in error and "\n" not in error and not (tmp_path / "runs").exists()

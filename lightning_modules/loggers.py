@@ -1,0 +1,76 @@
+"""Where a training run logs: metrics.csv always, and W&B (offline unless configured; rank 0 logs; a resumed run
+continues the same W&B run). The W&B run carries the run's config, its pair (the config's name), tasks and seed, a
+job type, and summary metrics that dashboards compare: the best (lowest) validation loss and the best top-1 per
+task."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning import Callback
+
+from common.output_dir import flatten
+from lightning_modules.config import TrainConfig
+
+
+def make_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:
+    """CSVLogger into the run directory, always; W&B unless `wandb.mode=disabled` (rank 0 logs; same run on resume)."""
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    if config.wandb.mode == "disabled":
+        return loggers
+    loggers.append(WandbLogger(
+        project=config.wandb.project, group=config.wandb.group, name=config.wandb.name or run_dir.name,
+        job_type=config.wandb.job_type, tags=config.wandb.tags, id=wandb_run_id(run_dir), resume="allow",
+        save_dir=str(run_dir), offline=config.wandb.mode == "offline", config=wandb_run_config(config),
+    ))
+    return loggers
+
+
+def wandb_run_config(config: TrainConfig) -> dict[str, Any]:
+    """The W&B run config: the resolved training config (dotted keys), with its pair (the config's name), tasks and
+    seed at the top so that the runs table filters and groups by them."""
+    return {**flatten(config.to_dict()), "pair": config.name, "tasks": "+".join(config.tasks), "seed": config.seed}
+
+
+class WandbSummaryMetrics(Callback):
+    """Declare the summaries W&B dashboards compare: the lowest validation loss and each task's best validation top-1."""
+
+    def __init__(self, tasks: list[str]):
+        self.tasks = list(tasks)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                logger.experiment.define_metric("val/loss", summary="min")
+                for task in self.tasks:
+                    logger.experiment.define_metric(f"val/{task}/top1", summary="max")
+                    logger.experiment.define_metric(f"val/{task}/top1_own", summary="max")
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The run's W&B id, created once by rank 0 and kept in the run directory so a resumed run continues it."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    path = run_dir / "wandb_id.txt"
+    if not path.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex[:12] + "\n")
+    return path.read_text().strip()
+
+
+def finish_wandb_run(trainer: Any) -> None:
+    """Close this process's W&B run (Lightning leaves it open), flushing its logs; the next `train` starts its own."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if trainer.is_global_zero and any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        import wandb
+
+        wandb.finish()

@@ -1,0 +1,149 @@
+"""`specialize study`: a tiny study through Ray Tune end to end, killed and resumed; its config and aggregation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.seeds import across_seeds
+from helpers_data import make_tiny_data_dir
+from helpers_train import ROOT, wandb_run
+from specialize.cli import main
+
+LAYERS = ["conv1_1", "conv5_3"]
+
+
+def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
+    """A tiny study: two pairs and one control, two seeds, one epoch, two swept layers, few images."""
+    study = {"name": "tiny", "seeds": [0, 1], "output": str(out),
+             "pairs": {"face_object": {"config": str(ROOT / "configs/tiny_face_object.yaml")},
+                       "food_object": {"config": str(ROOT / "configs/tiny_food_object.yaml")}},
+             "controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
+             "overrides": [f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1"],
+             "analyses": {"lesion": {"images_per_task": 12, "layers": LAYERS}, "segregation": {"bootstraps": 50}},
+             "resources": {"train": {"cpus": 0.5}, "sweep_task": {"cpus": 0.5}, "eval_task": {"cpus": 0.5}},
+             **changes}
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def study_command(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "specialize.cli", "study", "--config", str(config), *extra]
+
+
+def stamps(directory: Path) -> dict[Path, int]:
+    """Modification times of every file under `directory`."""
+    return {path: path.stat().st_mtime_ns for path in directory.rglob("*") if path.is_file()}
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
+    data = make_tiny_data_dir(tmp_path, tasks=("face", "object", "food"), classes=3, train=12, test=6, heldout=0,
+                              pools=["face+object", "food+object"])
+    config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs")
+    study = tmp_path / "runs" / "tiny"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+
+    # Killed (the driver, its Ray and its trials) once the first trial has finished.
+    first = subprocess.Popen(study_command(config), cwd=ROOT, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while not list(study.glob("trials/*/trial.json")) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    finished = [path.parent for path in study.glob("trials/*/trial.json")]
+    assert 1 <= len(finished) < 6
+    before = {trial: stamps(trial) for trial in finished}
+    done_stages = {stage: stamps(stage) for stage in study.glob("trials/*/*") if (stage / "manifest.json").is_file()
+                   and (stage.name != "train" or (stage / "summary.json").is_file())}
+
+    subprocess.run(study_command(config), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True)
+    # Finished trials and finished stages of unfinished ones were not redone.
+    assert {trial: stamps(trial) for trial in finished} == before
+    for stage, files in done_stages.items():
+        assert {path: path.stat().st_mtime_ns for path in files} == files, stage
+
+    trials = pd.read_parquet(study / "trials.parquet")
+    assert sorted(trials["name"]) == sorted(f"{n}-seed{s}" for n in ("face_object", "food_object", "face") for s in (0, 1))
+    for pair in ("face_object", "food_object"):
+        for seed in (0, 1):
+            for stage in ("train/checkpoints/best.ckpt", "lesion/ranking.parquet", "segregation/summary.json",
+                          "segregation_random/summary.json"):
+                assert (study / "trials" / f"{pair}-seed{seed}" / stage).is_file()
+    assert not (study / "trials" / "face-seed0" / "lesion").exists()  # controls only train
+
+    seeds = pd.read_parquet(study / "aggregate" / "seeds.parquet")
+    assert len(seeds) == 2 * 2 * 2 * len(LAYERS)  # pairs x conditions x seeds x layers
+    assert set(seeds["condition"]) == {"network", "random tasks"}
+    pairs = pd.read_parquet(study / "aggregate" / "pairs.parquet")
+    expected = seeds.groupby(["pair", "condition", "layer"])["si"].mean()
+    merged = pairs.set_index(["pair", "condition", "layer"])["mean_si"]
+    np.testing.assert_allclose(merged.sort_index().to_numpy(), expected.sort_index().to_numpy(), equal_nan=True)
+    # each trial's index is the one its own segregation analysis reports
+    own = pd.read_parquet(study / "trials" / "food_object-seed1" / "segregation" / "segregation.parquet")
+    own = own[(own.fraction == 0.2) & (own.scope == "all_outputs")].set_index("layer")["si"]
+    mine = seeds[(seeds.pair == "food_object") & (seeds.seed == 1) & (seeds.condition == "network")].set_index("layer")["si"]
+    pd.testing.assert_series_equal(mine.sort_index(), own.sort_index(), check_names=False)
+    intact = pd.read_parquet(study / "aggregate" / "intact.parquet")
+    assert set(zip(intact.network, intact.task)) == {("face_object", "face"), ("face_object", "object"),
+                                                     ("food_object", "food"), ("food_object", "object"), ("face", "face")}
+    for figure in ("segregation_by_pair", "intact_accuracy"):
+        assert (study / "aggregate" / "figures" / f"{figure}.png").stat().st_size > 0
+
+    # --aggregate-only rebuilds the same tables from the finished trials and touches no trial
+    trial_files = stamps(study / "trials")
+    subprocess.run(study_command(config, "--aggregate-only"), cwd=ROOT, env=env, check=True, timeout=300,
+                   capture_output=True)
+    assert stamps(study / "trials") == trial_files
+    pd.testing.assert_frame_equal(pd.read_parquet(study / "aggregate" / "pairs.parquet"), pairs)
+
+    # W&B: one group per study; each trial's runs named <pair>-seed<N> with job types and labels; summary scalars
+    trial = study / "trials" / "face_object-seed1"
+    train = wandb_run(trial / "train")
+    assert (train["group"], train["job_type"], train["name"]) == ("tiny", "train", "face_object-seed1")
+    assert (train["config"]["pair"], train["config"]["tasks"], train["config"]["seed"]) == ("face_object", "face+object", 1)
+    assert set(train["summary"]["val/loss"]) == {"min"} and set(train["summary"]["val/face/top1"]) == {"max"}
+    lesion = wandb_run(trial / "lesion")
+    assert (lesion["group"], lesion["job_type"], lesion["config"]["pair"]) == ("tiny", "lesion", "face_object")
+    segregation = wandb_run(trial / "segregation")
+    assert (segregation["group"], segregation["job_type"]) == ("tiny", "segregation")
+    assert {f"si/face+object/{layer}" for layer in LAYERS} <= set(segregation["summary"])
+    aggregate = wandb_run(study / "aggregate")
+    assert (aggregate["group"], aggregate["job_type"]) == ("tiny", "aggregate")
+    assert "si/food_object/network/conv5_3" in aggregate["summary"]
+
+
+def test_across_seeds_is_the_mean_with_a_t_interval():
+    seeds = pd.DataFrame({"pair": "p", "condition": "network", "layer": "conv1_1", "layer_index": 1, "task_a": "a",
+                          "task_b": "b", "seed": [0, 1, 2], "si": [0.2, 0.4, 0.9]})
+    [row] = across_seeds(seeds).itertuples()
+    sd = np.std([0.2, 0.4, 0.9], ddof=1)
+    assert row.n_seeds == 3 and row.mean_si == pytest.approx(0.5)
+    assert row.high - row.mean_si == pytest.approx(4.302653 * sd / np.sqrt(3), rel=1e-5)  # t(0.975, 2) = 4.3027
+    [single] = across_seeds(seeds.iloc[:1]).itertuples()
+    assert single.mean_si == pytest.approx(0.2) and np.isnan(single.low) and np.isnan(single.high)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"pairs": {}, "controls": {}}, "the study has no networks"),
+    ({"seeds": [1, 1]}, "distinct seeds"),
+    ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
+    ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
+    ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
+])
+def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):
+    config = study_yaml(tmp_path / "study.yaml", tmp_path / "data", tmp_path / "runs", **change)
+    assert main(["study", "--config", str(config)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "runs").exists()  # nothing written
