@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "lightning_modules.cli",
     "sweeps.cli",
     "analysis.cli",
+    "analysis.report.cli",
     "specialize.study",
     "specialize.demo",
 )
