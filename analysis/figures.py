@@ -142,23 +142,29 @@ def plot_filter_importance(importance: pd.DataFrame, tasks: tuple[str, str], ste
     layers = list(dict.fromkeys(importance.sort_values("layer_index")["layer"]))
     columns = min(len(layers), 5)
     rows = math.ceil(len(layers) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.5 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 + 2.4 * columns, 1.2 + 2.3 * rows), squeeze=False,
+                                layout="constrained")
     first, second = tasks
+    groups = {"tab:blue": f"top {first} filters", "tab:orange": f"top {second} filters", "tab:red": "top for both",
+              "0.6": "others"}
     for axis, layer in zip(axes.flat, layers):
-        rows = importance[importance["layer"] == layer]
-        increase = rows.pivot(index="filter", columns="task", values="increase")
-        top = rows.pivot(index="filter", columns="task", values="top").astype(bool)
+        rows_of_layer = importance[importance["layer"] == layer]
+        increase = rows_of_layer.pivot(index="filter", columns="task", values="increase")
+        top = rows_of_layer.pivot(index="filter", columns="task", values="top").astype(bool)
         top_a, top_b = top[first].to_numpy(), top[second].to_numpy()
         colours = np.where(top_a & top_b, "tab:red", np.where(top_a, "tab:blue", np.where(top_b, "tab:orange", "0.6")))
-        axis.scatter(increase[first], increase[second], c=colours, s=8)
+        for colour in groups:
+            chosen = colours == colour
+            axis.scatter(increase[first][chosen], increase[second][chosen], color=colour, s=8, label=groups[colour])
         limits = [min(axis.get_xlim()[0], axis.get_ylim()[0]), max(axis.get_xlim()[1], axis.get_ylim()[1])]
         axis.plot(limits, limits, color="black", linewidth=0.5)
         axis.set_title(layer, fontsize=9)
         axis.tick_params(labelsize=7)
     for axis in axes.flat[len(layers):]:
         axis.set_visible(False)
-    figure.supxlabel(f"loss increase, {first} images")
-    figure.supylabel(f"loss increase, {second} images")
-    figure.suptitle(f"Single-filter lesions (blue: top {first} filters, orange: top {second}, red: both)")
-    figure.tight_layout()
+    figure.supxlabel(f"loss increase, {first} images", fontsize=9)
+    figure.supylabel(f"loss increase, {second} images", fontsize=9)
+    figure.suptitle("Single-filter lesions", fontsize=10)
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", frameon=False,
+                  fontsize=8)
     return save_figure(figure, stem)

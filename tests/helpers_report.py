@@ -204,3 +204,40 @@ def write_analysis(directory: Path, kind: str, small_rows: int = 4, big_rows: in
     write_json(directory / "config.json", {"identity": {"folds": 5}})
     write_manifest(directory / "manifest.json", kind, seeds={"folds": 0})
     return directory
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's browser (scripts/setup_system.sh), never one Playwright downloads
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def open_in_browser(page_path: Path, screenshot: Path) -> dict[str, Any]:
+    """Open a report with file:// in headless chromium, then screenshot the whole page (every <details> opened).
+
+    Returns what rendered: the headings' texts, each image's (complete, naturalWidth), the tables' titles, every
+    request's URL, failed requests and console errors.
+    """
+    from playwright.sync_api import sync_playwright
+
+    requests: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("requestfailed", lambda request: failed.append(request.url))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.goto(page_path.resolve().as_uri(), wait_until="load")
+            rendered = page.evaluate("""() => ({
+                headings: [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => h.textContent.trim()),
+                images: [...document.images].map(image => [image.complete, image.naturalWidth]),
+                tables: [...document.querySelectorAll('div.table')].map(t => [t.querySelector('h5').textContent,
+                                                                               t.querySelectorAll('tbody tr').length]),
+            })""")
+            page.evaluate("() => document.querySelectorAll('details').forEach(details => details.open = true)")
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return {**rendered, "requests": requests, "failed": failed, "console_errors": errors}

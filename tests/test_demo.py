@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers_report import open_in_browser
 from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
 
@@ -28,6 +29,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     assert [row["layer"] for row in rows] == list(CONV_LAYERS)
     assert all(row["low"] <= row["si"] <= row["high"] for row in rows)
     assert (tmp_path / "segregation" / "figures" / "segregation_by_layer.png").stat().st_size > 0
+    assert f"report: {tmp_path / 'report.html'}" in printed
+    shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
+    assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
+    assert shown["images"] and all(complete and width > 0 for complete, width in shown["images"])
+    assert shown["requests"] == [(tmp_path / "report.html").resolve().as_uri()]
     chunks = {path: path.stat().st_mtime_ns for path in (tmp_path / "lesion" / "chunks").rglob("*.parquet")}
     losses = pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet")
     assert main(args) == 0  # resumes: no chunk of the sweep is computed again, and the results are the same

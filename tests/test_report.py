@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,8 +16,9 @@ import pytest
 
 from analysis.report.build import report_sections, write_report
 from analysis.report.discover import discover_runs
-from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval
-from helpers_report import make_demo_dir, make_study_dir, write_analysis, write_train
+from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
+from helpers_train import ROOT
+from helpers_report import make_demo_dir, make_study_dir, open_in_browser, write_analysis, write_train
 from specialize.cli import main
 
 DEMO_SECTIONS = ["What was run", "Data", "Training", "Intact accuracy", "Lesion sweep", "Segregation", "Decoding"]
@@ -191,6 +196,58 @@ def test_cells_are_rounded_and_big_tables_summarised() -> None:
     merged = frame_table(frame, "index")
     assert merged.columns == ["layer", "si [95% CI]"] and merged.rows == [["conv1_1", "0.500 [0.100, 0.900]"]]
     assert merged.numeric == [False, True]
+    assert cell(list(range(20))) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, … (20 in all)"
     big = frame_table(pd.DataFrame({"image": range(MAX_ROWS + 1), "correct": True}), "predictions")
     assert big.rows[0][:5] == ["image", "int64", "41", "41", "0"] and len(big.rows) == 2
     assert big.note.startswith(f"{MAX_ROWS + 1} rows: summarised per column")
+
+
+ANALYSIS_HEADINGS = ["Segregation by layer", "Drop heatmap", "Normalised performance"]
+BROWSER_HEADINGS = {
+    "demo": ["Contents", *DEMO_SECTIONS, "Configs and manifests", "Data: data", "Lesion sweep: lesion",
+             "tiny_face_object: train/tiny_face_object", "face vs object: segregation", *ANALYSIS_HEADINGS, "decoding"],
+    "study": ["Contents", "What was run", "Data", "Study tiny", "Seed aggregation", "Training", "Intact accuracy",
+              "Lesion sweep", "Segregation", "face vs object: trials/face_object-seed1/segregation", *ANALYSIS_HEADINGS],
+}
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_report_renders_in_a_real_browser(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
+    directory = request.getfixturevalue(name)
+    path = write_report(directory, tmp_path / "report.html")
+    sections = sections_of(directory)
+    shown = open_in_browser(path, tmp_path / "report.png")
+    assert set(BROWSER_HEADINGS[name]) <= set(shown["headings"])
+    everything = [section for top in sections for section in top.walk()]
+    assert {section.title for section in everything} <= set(shown["headings"])
+    figures = [figure for section in everything for figure in section.figures]
+    assert len(shown["images"]) == len(figures) and all(complete and width > 0 for complete, width in shown["images"])
+    tables = [found for section in everything for found in section.tables]
+    assert shown["tables"] == [[found.title, len(found.rows)] for found in tables]
+    assert shown["requests"] == [path.resolve().as_uri()]  # the page itself; nothing else, nothing from the network
+    assert not shown["failed"] and not shown["console_errors"]
+    assert (tmp_path / "report.png").stat().st_size > 100_000
+    print(f"screenshot: {tmp_path / 'report.png'}")
+
+
+def test_big_settings_are_counted_not_listed() -> None:
+    manifest = {"seed": 0, "tasks": {"face": {"root": "/faces", "counts": {
+        "per_class": {"train": {f"id{i}": 247 for i in range(1714)}}}}}}
+    shown = settings_table(manifest, "manifest.json")
+    assert shown.rows == [["seed", "0"], ["tasks.face.root", "/faces"], ["tasks.face.counts.per_class.train", "1,714 settings"]]
+    assert "counted, not listed" in shown.note
+    assert len(settings_table({"a": {"b": 1}}, "config.json").rows) == 1 and not settings_table({"a": 1}, "c").note
+
+
+def test_the_template_is_installed_with_the_package(tmp_path: Path) -> None:
+    """A wheel built from the project's files holds the report's template (setuptools package data)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("common", "specialize", "data_pipeline", "lightning_modules", "sweeps", "analysis"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    [wheel] = (tmp_path / "wheel").glob("*.whl")
+    assert "analysis/report/templates/report.html.j2" in zipfile.ZipFile(wheel).namelist()

@@ -20,8 +20,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from common.output_dir import flatten
+
 MAX_ROWS = 40  # longer tables are summarised per column
 MISSING = "–"
+LISTED_ITEMS = 12  # longer lists in a cell show their first items and their length
 MIN_WIDTH = 640  # CSS pixels of a figure, unless the PNG is narrower
 
 
@@ -131,7 +134,8 @@ def cell(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return format_number(float(value))
     if isinstance(value, (list, tuple, np.ndarray)):
-        return ", ".join(cell(item) for item in value)
+        shown = ", ".join(cell(item) for item in value[:LISTED_ITEMS])
+        return shown if len(value) <= LISTED_ITEMS else f"{shown}, … ({len(value):,} in all)"
     if isinstance(value, dict):
         return ", ".join(f"{key}: {cell(item)}" for key, item in value.items())
     return display_text(os.fsdecode(value) if isinstance(value, bytes) else str(value))
@@ -194,10 +198,41 @@ def column_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def facts_table(facts: dict[str, Any], title: str, note: str = "") -> Table:
-    """Label -> value pairs as a two-column table (nested values flattened to dotted labels by the caller)."""
-    return Table(title, ["setting", "value"], [[str(key), cell(value)] for key, value in facts.items()],
-                 [False, False], note)
+def settings_table(settings: dict[str, Any], title: str, max_rows: int = MAX_ROWS) -> Table:
+    """Nested settings as dotted setting -> value rows. When there are more than `max_rows`, the deepest levels are
+    counted instead of listed ('tasks.face.counts.per_class: 3 settings') until the table fits or only the top
+    level is left."""
+    flat = {str(key): value for key, value in flatten(settings).items()}
+    depth = max((key.count(".") + 1 for key in flat), default=1)
+    note = ""
+    while len(flat) > max_rows and depth > 1:
+        depth -= 1
+        flat = collapse(flat, depth)
+        note = f"settings deeper than {depth} levels are counted, not listed ({title} holds them)"
+    return Table(title, ["setting", "value"], [[key, cell(value)] for key, value in flat.items()], [False, False], note)
+
+
+def collapse(flat: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Dotted settings cut to `depth` levels: the settings under a longer key are counted under its prefix."""
+    collapsed: dict[str, Any] = {}
+    for key, value in flat.items():
+        prefix = ".".join(key.split(".")[:depth])
+        if prefix == key:
+            collapsed[key] = value
+        else:
+            count = collapsed.get(prefix, Counted(0)).count
+            collapsed[prefix] = Counted(count + (value.count if isinstance(value, Counted) else 1))
+    return collapsed
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A number of settings shown as one row."""
+
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.count:,} settings"
 
 
 # --------------------------------------------------------------------------------------------- figures

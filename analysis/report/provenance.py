@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.report.discover import Run
-from analysis.report.elements import Section, Table, cell, display_text, facts_table, frame_table
-from common.output_dir import flatten
+from analysis.report.elements import Section, Table, cell, display_text, frame_table, settings_table
 
 MANIFEST_COMMON = ("kind", "created", "host", "command", "git_commit", "versions", "pid")
 SPLIT_LABELS = {"train": "train", "test": "test", "heldout": "held-out"}
@@ -44,13 +43,11 @@ def what_was_run(runs: list[Run], root: Path) -> Section:
 
 def run_tables(run: Run) -> list[Table]:
     """A run's config.json and the run-specific fields of its manifest, flattened to dotted settings."""
-    tables = []
-    if run.config:
-        tables.append(facts_table(flatten(run.config), "config.json"))
+    tables = [settings_table(run.config, "config.json")] if run.config else []
     fields = {key: value for key, value in run.manifest.items() if key not in MANIFEST_COMMON}
-    tables.append(facts_table({"created": run.manifest.get("created"), "host": run.manifest.get("host"),
-                               "command": run.manifest.get("command"), "git commit": run.manifest.get("git_commit"),
-                               **flatten(fields)}, "manifest.json"))
+    tables.append(settings_table({"created": run.manifest.get("created"), "host": run.manifest.get("host"),
+                                  "command": run.manifest.get("command"), "git commit": run.manifest.get("git_commit"),
+                                  **fields}, "manifest.json"))
     return tables
 
 
