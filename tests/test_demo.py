@@ -19,6 +19,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
             "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50"]
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report.html'}" in printed
+    shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
+    assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
+    assert shown["images"] and all(complete and width > 0 for complete, width in shown["images"])
+    assert shown["requests"] == [(tmp_path / "report.html").resolve().as_uri()]
     for name in ("tiny_face", "tiny_object", "tiny_face_object"):
         assert name in printed
         assert (tmp_path / "train" / name / "checkpoints" / "last.ckpt").is_file()
@@ -29,11 +34,6 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     assert [row["layer"] for row in rows] == list(CONV_LAYERS)
     assert all(row["low"] <= row["si"] <= row["high"] for row in rows)
     assert (tmp_path / "segregation" / "figures" / "segregation_by_layer.png").stat().st_size > 0
-    assert f"report: {tmp_path / 'report.html'}" in printed
-    shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
-    assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
-    assert shown["images"] and all(complete and width > 0 for complete, width in shown["images"])
-    assert shown["requests"] == [(tmp_path / "report.html").resolve().as_uri()]
     chunks = {path: path.stat().st_mtime_ns for path in (tmp_path / "lesion" / "chunks").rglob("*.parquet")}
     losses = pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet")
     assert main(args) == 0  # resumes: no chunk of the sweep is computed again, and the results are the same

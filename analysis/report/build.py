@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from analysis.report.discover import Run, discover_runs, runs_of
 from analysis.report.elements import Section, display_text
@@ -22,25 +23,29 @@ REPORT_NAME = "report.html"
 SPECIFIC_KINDS = ("data", "study", "train", "lesion_sweep", "segregation")  # the rest get generic sections
 
 
-def report_sections(runs: list[Run], root: Path) -> list[Section]:
-    """Every section the runs call for, each with a unique anchor."""
-    studies, trains = runs_of(runs, "study"), runs_of(runs, "train")
+def report_sections(runs: list[Run], root: Path, progress: bool = False) -> list[Section]:
+    """Every section the runs call for, each with a unique anchor; `progress` shows a bar over the runs."""
+    from tqdm.auto import tqdm
+
+    studies, trains, data = runs_of(runs, "study"), runs_of(runs, "train"), runs_of(runs, "data")
     sweeps, analyses = runs_of(runs, "lesion_sweep"), runs_of(runs, "segregation")
-    sections = [what_was_run(runs, root)]
-    if data := runs_of(runs, "data"):
-        sections.append(data_section(data, root))
-    sections += [study_section(run) for run in studies]
-    if trains:
-        sections += [training_section(trains, root), intact_section(trains, intact_figure(studies))]
-    if sweeps:
-        sections.append(lesion_section(sweeps, analyses, root))
-    if analyses:
-        sections.append(segregation_section(analyses, root))
-    for kind in dict.fromkeys(run.kind for run in runs if run.kind not in SPECIFIC_KINDS):
-        sections.append(generic_section(kind, runs_of(runs, kind), root))
-    sections = [section for section in sections if section is not None]
-    assign_anchors(sections)
-    return sections
+    others = [runs_of(runs, kind) for kind in dict.fromkeys(run.kind for run in runs if run.kind not in SPECIFIC_KINDS)]
+    parts: list[tuple[list[Run], Callable[[], list[Section | None]]]] = [  # the runs each part covers, its sections
+        (data, lambda: [data_section(data, root)]),
+        (studies, lambda: [study_section(run) for run in studies]),
+        (trains, lambda: [training_section(trains, root), intact_section(trains, intact_figure(studies))]),
+        (sweeps, lambda: [lesion_section(sweeps, analyses, root)]),
+        (analyses, lambda: [segregation_section(analyses, root)]),
+        *[(kind, lambda kind=kind: [generic_section(kind[0].kind, kind, root)]) for kind in others]]
+    sections: list[Section | None] = [what_was_run(runs, root)]
+    with tqdm(total=len(runs), desc="report", unit="run", disable=not progress) as bar:
+        for covered, build in parts:
+            if covered:
+                sections += build()
+            bar.update(len(covered))
+    shown = [section for section in sections if section is not None]
+    assign_anchors(shown)
+    return shown
 
 
 def assign_anchors(sections: list[Section]) -> None:
@@ -86,14 +91,14 @@ def render(title: str, sections: list[Section], about: dict) -> str:
     return environment.get_template("report.html.j2").render(title=title, sections=sections, about=about)
 
 
-def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None,
-                 title: str | None = None) -> Path:
+def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None, title: str | None = None,
+                 progress: bool = False) -> Path:
     """Write the report of a run, demo or study directory; returns its path. UserError on bad input, and then
-    nothing is written."""
+    nothing is written. `progress` shows a bar over the runs."""
     root = Path(directory)
     runs = discover_runs(root)
     path = report_path(root, out)
-    sections = report_sections(runs, root)
+    sections = report_sections(runs, root, progress)
     about = build_manifest("report", source=os.fsdecode(root.resolve()), runs=len(runs))
     html = render(title or default_title(runs, root), sections, about)
     with atomic_path(path) as tmp:

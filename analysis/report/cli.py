@@ -24,5 +24,5 @@ def run_report_command(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
     from analysis.report.build import write_report
 
-    print(f"report: {write_report(args.directory, args.out, args.title)}")
+    print(f"report: {write_report(args.directory, args.out, args.title, progress=True)}")
     return 0

@@ -65,28 +65,34 @@ def discover_runs(root: str | os.PathLike) -> list[Run]:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{os.fsdecode(root)} is not a directory; pass a run, demo or study directory")
-    runs = list(_walk(root, 0))
+    runs = _walk(root, 0, set())
     if not runs:
         raise UserError(f"{os.fsdecode(root)} holds no run directory (no manifest.json with a `kind` within "
                         f"{MAX_DEPTH} levels); pass the --out directory of a specialize command, a demo or a study")
     return runs + referenced_data(runs)
 
 
-def _walk(directory: Path, depth: int) -> list[Run]:
+def _walk(directory: Path, depth: int, seen: set[Path]) -> list[Run]:
+    """The runs in and under `directory`; `seen` (resolved paths) keeps linked directories from being read twice."""
+    resolved = directory.resolve()
+    if resolved in seen:
+        return []
+    seen.add(resolved)
     run = read_run(directory)
     if run is not None and run.kind not in CONTAINER_KINDS:
         return [run]
     found = [run] if run is not None else []
     if depth < MAX_DEPTH:
         for child in _subdirectories(directory):
-            found += _walk(child, depth + 1)
+            found += _walk(child, depth + 1, seen)
     return found
 
 
 def _subdirectories(directory: Path) -> list[Path]:
-    """Subdirectories in name order, without hidden ones and known working state; unreadable ones are skipped."""
+    """Subdirectories (linked ones too) in name order, without hidden ones and known working state; unreadable
+    ones are skipped."""
     try:
-        children = sorted(entry for entry in directory.iterdir() if entry.is_dir() and not entry.is_symlink())
+        children = sorted(entry for entry in directory.iterdir() if entry.is_dir())
     except OSError:
         return []
     return [child for child in children if not child.name.startswith(".") and child.name not in WORKING_STATE]
