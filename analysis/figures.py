@@ -126,7 +126,7 @@ def plot_training_curves(epochs: pd.DataFrame, stem: str | os.PathLike, title: s
         axis.set_xlim(0.5, x.max() + 0.5)
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
     axes[0][0].legend(frameon=False, fontsize=7)
     figure.suptitle(title)
     figure.tight_layout()

@@ -85,15 +85,15 @@ def write_sweep(directory: Path, checkpoint: Path, data: Path, tasks: Sequence[s
     return directory
 
 
-def predictions(tasks: Sequence[str], seed: int) -> pd.DataFrame:
-    """Per-image predictions of the intact network and of each (layer, lesioned task): a task's own lesion hurts it
-    (accuracy 0.3) more than the other's (0.7); intact accuracy 0.9."""
+def predictions(tasks: Sequence[str], seed: int, failed: Sequence[str] = ()) -> pd.DataFrame:
+    """Per-image predictions of the intact network (accuracy 0.9; 0 on the `failed` tasks) and of each (layer,
+    lesioned task): a task's own lesion hurts it (accuracy 0.3) more than the other's (0.7)."""
     rng = np.random.default_rng(seed)
     conditions = [("intact", "none", 0.0)] + [(layer, task, 0.2) for layer in LAYERS for task in tasks]
     rows = []
     for layer, lesioned, fraction in conditions:
         for offset, task in enumerate(tasks):
-            accuracy = 0.9 if lesioned == "none" else 0.3 if lesioned == task else 0.7
+            accuracy = (0.0 if task in failed else 0.9) if lesioned == "none" else 0.3 if lesioned == task else 0.7
             for image in range(CLASSES * IMAGES_PER_CLASS):
                 label = offset * CLASSES + image // IMAGES_PER_CLASS
                 correct = bool(rng.random() < accuracy)
@@ -105,14 +105,14 @@ def predictions(tasks: Sequence[str], seed: int) -> pd.DataFrame:
 
 
 def write_segregation(directory: Path, sweep: Path, data: Path, tasks: Sequence[str], random_tasks: bool = False,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, failed: Sequence[str] = ()) -> dict[str, Any]:
     """A segregation analysis of `sweep` with the analysis' own tables, summary.json and figures; returns the summary."""
     from analysis.indices import segregation_tables
     from analysis.segregation import TABLES, draw_figures, summarise
     from analysis.settings import SegregationSettings
 
     analysed = [f"pseudo{i + 1}" for i in range(len(tasks))] if random_tasks else list(tasks)
-    frame = predictions(analysed, seed + (7 if random_tasks else 0))
+    frame = predictions(analysed, seed + (7 if random_tasks else 0), failed)
     settings = SegregationSettings(n_bootstraps=BOOTSTRAPS, random_tasks=random_tasks, seed=seed)
     tables = segregation_tables(frame, analysed, BOOTSTRAPS, seed)
     write_parquet(directory / "predictions.parquet", frame)

@@ -18,7 +18,8 @@ from analysis.report.build import report_sections, write_report
 from analysis.report.discover import discover_runs
 from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
 from helpers_train import ROOT
-from helpers_report import make_demo_dir, make_study_dir, open_in_browser, write_analysis, write_train
+from helpers_report import (make_demo_dir, make_study_dir, open_in_browser, write_analysis, write_segregation,
+                            write_train)
 from specialize.cli import main
 
 DEMO_SECTIONS = ["What was run", "Data", "Training", "Intact accuracy", "Lesion sweep", "Segregation", "Decoding"]
@@ -196,7 +197,7 @@ def test_cells_are_rounded_and_big_tables_summarised() -> None:
     merged = frame_table(frame, "index")
     assert merged.columns == ["layer", "si [95% CI]"] and merged.rows == [["conv1_1", "0.500 [0.100, 0.900]"]]
     assert merged.numeric == [False, True]
-    assert cell(list(range(20))) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, … (20 in all)"
+    assert cell(list(range(20))) == "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, … (20 in all)"
     big = frame_table(pd.DataFrame({"image": range(MAX_ROWS + 1), "correct": True}), "predictions")
     assert big.rows[0][:5] == ["image", "int64", "41", "41", "0"] and len(big.rows) == 2
     assert big.note.startswith(f"{MAX_ROWS + 1} rows: summarised per column")
@@ -251,3 +252,14 @@ def test_the_template_is_installed_with_the_package(tmp_path: Path) -> None:
                     str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     assert "analysis/report/templates/report.html.j2" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_an_index_undefined_by_a_task_at_zero_is_explained(demo: Path, tmp_path: Path) -> None:
+    sweep = demo / "lesion"
+    write_segregation(tmp_path / "segregation", sweep, demo / "data", ("face", "object"), failed=["face"])
+    [analysis] = find(sections_of(tmp_path), "Segregation").subsections
+    assert any("no face test image right" in text for text in analysis.text)
+    assert set(column(table(analysis.subsections[0], "Segregation index [95% CI], top-1 over all outputs"),
+                      "network: face vs object")) == {"–"}
+    [analysis] = find(sections_of(demo / "segregation"), "Segregation").subsections
+    assert not any("test image right" in text for text in analysis.text)

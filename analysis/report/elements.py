@@ -25,7 +25,7 @@ from common.output_dir import flatten
 MAX_ROWS = 40  # longer tables are summarised per column
 MISSING = "–"
 NUMBER_TEXT = r"^([-+]?[\d.,]+(e[-+]\d+)?|–)( \[.*\])?( \(\d+\))?$"  # '0.5', '0.5 [0.1, 0.9]', '0.5 [0.1, 0.9] (3)'
-LISTED_ITEMS = 12  # longer lists in a cell show their first items and their length
+LISTED_ITEMS = 16  # longer lists in a cell show their first items and their length
 MIN_WIDTH = 640  # CSS pixels of a figure, unless the PNG is narrower
 
 

@@ -143,6 +143,7 @@ def segregation_analysis(run: Run, control: Run | None, root: Path, collapsed: b
         ("test images", test_images(run)),
         ("random-task control", relative(control.path, root) if control else "none found beside this analysis")]
     section.tables.append(frame_table(intact_accuracy(tables["accuracy"]), "Intact network on the test split"))
+    section.text += undefined_note(tables["accuracy"])
     section.subsections = [index_by_layer(run, control, tables["segregation"], fraction),
                            drop_heatmap(run, tables["drops"], fraction),
                            normalised_performance(run, tables["drops"], fraction)]
@@ -158,6 +159,19 @@ def test_images(run: Run) -> str:
 
     intact = pd.read_parquet(path, columns=["layer", "eval_task"], filters=[("layer", "==", INTACT_LAYER)])
     return ", ".join(f"{task} {count:,}" for task, count in intact["eval_task"].value_counts(sort=False).items())
+
+
+def undefined_note(accuracy: pd.DataFrame) -> list[str]:
+    """A warning when the intact network gets no test image of a task right: drops relative to it are undefined."""
+    from analysis.indices import INTACT_LAYER
+
+    intact = accuracy[(accuracy["layer"] == INTACT_LAYER) & (accuracy["scope"] == DEFAULT_SCOPE)]
+    zero = intact[intact["accuracy"] == 0]["eval_task"].tolist()
+    if not zero:
+        return []
+    return [f"The intact network gets no {' or '.join(zero)} test image right ({SCOPE_LABELS[DEFAULT_SCOPE]} is 0), "
+            "so proportional drops and the segregation index are undefined (–) there: train the network longer, or "
+            "check its data."]
 
 
 def intact_accuracy(accuracy: pd.DataFrame) -> pd.DataFrame:
