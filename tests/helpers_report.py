@@ -211,11 +211,25 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# Whether an image decoded in full: its last row of pixels is opaque on a canvas (figures have an opaque background;
+# the browser draws what it could decode of a truncated PNG and leaves the rest transparent).
+DRAWN_IN_FULL = """const drawnInFull = image => {
+    const canvas = document.createElement('canvas');
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(image, 0, 0);
+    const row = context.getImageData(0, image.naturalHeight - 1, image.naturalWidth, 1).data;
+    return row.length > 0 && row.every((value, index) => index % 4 !== 3 || value === 255);
+};
+"""
+
+
 def open_in_browser(page_path: Path, screenshot: Path) -> dict[str, Any]:
     """Open a report with file:// in headless chromium, then screenshot the whole page (every <details> opened).
 
-    Returns what rendered: the headings' texts, each image's (complete, naturalWidth), the tables' titles, every
-    request's URL, failed requests and console errors.
+    Returns what rendered: the headings' texts, each image's (complete, naturalWidth, drawn in full), the tables'
+    titles and row counts, every request's URL, failed requests and console errors.
     """
     from playwright.sync_api import sync_playwright
 
@@ -230,12 +244,12 @@ def open_in_browser(page_path: Path, screenshot: Path) -> dict[str, Any]:
             page.on("requestfailed", lambda request: failed.append(request.url))
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.goto(page_path.resolve().as_uri(), wait_until="load")
-            rendered = page.evaluate("""() => ({
+            rendered = page.evaluate("() => {" + DRAWN_IN_FULL + """return {
                 headings: [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => h.textContent.trim()),
-                images: [...document.images].map(image => [image.complete, image.naturalWidth]),
+                images: [...document.images].map(image => [image.complete, image.naturalWidth, drawnInFull(image)]),
                 tables: [...document.querySelectorAll('div.table')].map(t => [t.querySelector('h5').textContent,
                                                                                t.querySelectorAll('tbody tr').length]),
-            })""")
+            }; }""")
             page.evaluate("() => document.querySelectorAll('details').forEach(details => details.open = true)")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:

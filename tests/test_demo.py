@@ -22,7 +22,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     assert f"report: {tmp_path / 'report.html'}" in printed
     shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
     assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
-    assert shown["images"] and all(complete and width > 0 for complete, width in shown["images"])
+    assert shown["images"] and all(complete and width > 0 and in_full for complete, width, in_full in shown["images"])
     assert shown["requests"] == [(tmp_path / "report.html").resolve().as_uri()]
     for name in ("tiny_face", "tiny_object", "tiny_face_object"):
         assert name in printed

@@ -222,7 +222,8 @@ def test_report_renders_in_a_real_browser(request: pytest.FixtureRequest, tmp_pa
     everything = [section for top in sections for section in top.walk()]
     assert {section.title for section in everything} <= set(shown["headings"])
     figures = [figure for section in everything for figure in section.figures]
-    assert len(shown["images"]) == len(figures) and all(complete and width > 0 for complete, width in shown["images"])
+    assert len(shown["images"]) == len(figures)
+    assert all(complete and width > 0 and in_full for complete, width, in_full in shown["images"])
     tables = [found for section in everything for found in section.tables]
     assert shown["tables"] == [[found.title, len(found.rows)] for found in tables]
     assert shown["requests"] == [path.resolve().as_uri()]  # the page itself; nothing else, nothing from the network
