@@ -1,5 +1,6 @@
 """`specialize report`: which sections each kind of directory gets, their figures and tables, the HTML file, bad
-input. Run directories come from `helpers_report` (real schemas, made-up numbers, no training)."""
+input, the packaged template, and the page in a real browser (Debian's chromium, headless). Run directories come
+from `helpers_report` (real schemas, made-up numbers, no training); `test_demo` opens the real demo's page."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import pytest
 from analysis.report.build import report_sections, write_report
 from analysis.report.discover import discover_runs
 from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
-from helpers_train import ROOT
 from helpers_report import (make_demo_dir, make_study_dir, open_in_browser, write_analysis, write_segregation,
                             write_train)
+from helpers_train import ROOT
 from specialize.cli import main
 
 DEMO_SECTIONS = ["What was run", "Data", "Training", "Intact accuracy", "Lesion sweep", "Segregation", "Decoding"]
