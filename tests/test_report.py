@@ -192,8 +192,8 @@ def test_file_names_in_any_encoding(demo: Path, tmp_path: Path) -> None:
 
 
 def test_cells_are_rounded_and_big_tables_summarised() -> None:
-    assert [cell(value) for value in (0.123456, 1234567, float("nan"), 0.0625, True, 2.5e-5, None, 250.25)] == [
-        "0.123", "1,234,567", "–", "0.0625", "yes", "2.50e-05", "–", "250.2"]
+    assert [cell(value) for value in (0.123456, 1234567, float("nan"), 0.0625, True, 2.5e-5, None, 250.25, [], {})] == [
+        "0.123", "1,234,567", "–", "0.0625", "yes", "2.50e-05", "–", "250.2", "–", "–"]
     frame = pd.DataFrame({"layer": ["conv1_1"], "si": [0.5], "si_low": [0.1], "si_high": [0.9]})
     merged = frame_table(frame, "index")
     assert merged.columns == ["layer", "si [95% CI]"] and merged.rows == [["conv1_1", "0.500 [0.100, 0.900]"]]

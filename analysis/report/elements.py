@@ -125,7 +125,8 @@ def format_number(value: float) -> str:
 
 
 def cell(value: Any) -> str:
-    """A table cell: missing values as a dash, booleans as yes/no, integers with separators, floats rounded."""
+    """A table cell: missing values (and empty lists) as a dash, booleans as yes/no, integers with separators, floats
+    rounded, long lists cut."""
     if value is None or value is pd.NA or value is pd.NaT:
         return MISSING
     if isinstance(value, (bool, np.bool_)):
@@ -134,6 +135,8 @@ def cell(value: Any) -> str:
         return f"{int(value):,}"
     if isinstance(value, (float, np.floating)):
         return format_number(float(value))
+    if isinstance(value, (list, tuple, np.ndarray, dict)) and len(value) == 0:
+        return MISSING
     if isinstance(value, (list, tuple, np.ndarray)):
         shown = ", ".join(cell(item) for item in value[:LISTED_ITEMS])
         return shown if len(value) <= LISTED_ITEMS else f"{shown}, … ({len(value):,} in all)"
