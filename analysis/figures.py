@@ -9,10 +9,14 @@
 - `plot_layer_curves`: a value per layer, one line per network with its SEM band, optionally over a reference
   band (RSA's noise ceiling) or line (decoding's chance), one panel per task;
 - `plot_image_grid`: rows of images with captions (feature visualisation: optimised and natural images).
+- `plot_training_curves`: loss and top-1 per task and split by epoch, and the learning rate, of one training run;
+- `plot_filter_importance`: per layer, each filter's loss increase for two tasks when lesioned alone, with each
+  task's top filters marked (the filters the segregation analysis lesions).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,6 +24,7 @@ from typing import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -164,4 +169,72 @@ def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str
     for axis, name in zip(axes[0], column_titles):
         axis.set_title(name, fontsize=8)
     figure.suptitle(title)
+def plot_training_curves(epochs: pd.DataFrame, stem: str | os.PathLike, title: str = "Training") -> list[Path]:
+    """Loss and top-1 (over all outputs) per task by epoch, validation solid and training dashed, and the learning rate.
+
+    `epochs` has one row per epoch: `epoch` (from 0) and metrics named `<split>/<task>/<metric>` (as in a training
+    run's metrics.csv), optionally `lr`.
+    """
+    tasks = list(dict.fromkeys(column.split("/")[1] for column in epochs.columns if column.count("/") == 2))
+    panels = {"loss": "cross-entropy loss", "top1": "top-1 accuracy (all outputs)"}
+    if "lr" in epochs.columns and epochs["lr"].notna().any():
+        panels["lr"] = "learning rate"
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.9 * len(panels), 3.3), squeeze=False)
+    x = epochs["epoch"] + 1
+    for axis, (metric, label) in zip(axes[0], panels.items()):
+        if metric == "lr":
+            axis.plot(x, epochs["lr"], marker="o", markersize=3, color="black")
+            axis.set_yscale("log")
+        for index, task in enumerate(tasks if metric != "lr" else ()):
+            for split, style in (("val", "-"), ("train", "--")):
+                column = f"{split}/{task}/{metric}"
+                if column in epochs.columns and epochs[column].notna().any():
+                    axis.plot(x, epochs[column], linestyle=style, marker="o", markersize=3, color=f"C{index % 10}",
+                              label=f"{task}, {'validation' if split == 'val' else 'training'}")
+        if metric == "top1":
+            axis.set_ylim(0, 1)
+        axis.set_xlim(0.5, x.max() + 0.5)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    axes[0][0].legend(frameon=False, fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return save_figure(figure, stem)
+
+
+def plot_filter_importance(importance: pd.DataFrame, tasks: tuple[str, str], stem: str | os.PathLike) -> list[Path]:
+    """One panel per layer: each filter's loss increase when lesioned alone, task A (x) against task B (y).
+
+    `importance` has one row per (layer, filter, task): layer, layer_index, filter, task, increase, top (whether the
+    filter is among the task's top filters). Filters in A's top set are blue, B's orange, both red, others grey.
+    """
+    layers = list(dict.fromkeys(importance.sort_values("layer_index")["layer"]))
+    columns = min(len(layers), 5)
+    rows = math.ceil(len(layers) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.2 + 2.4 * columns, 1.2 + 2.3 * rows), squeeze=False,
+                                layout="constrained")
+    first, second = tasks
+    groups = {"tab:blue": f"top {first} filters", "tab:orange": f"top {second} filters", "tab:red": "top for both",
+              "0.6": "others"}
+    for axis, layer in zip(axes.flat, layers):
+        rows_of_layer = importance[importance["layer"] == layer]
+        increase = rows_of_layer.pivot(index="filter", columns="task", values="increase")
+        top = rows_of_layer.pivot(index="filter", columns="task", values="top").astype(bool)
+        top_a, top_b = top[first].to_numpy(), top[second].to_numpy()
+        colours = np.where(top_a & top_b, "tab:red", np.where(top_a, "tab:blue", np.where(top_b, "tab:orange", "0.6")))
+        for colour in groups:
+            chosen = colours == colour
+            axis.scatter(increase[first][chosen], increase[second][chosen], color=colour, s=8, label=groups[colour])
+        limits = [min(axis.get_xlim()[0], axis.get_ylim()[0]), max(axis.get_xlim()[1], axis.get_ylim()[1])]
+        axis.plot(limits, limits, color="black", linewidth=0.5)
+        axis.set_title(layer, fontsize=9)
+        axis.tick_params(labelsize=7)
+    for axis in axes.flat[len(layers):]:
+        axis.set_visible(False)
+    figure.supxlabel(f"loss increase, {first} images", fontsize=9)
+    figure.supylabel(f"loss increase, {second} images", fontsize=9)
+    figure.suptitle("Single-filter lesions", fontsize=10)
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", frameon=False,
+                  fontsize=8)
     return save_figure(figure, stem)

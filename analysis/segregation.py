@@ -134,7 +134,7 @@ def _interval(row: Any, name: str) -> dict[str, float]:
     return {name: float(getattr(row, name)), "low": float(getattr(row, f"{name}_low")), "high": float(getattr(row, f"{name}_high"))}
 
 
-def _headline(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
+def headline_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """The rows of one fraction in the default scope."""
     return table[(table["fraction"] == fraction) & (table["scope"] == DEFAULT_SCOPE)]
 
@@ -143,7 +143,7 @@ def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: Segregati
                  layers: Sequence[str], label: str) -> dict[str, Path]:
     """The three figures of one analysis at the headline fraction and default scope; name -> PNG path."""
     directory = out / "figures"
-    segregation, drops = (_headline(tables[name], settings.fraction) for name in ("segregation", "drops"))
+    segregation, drops = (headline_rows(tables[name], settings.fraction) for name in ("segregation", "drops"))
     curves = {f"{label}: {a} vs {b}": pair for (a, b), pair in segregation.groupby(["task_a", "task_b"], sort=False)}
     layer = settings.figure_layer or layers[-1]
     paths = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian packages that ffcv needs to build and that the Slurm tests need, if any is missing.
+# Install the Debian packages that ffcv needs to build, that the Slurm tests need and the browser that the report's
+# test opens pages in (chromium, driven by Playwright), if any is missing.
 set -euo pipefail
-packages=(pkg-config libopencv-dev libturbojpeg0-dev slurm-wlm slurm-client munge)
+packages=(pkg-config libopencv-dev libturbojpeg0-dev slurm-wlm slurm-client munge chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "sweeps.cli",
     "analysis.cli",
     "analysis.representation_cli",
+    "analysis.report.cli",
     "specialize.study",
     "specialize.demo",
 )

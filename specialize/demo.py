@@ -6,6 +6,7 @@ Stages (each resumes: rerunning the command skips what is finished):
   3. train tiny Face, Object and Dual-task VGG16s     -> OUT/train/<name>
   4. lesion sweep of the Dual-task network via Ray    -> OUT/lesion
   5. segregation index per layer with bootstrap CIs   -> OUT/segregation
+  6. one self-contained HTML report of it all         -> OUT/report.html
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def validation_accuracies(run_dir: Path) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     """Run every stage, printing what each produced."""
     from analysis.cli import format_summary
+    from analysis.report.build import write_report
     from analysis.segregation import SegregationSettings, run_segregation
     from sweeps.distributed import run_sweep
 
@@ -86,4 +88,5 @@ def run(args: argparse.Namespace) -> int:
                               SegregationSettings(n_bootstraps=args.bootstraps))
     print("\n" + format_summary(summary))
     print(f"\nfigures: {out / 'segregation' / 'figures'}")
+    print(f"report: {write_report(out)}")
     return 0

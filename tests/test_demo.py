@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers_report import open_in_browser
 from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
 
@@ -18,6 +19,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
             "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50"]
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report.html'}" in printed
+    shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
+    assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
+    assert shown["images"] and all(complete and width > 0 and in_full for complete, width, in_full in shown["images"])
+    assert shown["requests"] == [(tmp_path / "report.html").resolve().as_uri()]
     for name in ("tiny_face", "tiny_object", "tiny_face_object"):
         assert name in printed
         assert (tmp_path / "train" / name / "checkpoints" / "last.ckpt").is_file()
