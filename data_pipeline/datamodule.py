@@ -19,7 +19,8 @@ def distributed_world() -> bool:
 
 
 class TaskDataModule(pl.LightningDataModule):
-    """Train and validation (= test split) loaders for one task (DIR/<task>) or several (their pool).
+    """Train and validation loaders for one task (DIR/<task>) or several (their pool). Validation reads the val split
+    (images set aside from each class's training images); the test split is left to the analyses.
 
     Labels are global in `self.label_space` (tasks in the order given); with one task they equal its local labels.
     """
@@ -57,9 +58,5 @@ class TaskDataModule(pl.LightningDataModule):
         return self._loader("train", train=self.augment)
 
     def val_dataloader(self):
-        """Eval-transform batches of the test split."""
-        return self._loader("test", train=False)
-
-    def test_dataloader(self):
-        """Same as validation: the test split."""
-        return self._loader("test", train=False)
+        """Eval-transform batches of the val split (each rank its own share under DDP)."""
+        return self._loader("val", train=False)

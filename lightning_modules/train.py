@@ -79,6 +79,7 @@ def label_space_for(data_dir: DataDir, config: TrainConfig) -> LabelSpace:
             raise UserError(f"the data in {config.data.dir} has {label_space.num_classes(task)} classes for task {task!r} "
                             f"but data.classes.{task}={expected}; rebuild the data or fix the config")
     data_dir.check_labels(config.tasks, "train")
+    data_dir.tasks_beton(config.tasks, "val")  # training watches the val split: refuse data built without one
     return label_space
 
 

@@ -34,14 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def make_data(out: Path, args: argparse.Namespace) -> Path:
     """Stages 1-2: synthetic image folders, then the FFCV data directory; returns the data directory."""
-    from data_pipeline.build import build_dataset
+    from data_pipeline.build import ImageCounts, build_dataset
     from data_pipeline.synth import generate
 
     images, data = out / "images", out / "data"
     generate(images, seed=0, tasks=TASKS, classes_per_task=args.classes, train_per_class=args.train_per_class,
              test_per_class=args.test_per_class, heldout_classes=5, size=48)
     if not (data / "manifest.json").is_file():
-        build_dataset({task: images / task for task in TASKS}, data, test_per_class=args.test_per_class,
+        build_dataset({task: images / task for task in TASKS}, data, counts=ImageCounts(test=args.test_per_class),
                       heldout_classes=5)
     return data
 
