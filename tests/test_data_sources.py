@@ -97,3 +97,34 @@ def test_balance_trims_to_smallest_task_round_robin() -> None:
     balance_train([small, large])
     assert len(large.splits["train"]) == 6 and len(small.splits["train"]) == 6
     assert [sum(i.label == c for i in large.splits["train"]) for c in range(3)] == [2, 2, 2]
+
+
+def test_csv_of_paths_classes_and_splits(tmp_path: Path) -> None:
+    _touch(tmp_path, "img/a1.jpg", "img/a2.jpg", "img/b1.jpg", "elsewhere/b2.jpg")
+    (tmp_path / "premade.csv").write_text(f"Path,Class,Split\nimg/a1.jpg,a,train\nimg/a2.jpg,a,TEST\n"
+                                          f"img/b1.jpg,b,train\n{tmp_path / 'elsewhere/b2.jpg'},b,test\n")
+    tree = discover(tmp_path / "premade.csv")
+    assert tree.format == "csv" and tree.premade_split and list(tree.classes) == ["a", "b"]
+    assert [Path(p).name for p in tree.classes["b"]["test"]] == ["b2.jpg"]
+    (tmp_path / "seeded.csv").write_text("class,path\na,img/a1.jpg\na,img/a2.jpg\n")
+    assert discover(tmp_path / "seeded.csv").classes == {"a": {"all": [str(tmp_path / "img/a1.jpg"), str(tmp_path / "img/a2.jpg")]}}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("file,label\nimg/a.jpg,a\n", "its header must name path and class"),
+    ("path,class,split\nimg/a.jpg,a,valid\n", "line 2: split 'valid' is not one of train, test"),
+    ("path,class\nimg/a.jpg,a\n./img/a.jpg,b\n", "line 3: ./img/a.jpg is already listed on line 2"),
+    ("path,class\nimg/a.jpg,\n", "line 2: empty path or class"),
+])
+def test_bad_csv_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "table.csv").write_text(text)
+    with pytest.raises(UserError, match=message):
+        discover(tmp_path / "table.csv")
+
+
+def test_food101_without_test_list_is_a_clear_error(tmp_path: Path) -> None:
+    _touch(tmp_path, "images/pizza/1.jpg")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "train.txt").write_text("pizza/1\n")
+    with pytest.raises(UserError, match="lacks meta/test.txt"):
+        discover(tmp_path)
