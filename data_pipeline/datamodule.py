@@ -47,10 +47,17 @@ class TaskDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         return device if device.type == "cuda" else torch.device("cpu")
 
+    def _trainer_epoch(self) -> int:
+        """The epoch whose batches come next: Lightning's count of processed epochs (what it hands a sampler's
+        set_epoch). Not `current_epoch`: a resumed run starts loading before that counter reaches the epoch it runs."""
+        return self.trainer.fit_loop.epoch_progress.current.processed
+
     def _loader(self, split: str, train: bool):
+        trainer = getattr(self, "trainer", None)
         return make_loader(self.beton(split), train=train, batch_size=self.batch_size, resolution=self.resolution,
                            num_workers=self.num_workers, device=self._device(), distributed=distributed_world(),
-                           seed=self.seed, os_cache=self.os_cache)
+                           seed=self.seed, os_cache=self.os_cache,
+                           epoch=self._trainer_epoch if trainer is not None else None)
 
     def train_dataloader(self):
         """Shuffled, augmented batches of the train split (each rank its own share under DDP); with augment=False,
