@@ -16,9 +16,9 @@ from data_pipeline.synth import generate
 def make_tiny_data_dir(root: Path, tasks: tuple[str, ...] = ("face", "object"), classes: int = 3, train: int = 6,
                        test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw", seed: int = 1,
                        pools: Sequence[str] | None = None, val: int = 2) -> Path:
-    """Synthetic folders under root/synth (`train` images per class, of which `val` become validation images), built
-    into root/data (raw pixels by default); returns the data dir."""
-    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train,
+    """Synthetic folders under root/synth (`train` + `val` training images per class, of which the build sets `val`
+    apart for validation), built into root/data (raw pixels by default); returns the data dir."""
+    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train + val,
              test_per_class=test, heldout_classes=heldout, size=size, workers=2)
     build_dataset({task: root / "synth" / task for task in tasks}, root / "data", counts=ImageCounts(test=test, val=val),
                   heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),

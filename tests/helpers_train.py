@@ -16,8 +16,8 @@ CLASSES_PER_TASK = 4
 
 
 def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16, val_per_class: int = 8) -> Path:
-    """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool; returns it.
-    `val_per_class` of each class's `train_per_class` images become validation images."""
+    """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool, per class
+    `train_per_class` training, `val_per_class` validation and `test_per_class` test images; returns it."""
     return make_tiny_data_dir(root, tasks=TASKS, classes=CLASSES_PER_TASK, train=train_per_class, test=test_per_class,
                               heldout=0, size=40, write_mode="jpg", seed=0, pools=["+".join(TASKS)], val=val_per_class)
 

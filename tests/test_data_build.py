@@ -171,7 +171,7 @@ def test_validation_images_come_from_training_images_apart_from_train_and_test(b
         assert len(hashes["val"]) == 2 * len(data.classes(task)) == 2 * 3
         assert not set(hashes["val"]) & set(hashes["train"]) and not set(hashes["val"]) & set(hashes["test"])
         sources = {pixel_hash(decode_rgb(path)[0]) for path in (synth / task / "train").glob("*/*.jpg")}
-        assert set(hashes["val"]) | set(hashes["train"]) == sources and len(hashes["train"]) == 3 * 4
+        assert set(hashes["val"]) | set(hashes["train"]) == sources and len(hashes["train"]) == 3 * 6
         assert data.counts(task)["per_class"]["val"] == dict.fromkeys(data.classes(task), 2)
 
 

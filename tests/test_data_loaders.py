@@ -52,7 +52,7 @@ def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
                          drop_last=False)
     epochs = [_epoch(loader) for _ in range(8)]
     images = torch.cat([x for x, _ in epochs])
-    assert images.shape == (8 * 12, 3, 24, 24) and images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
+    assert images.shape == (8 * 18, 3, 24, 24) and images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
     gray = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
     assert 0.08 < gray.float().mean() < 0.35
     assert all(sorted(y.tolist()) == sorted(epochs[0][1].tolist()) for _, y in epochs)
@@ -98,7 +98,7 @@ def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
     assert pooled.beton("val") == data.pool_beton(["face", "object"], "val")  # validation never reads the test split
     labels = _epoch(pooled.val_dataloader())[1]
     assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(2)])
-    assert len(pooled.train_dataloader()) == 24 // 4
+    assert len(pooled.train_dataloader()) == 36 // 4
     plain = TaskDataModule(data.path, ["object"], batch_size=4, resolution=16, num_workers=1, augment=False)
     assert _epoch(plain.train_dataloader())[1].tolist() == stored_images(data.beton("object", "train"))[1].tolist()
 
