@@ -28,7 +28,7 @@ from data_pipeline.images import check_image
 from data_pipeline.sources import SPLIT_MODES, SourceTree, discover, readable
 from data_pipeline.label_space import LabelSpace
 from common.errors import UserError
-from common.io import write_json
+from common.io import atomic_path, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
 
@@ -184,10 +184,12 @@ def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: 
     excluded = set(read_name_list(exclude)) if exclude else set()
     candidates = [name for name in tree.classes if name not in excluded]
     listed = read_name_list(class_list) if class_list else []
-    missing = [name for name in listed if name not in candidates]
+    missing = [name for name in listed if name not in tree.classes]
     if missing:
-        raise UserError(f"task {task}: {len(missing)} class(es) in {class_list} are not in {tree.root} or are excluded "
+        raise UserError(f"task {task}: {len(missing)} class(es) in {class_list} are not in {tree.root} "
                         f"(first: {missing[0]}); fix the list")
+    passed_over = {name: f"excluded by {exclude}" for name in listed if name in excluded}
+    listed = [name for name in listed if name not in excluded]
 
     def prefetch(names: Sequence[str]) -> None:
         checker.check(path for name in names for paths in tree.class_files(name).values() for path in paths)
@@ -197,20 +199,17 @@ def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: 
 
     pool = [name for name in (tree.heldout_pool or candidates) if name not in excluded and name not in listed]
     _check_class_counts(task, tree, count, heldout, len(candidates), len(pool))
-    heldout_classes, passed_over = draw_classes(
+    heldout_classes, passed_heldout = draw_classes(
         _shuffled(pool, _rng(seed, task, "heldout")), heldout,
         lambda name: counts.heldout_shortfall(checker.readable_counts(tree.class_files(name))), prefetch)
+    passed_over.update(passed_heldout)
     if len(heldout_classes) < heldout:
         raise UserError(f"task {task}: asked for {heldout} held-out classes but only {len(heldout_classes)} of the "
                         f"{len(pool)} classes left for them have enough readable images; lower --heldout-classes "
                         "or --heldout-per-class")
-    if listed:
-        prefetch(listed)
-        short = next(((name, reason) for name in listed if (reason := training_shortfall(name))), None)
-        if short:
-            raise UserError(f"task {task}: class {short[0]} of {class_list} has {short[1]}; drop it from the list "
-                            "or lower --test-per-class or --val-per-class")
-        return ClassChoice(listed, sorted(heldout_classes), passed_over)
+    if class_list:
+        return ClassChoice(_listed_classes(task, class_list, listed, prefetch, training_shortfall),
+                           sorted(heldout_classes), passed_over)
     remaining = [name for name in candidates if name not in heldout_classes]
     order = sorted(remaining) if count is None else _shuffled(remaining, _rng(seed, task, "classes"))
     classes, passed = draw_classes(order, count, training_shortfall, prefetch)
@@ -221,6 +220,19 @@ def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: 
                         f"classes besides the {heldout} held out have enough readable images (e.g. {example[0]}: "
                         f"{example[1]}); lower --classes, --test-per-class or --val-per-class")
     return ClassChoice(sorted(classes), sorted(heldout_classes), passed_over)
+
+
+def _listed_classes(task: str, class_list: str, listed: list[str], prefetch: Callable[[Sequence[str]], None],
+                    shortfall: Callable[[str], str | None]) -> list[str]:
+    """The classes of a list file (less exclusions), in its order; UserError when one cannot give the images asked for."""
+    if not listed:
+        raise UserError(f"task {task}: every class of {class_list} is excluded; fix the list or the exclusions")
+    prefetch(listed)
+    short = next(((name, reason) for name in listed if (reason := shortfall(name))), None)
+    if short:
+        raise UserError(f"task {task}: class {short[0]} of {class_list} has {short[1]}; drop it from the list "
+                        "or lower --test-per-class or --val-per-class")
+    return listed
 
 
 def _check_class_counts(task: str, tree: SourceTree, count: int | None, heldout: int, candidates: int, pool: int) -> None:
@@ -399,6 +411,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
         balance_train(list(plans.values()))
     plans.update({one_class_name(task): one_class_plan(plans[task]) for task in one_class})
     hashes = write_all(out, _outputs(plans, pool_specs, seed), encoding, workers)
+    write_class_lists(out, plans)
     skipped = [entry for tree in trees.values() for entry in tree.skipped] + checker.skipped + \
         [{"path": readable(trees[task].root), "class": readable(name), "reason": f"class passed over: {reason}"}
          for task, choice in choices.items() for name, reason in choice.passed_over.items()]
@@ -423,6 +436,13 @@ def claim_output_dir(out: str | os.PathLike, parameters: Mapping) -> Path:
 def _identity(parameters: Mapping) -> dict:
     """The build parameters that change what is built."""
     return {key: value for key, value in parameters.items() if key not in NOT_IDENTITY}
+
+
+def write_class_lists(out: Path, plans: Mapping[str, TaskPlan]) -> None:
+    """OUT/<task>/classes.txt: a task's classes in label order, one per line (a --class-list for another build)."""
+    for task, plan in plans.items():
+        with atomic_path(out / task / "classes.txt") as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in plan.classes))
 
 
 def _outputs(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]], seed: int) -> dict[str, list[Item]]:

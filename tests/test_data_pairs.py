@@ -123,14 +123,38 @@ def _split_files(data: DataDir, task: str, split: str, root: Path) -> set[str]:
     return {by_pixels[pixel_hash(image)] for image in stored_images(data.beton(task, split))[0]}
 
 
+def test_food101_builds_from_its_meta_split_or_resplit(tmp_path: Path) -> None:
+    root = food101(tmp_path / "food-101")
+    manifest = build_dataset({"food": root}, tmp_path / "meta", counts=COUNTS, encoding=RAW, workers=1)
+    meta_test = {Path(line).name for line in (root / "meta" / "test.txt").read_text().split()} - {"404"}
+    assert _split_files(DataDir(tmp_path / "meta"), "food", "test", root) == meta_test
+    counts = manifest["tasks"]["food"]["counts"]
+    assert (counts["train"], counts["val"], counts["test"]) == (9, 3, 3) and manifest["tasks"]["food"]["split"] == "premade"
+    assert {(Path(entry["path"]).name, entry["reason"]) for entry in manifest["skipped"]} == {
+        ("404", "listed in meta/test.txt but missing"), ("999.jpg", "not listed in meta/train.txt or meta/test.txt")}
+
+    # METHOD's 900 train / 100 test per class from Food-101's 750 / 250, here 4 / 1 -> 3 / 2 (validation from the 3)
+    resplit = build_dataset({"food": root}, tmp_path / "resplit", counts=ImageCounts(test=2, val=1), split="seed",
+                            encoding=RAW, workers=1)
+    counts = resplit["tasks"]["food"]["counts"]
+    assert (counts["train"], counts["val"], counts["test"]) == (6, 3, 6) and resplit["tasks"]["food"]["split"] == "seed"
+    resplit_test = _split_files(DataDir(tmp_path / "resplit"), "food", "test", root)
+    assert len(resplit_test) == 6 and resplit_test - meta_test  # test images drawn from meta's train images too
+
+
 def test_car_csv_and_object_exclusions_build_a_balanced_car_object_pair(tmp_path: Path) -> None:
     table = stanford_cars(tmp_path / "stanford_cars")
+    face_object_classes = tmp_path / "classes.txt"  # as data/face_object/object/classes.txt lists them
+    face_object_classes.write_text("\n".join(OBJECTS) + "\n")
     manifest = build_dataset({"car": table, "object": imagenet(tmp_path / "imagenet")}, tmp_path / "data",
-                             counts=COUNTS, exclude={"object": str(EXCLUSIONS)}, balance=True, encoding=RAW, workers=1)
+                             counts=COUNTS, class_lists={"object": str(face_object_classes)},
+                             exclude={"object": str(EXCLUSIONS)}, balance=True, encoding=RAW, workers=1)
     data = DataDir(tmp_path / "data")
     assert data.classes("car") == ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Audi S4, Sedan 2007"]
     assert manifest["tasks"]["car"]["format"] == "csv" and manifest["tasks"]["car"]["split"] == "premade"
     assert data.classes("object") == ["n02690373", "n03014705", "n04596742"]  # pizza and lemon left out
+    assert (tmp_path / "data" / "object" / "classes.txt").read_text().split() == data.classes("object")
+    assert {entry.get("class") for entry in manifest["skipped"]} == {"n07873807", "n07749582"}
     assert {"n07873807", "n07749582"} <= set(read_name_list(EXCLUSIONS))
     counts = {task: data.counts(task) for task in ("car", "object")}
     assert counts["car"]["train"] == counts["object"]["train"] == 3  # balanced: cars have 3 - 1 val per class

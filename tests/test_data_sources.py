@@ -76,8 +76,14 @@ def test_imagenet_folders_class_list_exclusion_and_seeded_choice(tmp_path: Path)
     assert not set(first.classes) & set(first.heldout) and len(first.heldout) == 2
     listed = _select("object", tree, class_list=str(tmp_path / "list.txt"), heldout=1)
     assert listed.classes == [synsets[5], synsets[2]]
-    with pytest.raises(UserError, match="excluded"):
+    (tmp_path / "other.txt").write_text(f"{synsets[2]}\n")
+    less = _select("object", tree, class_list=str(tmp_path / "list.txt"), exclude=str(tmp_path / "other.txt"))
+    assert less.classes == [synsets[5]] and less.passed_over == {synsets[2]: f"excluded by {tmp_path / 'other.txt'}"}
+    with pytest.raises(UserError, match="every class of .* is excluded"):
         _select("object", tree, class_list=str(tmp_path / "list.txt"), exclude=str(tmp_path / "list.txt"))
+    (tmp_path / "unknown.txt").write_text("n09999999\n")
+    with pytest.raises(UserError, match="1 class\\(es\\) in .* are not in"):
+        _select("object", tree, class_list=str(tmp_path / "unknown.txt"))
     with pytest.raises(UserError, match="lower --classes"):
         _select("object", tree, count=7, heldout=2)
 
