@@ -59,7 +59,8 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--classes", action="append", metavar="[TASK=]N",
                         help="number of classes per task (seeded choice; default all)")
     parser.add_argument("--class-list", action="append", metavar="[TASK=]FILE",
-                        help="text file of class names, one per line, in label order")
+                        help="text file of class names, one per line, in label order (e.g. another build's "
+                             "<task>/classes.txt); --exclude drops classes from it")
     parser.add_argument("--exclude", action="append", metavar="[TASK=]FILE",
                         help="text file of class names to leave out (e.g. object=configs/exclusions/"
                              "imagenet_food_like.txt for the food and car pairs)")
@@ -75,7 +76,8 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--heldout-per-class", type=int, default=counts.heldout,
                         help="images per held-out class (default: all)")
     parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
-                        help="train/test split: the root's own (premade), seeded, or premade when present (auto)")
+                        help="train/test split: the root's own (premade), seeded (re-splits a root's own split, "
+                             "e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present (auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
     parser.add_argument("--balance", action="store_true",
                         help="trim all tasks to the same total number of train images (build one directory per pair)")
