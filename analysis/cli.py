@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
+from analysis.settings import DEFAULT_SCOPE, ROUNDINGS, SCOPES, SegregationSettings
 from common.ray_runner import Resources, add_ray_arguments
 from common.wandb_runs import WANDB_MODES, WandbTarget
 
@@ -39,6 +39,9 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
                         help="headline lesion fraction (default: %(default)s)")
     parser.add_argument("--fractions", type=parse_fractions, default=(), metavar="F,F,...",
                         help="more fractions for the tables, e.g. 0,0.1,0.2,0.3")
+    parser.add_argument("--rounding", choices=ROUNDINGS, default=defaults.rounding,
+                        help="how a layer's top-fraction count is rounded: to the nearest integer, halves up (20%% of "
+                             "64 filters: 13), or down (12) (default: %(default)s)")
     parser.add_argument("--bootstraps", type=int, default=defaults.n_bootstraps,
                         help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of --random-tasks")
@@ -60,8 +63,9 @@ def run_segregation_command(args: argparse.Namespace) -> int:
     from analysis.segregation import run_segregation
 
     settings = SegregationSettings(fraction=args.fraction, fractions=args.fractions, n_bootstraps=args.bootstraps,
-                                   seed=args.seed, random_tasks=args.random_tasks, batch_size=args.batch_size,
-                                   figure_layer=args.figure_layer, resources=Resources.from_args(args))
+                                   rounding=args.rounding, seed=args.seed, random_tasks=args.random_tasks,
+                                   batch_size=args.batch_size, figure_layer=args.figure_layer,
+                                   resources=Resources.from_args(args))
     summary = run_segregation(args.sweep, args.out, args.data, settings, args.address,
                                WandbTarget(args.wandb_project, args.wandb_mode))
     print(format_summary(summary))

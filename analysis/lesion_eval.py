@@ -17,6 +17,7 @@ are kept. Ray tasks receive the sources' paths, not images.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -123,23 +124,27 @@ class Unit:
 INTACT_UNIT = Unit(INTACT_LAYER, NO_TASK)
 
 
-def lesion_count(fraction: float, num_filters: int) -> int:
-    """Number of filters a fraction of a layer lesions: fraction x filters, rounded half up."""
-    return int(math.floor(fraction * num_filters + 0.5))
+def lesion_count(fraction: float, num_filters: int, rounding: str = "nearest") -> int:
+    """Number of filters a fraction of a layer lesions: fraction x filters rounded to the nearest integer, halves up
+    ("nearest": 20% of 64 -> 13), or down ("floor": 20% of 64 -> 12). The fraction counts as the decimal it is written
+    as, so products are exact (0.15 x 10 is 1.5, not 1.4999999999999998)."""
+    exact = Fraction(str(fraction)) * num_filters
+    return math.floor(exact + Fraction(1, 2)) if rounding == "nearest" else math.floor(exact)
 
 
-def top_filters(ranking: pd.DataFrame, layer: str, task: str, fraction: float) -> list[int]:
-    """The top `fraction` of `layer`'s filters in `task`'s ranking (rank 0 = most important)."""
+def top_filters(ranking: pd.DataFrame, layer: str, task: str, fraction: float, rounding: str = "nearest") -> list[int]:
+    """The top `fraction` of `layer`'s filters in `task`'s ranking (rank 0 = most important), counted by `rounding`."""
     rows = ranking[(ranking["layer"] == layer) & (ranking["task"] == task)].sort_values("rank")
     if rows.empty:
         raise KeyError(f"the ranking has no rows for layer {layer} and task {task!r}")
-    return [int(f) for f in rows["filter"].iloc[: lesion_count(fraction, len(rows))]]
+    return [int(f) for f in rows["filter"].iloc[: lesion_count(fraction, len(rows), rounding)]]
 
 
-def lesion_plan(ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequence[float]) -> dict[Unit, dict[float, list[int]]]:
+def lesion_plan(ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequence[float],
+                rounding: str = "nearest") -> dict[Unit, dict[float, list[int]]]:
     """For each unit, the filters lesioned at each fraction (none for the intact unit)."""
     return {unit: ({0.0: []} if unit == INTACT_UNIT else
-                   {fraction: top_filters(ranking, unit.layer, unit.task, fraction) for fraction in fractions})
+                   {fraction: top_filters(ranking, unit.layer, unit.task, fraction, rounding) for fraction in fractions})
             for unit in units}
 
 

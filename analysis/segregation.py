@@ -118,6 +118,7 @@ def summarise(tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: S
         "random_tasks": settings.random_tasks,
         "fraction": settings.fraction,
         "fractions": settings.all_fractions,
+        "rounding": settings.rounding,
         "layers": list(layers),
         "default_scope": DEFAULT_SCOPE,
         "confidence_level": settings.level,
@@ -172,7 +173,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     out = Path(out_dir)
     identity = {"checkpoint_sha256": loaded.sha256, "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
-                "data": data, "fractions": settings.all_fractions, "seed": settings.seed,
+                "data": data, "fractions": settings.all_fractions, "rounding": settings.rounding, "seed": settings.seed,
                 "random_tasks": settings.random_tasks}
     check_same_job(out, "segregation analysis", recorded_identity(out / "config.json"), identity,
                    "rerun with the same inputs or choose another --out")
@@ -187,7 +188,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
         else:
             grouping, ranking = label_space_grouping(loaded.label_space), sweep.ranking
         sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.label_space)
-        plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions)
+        plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding)
         predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size)
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))

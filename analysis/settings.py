@@ -16,6 +16,9 @@ SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_wit
 DEFAULT_SCOPE = "all_outputs"
 DEFAULT_RESAMPLES = 1000
 DEFAULT_BATCH_SIZE = 256  # test images per forward pass
+# How a layer's top-fraction count is rounded: fraction x filters to the nearest integer, halves up (20% of 64 filters
+# -> 12.8 -> 13, the default), or down (-> 12). METHOD does not say; conv1 results depend on it.
+ROUNDINGS = ("nearest", "floor")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class SegregationSettings:
     level: float = 0.95
     batch_size: int = DEFAULT_BATCH_SIZE
     figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
+    rounding: str = "nearest"  # of the top-fraction count of a layer (ROUNDINGS)
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
@@ -40,6 +44,8 @@ class SegregationSettings:
             raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
         if not 0.0 < self.level < 1.0:
             raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
+        if self.rounding not in ROUNDINGS:
+            raise UserError(f"unknown rounding {self.rounding!r}; choose one of {', '.join(ROUNDINGS)}")
         if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
             raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
 

@@ -1,4 +1,5 @@
-"""The one guard every resumable stage uses: does this output directory already hold the same job?
+"""Output directories: `prepare_output_dir` (every command's output path goes through it) and the one guard every
+resumable stage uses, `check_same_job`: does this output directory already hold the same job?
 
 A stage records what defines its job (its identity: inputs, settings that change results) in its output
 directory. Rerunning the same job there resumes it; any other job would mix its results with those already
@@ -9,7 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Mapping
+
+
+def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output folder `path` (and its parents) and return it; UserError, in one line, when `path` or one of
+    its parents is an existing file or the folder cannot be created (permissions, read-only file system)."""
+    from common.errors import UserError
+
+    out = Path(path)
+    blocking = next((folder for folder in (out, *out.parents) if folder.exists() and not folder.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{option} {out}: {blocking} is a file, not a folder; choose another {option}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{option} {out}: cannot create the folder ({error.strerror}); choose a writable {option}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {out}: the folder is not writable; choose a writable {option}")
+    return out
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -64,7 +64,7 @@ class SourceImages:
         try:
             image, _ = decode_rgb(item.path)
         except BadImage as error:
-            with open(self.failure_log, "a") as log:
+            with open(self.failure_log, "a", errors="backslashreplace") as log:
                 log.write(f"{item.path}: {error}\n")
             image = np.full((8, 8, 3), 128, dtype=np.uint8)
         return image, item.label
@@ -74,7 +74,7 @@ def fingerprint(items: Sequence[Item], encoding: ImageEncoding) -> str:
     """A hash of exactly what a .beton will contain, to recognise finished files when resuming."""
     digest = hashlib.sha256(json.dumps(asdict(encoding), sort_keys=True).encode())
     for item in items:
-        digest.update(f"{item.path}\0{item.label}\n".encode())
+        digest.update(os.fsencode(item.path) + f"\0{item.label}\n".encode())  # file names in any encoding
     return digest.hexdigest()
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from common.errors import UserError
 from data_pipeline.beton import WRITE_MODES, ImageEncoding
+from data_pipeline.build import ImageCounts
 from data_pipeline.sources import SPLIT_MODES
 
 DEFAULT_TASKS = "face,object,food,car"
@@ -53,21 +54,38 @@ def run_synth(args: argparse.Namespace) -> int:
 def _register_build(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("build", help="image folders of several tasks -> FFCV .beton files, pools, manifest")
     parser.add_argument("--task", action="append", required=True, metavar="NAME=ROOT",
-                        help="a task and its image root, repeatable; order = label order in pools (face first)")
-    parser.add_argument("--out", required=True, help="the data directory to write")
+                        help="a task and its image root (class folders, train/test folders, Food-101, or a CSV of "
+                             "path,class[,split]), repeatable; order = label order in pools (face first)")
+    parser.add_argument("--out", required=True,
+                        help="the data directory to write (a rerun resumes it; one holding another build is refused)")
     parser.add_argument("--classes", action="append", metavar="[TASK=]N",
                         help="number of classes per task (seeded choice; default all)")
     parser.add_argument("--class-list", action="append", metavar="[TASK=]FILE",
-                        help="text file of class names, one per line, in label order")
-    parser.add_argument("--exclude", action="append", metavar="[TASK=]FILE", help="text file of class names to leave out")
-    parser.add_argument("--train-per-class", type=int, default=None, help="cap on train images per class (default all)")
-    parser.add_argument("--test-per-class", type=int, default=50, help="test images per class (default 50)")
+                        help="text file of class names, one per line, in label order (e.g. another build's "
+                             "<task>/classes.txt); --exclude drops classes from it")
+    parser.add_argument("--exclude", action="append", metavar="[TASK=]FILE",
+                        help="text file of class names to leave out (e.g. object=configs/exclusions/"
+                             "imagenet_food_like.txt for the food and car pairs)")
+    counts = ImageCounts()
+    parser.add_argument("--train-per-class", type=int, default=counts.train,
+                        help="at most this many train images per class (default: all left after test and validation)")
+    parser.add_argument("--val-per-class", type=int, default=counts.val,
+                        help="validation images per class, set aside from its training images; training watches "
+                             "them, never the test split (default: %(default)s)")
+    parser.add_argument("--test-per-class", type=int, default=counts.test,
+                        help="test images per class, from the root's own test split or drawn (default: %(default)s)")
     parser.add_argument("--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding")
-    parser.add_argument("--heldout-per-class", type=int, default=None, help="images per held-out class (default all)")
+    parser.add_argument("--heldout-per-class", type=int, default=counts.heldout,
+                        help="images per held-out class (default: all)")
     parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
-                        help="train/test split: the root's own (premade), seeded, or premade when present (auto)")
+                        help="train/test split: the root's own (premade), seeded (re-splits a root's own split, "
+                             "e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present (auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
-    parser.add_argument("--balance", action="store_true", help="trim tasks to the same total number of train images")
+    parser.add_argument("--balance", action="store_true",
+                        help="trim all tasks to the same total number of train images (build one directory per pair)")
+    parser.add_argument("--one-class", action="append", default=[], metavar="TASK",
+                        help="also build TASK1: TASK's images with all its classes merged into one (the "
+                             "faces-as-one-class control), and a pool with it in TASK's place; repeatable")
     encoding = ImageEncoding()
     parser.add_argument("--max-resolution", type=int, default=encoding.max_resolution,
                         help="longest image side stored (0 = keep; default: %(default)s)")
@@ -123,13 +141,14 @@ def run_build(args: argparse.Namespace) -> int:
     names = list(roots)
     encoding = ImageEncoding(write_mode=args.write_mode, max_resolution=args.max_resolution or None,
                              jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability)
+    counts = ImageCounts(test=args.test_per_class, val=args.val_per_class, train=args.train_per_class,
+                         heldout=args.heldout_per_class)
     manifest = build_dataset(
         roots, args.out, classes=per_task_option(args.classes, names, "--classes", int),
         class_lists=per_task_option(args.class_list, names, "--class-list"),
-        exclude=per_task_option(args.exclude, names, "--exclude"), train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class, heldout_classes=args.heldout_classes,
-        heldout_per_class=args.heldout_per_class, split=args.split, seed=args.seed, balance=args.balance,
-        encoding=encoding, pools=args.pool, workers=args.workers)
+        exclude=per_task_option(args.exclude, names, "--exclude"), counts=counts,
+        heldout_classes=args.heldout_classes, split=args.split, seed=args.seed, balance=args.balance,
+        one_class=args.one_class, encoding=encoding, pools=args.pool, workers=args.workers)
     print(summary_line(manifest, args.out))
     return 0
 

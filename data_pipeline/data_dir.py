@@ -11,8 +11,13 @@ from common.errors import UserError
 from common.io import read_json
 
 
+REBUILD_FOR_VALIDATION = ("was built before validation images were set aside (training then watched the test split); "
+                          "rebuild it with `specialize data build` into a new --out (--val-per-class sets their number)")
+
+
 class DataDir:
-    """A built data directory: DIR/manifest.json, DIR/<task>/{train,test,heldout}.beton, DIR/pool_<a>+<b>/{train,test}.beton."""
+    """A built data directory: DIR/manifest.json, DIR/<task>/{train,val,test,heldout}.beton,
+    DIR/pool_<a>+<b>/{train,val,test}.beton."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -49,22 +54,26 @@ class DataDir:
         return dict(self._task(task)["counts"])
 
     def beton(self, task: str, split: str) -> Path:
-        """Path of DIR/<task>/<split>.beton (split: train, test or heldout)."""
+        """Path of DIR/<task>/<split>.beton (split: train, val, test or heldout)."""
         files = self._task(task)["files"]
+        if split == "val" and split not in files:
+            raise UserError(f"{self.path} {REBUILD_FOR_VALIDATION}")
         if split not in files:
             raise UserError(f"task {task} in {self.path} has no {split} split (it has {', '.join(files)}); "
                             "rebuild with --heldout-classes for held-out data")
         return self._existing(files[split])
 
     def pool_beton(self, tasks: Sequence[str], split: str) -> Path:
-        """Path of the pooled .beton of several tasks (global labels in `label_space(tasks)`), split train or test."""
+        """Path of the pooled .beton of several tasks (global labels in `label_space(tasks)`), split train, val or test."""
         name = "+".join(tasks)
         pool = self.manifest["pools"].get(name)
         if pool is None:
             raise UserError(f"{self.path} has no pool {name} (it has {', '.join(self.manifest['pools']) or 'none'}); "
                             f"rebuild with --pool {name}")
+        if split == "val" and split not in pool["files"]:
+            raise UserError(f"{self.path} {REBUILD_FOR_VALIDATION}")
         if split not in pool["files"]:
-            raise UserError(f"pool {name} has no {split} split; pools hold train and test")
+            raise UserError(f"pool {name} has no {split} split; pools hold {', '.join(pool['files'])}")
         return self._existing(pool["files"][split])
 
     def tasks_beton(self, tasks: Sequence[str], split: str) -> Path:

@@ -19,7 +19,8 @@ def distributed_world() -> bool:
 
 
 class TaskDataModule(pl.LightningDataModule):
-    """Train and validation (= test split) loaders for one task (DIR/<task>) or several (their pool).
+    """Train and validation loaders for one task (DIR/<task>) or several (their pool). Validation reads the val split
+    (images set aside from each class's training images); the test split is left to the analyses.
 
     Labels are global in `self.label_space` (tasks in the order given); with one task they equal its local labels.
     """
@@ -46,10 +47,17 @@ class TaskDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         return device if device.type == "cuda" else torch.device("cpu")
 
+    def _trainer_epoch(self) -> int:
+        """The epoch whose batches come next: Lightning's count of processed epochs (what it hands a sampler's
+        set_epoch). Not `current_epoch`: a resumed run starts loading before that counter reaches the epoch it runs."""
+        return self.trainer.fit_loop.epoch_progress.current.processed
+
     def _loader(self, split: str, train: bool):
+        trainer = getattr(self, "trainer", None)
         return make_loader(self.beton(split), train=train, batch_size=self.batch_size, resolution=self.resolution,
                            num_workers=self.num_workers, device=self._device(), distributed=distributed_world(),
-                           seed=self.seed, os_cache=self.os_cache)
+                           seed=self.seed, os_cache=self.os_cache,
+                           epoch=self._trainer_epoch if trainer is not None else None)
 
     def train_dataloader(self):
         """Shuffled, augmented batches of the train split (each rank its own share under DDP); with augment=False,
@@ -57,9 +65,5 @@ class TaskDataModule(pl.LightningDataModule):
         return self._loader("train", train=self.augment)
 
     def val_dataloader(self):
-        """Eval-transform batches of the test split."""
-        return self._loader("test", train=False)
-
-    def test_dataloader(self):
-        """Same as validation: the test split."""
-        return self._loader("test", train=False)
+        """Eval-transform batches of the val split (each rank its own share under DDP)."""
+        return self._loader("val", train=False)

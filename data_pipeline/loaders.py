@@ -3,6 +3,8 @@
 Train: resize the shorter side to resolution * 256/224 and take a random `resolution` square crop (done in
 one step by cropping a square of min side * 224/256 and resizing it), random grayscale (p = 0.2), normalise
 with mean 0.5 and std 0.5 per channel. Eval: the same with a centre crop and no grayscale. No flips.
+The random crop and grayscale are seeded per sample by (seed, epoch, rank, sample index) (`augment.py`), so
+training with augmentation is reproducible and resumable.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import os
 from dataclasses import replace
 from typing import Callable, Sequence
 
+import numba
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
-from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, ResizedCropRGBImageDecoder
-from ffcv.loader import Loader, OrderOption
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder
+from ffcv.loader import OrderOption
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
@@ -23,69 +26,56 @@ from ffcv.pipeline.state import State
 from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
 
 from common.errors import UserError
+from data_pipeline.augment import (CROP_RATIO, GRAYSCALE, EpochKey, SeededGrayscale, SeededLoader,
+                                   SeededSquareCropDecoder, uniform)
 from data_pipeline.ffcv_fixes import install_ffcv_fixes
 
-CROP_RATIO = 224 / 256
 GRAYSCALE_PROBABILITY = 0.2
 
 
-def random_square_crop(height, width, _scale, ratio):
-    """A random square window of side ratio * min(height, width): (top, left, height, width). Numba-compiled by FFCV."""
-    side = int(ratio * min(height, width))
-    top = int(np.random.uniform(0, height - side + 1))
-    left = int(np.random.uniform(0, width - side + 1))
-    return top, left, side, side
+@numba.njit(nogil=True, fastmath=False)
+def normalise_image(image: np.ndarray, out: np.ndarray, gray: bool) -> None:
+    """One uint8 HxWx3 image -> float32 3xHxW, (x - 127.5) / 127.5, or its luma in all channels when `gray`.
 
-
-class RandomSquareCropRGBImageDecoder(ResizedCropRGBImageDecoder):
-    """Decode, take a random square of side `ratio` x the shorter side, resize to `output_size`."""
-
-    def __init__(self, output_size: tuple[int, int], ratio: float = CROP_RATIO):
-        super().__init__(output_size)
-        self.scale = None
-        self.ratio = ratio
-
-    @property
-    def get_crop_generator(self) -> Callable:
-        return random_square_crop
+    Compiled on its own without fast math: the same values whatever loop FFCV's (fast-math, parallel or not) pass
+    around it compiles to, so batches do not depend on the number of loader threads."""
+    half = np.float32(127.5)
+    for y in range(image.shape[0]):
+        for x in range(image.shape[1]):
+            if gray:
+                luma = np.float32(0.299 * image[y, x, 0] + 0.587 * image[y, x, 1] + 0.114 * image[y, x, 2])
+                out[0, y, x] = out[1, y, x] = out[2, y, x] = (luma - half) / half
+            else:
+                for c in range(3):
+                    out[c, y, x] = (np.float32(image[y, x, c]) - half) / half
 
 
 class NormaliseToCHW(Operation):
     """CPU: uint8 HxWx3 images -> float32 3xHxW normalised to mean 0.5 / std 0.5 ((x - 127.5) / 127.5), and, with
-    probability `grayscale`, the image's luma (ITU-R 601 weights, as torchvision) in all three channels.
+    probability `grayscale` per sample (drawn by `augment.uniform` from the epoch's `key` and the sample's index),
+    the image's luma (ITU-R 601 weights, as torchvision) in all three channels.
 
-    One fused, parallel pass (numba); on a GPU the same work is done by `Normalise` and `RandomGrayscale`.
+    One parallel pass over the batch (numba); on a GPU the same work is done by `Normalise` and `SeededGrayscale`.
     """
 
-    def __init__(self, grayscale: float):
+    def __init__(self, grayscale: float = 0.0, key: EpochKey | None = None):
         super().__init__()
-        self.grayscale = grayscale
+        self.grayscale, self.key = grayscale, key or EpochKey(seed=0)
 
     def generate_code(self) -> Callable:
         my_range = Compiler.get_iterator()
-        probability = self.grayscale
+        probability, epoch_key = self.grayscale, self.key
 
-        def normalise(images, dst):
-            chosen = np.random.rand(images.shape[0]) < probability
-            half = np.float32(127.5)
+        def normalise(images, dst, indices):
+            with numba.objmode(key="uint64"):
+                key = epoch_key()
             for i in my_range(images.shape[0]):
-                image, out = images[i], dst[i]
-                if chosen[i]:
-                    for y in range(image.shape[0]):
-                        for x in range(image.shape[1]):
-                            luma = 0.299 * image[y, x, 0] + 0.587 * image[y, x, 1] + 0.114 * image[y, x, 2]
-                            value = (np.float32(luma) - half) / half
-                            out[0, y, x] = value
-                            out[1, y, x] = value
-                            out[2, y, x] = value
-                else:
-                    for c in range(3):
-                        for y in range(image.shape[0]):
-                            for x in range(image.shape[1]):
-                                out[c, y, x] = (np.float32(image[y, x, c]) - half) / half
+                gray = probability > 0 and uniform(key, indices[i], GRAYSCALE) < probability
+                normalise_image(images[i], dst[i], gray)
             return dst[:images.shape[0]]
 
         normalise.is_parallel = True
+        normalise.with_indices = True
         return normalise
 
     def declare_state_and_memory(self, previous_state: State) -> tuple[State, AllocationQuery]:
@@ -99,22 +89,6 @@ class Normalise(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.to(torch.float32).sub_(127.5).div_(127.5)
-
-
-class RandomGrayscale(torch.nn.Module):
-    """GPU: replace each image by its luma in all channels with probability p (on normalised batches: the
-    weights sum to 1, so it commutes with the per-channel normalisation)."""
-
-    def __init__(self, probability: float):
-        super().__init__()
-        self.probability = probability
-        self.weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.weights = self.weights.to(images.device)
-        chosen = torch.rand(images.shape[0], device=images.device) < self.probability
-        luma = (images * self.weights).sum(dim=1, keepdim=True)
-        return torch.where(chosen.view(-1, 1, 1, 1), luma.expand_as(images), images)
 
 
 class OffsetLabels(torch.nn.Module):
@@ -136,21 +110,21 @@ def _device(device: str | torch.device) -> torch.device:
     return device
 
 
-def image_pipeline(train: bool, resolution: int, device: torch.device) -> list:
-    """FFCV operations from stored image to normalised float32 NCHW batch on `device`.
+def image_pipeline(train: bool, resolution: int, device: torch.device, key: EpochKey) -> list:
+    """FFCV operations from stored image to normalised float32 NCHW batch on `device`; train-time draws by `key`.
 
     On CPU, normalisation (and train-time grayscale) is one fused numba pass; on a GPU, uint8 batches are
     moved first and normalised there.
     """
     if train:
-        ops: list = [RandomSquareCropRGBImageDecoder((resolution, resolution))]
+        ops: list = [SeededSquareCropDecoder((resolution, resolution), key)]
     else:
         ops = [CenterCropRGBImageDecoder((resolution, resolution), ratio=CROP_RATIO)]
     grayscale = GRAYSCALE_PROBABILITY if train else 0.0
     if device.type == "cpu":
-        return ops + [NormaliseToCHW(grayscale), ToTensor()]
+        return ops + [NormaliseToCHW(grayscale, key), ToTensor()]
     ops += [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=True), ModuleWrapper(Normalise())]
-    return ops + [ModuleWrapper(RandomGrayscale(grayscale))] if train else ops
+    return ops + [SeededGrayscale(grayscale, key)] if train else ops
 
 
 def label_pipeline(label_offset: int, device: torch.device) -> list:
@@ -173,22 +147,25 @@ def traversal_order(train: bool, distributed: bool, os_cache: bool) -> OrderOpti
 def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, resolution: int, num_workers: int,
                 device: str | torch.device = "cpu", distributed: bool = False, seed: int = 0,
                 indices: Sequence[int] | None = None, label_offset: int = 0, drop_last: bool | None = None,
-                os_cache: bool = True) -> Loader:
+                os_cache: bool = True, epoch: Callable[[], int] | None = None) -> SeededLoader:
     """An FFCV Loader yielding (images float32 NCHW normalised, labels int64 + label_offset).
 
     distributed=True splits every epoch across torch.distributed ranks (each sample once; the rank and world
     size come from the initialised process group). os_cache=False reads pages from disk per process instead
     of the OS page cache (data larger than RAM) and uses QUASI_RANDOM order unless distributed.
+    The order and the train-time crop and grayscale of an epoch depend only on (seed, epoch, rank): `epoch`, when
+    given, names the epoch each iteration loads (the trainer's), else epochs count from 0 as the loader is iterated.
     As with any FFCV loader, batches live in reused buffers: clone them to keep them past the next iteration.
     """
     if not os.path.isfile(beton_path):
         raise UserError(f"{beton_path} does not exist; build the data directory with `specialize data build`")
     install_ffcv_fixes()  # before the Loader compiles its pipeline and sets its thread count
     device = _device(device)
-    return Loader(
+    key = EpochKey(seed, torch.distributed.get_rank() if distributed else 0)
+    return SeededLoader(
         str(beton_path), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
         order=traversal_order(train, distributed, os_cache), distributed=distributed, seed=seed,
         indices=None if indices is None else np.asarray(indices, dtype=np.uint64),
-        pipelines={"image": image_pipeline(train, resolution, device), "label": label_pipeline(label_offset, device)},
-        drop_last=train if drop_last is None else drop_last,
+        pipelines={"image": image_pipeline(train, resolution, device, key), "label": label_pipeline(label_offset, device)},
+        drop_last=train if drop_last is None else drop_last, key=key, epoch=epoch,
     )

@@ -24,7 +24,7 @@ from data_pipeline.synth_domains import DOMAINS
 from common.errors import UserError
 from common.io import write_json
 from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
 
 SPLITS = ("train", "test", "heldout")
 JPEG_QUALITY = 90
@@ -109,13 +109,12 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
         raise UserError(f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}")
     if min(classes_per_task, train_per_class, test_per_class) < 1 or heldout_classes < 0 or size < 16:
         raise UserError("classes, train and test images per class must be >= 1, held-out classes >= 0, size >= 16 px")
-    out = Path(out)
+    out = prepare_output_dir(out)
     config = {"seed": seed, "tasks": list(tasks), "classes_per_task": classes_per_task,
               "train_per_class": train_per_class, "test_per_class": test_per_class,
               "heldout_classes": heldout_classes, "size": size, "jpeg_quality": JPEG_QUALITY}
     check_same_job(out, "synthetic data set", recorded_identity(out / "config.json", key=None), config,
                    "choose a new --out or delete that folder")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))
     for folder in sorted({os.path.dirname(job.path) for job in jobs}):

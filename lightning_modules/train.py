@@ -7,9 +7,9 @@ summary.json (final per-task metrics) when the run completes.
 Resuming: a run directory that already holds a checkpoint is continued from its newest one (last.ckpt, or
 hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm, see preemption.py), so rerunning the same command, `--resume
 RUN_DIR` and a requeued Slurm job all continue where the run stopped, with optimiser, scheduler, loop and RNG state.
-Resuming from an epoch-end checkpoint reproduces the uninterrupted run when the input pipeline is deterministic
-(`data.augment=false`: FFCV's augmentations draw from numba's unseeded generator); a SIGUSR1 checkpoint saved
-mid-epoch restarts that epoch's data order.
+Resuming from an epoch-end checkpoint reproduces the uninterrupted run, augmentation included (its draws depend only on
+seed, epoch, rank and sample: data_pipeline/augment.py); a SIGUSR1 checkpoint saved mid-epoch restarts that epoch's
+data order. Validation (learning-rate plateau, best.ckpt) uses the data's val split, never its test split.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def label_space_for(data_dir: DataDir, config: TrainConfig) -> LabelSpace:
             raise UserError(f"the data in {config.data.dir} has {label_space.num_classes(task)} classes for task {task!r} "
                             f"but data.classes.{task}={expected}; rebuild the data or fix the config")
     data_dir.check_labels(config.tasks, "train")
+    data_dir.tasks_beton(config.tasks, "val")  # training watches the val split: refuse data built without one
     return label_space
 
 

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="demo directory (default: %(default)s)")
     parser.add_argument("--classes", type=int, default=10, help="classes per task (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=100, help="training images per class")
+    parser.add_argument("--train-per-class", type=int, default=100,
+                        help="training images per class, a tenth of them set aside for validation")
     parser.add_argument("--test-per-class", type=int, default=20, help="test images per class")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the tiny configs' own)")
     parser.add_argument("--images-per-task", type=int, default=400, help="lesion-sweep images per task")
@@ -35,15 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def make_data(out: Path, args: argparse.Namespace) -> Path:
     """Stages 1-2: synthetic image folders, then the FFCV data directory; returns the data directory."""
-    from data_pipeline.build import build_dataset
+    from data_pipeline.build import ImageCounts, build_dataset
     from data_pipeline.synth import generate
 
     images, data = out / "images", out / "data"
     generate(images, seed=0, tasks=TASKS, classes_per_task=args.classes, train_per_class=args.train_per_class,
              test_per_class=args.test_per_class, heldout_classes=5, size=48)
     if not (data / "manifest.json").is_file():
-        build_dataset({task: images / task for task in TASKS}, data, test_per_class=args.test_per_class,
-                      heldout_classes=5)
+        validation = max(1, args.train_per_class // 10)  # a tenth of each class's training images
+        build_dataset({task: images / task for task in TASKS}, data,
+                      counts=ImageCounts(test=args.test_per_class, val=validation), heldout_classes=5)
     return data
 
 

@@ -9,20 +9,33 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.beton import ImageEncoding
-from data_pipeline.build import build_dataset
+from data_pipeline.build import ImageCounts, build_dataset
 from data_pipeline.synth import generate
 
 
 def make_tiny_data_dir(root: Path, tasks: tuple[str, ...] = ("face", "object"), classes: int = 3, train: int = 6,
                        test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw", seed: int = 1,
-                       pools: Sequence[str] | None = None) -> Path:
-    """Synthetic folders under root/synth, built into root/data (raw pixels by default); returns the data dir."""
-    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train,
+                       pools: Sequence[str] | None = None, val: int = 2) -> Path:
+    """Synthetic folders under root/synth (`train` + `val` training images per class, of which the build sets `val`
+    apart for validation), built into root/data (raw pixels by default); returns the data dir."""
+    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train + val,
              test_per_class=test, heldout_classes=heldout, size=size, workers=2)
-    build_dataset({task: root / "synth" / task for task in tasks}, root / "data", test_per_class=test,
+    build_dataset({task: root / "synth" / task for task in tasks}, root / "data", counts=ImageCounts(test=test, val=val),
                   heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
                   pools=pools, workers=2)
     return root / "data"
+
+
+def tiny_jpeg(seed: int, size: int = 8, mode: str = "RGB") -> bytes:
+    """The bytes of a small random JPEG (RGB, or converted to `mode`, e.g. CMYK)."""
+    import io
+
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random((size, size, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def stored_images(beton: Path) -> tuple[np.ndarray, np.ndarray]:

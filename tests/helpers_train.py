@@ -15,10 +15,11 @@ TASKS = ("face", "object")
 CLASSES_PER_TASK = 4
 
 
-def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16) -> Path:
-    """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool; returns it."""
+def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16, val_per_class: int = 8) -> Path:
+    """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool, per class
+    `train_per_class` training, `val_per_class` validation and `test_per_class` test images; returns it."""
     return make_tiny_data_dir(root, tasks=TASKS, classes=CLASSES_PER_TASK, train=train_per_class, test=test_per_class,
-                              heldout=0, size=40, write_mode="jpg", seed=0, pools=["+".join(TASKS)])
+                              heldout=0, size=40, write_mode="jpg", seed=0, pools=["+".join(TASKS)], val=val_per_class)
 
 
 def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:
@@ -28,7 +29,7 @@ def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) 
     from data_pipeline.data_dir import DataDir
     from lightning_modules.module import TaskModule
 
-    data = build_tiny_data(root, train_per_class=train_per_class, test_per_class=test_per_class)
+    data = build_tiny_data(root, train_per_class=train_per_class, test_per_class=test_per_class, val_per_class=1)
     config = tiny_config(data, root / "runs")
     torch.manual_seed(0)
     module = TaskModule(config.to_dict(), DataDir(data).label_space(list(config.tasks)).to_dict())

@@ -72,3 +72,21 @@ def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():
     assert sorted(np.concatenate(list(grouping.values())).tolist()) == list(range(11))
     assert not np.array_equal(grouping["pseudo1"], np.arange(7))  # shuffled, not the original split
     np.testing.assert_array_equal(random_grouping(label_space, seed=3)["pseudo2"], grouping["pseudo2"])
+
+
+def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
+    from analysis.lesion_eval import Unit, lesion_count, lesion_plan
+    from analysis.settings import SegregationSettings
+    from common.errors import UserError
+    from specialize.cli import build_parser
+
+    assert [lesion_count(0.2, n) for n in (64, 128, 256, 512)] == [13, 26, 51, 102]  # VGG16's layer widths
+    assert [lesion_count(0.2, n, "floor") for n in (64, 128, 256, 512)] == [12, 25, 51, 102]
+    assert lesion_count(0.15, 10) == 2 and lesion_count(0.15, 10, "floor") == 1  # halves go up, exactly
+    ranking = pd.DataFrame({"layer": "conv1_1", "task": "face", "filter": np.arange(64)[::-1], "rank": np.arange(64)})
+    [filters] = lesion_plan(ranking, [Unit("conv1_1", "face")], [0.2], "floor").values()
+    assert filters[0.2] == list(range(63, 51, -1))  # the 12 best-ranked filters
+    args = build_parser().parse_args(["segregation", "--sweep", "s", "--out", "o", "--rounding", "floor"])
+    assert args.rounding == "floor" and SegregationSettings().rounding == "nearest"
+    with pytest.raises(UserError, match="unknown rounding"):
+        SegregationSettings(rounding="ceil")

@@ -95,8 +95,9 @@ def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
     assert single.label_space.tasks == ("object",) and single.beton("train") == data.beton("object", "train")
     pooled = TaskDataModule(data.path, ["face", "object"], batch_size=4, resolution=16, num_workers=1)
     assert pooled.label_space.total_classes == 6
+    assert pooled.beton("val") == data.pool_beton(["face", "object"], "val")  # validation never reads the test split
     labels = _epoch(pooled.val_dataloader())[1]
-    assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(3)])
+    assert sorted(labels.tolist()) == sorted([c for c in range(6) for _ in range(2)])
     assert len(pooled.train_dataloader()) == 36 // 4
     plain = TaskDataModule(data.path, ["object"], batch_size=4, resolution=16, num_workers=1, augment=False)
     assert _epoch(plain.train_dataloader())[1].tolist() == stored_images(data.beton("object", "train"))[1].tolist()
@@ -129,3 +130,56 @@ def test_two_rank_distributed_loading_sees_each_sample_once(data: DataDir, tmp_p
         seen = ranks[0][epoch] + ranks[1][epoch]
         assert sorted(seen) == list(range(14)) and len(ranks[0][epoch]) == len(ranks[1][epoch]) == 7
     assert ranks[0][0] != ranks[0][1]
+
+
+@pytest.fixture(scope="module")
+def ids_beton(data: DataDir, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """14 of the face training images in a .beton whose labels are the sample indices."""
+    from data_pipeline.beton import ImageEncoding, Item, write_beton
+
+    sources = sorted((data.path.parent / "synth" / "face" / "train").glob("*/*.jpg"))[:14]
+    beton = tmp_path_factory.mktemp("ids") / "ids.beton"
+    write_beton(beton, [Item(str(path), index) for index, path in enumerate(sources)], ImageEncoding("raw"), workers=1)
+    return beton
+
+
+def _seeded_epochs(beton: Path, seed: int, epochs: int, num_workers: int = 1, epoch=None) -> list:
+    loader = make_loader(beton, train=True, batch_size=5, resolution=24, num_workers=num_workers, seed=seed,
+                         drop_last=False, epoch=epoch)
+    return [_epoch(loader) for _ in range(epochs)]
+
+
+def test_augmentation_is_seeded_per_epoch_whatever_the_threads(ids_beton: Path) -> None:
+    first = _seeded_epochs(ids_beton, seed=7, epochs=3)
+    again = _seeded_epochs(ids_beton, seed=7, epochs=3, num_workers=2)  # parallel threads draw in any order
+    for (images, labels), (images_again, labels_again) in zip(first, again):
+        assert torch.equal(labels, labels_again) and torch.equal(images, images_again)
+    by_sample = [images[labels.argsort()] for images, labels in first]
+    assert not torch.equal(by_sample[0], by_sample[1])  # each epoch crops and grays anew
+    other = _seeded_epochs(ids_beton, seed=8, epochs=1)[0]
+    assert not torch.equal(other[0][other[1].argsort()], by_sample[0])
+
+
+def test_a_loader_started_at_an_epoch_loads_what_the_uninterrupted_one_loaded(ids_beton: Path) -> None:
+    """As after resuming: a new loader told that the trainer is at epoch 2 gives epoch 2's order, crops and grays."""
+    uninterrupted = _seeded_epochs(ids_beton, seed=7, epochs=3)
+    resumed = _seeded_epochs(ids_beton, seed=7, epochs=1, epoch=lambda: 2)[0]
+    assert torch.equal(resumed[1], uninterrupted[2][1]) and torch.equal(resumed[0], uninterrupted[2][0])
+
+
+def test_gpu_grayscale_takes_the_cpu_paths_decisions(ids_beton: Path) -> None:
+    """The GPU path's grayscale op (run here on CPU tensors) grays exactly the samples the CPU path grays."""
+    from data_pipeline.augment import EpochKey, SeededGrayscale, grayscale_draws
+    from data_pipeline.loaders import GRAYSCALE_PROBABILITY
+
+    epochs = _seeded_epochs(ids_beton, seed=3, epochs=6)
+    key = EpochKey(seed=3)
+    for epoch, (images, labels) in enumerate(epochs):
+        gray = ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(dim=1)
+        key.epoch = epoch
+        assert gray.tolist() == grayscale_draws(key(), labels.numpy(), GRAYSCALE_PROBABILITY).tolist()
+        colour = torch.rand(len(labels), 3, 4, 4, generator=torch.Generator().manual_seed(epoch))
+        on_gpu_path = SeededGrayscale(GRAYSCALE_PROBABILITY, key).generate_code()(colour, None, labels.numpy())
+        gpu_gray = ((on_gpu_path[:, 0] == on_gpu_path[:, 1]) & (on_gpu_path[:, 1] == on_gpu_path[:, 2])).flatten(1).all(1)
+        assert torch.equal(gpu_gray, gray)
+    assert 0 < sum(int(((x[:, 0] == x[:, 1]).flatten(1).all(1)).sum()) for x, _ in epochs) < 6 * 14
