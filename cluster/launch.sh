@@ -393,5 +393,5 @@ if ((dry_run)); then
   exit 0
 fi
 if ! "$sbatch" --parsable "${sbatch_args[@]}" "$script" 2> "$errors"; then
-  fail "sbatch refused the job: $(grep -v '^[[:space:]]*$' "$errors" | tail -n 1); nothing was submitted"
+  fail "sbatch refused the job: $(grep -v -e '^[[:space:]]*$' -e '^Try ' "$errors" | paste -s -d ' '); nothing was submitted"
 fi
