@@ -43,7 +43,7 @@ requeue_code=3  # lightning_modules.preemption.REQUEUE_EXIT_CODE
 site_keys=(SITE_PARTITION SITE_ACCOUNT SITE_QOS SITE_ACTIVATE SITE_SCRATCH)
 
 fail() { echo "launch.sh: $*" >&2; exit 2; }
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0; }  # the comment above
 
 # ------------------------------------------------------------------------------------------------ arguments
 

@@ -155,6 +155,10 @@ def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_
     log = job_log(tmp_path / "jobs")
     assert scontrol_job(job, env)["JobState"] == "COMPLETED", (scontrol_job(job, env), log[-3000:])
     assert "interrupted; rerun the same command to resume" in log and log.count("Ray head at") == 2
+    # The driver joined the job's cluster (its port comes from the job id), rather than starting a Ray of its own.
+    port = 25000 + 4 * (int(job) % 1900)
+    assert json.loads((out / "config.json").read_text())["address"].endswith(f":{port}")
+    assert "Started a local Ray instance" not in log
     after = {path.name: path.stat().st_mtime_ns for path in chunks.glob("*.parquet")}
     assert len(after) == 26 and all(after[name] == mtime for name, mtime in before.items())  # not redone
     [stage] = (tmp_path / "scratch" / "specialize-data").glob("data-*[0-9]")
