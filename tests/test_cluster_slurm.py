@@ -164,6 +164,7 @@ def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_
     [stage] = (tmp_path / "scratch" / "specialize-data").glob("data-*[0-9]")
     assert json.loads((out / "manifest.json").read_text())["data"] == str(stage)  # read from the node-local copy
     assert not processes_with(f"/tmp/ray-{job}")  # Ray was stopped
+    shutil.rmtree(f"/tmp/ray-{job}", ignore_errors=True)  # its logs
 
     # The same sweep run directly, in this process: the same images, batches and lesions per pass.
     loaded = load_model(checkpoint)
