@@ -6,7 +6,8 @@
 #
 # Needs root and Debian's slurm-wlm + munge (scripts/setup_system.sh). The node is this host (its short name, which
 # must resolve: Lightning uses it as the DDP master address) at 127.0.0.1, with
-# the CPUs of `nproc`; proctrack/linuxproc and task/none, so no cgroups are needed; ports SLURM_LOCAL_PORT
+# the CPUs of `nproc` (all of them: nproc alone would count OMP_NUM_THREADS); proctrack/linuxproc and task/none, so no
+# cgroups are needed; ports SLURM_LOCAL_PORT
 # (default 16817) and the next one. Job ids start at that port number, so two local clusters' jobs get different
 # ids (Lightning derives the DDP master port from the job id). `stop` cancels the jobs before the daemons.
 set -euo pipefail
@@ -19,7 +20,7 @@ pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_conf() {
   local cpus memory
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 3 / 4 ))
   cat > "$state/slurm.conf" <<CONF
 ClusterName=specialize-local

@@ -110,16 +110,22 @@ def _device(device: str | torch.device) -> torch.device:
     return device
 
 
-def image_pipeline(train: bool, resolution: int, device: torch.device, key: EpochKey) -> list:
+def image_pipeline(train: bool, resolution: int, device: torch.device, key: EpochKey, normalise: bool = True) -> list:
     """FFCV operations from stored image to normalised float32 NCHW batch on `device`; train-time draws by `key`.
 
     On CPU, normalisation (and train-time grayscale) is one fused numba pass; on a GPU, uint8 batches are
-    moved first and normalised there.
+    moved first and normalised there. normalise=False (eval only) stops at the uint8 NCHW crops;
+    `data_pipeline.normalise.normalise_uint8` normalises them later, bit for bit as here.
     """
     if train:
         ops: list = [SeededSquareCropDecoder((resolution, resolution), key)]
     else:
         ops = [CenterCropRGBImageDecoder((resolution, resolution), ratio=CROP_RATIO)]
+    if not normalise:
+        if train:
+            raise ValueError("normalise=False is for the eval transform; training batches are normalised and augmented")
+        moved = [] if device.type == "cpu" else [ToDevice(device, non_blocking=True)]
+        return ops + [ToTensor(), *moved, ToTorchImage(channels_last=False)]
     grayscale = GRAYSCALE_PROBABILITY if train else 0.0
     if device.type == "cpu":
         return ops + [NormaliseToCHW(grayscale, key), ToTensor()]
@@ -147,8 +153,10 @@ def traversal_order(train: bool, distributed: bool, os_cache: bool) -> OrderOpti
 def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, resolution: int, num_workers: int,
                 device: str | torch.device = "cpu", distributed: bool = False, seed: int = 0,
                 indices: Sequence[int] | None = None, label_offset: int = 0, drop_last: bool | None = None,
-                os_cache: bool = True, epoch: Callable[[], int] | None = None) -> SeededLoader:
+                os_cache: bool = True, epoch: Callable[[], int] | None = None, normalise: bool = True) -> SeededLoader:
     """An FFCV Loader yielding (images float32 NCHW normalised, labels int64 + label_offset).
+
+    normalise=False (eval only) yields the uint8 NCHW crops instead (see `image_pipeline`).
 
     distributed=True splits every epoch across torch.distributed ranks (each sample once; the rank and world
     size come from the initialised process group). os_cache=False reads pages from disk per process instead
@@ -166,6 +174,7 @@ def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, 
         str(beton_path), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
         order=traversal_order(train, distributed, os_cache), distributed=distributed, seed=seed,
         indices=None if indices is None else np.asarray(indices, dtype=np.uint64),
-        pipelines={"image": image_pipeline(train, resolution, device, key), "label": label_pipeline(label_offset, device)},
+        pipelines={"image": image_pipeline(train, resolution, device, key, normalise),
+                   "label": label_pipeline(label_offset, device)},
         drop_last=train if drop_last is None else drop_last, key=key, epoch=epoch,
     )

@@ -35,11 +35,12 @@ def sample_indices(total: int, n: int | None, seed: int) -> np.ndarray:
 
 
 def sample_images(data_dir: str | os.PathLike | DataDir, task: str, split: str, n: int | None, seed: int,
-                  resolution: int, label_space: LabelSpace | None = None,
-                  num_workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  resolution: int, label_space: LabelSpace | None = None, num_workers: int | None = None,
+                  normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed seeded subset of n images of one task's split with the eval transform, as (images, labels).
 
-    Labels are local to the task, or shifted into `label_space` when it is given.
+    Labels are local to the task, or shifted into `label_space` when it is given. normalise=False gives the
+    uint8 crops (a quarter of the memory; `data_pipeline.normalise.normalise_uint8` normalises them exactly).
     """
     data = data_dir if isinstance(data_dir, DataDir) else DataDir(data_dir)
     if label_space is not None and split == "heldout":
@@ -47,21 +48,21 @@ def sample_images(data_dir: str | os.PathLike | DataDir, task: str, split: str, 
     offset = label_space.offset(task) if label_space is not None else 0
     path = data.beton(task, split)
     indices = sample_indices(num_samples(path), n, seed)
-    batches = list(stream_batches(path, resolution, BATCH_SIZE, offset, indices, num_workers))
+    batches = list(stream_batches(path, resolution, BATCH_SIZE, offset, indices, num_workers, normalise))
     return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def stream_batches(beton_path: str | os.PathLike, resolution: int, batch_size: int = BATCH_SIZE, label_offset: int = 0,
-                   indices: Sequence[int] | None = None,
-                   num_workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                   indices: Sequence[int] | None = None, num_workers: int | None = None,
+                   normalise: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) batches of a .beton (all samples, or `indices`) in file order with the eval transform.
 
-    Labels are shifted by `label_offset`. Each batch is a copy, so it outlives the loader's next step
-    (FFCV reuses its batch buffers); only one batch is held at a time.
+    Labels are shifted by `label_offset`; normalise=False yields uint8 images. Each batch is a copy, so it
+    outlives the loader's next step (FFCV reuses its batch buffers); only one batch is held at a time.
     """
     loader = make_loader(beton_path, train=False, batch_size=batch_size, resolution=resolution,
                          num_workers=num_workers or min(4, os.cpu_count() or 1), indices=indices,
-                         label_offset=label_offset, drop_last=False)
+                         label_offset=label_offset, drop_last=False, normalise=normalise)
     for images, labels in loader:
         yield images.clone(), labels.clone()
 

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dotted overrides, e.g. trainer.epochs=5 data.dir=data/synth tasks=[face,object]")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its newest checkpoint, with its saved config")
+    parser.add_argument("--print-config", nargs="?", const="", metavar="KEY",
+                        help="print the resolved config as YAML (or the value of one dotted KEY, or run_dir) and exit "
+                             "without training")
     parser.set_defaults(run=run_train)
 
 
@@ -39,6 +42,9 @@ def run_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
     else:
         raise UserError("no config given; pass --config configs/<name>.yaml or --resume RUN_DIR")
+    if args.print_config is not None:
+        print_config(config, args.print_config)
+        return 0
     try:
         run_dir = train(config)
     except Preempted as stop:
@@ -61,3 +67,28 @@ def resumed_config(saved: "TrainConfig", run_dir: str, overrides: list[str]) -> 
     for override in overrides:
         apply_override(data, override)
     return config_from_dict(data)
+
+
+def print_config(config: "TrainConfig", key: str) -> None:
+    """Print the resolved config as YAML, or the value of one dotted key (or `run_dir`): a string as its bytes
+    (so that cluster/launch.sh reads paths in any encoding), anything else as JSON."""
+    import json
+    import os
+
+    import yaml
+
+    from common.errors import UserError
+    from common.output_dir import flatten
+
+    if not key:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return
+    values = {**flatten(config.to_dict()), "run_dir": str(config.run_dir)}
+    if key not in values:
+        raise UserError(f"--print-config {key}: no such config key; give a dotted key such as data.dir or run_dir")
+    value = values[key]
+    if isinstance(value, str):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(os.fsencode(value) + b"\n")
+    else:
+        print(json.dumps(value))

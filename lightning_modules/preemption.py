@@ -4,9 +4,11 @@ Lightning's own `SLURMEnvironment(auto_requeue=True)` saves the checkpoint insid
 collective that can interleave with the gradient all-reduce of a DDP step) and requeues from there, which
 sends SIGTERM into the still-running ranks; with DDP on gloo that hung in our tests. Here the handler only
 raises a flag; at the next batch end the ranks agree on it (any rank signalled -> all act), save
-`hpc_ckpt_N.ckpt` into the run directory, stop, and `specialize train` exits with REQUEUE_EXIT_CODE; the job
-script written by cluster/launch.sh then runs `scontrol requeue`, and the restarted job continues from the
-newest checkpoint (`train.latest_checkpoint`).
+`hpc_ckpt_N.ckpt` into the run directory and stop at once by raising `Preempted` (stopping through
+`trainer.should_stop` would still run the epoch-end hooks, whose last.ckpt, newer and marked as a finished
+epoch, would make the rerun skip the rest of that epoch). `specialize train` exits with REQUEUE_EXIT_CODE; the
+job script written by cluster/launch.sh then runs `scontrol requeue`, and the restarted job continues from the
+newest checkpoint, the hpc one (`train.latest_checkpoint`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,12 @@ def next_hpc_checkpoint(run_dir: Path) -> Path:
 
 
 class SaveOnSignal(pl.Callback):
-    """On `signum`, save a checkpoint into `run_dir` at the next batch end (all ranks together) and stop."""
+    """On `signum`, save a checkpoint into `run_dir` at the next batch end (all ranks together) and raise `Preempted`."""
 
     def __init__(self, run_dir: Path, signum: int = signal.SIGUSR1):
         self.run_dir = Path(run_dir)
         self.signum = signum
         self.requested = False
-        self.saved: Path | None = None
         self._previous: Any = None
 
     def _request(self, signum: int, frame: Any) -> None:
@@ -52,8 +53,8 @@ class SaveOnSignal(pl.Callback):
         signal.signal(self.signum, self._previous if self._previous is not None else signal.SIG_DFL)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self.saved is not None or not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
-        self.saved = next_hpc_checkpoint(self.run_dir)
-        trainer.save_checkpoint(self.saved)
-        trainer.should_stop = True
+        saved = next_hpc_checkpoint(self.run_dir)
+        trainer.save_checkpoint(saved)
+        raise Preempted(f"stopped on SIGUSR1; saved {saved}; requeue the job to continue")

@@ -45,7 +45,6 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     import pytorch_lightning as pl
 
     from lightning_modules.module import TaskModule
-    from lightning_modules.preemption import Preempted, SaveOnSignal
 
     # epoch metrics are summed across ranks in TaskModule before logging; Lightning's advice to sync them is moot
     warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True")
@@ -63,10 +62,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     datamodule = make_datamodule(config, trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
-    finally:
+    finally:  # also when preempted (`preemption.Preempted` raised on SIGUSR1 after saving a checkpoint)
         finish_wandb_run(trainer)
-    if any(isinstance(callback, SaveOnSignal) and callback.saved for callback in trainer.callbacks):
-        raise Preempted(f"stopped on SIGUSR1; saved a checkpoint in {run_dir}; requeue the job to continue")
     if trainer.is_global_zero and not trainer.interrupted:
         write_summary(run_dir, trainer)
     return run_dir

@@ -1,7 +1,7 @@
 """The lesion sweep fanned out with Ray: (layer, chunk of filters) tasks, resumable, with greedy ranking.
 
-The model and the images go into the Ray object store once; the workers of a node share the images there
-(zero-copy) rather than each holding a copy. Each task runs the lesion engine on one chunk
+The model and the images (uint8, a quarter of float32) go into the Ray object store once; the workers of a node
+share the images there (zero-copy) rather than each holding a copy. Each task runs the lesion engine on one chunk
 of one layer's filters and asks for GPUs (fractions allowed) or CPUs. The driver writes each finished chunk
 atomically under OUT/chunks/, so running the same sweep again skips finished chunks; Ray retries a task whose
 worker died. Chunks, pass sizes and the memory budget are fixed once per output directory (config.json), so
@@ -212,7 +212,8 @@ class SweepResult:
 
 
 def training_images(loaded: Any, data_dir: str | os.PathLike, images_per_task: int, seed: int) -> ImagesByTask:
-    """Per task the model was trained on: a seeded set of training-split images, labels in its output space."""
+    """Per task the model was trained on: a seeded set of training-split images (uint8 centre crops, normalised
+    batch by batch on the workers), labels in its output space."""
     from data_pipeline.data_dir import DataDir
     from data_pipeline.sample import sample_images
 
@@ -222,7 +223,8 @@ def training_images(loaded: Any, data_dir: str | os.PathLike, images_per_task: i
     images = {}
     for task in loaded.label_space.tasks:
         try:
-            images[task] = sample_images(data, task, "train", images_per_task, seed, resolution, label_space=loaded.label_space)
+            images[task] = sample_images(data, task, "train", images_per_task, seed, resolution,
+                                         label_space=loaded.label_space, normalise=False)
         except UserError as error:
             raise UserError(f"--images-per-task {images_per_task} for task {task}: {error}") from None
     return images

@@ -1,0 +1,191 @@
+"""cluster/launch.sh without a cluster: what sbatch receives (a fake sbatch records it), the job script run with a fake
+srun (threads, requeue, seeds of an array, the node-local data copy), the Ray job script, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers_train import ROOT
+
+LAUNCH = ROOT / "cluster" / "launch.sh"
+TINY = str(ROOT / "configs" / "tiny_face_object.yaml")
+TRAIN = [sys.executable, "-m", "specialize.cli", "train", "--config", TINY]
+
+FAKES = {
+    # records its arguments and the job script, answers with a job id
+    "sbatch": 'printf "%s\\n" "$@" > "$FAKE_LOG/sbatch.argv"; cp "${@: -1}" "$FAKE_LOG/job.sbatch"; echo 4242',
+    # records every call with the task's OMP_NUM_THREADS; runs `bash -c` steps (the data copy), not the command
+    "srun": ('{ echo "OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"; printf "%s\\n" "$@"; echo ---; } >> "$FAKE_LOG/srun.log"\n'
+             'while [[ $1 == -* ]]; do shift; done\n'
+             'if [[ $1 == bash ]]; then exec "$@"; fi\n'
+             'exit "${FAKE_SRUN_EXIT:-0}"'),
+    "scontrol": 'printf "%s\\n" "$*" >> "$FAKE_LOG/scontrol.log"',
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path) -> dict[str, str]:
+    """An environment whose PATH starts with fake sbatch, srun and scontrol that log under tmp_path/log."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    log.mkdir()
+    for name, body in FAKES.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/bash\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "SPECIALIZE_SITE"))}
+    env.pop("OMP_NUM_THREADS", None)
+    return {**env, "PATH": f"{bin_dir}:{env['PATH']}", "FAKE_LOG": str(log),
+            "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
+
+
+def launch(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check,
+                          timeout=120)
+
+
+def directives(script: str) -> list[str]:
+    return [line.removeprefix("#SBATCH ") for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def run_job(env: dict, **slurm: str) -> int:
+    """Run the submitted job script as Slurm would start it on the first node, with the fakes on PATH."""
+    job_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", **slurm}
+    return subprocess.run(["bash", str(Path(env["FAKE_LOG"]) / "job.sbatch")], env=job_env, timeout=120).returncode
+
+
+def srun_calls(env: dict) -> list[list[str]]:
+    """Each srun call: [OMP_NUM_THREADS=..., argument, ...]."""
+    text = (Path(env["FAKE_LOG"]) / "srun.log").read_text()
+    return [call.strip("\n").split("\n") for call in text.split("---\n") if call.strip()]
+
+
+def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
+    result = launch(fake_slurm, "--nodes", "2", "--gpus-per-node", "2", "--time", "1:00:00", "--", *TRAIN,
+                    "data.num_workers=3")
+    log = Path(fake_slurm["FAKE_LOG"])
+    script_path = Path(fake_slurm["SPECIALIZE_SLURM_DIR"]) / Path((log / "sbatch.argv").read_text().split()[-1]).name
+    assert result.stdout.strip() == "4242"
+    assert (log / "sbatch.argv").read_text().splitlines() == ["--parsable", "--time", "1:00:00", str(script_path)]
+    assert directives((log / "job.sbatch").read_text()) == [
+        "--job-name=specialize", "--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2",
+        "--cpus-per-task=4",  # the config's 3 loader workers + the rank
+        "--signal=USR1@90", "--requeue", "--open-mode=append", f"--output={script_path.parent}/%x-%j.out"]
+
+    assert run_job(fake_slurm, SLURM_CPUS_PER_TASK="4", FAKE_SRUN_EXIT="3") == 3
+    [call] = srun_calls(fake_slurm)
+    assert call == ["OMP_NUM_THREADS=4", *TRAIN, "data.num_workers=3", "trainer.devices=2", "trainer.num_nodes=2"]
+    assert (log / "scontrol.log").read_text() == "requeue 4242\n"  # exit code 3: saved on SIGUSR1, continue
+
+    (log / "scontrol.log").unlink()
+    assert run_job({**fake_slurm, "OMP_NUM_THREADS": "2"}, SLURM_CPUS_PER_TASK="4") == 0
+    assert srun_calls(fake_slurm)[-1][0] == "OMP_NUM_THREADS=2"  # a value already set is kept
+    assert not (log / "scontrol.log").exists()
+
+
+def test_array_job_trains_each_seed_into_its_own_run(fake_slurm):
+    launch(fake_slurm, "--array", "0-4%2", "--gpus-per-node", "0", "--cpus-per-task", "2", "--", *TRAIN)
+    script = (Path(fake_slurm["FAKE_LOG"]) / "job.sbatch").read_text()
+    assert "--array=0-4%2" in directives(script) and any(d.endswith("/%x-%A_%a.out") for d in directives(script))
+    assert run_job(fake_slurm, SLURM_ARRAY_TASK_ID="3") == 0
+    assert srun_calls(fake_slurm)[-1][-2:] == ["seed=3", "output.run_name=tiny_face_object-seed3"]
+
+    launch(fake_slurm, "--array", "1,7", "--gpus-per-node", "0", "--", *TRAIN, "output.run_name=mine")
+    assert run_job(fake_slurm, SLURM_ARRAY_TASK_ID="7") == 0
+    assert srun_calls(fake_slurm)[-1][-2:] == ["seed=7", "output.run_name=mine-seed7"]
+
+
+def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fake_slurm):
+    script = launch(fake_slurm, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "16", "--dry-run", "--",
+                    "specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o").stdout
+    assert directives(script)[:6] == ["--job-name=specialize", "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4",
+                                      "--cpus-per-task=16", "--signal=B:USR1@90"]
+    lines = script.splitlines()
+
+    def line_of(text: str) -> int:
+        [index] = [i for i, line in enumerate(lines) if text in line and not line.lstrip().startswith("#")]
+        return index
+
+    head = line_of("start --head")
+    assert '--nodelist="$SLURMD_NODENAME"' in lines[head - 1] and "--num-gpus=\"$ray_gpus\"" in script
+    workers = line_of('start --address="$ray_address"')
+    assert '--exclude="$SLURMD_NODENAME"' in lines[workers - 1]
+    assert "--nodes=$((SLURM_JOB_NUM_NODES - 1))" in lines[workers - 2]
+    command = line_of("command=(")
+    assert lines[command] == 'command=(specialize lesion --checkpoint c.ckpt --data d --out o --address "$ray_address")'
+    driver = line_of('exec "${command[@]}"')
+    all_joined = line_of('wait_for_ray_nodes "$SLURM_JOB_NUM_NODES"')
+    assert head < line_of("wait_for_ray_nodes 1 ||") < workers < all_joined < command < driver
+    assert lines.index("stop_ray") > driver  # Ray stops after the driver
+    assert 'srun "${command[@]}"' not in script  # one driver, not one per task
+    assert "ray_gpus=4 " in script and "RAY_ADDRESS=$ray_address" in lines[driver]
+
+
+def site_file(path: Path, **values: str) -> Path:
+    lines = [f"{key}={value}" for key, value in values.items()]
+    path.write_text("# a cluster\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def test_site_file_sets_partition_and_environment_and_copies_the_data_to_node_local_scratch(fake_slurm, tmp_path):
+    data = tmp_path / "my data"  # a space, and a name any encoding may hold
+    (data / "face").mkdir(parents=True)
+    (data / "manifest.json").write_text('{"tasks": {}}')
+    (data / "face" / "train.beton").write_bytes(b"\x00" * 1000)
+    scratch = tmp_path / "local"
+    site = site_file(tmp_path / "site.env", SITE_PARTITION="gpu", SITE_ACCOUNT="lab", SITE_QOS="",
+                     SITE_ACTIVATE="export ACTIVATED=yes", SITE_SCRATCH=f'"{scratch}/$USER"')
+    launch(fake_slurm, "--site", str(site), "--gpus-per-node", "0", "--", *TRAIN, f"data.dir={data}")
+    script = (Path(fake_slurm["FAKE_LOG"]) / "job.sbatch").read_text()
+    assert "--partition=gpu" in directives(script) and "--account=lab" in directives(script)
+    assert not any(d.startswith("--qos") for d in directives(script)) and "\nexport ACTIVATED=yes\n" in script
+
+    assert run_job({**fake_slurm, "USER": "me"}) == 0
+    copy_call, train_call = srun_calls(fake_slurm)
+    assert "--ntasks-per-node=1" in copy_call  # one copy per node
+    [stage] = (scratch / "me" / "specialize-data").glob("my data-*[0-9]")
+    assert f"data.dir={stage}" in train_call and f"data.dir={data}" not in train_call
+    assert (stage / "face" / "train.beton").read_bytes() == b"\x00" * 1000 and (stage / ".complete").is_file()
+
+    (stage / "face" / "kept").touch()  # a later job on the node reuses the copy ...
+    assert run_job({**fake_slurm, "USER": "me"}) == 0 and (stage / "face" / "kept").exists()
+    (data / "manifest.json").write_text('{"tasks": {"face": {}}}')  # ... until the data directory changes
+    assert run_job({**fake_slurm, "USER": "me"}) == 0
+    assert not (stage / "face" / "kept").exists() and (stage / "manifest.json").read_text() == '{"tasks": {"face": {}}}'
+
+
+COMPLETE_SITE = {"SITE_PARTITION": "", "SITE_ACCOUNT": "", "SITE_QOS": "", "SITE_ACTIVATE": "", "SITE_SCRATCH": ""}
+LESION = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"]
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--gpus-per-node", "0", "--", *LESION], {"SBATCH": "/no/sbatch"}, "no sbatch on this host"),
+    (["--nodes", "2", *LESION], {}, "no command: put it after --"),
+    (["--ray", "--"], {}, "no command after --"),
+    (["--nodes", "two", "--", *LESION], {}, "--nodes takes a whole number"),
+    (["--ntasks-per-node", "4", "--", *LESION], {}, "one Slurm task per node"),
+    (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
+    (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
+    (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
+    (["--", *TRAIN, "--bad"], {}, "cannot resolve the training config: "),
+    (["--site", "SITE", "--", *LESION], {"drop": "SITE_QOS"}, "does not set SITE_QOS"),
+    (["--site", "SITE", "--", *LESION], {"add": "SITE_PARTITON=gpu"}, "unknown key SITE_PARTITON"),
+    (["--site", "SITE", "--", *TRAIN, "data.dir=/no/such/data"], {"add": "SITE_SCRATCH=/tmp"}, "/no/such/data does not exist"),
+])
+def test_bad_input_gives_one_line_and_submits_nothing(fake_slurm, tmp_path, args, env, message):
+    values = dict(COMPLETE_SITE)
+    values.pop(env.pop("drop", ""), None)
+    key, _, value = env.pop("add", "=").partition("=")
+    if key:
+        values[key] = value
+    site = site_file(tmp_path / "site.env", **values)
+    result = launch({**fake_slurm, **env}, *[str(site) if arg == "SITE" else arg for arg in args], check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("launch.sh: ")
+    assert not (Path(fake_slurm["FAKE_LOG"]) / "sbatch.argv").exists()
