@@ -36,9 +36,9 @@ def random_uint8_tasks(seed: int = 3) -> dict[str, tuple[torch.Tensor, torch.Ten
 
 
 def normalised_in_numpy(images: torch.Tensor) -> torch.Tensor:
-    """The loaders' float32 values, (x - 127.5) * float32(1 / 127.5), computed independently of `normalise_uint8`."""
+    """The loaders' float32 values, (x - 127.5) / 127.5, computed independently of `normalise_uint8`."""
     half = np.float32(127.5)
-    return torch.from_numpy((images.numpy().astype(np.float32) - half) * (np.float32(1) / half))
+    return torch.from_numpy((images.numpy().astype(np.float32) - half) / half)
 
 
 def test_sweep_of_uint8_images_equals_sweep_of_normalised_floats():
