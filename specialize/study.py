@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,14 +189,23 @@ def study_identity(study: StudyConfig) -> dict[str, Any]:
     return {key: data[key] for key in ("name", "pairs", "controls", "overrides", "analyses")}
 
 
-def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bool = False) -> "pd.DataFrame":
-    """Run (or continue) every unfinished trial with Ray Tune, then aggregate; returns the per-trial table."""
+def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bool = False,
+              only_seeds: list[int] | None = None) -> "pd.DataFrame":
+    """Run (or continue) every unfinished trial with Ray Tune, then aggregate; returns the per-trial table.
+
+    `only_seeds` runs the trials of those seeds alone and leaves the aggregation to a later `--aggregate-only`
+    (one job of a Slurm array per seed: the jobs then never write the same files).
+    """
     out = study.out_dir
     check_same_job(out, "study", recorded_identity(out / "config.json"), study_identity(study),
                    "rerun the same study config (adding seeds is fine), or give the study another name")
     write_json(out / "config.json", {**study.to_dict(), "identity": study_identity(study)})
-    pending = [trial for trial in trials_of(study) if not (trial.directory(study) / TRIAL_FILE).is_file()]
+    chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]
+    pending = [trial for trial in chosen if not (trial.directory(study) / TRIAL_FILE).is_file()]
     failed = tune_trials(study, pending, address) if pending and not aggregate_only else []
+    if only_seeds is not None:
+        report_failures(failed, pending, out)
+        return trial_table(study, only_seeds)
     table = trial_table(study)
     if not table.empty:
         from analysis.seeds import aggregate_study
@@ -206,10 +216,15 @@ def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bo
                                     {"study": study.name}))
     write_manifest(out / "manifest.json", "study", seeds=list(study.seeds), networks=list(study.networks),
                    trials=table["name"].tolist() if not table.empty else [])
+    report_failures(failed, pending, out)
+    return table
+
+
+def report_failures(failed: list[str], pending: list[Trial], out: Path) -> None:
+    """UserError naming the first failed trial, when any failed."""
     if failed:
         raise UserError(f"{len(failed)} of {len(pending)} trials failed (first: {failed[0]}); their logs are in "
                         f"{out / 'ray_tune'}; rerun the same command to retry them")
-    return table
 
 
 def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) -> list[str]:
@@ -225,18 +240,19 @@ def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) ->
         results = tune.Tuner(
             trainable, param_space={"trial": tune.grid_search(list(by_name))},
             run_config=tune.RunConfig(
-                name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str((study.out_dir / "ray_tune").resolve()),
+                name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                storage_path=str((study.out_dir / "ray_tune").resolve()),
                 failure_config=tune.FailureConfig(max_failures=study.resources.max_failures), verbose=1),
         ).fit()
     return [f"{result.config['trial']}: {str(result.error).splitlines()[-1]}" for result in results
             if result.error is not None]
 
 
-def trial_table(study: StudyConfig) -> "pd.DataFrame":
-    """One row per finished trial of the study's networks and seeds: its final metrics (trial.json)."""
+def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> "pd.DataFrame":
+    """One row per finished trial of the study's networks and seeds (or `seeds`): its final metrics (trial.json)."""
     import pandas as pd
 
-    rows = [read_json(path) for trial in trials_of(study)
+    rows = [read_json(path) for trial in trials_of(study) if seeds is None or trial.seed in seeds
             if (path := trial.directory(study) / TRIAL_FILE).is_file()]
     return pd.DataFrame([{"name": f"{row['network']}-seed{row['seed']}", **row} for row in rows])
 
@@ -254,6 +270,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, help="study YAML, e.g. studies/tiny.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. seeds=[3] output=runs/x")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures from finished trials")
+    parser.add_argument("--seeds", help="run only these comma-separated seeds of the study, without aggregating (one "
+                                        "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)")
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     parser.set_defaults(run=run_study_command)
 
@@ -278,7 +296,11 @@ def run_study_command(args: argparse.Namespace) -> int:
     from specialize.study_config import load_study
 
     study = load_study(args.config, args.overrides)
-    print_trials(run_study(study, args.address, args.aggregate_only), study.out_dir)
+    only_seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    unknown = sorted(set(only_seeds or ()) - set(study.seeds))
+    if unknown:
+        raise UserError(f"--seeds {unknown[0]} is not among the study's seeds {study.seeds}; add it to `seeds`")
+    print_trials(run_study(study, args.address, args.aggregate_only, only_seeds), study.out_dir)
     return 0
 
 

@@ -53,16 +53,23 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     study = tmp_path / "runs" / "tiny"
     env = {**os.environ, "WANDB_MODE": "offline"}
 
-    # Killed (the driver, its Ray and its trials) once the first trial has finished.
+    # One seed alone (as one job of a Slurm array does): its trials, no aggregation.
+    subprocess.run(study_command(config, "--seeds", "0"), cwd=ROOT, env=env, check=True, timeout=1500,
+                   capture_output=True)
+    assert sorted(path.parent.name for path in study.glob("trials/*/trial.json")) == [
+        "face-seed0", "face_object-seed0", "food_object-seed0"]
+    assert not (study / "aggregate").exists()
+
+    # Killed (the driver, its Ray and its trials) once a trial of the other seed has finished.
     first = subprocess.Popen(study_command(config), cwd=ROOT, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
-    while not list(study.glob("trials/*/trial.json")) and first.poll() is None and time.time() < deadline:
+    while len(list(study.glob("trials/*/trial.json"))) < 4 and first.poll() is None and time.time() < deadline:
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     finished = [path.parent for path in study.glob("trials/*/trial.json")]
-    assert 1 <= len(finished) < 6
+    assert 4 <= len(finished) < 6
     before = {trial: stamps(trial) for trial in finished}
     done_stages = {stage: stamps(stage) for stage in study.glob("trials/*/*") if (stage / "manifest.json").is_file()
                    and (stage.name != "train" or (stage / "summary.json").is_file())}
@@ -147,3 +154,10 @@ def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_seeds_outside_the_study_are_one_line_errors(tmp_path, capsys):
+    config = study_yaml(tmp_path / "study.yaml", tmp_path / "data", tmp_path / "runs")
+    assert main(["study", "--config", str(config), "--seeds", "7"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--seeds 7 is not among the study's seeds [0, 1]" in error and "\n" not in error
