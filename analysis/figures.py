@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from lightning_modules.layer_names import CONV_LAYERS  # noqa: E402
 from common.io import atomic_path  # noqa: E402
+from common.redact import redact, redacted_sys_argv  # noqa: E402
 
 FORMATS = ("png", "svg")
 
@@ -102,7 +103,8 @@ def wandb_mode(requested: str) -> str:
 def log_to_wandb(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], project: str | None,
                  mode: str = "offline", config: Mapping | None = None,
                  run_dir: str | os.PathLike | None = None) -> bool:
-    """Log PNG figures and tables to the active W&B run, or to a new run in `project` (none: W&B stays off).
+    """Log PNG figures and tables to the active W&B run, or to a new run in `project` (none: W&B stays off;
+    secrets redacted from its config and recorded command line).
 
     Returns False when nothing was logged: no active run and no project, or the mode is "disabled".
     """
@@ -111,8 +113,12 @@ def log_to_wandb(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame]
     own_run, mode = wandb.run is None, wandb_mode(mode)
     if own_run and (project is None or mode == "disabled"):
         return False
-    run = wandb.init(project=project, job_type="segregation", config=dict(config or {}), dir=run_dir,
-                     mode=mode) if own_run else wandb.run
+    if own_run:
+        with redacted_sys_argv():  # W&B records the command line when its run starts
+            run = wandb.init(project=redact(project), job_type="segregation", config=redact(dict(config or {})),
+                             dir=run_dir, mode=mode)
+    else:
+        run = wandb.run
     run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
              **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
     if own_run:

@@ -8,7 +8,6 @@ each of the `trainer.devices * trainer.num_nodes` processes loads `batch_size / 
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any, Mapping
 import yaml
 
 from common.errors import UserError
-from common.io import atomic_path, write_json
+from common.io import atomic_path, read_json, write_json
+from common.redact import redact
 
 HEADS = ("shared", "separate")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -239,8 +239,8 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def write_config(config: TrainConfig, run_dir: str | Path) -> None:
-    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically."""
-    data = config.to_dict()
+    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically, secrets redacted."""
+    data = redact(config.to_dict())
     with atomic_path(Path(run_dir) / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     write_json(Path(run_dir) / "config.json", data)
@@ -251,4 +251,4 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created")
-    return config_from_dict(json.loads(path.read_text()))
+    return config_from_dict(read_json(path))

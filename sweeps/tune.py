@@ -45,7 +45,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def trial_configs(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], out: Path) -> list[dict]:
-    """Resolved training configs (as dicts, with absolute paths) for every config x seed."""
+    """Resolved training configs (as dicts, with absolute paths, secrets redacted) for every config x seed."""
+    from common.redact import redact
     from lightning_modules.config import load_config
 
     trials = []
@@ -57,7 +58,7 @@ def trial_configs(configs: Sequence[str], seeds: Sequence[int], overrides: Seque
             data["data"]["dir"] = str(Path(data["data"]["dir"]).resolve())
             data["output"].update(root=str(out.resolve()), run_name=f"{config.name}-seed{seed}")
             data["trainer"]["progress_bar"] = False
-            trials.append(data)
+            trials.append(redact(data))  # Ray Tune writes trial configs into its own files
     names = [trial["output"]["run_name"] for trial in trials]
     if len(set(names)) != len(names):
         raise UserError("two --config files share a `name`; give each task pair's config its own name")
