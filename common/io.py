@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+UMASK = os.umask(0o022)  # read once (setting it is the only way), then restored
+os.umask(UMASK)
 TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # atomic_path's: .<name>.<mkstemp's 8 characters>.tmp
 
 
@@ -42,6 +44,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        tmp_path.chmod(0o666 & ~UMASK)  # as a plain open() would create it (mkstemp makes it private)
         yield tmp_path
         if durable:
             _flush_to_disk(tmp_path)

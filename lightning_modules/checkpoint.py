@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,8 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line),
-                       str(error).splitlines()[0] if str(error) else type(error).__name__)
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        refused = f"it asks for {named.group(1)}" if named else (str(error).splitlines() or [""])[0][:200]
         raise UserError(f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, "
                         f"which could run code when loaded ({refused}); load only .ckpt files written by specialize "
                         "train") from None

@@ -32,10 +32,12 @@ from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig, read_run_config, write_config
 
 CHECKPOINT_DIR = "checkpoints"
-# Keys that may change when a run is continued: they change neither the model nor the data it sees.
+# Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
+# lives neither: `--resume RUN_DIR` names it by its directory).
 RESUMABLE_KEYS = frozenset({
     "trainer.epochs", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
-    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "wandb.mode",
+    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "output.run_name",
+    "wandb.mode",
 })
 
 

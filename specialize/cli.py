@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from common.errors import UserError
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if error.errno not in DISK_FULL_ERRNOS:
             raise
         where = f" while writing {error.filename}" if error.filename else ""
-        return fail(args.command, f"{error.strerror or 'no space left on device'}{where}; free space (or raise the "
+        return fail(args.command, f"{os.strerror(error.errno)}{where}; free space (or raise the "
                                   "quota or file-size limit) or choose another --out, then rerun the same command "
                                   "to resume")
     except KeyboardInterrupt:

@@ -1,10 +1,13 @@
-"""Fault injection for the fault tests: kill -9 a command at chosen points, kill the Ray worker running a task."""
+"""Fault injection for the fault tests: kill -9 a command at chosen points, kill the Ray worker running a task, fill
+the disk; and a check that every result file reads back whole."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +15,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import psutil
+import pytest
 import yaml
 
 from common.io import readable_parquet
@@ -146,6 +150,34 @@ def damaged_files(root: Path) -> list[Path]:
 
     return sorted(path for path in root.rglob("*") if path.suffix in WHOLE and not path.name.startswith(".")
                   and not set(FOREIGN_FOLDERS) & set(path.relative_to(root).parts) and damaged(path))
+
+
+@contextlib.contextmanager
+def small_disk(root: Path, size: str = "256m") -> Iterator[Path]:
+    """A real file system that fills up: a tmpfs of `size` mounted at `root` for the block (root only; the test is
+    skipped where mounting is not allowed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root")
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "--lazy", str(root)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` with a ballast file so that only about `leave` bytes stay free; delete the file to free them."""
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as handle:
+        os.posix_fallocate(handle.fileno(), 0, max(4096, shutil.disk_usage(disk).free - leave))
+    return ballast
+
+
+def on_disk_bytes(paths: Iterable[Path]) -> int:
+    """Space the files take on a file system of 4 KiB blocks."""
+    return sum(-(-path.stat().st_size // 4096) * 4096 for path in paths)
 
 
 def kill_first_process(marker: str, stop: threading.Event) -> int | None:
