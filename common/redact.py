@@ -16,7 +16,7 @@ import re
 import sys
 from typing import Any, Iterator, Mapping, Sequence
 
-REDACTED = "<redacted>"
+REDACTED = "REDACTED"  # plain letters: redacted names (a W&B project, tags) stay valid
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|AUTH", re.IGNORECASE)
 # Shorter environment values are not searched for in text: replacing every "1234" would garble numbers.
 MIN_SECRET_LENGTH = 8

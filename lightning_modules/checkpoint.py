@@ -71,10 +71,12 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        refused = f"it asks for {named.group(1)}" if named else (str(error).splitlines() or [""])[0][:200]
+        if named is None:  # not a pickle at all, or a damaged one
+            raise UserError(f"cannot read checkpoint {path} (not a checkpoint, or damaged); pass a .ckpt written by "
+                            "specialize train") from None
         raise UserError(f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, "
-                        f"which could run code when loaded ({refused}); load only .ckpt files written by specialize "
-                        "train") from None
+                        f"which could run code when loaded (it asks for {named.group(1)}); load only .ckpt files "
+                        "written by specialize train") from None
     except Exception as error:  # a truncated or foreign file: report it in one line
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {first_line}); pass a .ckpt written "

@@ -19,6 +19,7 @@ from helpers_faults import (count_at_least, damaged_files, exists, killed_after,
                             specialize, temporaries)
 from helpers_train import ROOT, session_tiny_data, tiny_config
 from lightning_modules.train import train
+from specialize.cli import main
 
 TRAIN_OVERRIDES = ("trainer.epochs=4", "data.augment=false", "model.dropout=0.5", "optim.plateau_patience=0",
                    "optim.plateau_factor=0.5", "wandb.mode=disabled")
@@ -168,3 +169,21 @@ def test_a_synthetic_jpeg_cut_short_is_drawn_again(tmp_path):
     generate(tmp_path, **options)
     assert victim.read_bytes() == content and not leftover.exists()
     assert mtimes(others) == others
+
+
+def test_damaged_json_and_ranking_are_one_line_errors(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"name": "tiny", "tas')  # cut short
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"specialize train: error: {run_dir / 'config.json'} is not valid JSON") and "\n" not in error
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for name in ("manifest.json", "config.json"):
+        (sweep / name).write_text("{}")
+    (sweep / "ranking.parquet").write_bytes(b"PAR1" + bytes(100))
+    assert main(["segregation", "--sweep", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "not a finished lesion sweep (missing a readable ranking.parquet)" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()

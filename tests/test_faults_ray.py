@@ -1,12 +1,14 @@
 """Faults of the Ray stages: `lesion`, `segregation` and `tune` killed with SIGKILL at several points resume to the
 results of an uninterrupted run without redoing finished units; a Ray worker killed mid-task in segregation is
 retried; sweep chunks and segregation units damaged by a crash are recomputed, not trusted; a full disk (a small
-tmpfs) stops `lesion` and `segregation` in one line with nothing half-written. One local Ray session (2 CPUs)
-serves the module; the killed commands join it with --address, as on a cluster."""
+tmpfs) stops `lesion` and `segregation` in one line with nothing half-written; secrets in the environment and on the
+command line reach no file that train, lesion and segregation write. One local Ray session (2 CPUs) serves the
+module; the killed commands join it with --address, as on a cluster."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,7 @@ import pytest
 
 from analysis.segregation import SegregationSettings, run_segregation
 from common.io import read_json
-from common.ray_runner import Resources
+from common.redact import REDACTED
 from helpers_faults import (count_at_least, damaged_files, exists, fill, kill_first_process, mtimes, on_disk_bytes,
                             run_to_end, run_until, small_disk, specialize, temporaries)
 from helpers_train import ROOT, build_tiny_data, untrained_checkpoint
@@ -201,3 +203,28 @@ def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_
         assert main(analysis) == 0
         assert_same_tables(out, segregation, TABLES)
         assert not damaged_files(out) and len(list((out / "figures").iterdir())) == 6
+
+
+def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, ray_address, tmp_path, monkeypatch):
+    data, checkpoint = trained
+    key, token = "fake0123456789abcdef0123456789abcdef01", "lab-storage-token-0123456789"
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.setenv("LAB_STORAGE_TOKEN", token)
+
+    def specialize_main(*args: object) -> None:
+        """`specialize ARGS` in this process, as typed on a command line (the manifests record sys.argv)."""
+        monkeypatch.setattr(sys, "argv", ["specialize", *map(str, args)])
+        assert main(list(map(str, args))) == 0
+
+    specialize_main("train", "--config", ROOT / "configs" / "tiny_face_object.yaml", f"data.dir={data}",
+                    f"output.root={tmp_path / 'train'}", "trainer.epochs=1", "data.num_workers=1",
+                    "trainer.progress_bar=false", "wandb.mode=offline", f"wandb.group=lab-{key}", f"wandb.tags=[{token}]")
+    specialize_main("lesion", "--checkpoint", checkpoint, "--data", data, "--out", tmp_path / "sweep", "--address",
+                    ray_address, "--images-per-task", 8, "--layers", "conv5_3", "--no-progress")
+    specialize_main("segregation", "--sweep", tmp_path / "sweep", "--out", tmp_path / "segregation", "--address",
+                    ray_address, "--bootstraps", 20, "--wandb-project", f"p-{key}")
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len([path for path in written if "wandb" in path.parts]) > 4  # both W&B offline runs are there
+    assert not [path for path in written if key.encode() in path.read_bytes() or token.encode() in path.read_bytes()]
+    for manifest in ("train/tiny_face_object/manifest.json", "segregation/manifest.json"):
+        assert REDACTED in read_json(tmp_path / manifest)["command"]
