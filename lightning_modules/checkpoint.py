@@ -78,7 +78,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
                         f"which could run code when loaded (it asks for {named.group(1)}); load only .ckpt files "
                         "written by specialize train") from None
     except Exception as error:  # a truncated or foreign file: report it in one line
-        first_line = str(error).splitlines()[0] if str(error) else ""
+        first_line = str(error).splitlines()[0].split(". ")[0] if str(error) else ""  # its first sentence
         raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {first_line}); pass a .ckpt written "
                         "by specialize train") from None
 
