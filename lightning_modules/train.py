@@ -184,15 +184,15 @@ def make_loggers(config: TrainConfig, run_dir: Path, resume_step: int = 0) -> li
     if config.wandb.mode == "disabled":
         return loggers
     wandb = redact(config.to_dict()["wandb"])
-    loggers.append(WandbLogger(
+    wandb_logger = WandbLogger(
         project=wandb["project"], group=wandb["group"], name=wandb["name"] or run_dir.name,
         tags=wandb["tags"], id=wandb_run_id(run_dir), resume="allow", save_dir=str(run_dir),
         offline=config.wandb.mode == "offline", config=redact(flatten(config.to_dict())),
-    ))
+    )
     if rank_zero_only.rank == 0:
-        with redacted_sys_argv():  # W&B records the command line when its run starts
-            loggers[-1].experiment
-    return loggers
+        with redacted_sys_argv():  # W&B records the command line when its run starts: start it here
+            wandb_logger.experiment  # noqa: B018 - the property starts the run
+    return [*loggers, wandb_logger]
 
 
 def wandb_run_id(run_dir: Path) -> str | None:

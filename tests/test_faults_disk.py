@@ -43,6 +43,7 @@ def last_error_line(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_data_build_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(images, disk, capsys):
     out = disk / "data"
     ballast = fill(disk, leave=4 << 20)  # less than one .beton (FFCV writes 8 MiB pages)

@@ -1,6 +1,7 @@
 """Faults of the local stages: `data synth`, `data build` and `train` killed with SIGKILL at several points resume to
-the results of an uninterrupted run without redoing finished parts, and files a crash can leave damaged (state file,
-.beton, JPEG, checkpoint) are detected and rebuilt, never trusted."""
+the results of an uninterrupted run without redoing finished parts; files a crash can leave damaged (state file,
+.beton, JPEG, checkpoint) are detected and rebuilt, never trusted; a rerun of a finished training changes nothing;
+a damaged JSON file or ranking table is a one-line error."""
 
 from __future__ import annotations
 
