@@ -37,7 +37,7 @@ from analysis.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evalua
 from analysis.settings import SegregationSettings
 from analysis.task_groups import Grouping, eval_sets, grouping_table, label_space_grouping, random_grouping, regroup
 from common.errors import UserError
-from common.io import file_sha256, read_json, write_json, write_parquet
+from common.io import file_sha256, read_json, readable_parquet, remove_temporaries, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from common.ray_runner import Resources
@@ -66,7 +66,9 @@ class Sweep:
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     """Read a `specialize lesion` output directory; UserError when it is not a finished sweep."""
     path = Path(sweep_dir)
-    missing = [name for name in ("manifest.json", "config.json", "ranking.parquet") if not (path / name).is_file()]
+    missing = [name for name in ("manifest.json", "config.json") if not (path / name).is_file()]
+    if not readable_parquet(path / "ranking.parquet"):
+        missing.append("a readable ranking.parquet")
     if missing:
         raise UserError(f"{path} is not a finished lesion sweep (missing {', '.join(missing)}); "
                         "run `specialize lesion` first or pass its --out directory")
@@ -179,6 +181,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
                    "rerun with the same inputs or choose another --out")
     if (out / "manifest.json").is_file():  # written last: the analysis is finished
         return read_json(out / "summary.json")
+    remove_temporaries(out)
     write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
                                      "wandb": asdict(wandb), **asdict(settings), "identity": identity})
     with ray_session(address):

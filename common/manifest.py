@@ -1,4 +1,5 @@
-"""Run manifests: software versions, seed, data hashes and parameters, written beside every result."""
+"""Run manifests: software versions, seed, data hashes and parameters, written beside every result (secrets
+redacted: the command line by `common.redact.redact_argv`, every value by `write_json`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from common.io import write_json
+from common.redact import redact_argv
 
 TRACKED_PACKAGES = (
     "specialize", "torch", "torchvision", "pytorch-lightning", "ray", "ffcv",
@@ -47,7 +49,7 @@ def build_manifest(kind: str, **fields: Any) -> dict[str, Any]:
         "kind": kind,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(redact_argv(sys.argv)),
         "git_commit": git_commit(),
         "versions": package_versions(),
         "pid": os.getpid(),

@@ -8,7 +8,6 @@ written, so it is refused in one line that names the first setting that differs 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,11 +42,6 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def as_stored(data: Mapping[str, Any]) -> dict[str, Any]:
-    """`data` as it reads back from JSON (tuples become lists, paths strings), so stored and new values compare."""
-    return json.loads(json.dumps(data, default=str))
-
-
 def recorded_identity(path: str | os.PathLike, key: str | None = "identity") -> dict[str, Any] | None:
     """The identity a stage recorded in the JSON file `path` (its `key` section, or the whole file), or None."""
     from common.io import read_json
@@ -65,6 +59,7 @@ def check_same_job(out: str | os.PathLike, job: str, stored: Mapping[str, Any] |
     The message names the first differing (dotted) key with both values, then `advice`.
     """
     from common.errors import UserError
+    from common.io import as_stored
 
     if stored is None:
         return

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from common.redact import redact, redacted_sys_argv
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -35,7 +37,8 @@ def wandb_mode(requested: str) -> str:
 def log_stage(target: WandbTarget, job_type: str, run_dir: str | os.PathLike, config: Mapping[str, Any],
               figures: Mapping[str, Path] = {}, tables: Mapping[str, "pd.DataFrame"] = {},
               summary: Mapping[str, float] = {}) -> bool:
-    """Log a stage's figures (PNG), tables and summary scalars to the active W&B run, or to a new run for `target`.
+    """Log a stage's figures (PNG), tables and summary scalars to the active W&B run, or to a new run for `target`
+    (secrets redacted from its names, config and recorded command line).
 
     Returns False when nothing was logged: no active run and no project, or the mode is "disabled".
     """
@@ -44,8 +47,12 @@ def log_stage(target: WandbTarget, job_type: str, run_dir: str | os.PathLike, co
     own_run, mode = wandb.run is None, wandb_mode(target.mode)
     if own_run and (target.project is None or mode == "disabled"):
         return False
-    run = wandb.init(project=target.project, group=target.group, name=target.name, job_type=job_type,
-                     config={**config, **target.labels}, dir=str(run_dir), mode=mode) if own_run else wandb.run
+    if own_run:
+        with redacted_sys_argv():  # W&B records the command line when its run starts
+            run = wandb.init(project=redact(target.project), group=redact(target.group), name=redact(target.name),
+                             job_type=job_type, config=redact({**config, **target.labels}), dir=str(run_dir), mode=mode)
+    else:
+        run = wandb.run
     run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
              **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
     run.summary.update(dict(summary))

@@ -1,4 +1,9 @@
-"""Writing FFCV .beton files from lists of (image path, label), in parallel, atomically and resumably."""
+"""Writing FFCV .beton files from lists of (image path, label), in parallel, atomically and resumably.
+
+A finished file is recorded in OUT/.build_state.json with the fingerprint of its contents, its size and hash; a
+rerun skips it only when it is still there at that size. A damaged state file is ignored (every file is
+rewritten), and a worker that fails (a full disk) stops the build with its error (`ffcv_writer`).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import numpy as np
 
 from data_pipeline.images import BadImage, decode_rgb
 from common.errors import UserError
-from common.io import atomic_path, file_sha256, read_json, write_json
+from common.io import atomic_path, file_sha256, read_state_json, remove_temporaries, write_json
 
 WRITE_MODES = ("raw", "jpg", "proportion", "smart")
 STATE_FILE = ".build_state.json"
@@ -81,13 +86,14 @@ def fingerprint(items: Sequence[Item], encoding: ImageEncoding) -> str:
 def write_beton(path: Path, items: Sequence[Item], encoding: ImageEncoding, workers: int) -> None:
     """Write items to `path` with FFCV's parallel writer, under a temporary name renamed on success."""
     from ffcv.fields import IntField
-    from ffcv.writer import DatasetWriter
+
+    from data_pipeline.ffcv_writer import SupervisedDatasetWriter
 
     with tempfile.NamedTemporaryFile("w", suffix=".failures", delete=False) as log:
         failure_log = log.name
     try:
         with atomic_path(path) as tmp:
-            writer = DatasetWriter(str(tmp), {"image": encoding.field(), "label": IntField()}, num_workers=workers)
+            writer = SupervisedDatasetWriter(str(tmp), {"image": encoding.field(), "label": IntField()}, num_workers=workers)
             writer.from_indexed_dataset(SourceImages(items, failure_log), chunksize=max(1, min(100, len(items) // workers)))
             failures = Path(failure_log).read_text().splitlines()
             if failures:
@@ -98,20 +104,23 @@ def write_beton(path: Path, items: Sequence[Item], encoding: ImageEncoding, work
 
 
 class BuildState:
-    """Which .beton files of an output folder are complete (by fingerprint), and their SHA-256 hashes."""
+    """Which .beton files of an output folder are complete (by fingerprint and size), and their SHA-256 hashes."""
 
     def __init__(self, out: Path):
         self.path = out / STATE_FILE
-        self.done: dict[str, dict[str, str]] = read_json(self.path) if self.path.exists() else {}
+        state = read_state_json(self.path)
+        self.done: dict[str, dict] = state if isinstance(state, dict) else {}
 
     def is_done(self, relative: str, digest: str, out: Path) -> bool:
-        """Whether `relative` exists and was written from the same fingerprint."""
-        entry = self.done.get(relative)
-        return entry is not None and entry["fingerprint"] == digest and (out / relative).exists()
+        """Whether `relative` exists at its recorded size and was written from the same fingerprint."""
+        entry, path = self.done.get(relative), out / relative
+        return (isinstance(entry, dict) and entry.get("fingerprint") == digest and path.is_file()
+                and path.stat().st_size == entry.get("size"))
 
     def mark_done(self, relative: str, digest: str, out: Path) -> None:
-        """Record a finished file and its hash."""
-        self.done[relative] = {"fingerprint": digest, "sha256": file_sha256(out / relative)}
+        """Record a finished file, its size and its hash."""
+        path = out / relative
+        self.done[relative] = {"fingerprint": digest, "size": path.stat().st_size, "sha256": file_sha256(path)}
         write_json(self.path, self.done)
 
     def sha256(self, relative: str) -> str:
@@ -122,6 +131,8 @@ class BuildState:
 def write_all(out: Path, outputs: dict[str, Sequence[Item]], encoding: ImageEncoding, workers: int) -> dict[str, str]:
     """Write every output (relative path -> items) not already complete; return relative path -> SHA-256."""
     state = BuildState(out)
+    for folder in {out, *((out / relative).parent for relative in outputs)}:
+        remove_temporaries(folder, recursive=False)
     for relative, items in outputs.items():
         digest = fingerprint(items, encoding)
         if state.is_done(relative, digest, out):

@@ -3,7 +3,9 @@
 Writes `OUT/<task>/{train,test,heldout}/<class>/<n>.jpg`, the layout real data sets use, so that
 `specialize data build` ingests it like any other folder. Every image is drawn from its own random
 stream, seeded by (seed, task, class, split, n): output bytes depend only on the arguments, not on
-worker count or scheduling, and a killed run resumes by skipping the images already written.
+worker count or scheduling, and a killed run resumes by skipping the images already written: each is written
+under a hidden temporary name and renamed when complete, and a rerun redraws any image that is not a whole JPEG
+(cut short by a machine crash) and removes temporary files a killed run left.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from data_pipeline.synth_domains import DOMAINS
 from common.errors import UserError
-from common.io import write_json
+from common.io import atomic_path, remove_temporaries, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
 
@@ -89,11 +91,20 @@ def _write_batch(args: tuple[int, int, list[ImageJob]]) -> int:
     seed, size, jobs = args
     for job in jobs:
         image = render_image(seed, job.task, job.class_index, job.split, job.number, size)
-        tmp = f"{job.path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
-            handle.write(encode_jpeg(image))
-        os.replace(tmp, job.path)
+        with atomic_path(job.path, durable=False) as tmp:
+            tmp.write_bytes(encode_jpeg(image))
     return len(jobs)
+
+
+def is_whole_jpeg(path: str) -> bool:
+    """Whether `path` holds a JPEG from its start marker to its end marker (False when missing or cut short)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+            handle.seek(-2, os.SEEK_END)
+            return start == b"\xff\xd8" and handle.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
 
 
 def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("face", "object", "food", "car"),
@@ -119,7 +130,8 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
     jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))
     for folder in sorted({os.path.dirname(job.path) for job in jobs}):
         os.makedirs(folder, exist_ok=True)
-    todo = [job for job in jobs if not os.path.exists(job.path)]
+    remove_temporaries(out)
+    todo = [job for job in jobs if not is_whole_jpeg(job.path)]
     _run_parallel(todo, seed, size, workers or os.cpu_count() or 1)
     write_manifest(out / "manifest.json", "synth", seed=seed, parameters=config, images=len(jobs),
                    classes={task: [class_name(task, i) for i in range(classes_per_task + heldout_classes)] for task in tasks})

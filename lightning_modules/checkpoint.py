@@ -1,11 +1,21 @@
 """The network a training config describes (`build_model`) and `load_model(checkpoint)`: a trained network with its
-task label space and training config, for every analysis. Free of Lightning, so analyses load models cheaply."""
+task label space and training config, for every analysis. Free of Lightning, so analyses load models cheaply.
+
+Checkpoints are shared between labs, so they are data, never code: `read_checkpoint`, the one reader of .ckpt
+files (`load_model` and training resumes use it), loads with `torch.load(weights_only=True)`, which accepts
+tensors and plain Python data only and refuses, without running it, anything a crafted file asks to import.
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import torch
 
 from data_pipeline.label_space import LabelSpace
@@ -39,10 +49,7 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     path = Path(checkpoint_path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a .ckpt from a run's checkpoints/ directory")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a truncated or foreign file: report it in one line
-        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {error}); pass a .ckpt written by specialize train") from None
+    checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     if "config" not in hparams or "label_space" not in hparams:
         raise UserError(f"{path} is not a specialize training checkpoint (no config/label_space); pass a .ckpt written by specialize train")
@@ -52,6 +59,38 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     load_weights(model, checkpoint["state_dict"], path)
     return LoadedModel(model=model.eval(), label_space=label_space, config=config, checkpoint=path,
                        sha256=file_sha256(path))
+
+
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """The contents of a .ckpt, on the CPU, read as data only (tensors, numbers, strings, lists, dicts).
+
+    UserError when the file asks for any other Python object (a crafted file: refused, never run) or cannot be
+    read (cut short, not a checkpoint). `mmap` maps tensors instead of reading them (cheap peeks).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if named is None:  # not a pickle at all, or a damaged one
+            raise UserError(f"cannot read checkpoint {path} (not a checkpoint, or damaged); pass a .ckpt written by "
+                            "specialize train") from None
+        raise UserError(f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, "
+                        f"which could run code when loaded (it asks for {named.group(1)}); load only .ckpt files "
+                        "written by specialize train") from None
+    except Exception as error:  # a truncated or foreign file: report it in one line
+        first_line = str(error).splitlines()[0].split(". ")[0] if str(error) else ""  # its first sentence
+        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {first_line}); pass a .ckpt written "
+                        "by specialize train") from None
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a whole checkpoint file (a zip archive with its directory and pickle), without loading it:
+    False for a file cut short by a crash or a full disk."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def load_weights(model: VGG, state_dict: dict[str, torch.Tensor], path: Path) -> None:

@@ -8,7 +8,6 @@ each of the `trainer.devices * trainer.num_nodes` processes loads `batch_size / 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,7 +15,8 @@ from typing import Any, Mapping
 import yaml
 
 from common.errors import UserError
-from common.io import atomic_path, write_json
+from common.io import atomic_path, read_json, write_json
+from common.redact import redact
 from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
 from common.wandb_runs import WANDB_MODES
 
@@ -162,8 +162,8 @@ def validate(config: TrainConfig) -> None:
 
 
 def write_config(config: TrainConfig, run_dir: str | Path) -> None:
-    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically."""
-    data = config.to_dict()
+    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically, secrets redacted."""
+    data = redact(config.to_dict())
     with atomic_path(Path(run_dir) / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     write_json(Path(run_dir) / "config.json", data)
@@ -174,4 +174,4 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created")
-    return config_from_dict(json.loads(path.read_text()))
+    return config_from_dict(read_json(path))

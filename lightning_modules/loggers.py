@@ -11,23 +11,33 @@ from typing import Any
 
 from pytorch_lightning import Callback
 
+from common.io import atomic_path
 from common.output_dir import flatten
+from common.redact import redact, redacted_sys_argv
 from lightning_modules.config import TrainConfig
 
 
-def make_loggers(config: TrainConfig, run_dir: Path) -> list[Any]:
-    """CSVLogger into the run directory, always; W&B unless `wandb.mode=disabled` (rank 0 logs; same run on resume)."""
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+def make_loggers(config: TrainConfig, run_dir: Path, resume_step: int = 0) -> list[Any]:
+    """metrics.csv in the run directory, always (continued from `resume_step`); W&B unless `wandb.mode=disabled`
+    (rank 0 logs; same run on resume; secrets redacted from its config, names and recorded command line)."""
+    from pytorch_lightning.loggers import WandbLogger
+    from pytorch_lightning.utilities import rank_zero_only
 
-    loggers: list[Any] = [CSVLogger(save_dir=run_dir, name="", version="")]
+    from lightning_modules.run_io import ResumableCSVLogger
+
+    loggers: list[Any] = [ResumableCSVLogger(run_dir, resume_step)]
     if config.wandb.mode == "disabled":
         return loggers
-    loggers.append(WandbLogger(
-        project=config.wandb.project, group=config.wandb.group, name=config.wandb.name or run_dir.name,
-        job_type=config.wandb.job_type, tags=config.wandb.tags, id=wandb_run_id(run_dir), resume="allow",
-        save_dir=str(run_dir), offline=config.wandb.mode == "offline", config=wandb_run_config(config),
-    ))
-    return loggers
+    wandb = redact(config.to_dict()["wandb"])
+    wandb_logger = WandbLogger(
+        project=wandb["project"], group=wandb["group"], name=wandb["name"] or run_dir.name,
+        job_type=wandb["job_type"], tags=wandb["tags"], id=wandb_run_id(run_dir), resume="allow",
+        save_dir=str(run_dir), offline=config.wandb.mode == "offline", config=redact(wandb_run_config(config)),
+    )
+    if rank_zero_only.rank == 0:
+        with redacted_sys_argv():  # W&B records the command line when its run starts: start it here
+            wandb_logger.experiment  # noqa: B018 - the property starts the run
+    return [*loggers, wandb_logger]
 
 
 def wandb_run_config(config: TrainConfig) -> dict[str, Any]:
@@ -61,8 +71,8 @@ def wandb_run_id(run_dir: Path) -> str | None:
         return None
     path = run_dir / "wandb_id.txt"
     if not path.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(uuid.uuid4().hex[:12] + "\n")
+        with atomic_path(path) as tmp:
+            tmp.write_text(uuid.uuid4().hex[:12] + "\n")
     return path.read_text().strip()
 
 

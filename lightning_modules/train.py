@@ -4,12 +4,16 @@ Run directory (`output.root/run_name`): config.yaml + config.json (resolved conf
 checkpoints/{best,last}.ckpt, metrics.csv (CSVLogger, always), wandb/ (W&B, offline unless configured),
 summary.json (final per-task metrics) when the run completes.
 
-Resuming: a run directory that already holds a checkpoint is continued from its newest one (last.ckpt, or
-hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm, see preemption.py), so rerunning the same command, `--resume
-RUN_DIR` and a requeued Slurm job all continue where the run stopped, with optimiser, scheduler, loop and RNG state.
-Resuming from an epoch-end checkpoint reproduces the uninterrupted run, augmentation included (its draws depend only on
-seed, epoch, rank and sample: data_pipeline/augment.py); a SIGUSR1 checkpoint saved mid-epoch restarts that epoch's
-data order. Validation (learning-rate plateau, best.ckpt) uses the data's val split, never its test split.
+Resuming: a run directory that already holds a checkpoint is continued from its newest complete one (last.ckpt, or
+hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm, see preemption.py; best.ckpt when those are cut short), so
+rerunning the same command, `--resume RUN_DIR` and a requeued Slurm job all continue where the run stopped, with
+optimiser, scheduler, loop and RNG state, and metrics.csv keeps the rows logged before that checkpoint. A finished
+run (its summary.json covers `trainer.epochs`) is left as it is. Resuming from an epoch-end checkpoint reproduces the
+uninterrupted run, augmentation included (its draws depend only on seed, epoch, rank and sample:
+data_pipeline/augment.py); a SIGUSR1 checkpoint saved mid-epoch restarts that epoch's data order. Validation
+(learning-rate plateau, best.ckpt) uses the data's val split, never its test split. Checkpoints are written
+atomically and read as data only (`run_io.SafeCheckpointIO`); secrets never reach the config dumps,
+hyperparameters or W&B (`common.redact`).
 """
 
 from __future__ import annotations
@@ -20,19 +24,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.errors import UserError
-from common.io import file_sha256, read_json, write_json
+from common.io import file_sha256, read_json, remove_temporaries, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, flatten
+from common.redact import redact
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig, read_run_config, write_config
 from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, make_loggers
 
 CHECKPOINT_DIR = "checkpoints"
-# Keys that may change when a run is continued: they change neither the model nor the data it sees.
+# Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
+# lives neither: `--resume RUN_DIR` names it by its directory).
 RESUMABLE_KEYS = frozenset({
     "trainer.epochs", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
-    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "wandb.mode",
+    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "output.run_name",
+    "wandb.mode",
 })
 
 
@@ -55,13 +62,16 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     if finished_epochs(run_dir) >= config.trainer.epochs:
         return run_dir
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    module = TaskModule(config.to_dict(), label_space.to_dict())
-    trainer = make_trainer(config, run_dir, callbacks)
+    module = TaskModule(redact(config.to_dict()), label_space.to_dict())
+    checkpoint = latest_checkpoint(run_dir)
+    resume_step = checkpoint_step(checkpoint)
+    trainer = make_trainer(config, run_dir, callbacks, resume_step)
     if trainer.is_global_zero:
+        remove_temporaries(run_dir)
         write_run_files(run_dir, config, label_space.to_dict(), Path(config.data.dir))
     datamodule = make_datamodule(config, trainer.world_size)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=latest_checkpoint(run_dir))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     finally:  # also when preempted (`preemption.Preempted` raised on SIGUSR1 after saving a checkpoint)
         finish_wandb_run(trainer)
     if trainer.is_global_zero and not trainer.interrupted:
@@ -105,10 +115,19 @@ def check_existing_run(run_dir: Path, config: TrainConfig, label_space: dict[str
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
-    """The newest checkpoint to continue from (last.ckpt or a SIGUSR1 hpc_ckpt_N.ckpt), or None."""
-    candidates = [run_dir / CHECKPOINT_DIR / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-    existing = [path for path in candidates if path.is_file()]
-    return str(max(existing, key=lambda path: path.stat().st_mtime)) if existing else None
+    """The newest complete checkpoint to continue from (last.ckpt or a SIGUSR1 hpc_ckpt_N.ckpt; best.ckpt if those
+    are cut short), or None. A checkpoint cut short (a copy, a crash of an older version) is passed over with a
+    warning; it is overwritten by the next save."""
+    from lightning_modules.checkpoint import is_complete_checkpoint
+
+    checkpoints = run_dir / CHECKPOINT_DIR
+    candidates = [checkpoints / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt"), checkpoints / "best.ckpt"]
+    existing = sorted((path for path in candidates if path.is_file()), key=lambda path: -path.stat().st_mtime)
+    for path in existing:
+        if is_complete_checkpoint(path):
+            return str(path)
+        warnings.warn(f"checkpoint {path} is cut short (incomplete file); continuing from an older one if any")
+    return None
 
 
 def finished_epochs(run_dir: Path) -> int:
@@ -117,13 +136,22 @@ def finished_epochs(run_dir: Path) -> int:
     return int(read_json(summary)["epochs"]) if summary.is_file() else 0
 
 
-def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[Any] = ()) -> Any:
-    """A Lightning Trainer with checkpoints, loggers, progress bar and Slurm requeue on SIGUSR1."""
+def checkpoint_step(checkpoint: str | None) -> int:
+    """The global step a checkpoint was saved at (0 for none), read without loading its tensors."""
+    from lightning_modules.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(checkpoint, mmap=True).get("global_step", 0)) if checkpoint else 0
+
+
+def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[Any] = (), resume_step: int = 0) -> Any:
+    """A Lightning Trainer with atomic, data-only checkpoints, loggers (metrics.csv continued from `resume_step`),
+    progress bar, Slurm requeue on SIGUSR1, and `extra_callbacks`."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
     from lightning_modules.preemption import SaveOnSignal
+    from lightning_modules.run_io import SafeCheckpointIO
 
     trainer_config = config.trainer
     # Two callbacks: Lightning's save_last only writes last.ckpt in epochs that also improve the best one.
@@ -132,7 +160,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
     last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
-    plugins = []
+    plugins: list[Any] = [SafeCheckpointIO()]
     if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
         callbacks.append(SaveOnSignal(run_dir))
@@ -144,7 +172,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
         num_nodes=trainer_config.num_nodes,
         strategy=trainer_config.strategy,
         precision=trainer_config.precision,
-        logger=make_loggers(config, run_dir),
+        logger=make_loggers(config, run_dir, resume_step),
         callbacks=callbacks,
         plugins=plugins,
         enable_progress_bar=trainer_config.progress_bar,
@@ -175,9 +203,13 @@ def write_run_files(run_dir: Path, config: TrainConfig, label_space: dict[str, A
 
 
 def write_summary(run_dir: Path, trainer: Any) -> None:
-    """Final epoch metrics and checkpoint paths as summary.json."""
+    """Final epoch metrics and checkpoint paths as summary.json. When this process trained nothing (the run was
+    killed after its last checkpoint, before its summary), the metrics are the last ones logged in metrics.csv."""
+    from lightning_modules.run_io import last_logged_metrics
+
     best, last = trainer.checkpoint_callbacks
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key or key == "lr"}
+    metrics = metrics or last_logged_metrics(run_dir / "metrics.csv")
     write_json(run_dir / "summary.json", {
         "epochs": trainer.current_epoch, "global_step": trainer.global_step,
         "best_checkpoint": best.best_model_path, "last_checkpoint": last.best_model_path,

@@ -31,6 +31,7 @@ from common.io import read_json, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from common.ray_runner import ray_session
+from common.redact import redact
 from common.wandb_runs import WandbTarget, log_stage
 from specialize.study_config import StageResources, StudyConfig, study_from_dict, with_absolute_paths
 
@@ -232,8 +233,8 @@ def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) ->
     from ray import tune
 
     by_name = {trial.name: trial for trial in trials}
-    entries = {name: {"trial": dataclasses.asdict(trial), "config": trial_training_config(study, trial).to_dict()}
-               for name, trial in by_name.items()}
+    entries = {name: {"trial": dataclasses.asdict(trial), "config": redact(trial_training_config(study, trial).to_dict())}
+               for name, trial in by_name.items()}  # Ray Tune may write trial parameters into its own files
     with ray_session(address):
         trainable = tune.with_resources(tune.with_parameters(run_trial, study=study.to_dict(), trials=entries),
                                         lambda params: trial_resources(study, by_name[params["trial"]]))

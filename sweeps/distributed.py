@@ -23,9 +23,9 @@ import pandas as pd
 import ray
 
 from common.errors import UserError
-from common.io import read_json, readable_parquet, write_json, write_parquet
+from common.io import read_json, readable_parquet, remove_temporaries, write_json, write_parquet
 from common.manifest import write_manifest
-from common.output_dir import as_stored, check_same_job
+from common.output_dir import check_same_job
 from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.devices import on_device, tf32
@@ -186,8 +186,9 @@ def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | o
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
         settings = resolve_settings(out, settings, identity or {})
-        write_json(out / "config.json", as_stored({**(config_extra or {}), "identity": identity or {},
-                                                   "settings": asdict(settings)}))
+        remove_temporaries(out)
+        write_json(out / "config.json", {**(config_extra or {}), "identity": identity or {},
+                                         "settings": asdict(settings)})
         runner = ChunkRunner(out, model, stimuli, settings, progress)
         intact = runner.intact()
         lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")

@@ -3,7 +3,6 @@ complete after a killed worker. One local Ray session (2 CPUs) serves the module
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from sweeps.engine import intact_totals, lesion_sweep
 from sweeps.lesions import lesioned
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import Stimuli
+from helpers_faults import kill_first_process
 from helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
@@ -128,24 +128,13 @@ def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(killed / "ranking.parquet"), uninterrupted[1])
 
 
-def kill_one_chunk_worker(stop: threading.Event) -> int | None:
-    """SIGKILL the first Ray worker seen running a lesion chunk; its pid, or None if the sweep ended first."""
-    while not stop.is_set():
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            if any("run_chunk" in part for part in process.info["cmdline"] or []):
-                os.kill(process.info["pid"], signal.SIGKILL)
-                return process.info["pid"]
-        time.sleep(0.01)
-    return None
-
-
 def test_sweep_completes_when_a_worker_dies_mid_task(ray_address, tmp_path):
     model, data = tiny_vgg(seed=2), tiny_images(seed=3, counts={"a": 40, "b": 40})
     settings = SweepSettings(layers=("conv1_1", "conv3_1", "conv5_3"), filters_per_task=4, lesions_per_pass=1,
                              batch_size=8, resources=Resources(max_retries=3))
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        killer = pool.submit(kill_one_chunk_worker, stop)
+        killer = pool.submit(kill_first_process, "run_chunk", stop)
         filter_losses, _ = distributed_sweep(model, data, tmp_path, settings, progress=False)
         stop.set()
         killed_pid = killer.result()
