@@ -27,7 +27,6 @@ from helpers_train import ROOT, build_tiny_data, untrained_checkpoint
 from sweeps.distributed import run_sweep
 from sweeps.settings import SweepSettings
 from specialize.cli import main
-from sweeps.tune import tune_trainings
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -158,19 +157,21 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
     overrides = (f"data.dir={data}", "trainer.epochs=2", "data.augment=false", "data.num_workers=1",
                  "wandb.mode=disabled")
     config = ROOT / "configs" / "tiny_face_object.yaml"
-    reference = tune_trainings([str(config)], [0, 1], tmp_path / "reference", overrides, address=ray_address)
+    assert main(["tune", "--config", str(config), "--seeds", "0,1", "--out", str(tmp_path / "reference"),
+                 "--address", ray_address, *overrides]) == 0
+    reference = pd.read_parquet(tmp_path / "reference" / "trials.parquet")
     out = tmp_path / "runs"
     command = specialize("tune", "--config", config, "--seeds", "0,1", "--out", out, "--address", ray_address,
                          *overrides)
-    runs = [out / f"tiny_face_object-seed{seed}" for seed in (0, 1)]
-    assert run_until(command, count_at_least(out, "*/summary.json", 1))  # one trial finished, the other not yet
+    runs = [out / "trials" / f"tiny_face_object-seed{seed}" / "train" for seed in (0, 1)]
+    assert run_until(command, count_at_least(out, "trials/*/train/summary.json", 1))  # one finished, one not yet
     wait_for_trials_to_die()
     assert not damaged_files(out)
     finished = mtimes(run / "checkpoints" / "last.ckpt" for run in runs if (run / "summary.json").exists())
     run_to_end(command)
     assert finished and mtimes(finished) == finished  # a finished training was not redone
-    table = pd.read_parquet(out / "tune_results.parquet")
-    pd.testing.assert_frame_equal(table.drop(columns="run_dir"), reference.drop(columns="run_dir"))
+    table = pd.read_parquet(out / "trials.parquet")
+    pd.testing.assert_frame_equal(table.drop(columns="directory"), reference.drop(columns="directory"))
 
 
 def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_space_is_freed(
