@@ -1,8 +1,9 @@
 """The four synthetic domains: how a class is drawn (its fixed parameters) and how one image of it is rendered.
 
 They differ the way the real data sets do:
-- face: one homogeneous kind of thing. An identity is a fixed face geometry and colouring; every image
-  varies pose, scale, lighting, expression, background and noise, so identity is a fine-grained call.
+- face: one homogeneous kind of thing. An identity is a fixed face geometry (feature sizes and spacing, head
+  shape); every image varies skin, hair and eye colour, hair style, pose, scale, lighting, expression, background
+  and noise, so identity is a fine-grained call on facial structure, not on colour.
 - object: heterogeneous categories, each its own body shape, parts, texture and colours.
 - food: categories defined by texture and colour on a plate, seen close up.
 - car: a homogeneous fine-grained kind again (body proportions, cabin, wheels, windows, colour), side view.
@@ -51,25 +52,40 @@ IRIS = np.array([[0.35, 0.20, 0.08], [0.25, 0.45, 0.70], [0.30, 0.50, 0.30], [0.
 
 
 def face_identity(rng: np.random.Generator) -> Params:
-    """A face identity: fixed head shape, feature geometry, skin/hair/eye colour and hair style."""
+    """A face identity: fixed head shape and feature geometry (eyes, brows, nose, mouth, jaw, ears) only.
+
+    Colours (skin, hair, eyes, lips), hair style and beard vary from image to image (`face_appearance`), so that
+    identity is told apart by fine facial structure, as real identity is, not by a coarse colour cue.
+    """
     return {
         "face_w": rng.uniform(0.48, 0.66), "face_h": rng.uniform(0.66, 0.86), "jaw": rng.uniform(0.70, 1.0),
+        "eye_gap": rng.uniform(0.19, 0.32), "eye_y": rng.uniform(-0.16, 0.02), "eye_r": rng.uniform(0.065, 0.11),
+        "eye_aspect": rng.uniform(0.45, 0.75),
+        "brow_gap": rng.uniform(0.08, 0.15), "brow_w": rng.uniform(0.02, 0.05), "brow_slant": rng.uniform(-0.35, 0.35),
+        "nose_len": rng.uniform(0.12, 0.26), "nose_w": rng.uniform(0.045, 0.10),
+        "mouth_y": rng.uniform(0.28, 0.46), "mouth_w": rng.uniform(0.11, 0.24), "lip": rng.uniform(0.02, 0.05),
+        "ear": rng.uniform(0.07, 0.14),
+    }
+
+
+def face_appearance(rng: np.random.Generator) -> Params:
+    """What varies between images of one identity besides pose and expression: skin, hair, eye and lip colour, hair
+    style and a beard, each drawn from the whole population."""
+    return {
         "skin": SKIN_LIGHT + (SKIN_DARK - SKIN_LIGHT) * rng.random() + rng.uniform(-0.04, 0.04, 3),
         "hair": cv.jitter_colour(rng, HAIR[rng.integers(len(HAIR))], 0.06),
         "hairline": rng.uniform(-0.80, -0.42), "hair_volume": rng.uniform(0.02, 0.16),
         "hair_sides": rng.uniform(-0.35, 0.45), "parting": rng.uniform(-0.3, 0.3),
-        "eye_gap": rng.uniform(0.19, 0.32), "eye_y": rng.uniform(-0.16, 0.02), "eye_r": rng.uniform(0.065, 0.11),
-        "eye_aspect": rng.uniform(0.45, 0.75), "iris": cv.jitter_colour(rng, IRIS[rng.integers(len(IRIS))], 0.05),
-        "brow_gap": rng.uniform(0.08, 0.15), "brow_w": rng.uniform(0.02, 0.05), "brow_slant": rng.uniform(-0.35, 0.35),
-        "nose_len": rng.uniform(0.12, 0.26), "nose_w": rng.uniform(0.045, 0.10),
-        "mouth_y": rng.uniform(0.28, 0.46), "mouth_w": rng.uniform(0.11, 0.24), "lip": rng.uniform(0.02, 0.05),
+        "iris": cv.jitter_colour(rng, IRIS[rng.integers(len(IRIS))], 0.05),
         "lip_colour": cv.hsv(rng.uniform(-0.03, 0.03), rng.uniform(0.35, 0.7), rng.uniform(0.45, 0.8)),
-        "ear": rng.uniform(0.07, 0.14), "beard": bool(rng.random() < 0.2),
+        "beard": bool(rng.random() < 0.2),
     }
 
 
-def face_render(p: Params, rng: np.random.Generator, size: int) -> np.ndarray:
-    """One image of an identity: varies pose (roll, yaw, pitch), scale, position, expression, light, background."""
+def face_render(identity: Params, rng: np.random.Generator, size: int) -> np.ndarray:
+    """One image of an identity: varies appearance (colours, hair), pose (roll, yaw, pitch), scale, position,
+    expression, light and background."""
+    p = {**identity, **face_appearance(rng)}
     canvas = _background(rng, size)
     yaw, pitch = rng.uniform(-0.35, 0.35), rng.uniform(-0.06, 0.06)
     frame = cv.posed_frame(size, angle=rng.uniform(-0.26, 0.26), scale=rng.uniform(0.78, 1.08),

@@ -64,8 +64,9 @@ def wandb_history(run_dir: Path) -> list[dict]:
 
 
 def wandb_run(run_dir: Path) -> dict:
-    """The one offline W&B run under `run_dir`/wandb: its run record (group, job type, name, config) and summary."""
-    [records] = wandb_records(run_dir)
+    """The latest offline W&B run under `run_dir`/wandb (a resumed run adds one): its run record (group, job type,
+    name, config) and summary."""
+    records = wandb_records(run_dir)[-1]
     [run] = [record["run"] for record in records if record.get("type") == "run"]
     summary: dict = {}
     for record in records:
