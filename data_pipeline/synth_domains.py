@@ -84,12 +84,12 @@ def face_appearance(rng: np.random.Generator) -> Params:
 
 def face_render(identity: Params, rng: np.random.Generator, size: int) -> np.ndarray:
     """One image of an identity: varies appearance (colours, hair), pose (roll, yaw, pitch), scale, position,
-    expression, light and background."""
+    expression, light and background. Faces are roughly centred and sized, as in the cropped, aligned face sets."""
     p = {**identity, **face_appearance(rng)}
     canvas = _background(rng, size)
     yaw, pitch = rng.uniform(-0.35, 0.35), rng.uniform(-0.06, 0.06)
-    frame = cv.posed_frame(size, angle=rng.uniform(-0.26, 0.26), scale=rng.uniform(0.78, 1.08),
-                           dx=rng.uniform(-0.12, 0.12), dy=rng.uniform(-0.08, 0.12), squash_x=1.0 - 0.25 * abs(yaw))
+    frame = cv.posed_frame(size, angle=rng.uniform(-0.15, 0.15), scale=rng.uniform(0.88, 1.04),
+                           dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.08), squash_x=1.0 - 0.25 * abs(yaw))
     w, h = p["face_w"], p["face_h"]
     skin, hair = p["skin"].astype(np.float32), p["hair"]
     cv.paint(canvas, cv.ellipse(frame, 0, -0.08, w + p["hair_volume"], h * 0.85 + p["hair_volume"]), hair)
