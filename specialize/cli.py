@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from common.errors import UserError
 
@@ -23,9 +24,29 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (unknown option, bad value, missing argument) are one line on stderr,
+    `specialize <command>: error: <what>; see specialize <command> --help`, and exit code 2.
+
+    Subcommand parsers inherit the class, so each error names the (sub)command that met it, unrecognised
+    arguments included. The parsed arguments' `prog` names the innermost (sub)command, e.g. "specialize data build".
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        if not hasattr(namespace, "prog"):  # a subcommand's parser has set it already
+            namespace.prog = self.prog
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subsystem's subcommands registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="specialize",
         description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,14 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the chosen subcommand, and turn user errors into one line and exit code 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (one line already printed, code 2) or --help (code 0)
+        return stop.code if isinstance(stop.code, int) else 0
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        print(f"specialize {args.command}: error: {error}", file=sys.stderr)
+        print(f"{args.prog}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"specialize {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{args.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
