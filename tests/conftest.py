@@ -14,3 +14,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray (2 CPUs) shared by a module's tests, which the code under test joins (`ray_session` uses a
+    running session); yields its address for subprocesses that join it. Shut down after the module, so that no
+    Ray runs beside the tests of other modules."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
