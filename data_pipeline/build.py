@@ -210,7 +210,8 @@ def _parse_pools(pools: Sequence[str | Sequence[str]] | None, tasks: Sequence[st
     return parsed
 
 
-def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: ImageEncoding, test_per_class: int) -> None:
+def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: ImageEncoding, test_per_class: int,
+              workers: int | None) -> None:
     """Reject option values that cannot work, before any work starts."""
     if not tasks:
         raise UserError("no tasks given; pass --task NAME=ROOT (e.g. --task face=/data/vggface2)")
@@ -223,6 +224,8 @@ def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: Imag
         raise UserError(f"--write-mode must be one of {', '.join(WRITE_MODES)}")
     if not 1 <= encoding.jpeg_quality <= 100 or test_per_class < 1:
         raise UserError("--jpeg-quality must be in 1..100 and --test-per-class at least 1")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
 
 
 def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike, *,
@@ -232,7 +235,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
                   balance: bool = False, encoding: ImageEncoding = ImageEncoding(),
                   pools: Sequence[str | Sequence[str]] | None = None, workers: int | None = None) -> dict:
     """Build a data directory (see the module docstring) from ordered task -> root; returns the manifest."""
-    _validate(tasks, split, encoding, test_per_class)
+    _validate(tasks, split, encoding, test_per_class, workers)
     pool_specs = _parse_pools(pools, list(tasks))
     workers = workers or os.cpu_count() or 1
     out = Path(out)
