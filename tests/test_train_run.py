@@ -66,7 +66,13 @@ def resume_overrides() -> list[str]:
             "optim.plateau_factor=0.5"]
 
 
+# Torch threads of every run that the kill-and-resume test compares: float sums depend on the thread count, so the
+# killed process (a subprocess, else at the machine's core count), the reference and the resumed run all use this.
+THREADS = 1
+
+
 def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+    torch.set_num_threads(THREADS)  # the reference and the resumed run, in this process
     reference = train(tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference",
                                                        "wandb.mode=disabled"]))
     config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
@@ -74,7 +80,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
     # its own wandb-core service (not this process's): a killed client leaves its run id "in use" in a shared one
     env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline"},
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(THREADS)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = config.run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
@@ -87,6 +93,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     assert torch.load(last, weights_only=True)["epoch"] < 3  # killed with epochs left to run
 
     assert main(["train", "--resume", str(config.run_dir)]) == 0
+    assert torch.get_num_threads() == THREADS
     resumed, uninterrupted = summary(config.run_dir), summary(reference)
     assert resumed["global_step"] == uninterrupted["global_step"]
     for key, value in uninterrupted["metrics"].items():
