@@ -180,12 +180,12 @@ def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | o
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
 
-    Resumes the sweep already in `out_dir`. `identity` (what is swept, with the output `heads` that score each
-    image) and `config_extra` go into config.json.
+    Resumes the sweep already in `out_dir`. `identity` (what is swept; with separate `heads`, also their sizes, so
+    a sweep scored otherwise is never resumed into this one) and `config_extra` go into config.json.
     """
     out = Path(out_dir)
     stimuli = Stimuli.from_tasks(images_by_task)
-    identity = {**(identity or {}), "heads": list(heads.sizes)}
+    identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
     with ray_session(address):
         settings = resolve_settings(out, settings, identity)
         write_json(out / "config.json", as_stored({**(config_extra or {}), "identity": identity,

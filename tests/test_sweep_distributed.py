@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import UserError
 from common.ray_runner import Resources
+from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import filters_per_layer
 from sweeps.distributed import distributed_sweep
@@ -127,6 +129,15 @@ def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_
     firsts = oneshot.sort_values("loss", ascending=False).groupby(["layer", "task"]).head(19)
     assert set(map(tuple, firsts[firsts.layer == "conv5_3"][["task", "filter"]].to_numpy())) != set(
         map(tuple, ranking[(ranking["rank"] < 19) & (ranking.layer == "conv5_3")][["task", "filter"]].to_numpy()))
+
+
+def test_sweep_scored_by_other_heads_is_not_resumed(ray_cluster, tmp_path):
+    model, data, settings = tiny_vgg(), tiny_images(), SweepSettings(layers=("conv5_3",), filters_per_task=32)
+    separate, _ = distributed_sweep(model, data, tmp_path, settings, progress=False, heads=OutputHeads((3, 3)))
+    with pytest.raises(UserError, match=r"another heads \(\[3, 3\], now None\)"):
+        distributed_sweep(model, data, tmp_path, settings, progress=False)  # one softmax over all outputs
+    shared, _ = distributed_sweep(model, data, tmp_path / "shared", settings, progress=False)
+    assert (shared.loss - separate.loss).abs().min() > 1e-3
 
 
 KILL_TEST_SETTINGS = SweepSettings(filters_per_task=4, lesions_per_pass=1, batch_size=8)
