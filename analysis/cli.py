@@ -20,7 +20,7 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--fractions takes comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}") from None
 
 
 def _register_segregation(subparsers: argparse._SubParsersAction) -> None:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
 from analysis.settings import DEFAULT_BATCH_SIZE
+from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG
 from common.ray_runner import Resources, WorkUnit, run_units
 from sweeps.devices import on_device
@@ -148,13 +149,14 @@ def lesion_plan(ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequenc
             for unit in units}
 
 
-Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, top-1 over all outputs, top-1 over the task's
+Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, the network's top-1, top-1 over the task's outputs
 
 
-def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor,
-            lesions: Mapping[float, Mapping[str, Sequence[int]]]) -> dict[float, Predictions]:
-    """Per fraction: labels and top-1 predictions over all outputs and over `outputs` (global labels) of the network
-    with that fraction's `lesions`; each batch is read once and passed through every lesioned network."""
+def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor, lesions: Mapping[float, Mapping[str, Sequence[int]]],
+            heads: OutputHeads = OutputHeads()) -> dict[float, Predictions]:
+    """Per fraction: labels, the network's top-1 answers (over all outputs, or over each image's head when `heads`
+    are separate) and the top-1 over `outputs` (global labels) of the network with that fraction's `lesions`;
+    each batch is read once and passed through every lesioned network."""
     results: dict[float, tuple[list, list, list]] = {fraction: ([], [], []) for fraction in lesions}
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -162,7 +164,7 @@ def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor,
             for fraction, lesion in lesions.items():
                 with lesioned(model, lesion):
                     logits = model(images.to(device)).cpu()
-                for values, batch in zip(results[fraction], (labels, logits.argmax(dim=1),
+                for values, batch in zip(results[fraction], (labels, heads.answer(logits, labels),
                                                              outputs[logits[:, outputs].argmax(dim=1)])):
                     values.append(batch)
     return {fraction: tuple(torch.cat(values).numpy() for values in columns) for fraction, columns in results.items()}
@@ -180,21 +182,21 @@ def predictions_frame(unit: Unit, fraction: float, eval_set: EvalSet, labels: np
 
 
 def evaluate_unit(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit, filters_by_fraction: Mapping[float, Sequence[int]],
-                  batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+                  batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
     """Predictions on every evaluated task with the unit's filters lesioned at each fraction; rows by fraction, then
     task, then image. Each task's test set is streamed once, in batches, for all fractions."""
     model.eval()
     lesions = {fraction: ({unit.layer: filters} if unit != INTACT_UNIT else {})
                for fraction, filters in filters_by_fraction.items()}
-    predicted = [predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions) for eval_set in eval_sets]
+    predicted = [predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads) for eval_set in eval_sets]
     return pd.concat([predictions_frame(unit, fraction, eval_set, *by_fraction[fraction])
                       for fraction in lesions for eval_set, by_fraction in zip(eval_sets, predicted)], ignore_index=True)
 
 
 def evaluate_in_process(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                        batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+                        batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
     """All units' predictions in this process (no Ray, nothing written): for tests and small jobs."""
-    return pd.concat([evaluate_unit(model, eval_sets, unit, filters, batch_size) for unit, filters in plan.items()],
+    return pd.concat([evaluate_unit(model, eval_sets, unit, filters, batch_size, heads) for unit, filters in plan.items()],
                      ignore_index=True)
 
 
@@ -204,17 +206,18 @@ def unit_path(units_dir: Path, unit: Unit) -> Path:
 
 
 def evaluate_on_worker(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit,
-                       filters_by_fraction: Mapping[float, Sequence[int]], batch_size: int) -> pd.DataFrame:
+                       filters_by_fraction: Mapping[float, Sequence[int]], batch_size: int,
+                       heads: OutputHeads) -> pd.DataFrame:
     """`evaluate_unit` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
     from common.ray_runner import worker_device
 
     with on_device(model, worker_device()) as (net, _):
-        return evaluate_unit(net, eval_sets, unit, filters_by_fraction, batch_size)
+        return evaluate_unit(net, eval_sets, unit, filters_by_fraction, batch_size, heads)
 
 
 def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
                       units_dir: Path, resources: Resources = Resources(),
-                      batch_size: int = DEFAULT_BATCH_SIZE) -> pd.DataFrame:
+                      batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
     """Evaluate the units not yet stored in `units_dir` as Ray tasks, writing each as it finishes; return all units.
 
     Needs a Ray session (`common.ray_runner.ray_session`).
@@ -222,7 +225,7 @@ def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Un
     import ray
 
     model_ref, sets_ref = ray.put(model), ray.put(list(eval_sets))
-    units = [WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size))
+    units = [WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size, heads))
              for unit, filters in plan.items()]
     run_units(evaluate_on_worker, units, resources, "lesioned evaluations")
     return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)

@@ -8,8 +8,10 @@ test set; only per-image predictions are kept. From the per-image
 predictions it computes accuracies, normalised performance, proportional drops d(X|Y) and the segregation
 index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.indices`).
 
-Accuracy is top-1 over all outputs (METHOD's measure, scope "all_outputs", used by the summary and figures);
-the tables also hold every quantity for top-1 restricted to the task's own outputs (scope "task_outputs").
+Accuracy is the network's top-1 answer (scope "all_outputs", used by the summary and figures): over all outputs
+(METHOD's measure) for a shared output layer, over the outputs of the image's own head for `model.heads: separate`,
+which is how such a network answers. The tables also hold every quantity for top-1 restricted to the analysed
+task's own outputs (scope "task_outputs").
 
 Output directory:
   units/<layer>__<task>.parquet   finished units (resume skips them)
@@ -91,7 +93,8 @@ def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grou
                 "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()}}
     settings = SweepSettings(layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"),
                              resources=resources)
-    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity)
+    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity,
+                                   heads=loaded.output_heads)
     return ranking
 
 
@@ -192,7 +195,8 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
             grouping, ranking = label_space_grouping(loaded.label_space), sweep.ranking
         sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.label_space)
         plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding)
-        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size)
+        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size,
+                                        loaded.output_heads)
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
     tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
@@ -204,6 +208,7 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     write_manifest(out / "manifest.json", "segregation", sweep=str(sweep.path.resolve()), checkpoint=str(loaded.checkpoint),
                    checkpoint_sha256=loaded.sha256, data=data, seeds={"bootstrap": settings.seed, "test_images": settings.seed,
                    "random_tasks": settings.seed if settings.random_tasks else None}, tasks=list(grouping),
+                   heads=loaded.config.model.heads,
                    n_bootstraps=settings.n_bootstraps, fractions=settings.all_fractions)
     log_stage(wandb, "segregation", out, asdict(settings), pngs, tables, summary_scalars(summary))
     return summary

@@ -10,8 +10,8 @@ from common.errors import UserError
 from common.ray_runner import Resources
 from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES
 
-# Accuracy scopes -> the prediction column each reads: top-1 over all outputs (METHOD's measure, the default) or
-# top-1 restricted to the evaluated task's own outputs.
+# Accuracy scopes -> the prediction column each reads: the network's top-1, over all outputs (METHOD's measure, the
+# default; over the image's own head for `model.heads: separate`), or top-1 restricted to the evaluated task's outputs.
 SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_within_task"}
 DEFAULT_SCOPE = "all_outputs"
 DEFAULT_RESAMPLES = 1000

@@ -361,7 +361,7 @@ def _parse_pools(pools: Sequence[str | Sequence[str]] | None, tasks: Sequence[st
 
 
 def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: ImageEncoding, counts: ImageCounts,
-              one_class: Sequence[str]) -> None:
+              one_class: Sequence[str], workers: int | None) -> None:
     """Reject option values that cannot work, before any work starts."""
     if not tasks:
         raise UserError("no tasks given; pass --task NAME=ROOT (e.g. --task face=/data/vggface2)")
@@ -380,6 +380,8 @@ def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: Imag
         if task not in tasks or one_class_name(task) in tasks:
             raise UserError(f"--one-class {task}: name a task given with --task whose name plus "
                             f"{ONE_CLASS_SUFFIX!r} is not a task too")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
 
 
 def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike, *,
@@ -389,7 +391,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
                   encoding: ImageEncoding = ImageEncoding(), pools: Sequence[str | Sequence[str]] | None = None,
                   workers: int | None = None) -> dict:
     """Build a data directory (see the module docstring) from ordered task -> root; returns the manifest."""
-    _validate(tasks, split, encoding, counts, one_class)
+    _validate(tasks, split, encoding, counts, one_class, workers)
     pool_specs = _parse_pools(pools, list(tasks), one_class)
     workers = workers or os.cpu_count() or 1
     parameters = {"tasks": {task: str(root) for task, root in tasks.items()}, "classes": classes,

@@ -20,6 +20,7 @@ import torch
 
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import ModelConfig, TrainConfig, config_from_dict
+from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, vgg16
 from common.errors import UserError
 from common.io import file_sha256
@@ -36,6 +37,11 @@ class LoadedModel:
     config: TrainConfig
     checkpoint: Path
     sha256: str
+
+    @property
+    def output_heads(self) -> OutputHeads:
+        """The softmax heads the network was trained with: every analysis scores its answers through them."""
+        return OutputHeads.of(self.label_space, self.config.model.heads)
 
 
 def build_model(label_space: LabelSpace, model_config: ModelConfig) -> VGG:

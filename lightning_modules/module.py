@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.checkpoint import build_model
 from lightning_modules.config import config_from_dict
+from lightning_modules.heads import OutputHeads
 
 METRICS = ("loss", "top1", "top5", "top1_own", "top5_own")
 RNG_KEY = "specialize_rng_states"
@@ -30,14 +30,6 @@ def own_output_mask(label_space: LabelSpace) -> torch.Tensor:
     for row, task in enumerate(label_space.tasks):
         mask[row, label_space.output_slice(task)] = True
     return mask
-
-
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor, own_mask: torch.Tensor, task_index: torch.Tensor,
-                    heads: str) -> torch.Tensor:
-    """Cross-entropy of each sample: over all outputs ("shared") or over its task's outputs only ("separate")."""
-    if heads == "separate":
-        logits = logits.masked_fill(~own_mask[task_index], float("-inf"))
-    return F.cross_entropy(logits.float(), labels, reduction="none")
 
 
 def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -67,7 +59,7 @@ class TaskModule(pl.LightningModule):
         self.save_hyperparameters()
         self.label_space = LabelSpace.from_dict(label_space)
         self.config = config_from_dict(config)
-        self.heads = self.config.model.heads
+        self.heads = OutputHeads.of(self.label_space, self.config.model.heads)
         self.channels_last = self.config.trainer.channels_last
         self.model = build_model(self.label_space, self.config.model)
         if self.channels_last:
@@ -84,7 +76,7 @@ class TaskModule(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         task_index = self.label_space.task_of(labels)
-        losses = per_sample_loss(logits, labels, self.own_mask, task_index, self.heads)
+        losses = self.heads.loss(logits, labels)
         with torch.no_grad():
             own_logits = logits.detach().masked_fill(~self.own_mask[task_index], float("-inf"))
             values = torch.stack([

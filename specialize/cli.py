@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from common.errors import UserError
 from common.io import DISK_FULL_ERRNOS
@@ -28,9 +29,29 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (unknown option, bad value, missing argument) are one line on stderr,
+    `specialize <command>: error: <what>; see specialize <command> --help`, and exit code 2.
+
+    Subcommand parsers inherit the class, so each error names the (sub)command that met it, unrecognised
+    arguments included. The parsed arguments' `prog` names the innermost (sub)command, e.g. "specialize data build".
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, redact_text(f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n"))
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        if not hasattr(namespace, "prog"):  # a subcommand's parser has set it already
+            namespace.prog = self.prog
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subsystem's subcommands registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="specialize",
         description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -40,28 +61,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run the chosen subcommand, and turn user errors and a full disk into one line and exit
-    code 2 (secrets redacted)."""
-    args = build_parser().parse_args(argv)
+    """Parse arguments, run the chosen subcommand, and turn usage errors, user errors and a full disk into one line
+    and exit code 2 (secrets redacted)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # a usage error (one line already printed, code 2) or --help (code 0)
+        return stop.code if isinstance(stop.code, int) else 0
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        return fail(args.command, str(error))
+        return fail(args.prog, str(error))
     except OSError as error:
         if error.errno not in DISK_FULL_ERRNOS:
             raise
         where = f" while writing {error.filename}" if error.filename else ""
-        return fail(args.command, f"{os.strerror(error.errno)}{where}; free space (or raise the "
-                                  "quota or file-size limit) or choose another --out, then rerun the same command "
-                                  "to resume")
+        return fail(args.prog, f"{os.strerror(error.errno)}{where}; free space (or raise the quota or file-size "
+                               "limit) or choose another --out, then rerun the same command to resume")
     except KeyboardInterrupt:
-        print(f"specialize {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"{args.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
-def fail(command: str, message: str) -> int:
-    """Print `message` as the command's one-line error on stderr, secrets redacted; the exit code 2."""
-    print(redact_text(f"specialize {command}: error: {message}"), file=sys.stderr)
+def fail(prog: str, message: str) -> int:
+    """Print `message` as the (sub)command's one-line error on stderr, secrets redacted; the exit code 2."""
+    print(redact_text(f"{prog}: error: {message}"), file=sys.stderr)
     return 2
 
 

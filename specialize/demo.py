@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from analysis.cli import format_summary
     from analysis.report.build import write_report
     from analysis.segregation import SegregationSettings, run_segregation
+    from common.ray_runner import ray_session
     from sweeps.distributed import run_sweep
 
     out = Path(args.out)
@@ -84,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
         accuracies = ", ".join(f"{task} {value:.3f}" for task, value in validation_accuracies(run_dir).items())
         print(f"  {name:18s} {accuracies}   ({run_dir})")
     dual = runs["tiny_face_object"]
-    sweep = run_sweep(dual / "checkpoints" / "last.ckpt", data, out / "lesion", images_per_task=args.images_per_task)
-    print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
-    summary = run_segregation(out / "lesion", out / "segregation", data,
-                              SegregationSettings(n_bootstraps=args.bootstraps))
+    with ray_session(None):  # one local Ray for both Ray stages, started after the stages that fork processes
+        sweep = run_sweep(dual / "checkpoints" / "last.ckpt", data, out / "lesion", images_per_task=args.images_per_task)
+        print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
+        summary = run_segregation(out / "lesion", out / "segregation", data,
+                                  SegregationSettings(n_bootstraps=args.bootstraps))
     print("\n" + format_summary(summary))
     print(f"\nfigures: {out / 'segregation' / 'figures'}")
     print(f"report: {write_report(out)}")

@@ -27,6 +27,7 @@ from common.io import read_json, readable_parquet, remove_temporaries, write_jso
 from common.manifest import write_manifest
 from common.output_dir import check_same_job
 from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
+from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.devices import on_device, tf32
 from sweeps.engine import intact_frame, intact_totals, lesion_frame, sweep_layer, with_intact
@@ -71,20 +72,20 @@ def probe_budget(settings: SweepSettings) -> int:
     return int(default_budget(device) * share)
 
 
-def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings) -> pd.DataFrame:
+def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
     """Loss and accuracy rows (layer, layer_index, filter, task, loss, accuracy) of one chunk (a Ray task)."""
     images = stimuli.only(chunk.task) if chunk.task else stimuli
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
         plan = layer_plan(net, chunk.layer, len(images.labels), len(chunk.filters), settings.batch_size,
                           settings.lesions_per_pass, settings.memory_budget, images.images.shape[1:])
-        totals = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base)
+        totals = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base, heads=heads)
     return lesion_frame(chunk.layer, chunk.filters, totals, images)
 
 
-def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings) -> pd.DataFrame:
+def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
     """Rows (task, intact_loss, intact_accuracy) of the unlesioned model (a Ray task)."""
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
-        return intact_frame(intact_totals(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE), stimuli)
+        return intact_frame(intact_totals(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE, heads), stimuli)
 
 
 # ---------------------------------------------------------------------------------------- the driver
@@ -93,23 +94,25 @@ def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings) -> pd.Data
 class ChunkRunner:
     """Runs a sweep's chunks through the Ray runner: the model and images go into the object store once."""
 
-    def __init__(self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool):
+    def __init__(self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool,
+                 heads: OutputHeads):
         self.out_dir = out_dir
         self.settings = settings
         self.progress = progress
+        self.heads = heads
         self.model_ref = ray.put(model)
         self.stimuli_ref = ray.put(stimuli)
 
     def intact(self) -> pd.DataFrame:
         """The intact loss and accuracy per task, computed once per output directory."""
         path = self.out_dir / "chunks" / "intact.parquet"
-        run_units(run_intact, [WorkUnit(path, (self.model_ref, self.stimuli_ref, self.settings))],
+        run_units(run_intact, [WorkUnit(path, (self.model_ref, self.stimuli_ref, self.settings, self.heads))],
                   self.settings.resources, "intact network", progress=False)
         return pd.read_parquet(path)
 
     def run(self, chunks: Sequence[Chunk], description: str) -> pd.DataFrame:
         """All chunks' rows, computing the missing ones in parallel."""
-        units = [WorkUnit(chunk.path(self.out_dir), (self.model_ref, self.stimuli_ref, chunk, self.settings),
+        units = [WorkUnit(chunk.path(self.out_dir), (self.model_ref, self.stimuli_ref, chunk, self.settings, self.heads),
                           size=len(chunk.filters)) for chunk in chunks]
         run_units(run_chunk, units, self.settings.resources, description, self.progress, unit_name="filter")
         return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
@@ -172,24 +175,26 @@ def resolve_settings(out_dir: Path, settings: SweepSettings, identity: Mapping[s
 def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | os.PathLike,
                       settings: SweepSettings = SweepSettings(), identity: Mapping[str, Any] | None = None,
                       address: str | None = None, progress: bool = True,
-                      config_extra: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      config_extra: Mapping[str, Any] | None = None,
+                      heads: OutputHeads = OutputHeads()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
 
     Resumes the sweep already in `out_dir`, and returns a finished one's tables without redoing anything.
-    `identity` (what is swept) and `config_extra` go into config.json.
+    `identity` (what is swept; with separate `heads`, also their sizes, so a sweep scored otherwise is never resumed
+    into this one) and `config_extra` go into config.json.
     """
     out = Path(out_dir)
+    identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
     if readable_parquet(out / "ranking.parquet"):  # written last: the sweep is finished
-        resolve_settings(out, settings, identity or {})
+        resolve_settings(out, settings, identity)
         return pd.read_parquet(out / "filter_losses.parquet"), pd.read_parquet(out / "ranking.parquet")
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
-        settings = resolve_settings(out, settings, identity or {})
+        settings = resolve_settings(out, settings, identity)
         remove_temporaries(out)
-        write_json(out / "config.json", {**(config_extra or {}), "identity": identity or {},
-                                         "settings": asdict(settings)})
-        runner = ChunkRunner(out, model, stimuli, settings, progress)
+        write_json(out / "config.json", {**(config_extra or {}), "identity": identity, "settings": asdict(settings)})
+        runner = ChunkRunner(out, model, stimuli, settings, progress, heads)
         intact = runner.intact()
         lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")
         filter_losses = with_intact(lesions, intact)
@@ -246,12 +251,12 @@ def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_di
                 "images_per_task": images_per_task, "seed": seed, "tasks": list(loaded.label_space.tasks)}
     arguments = {"checkpoint": str(Path(checkpoint).resolve()), "out": str(Path(out_dir).resolve()), "address": address}
     filter_losses, ranking = distributed_sweep(loaded.model, images, out_dir, settings, identity, address, progress,
-                                               config_extra=arguments)
+                                               config_extra=arguments, heads=loaded.output_heads)
     if (Path(out_dir) / "manifest.json").is_file():
         return SweepResult(filter_losses, ranking, Path(out_dir))
     write_manifest(Path(out_dir) / "manifest.json", "lesion_sweep", checkpoint=arguments["checkpoint"],
                    checkpoint_sha256=loaded.sha256, data=identity["data"], images_per_task=images_per_task,
                    seeds={"images": seed}, tasks=identity["tasks"], layers=list(settings.layers),
                    ranking=settings.ranking, images_split="train", transform="eval",
-                   resolution=loaded.config.data.resolution)
+                   resolution=loaded.config.data.resolution, heads=loaded.config.model.heads)
     return SweepResult(filter_losses, ranking, Path(out_dir))

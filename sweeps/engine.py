@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.devices import on_device, tf32
@@ -39,13 +39,14 @@ RESULT_COLUMNS = ("layer", "layer_index", "filter", "task", "loss", "accuracy", 
 def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str] | None = None,
                  batch_size: int | None = None, device: torch.device | str | None = None, *,
                  memory_budget: int | None = None, lesions_per_pass: int | None = None,
-                 allow_tf32: bool = False, progress: bool = False) -> pd.DataFrame:
+                 allow_tf32: bool = False, progress: bool = False, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
     """Lesion every filter of `layers` (default: all 13 conv layers) alone; one row per (layer, filter, task).
 
     `images_by_task` maps a task to (images, labels), labels in the model's output space. Columns: layer,
     layer_index (1..13), filter, task, loss (mean cross-entropy), accuracy (top-1), intact_loss,
-    intact_accuracy. `memory_budget` (bytes; default half the device's free memory) bounds the images and
-    lesions per pass unless `batch_size` / `lesions_per_pass` fix them. TF32 stays off unless allowed.
+    intact_accuracy; loss and top-1 are over the outputs of each image's head (`heads`; default one head over all
+    outputs). `memory_budget` (bytes; default half the device's free memory) bounds the images and lesions per
+    pass unless `batch_size` / `lesions_per_pass` fix them. TF32 stays off unless allowed.
     `frame.attrs` holds memory_budget_bytes and the pass plan of each layer.
     """
     layers = list(layers or CONV_LAYERS)
@@ -58,9 +59,10 @@ def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str]
                                    budget, stimuli.images.shape[1:]) for layer in layers}
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
         with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
-            intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass)
+            intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass, heads)
             frames = [lesion_frame(layer, range(sizes[layer]),
-                                   sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar),
+                                   sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar,
+                                               heads=heads),
                                    stimuli) for layer in layers]
     frame = with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))
     frame.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
@@ -68,7 +70,7 @@ def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str]
 
 
 def sweep_layer(model: VGG, layer: str, filters: Sequence[int], stimuli: Stimuli, plan: PassPlan,
-                base: Sequence[int] = (), progress: tqdm | None = None) -> TaskTotals:
+                base: Sequence[int] = (), progress: tqdm | None = None, heads: OutputHeads = OutputHeads()) -> TaskTotals:
     """Loss and correct-answer sums per task with each of `filters` lesioned in `layer`, on top of `base`.
 
     `base` filters stay lesioned throughout (greedy ranking); `model` must be in eval mode on its device.
@@ -77,7 +79,7 @@ def sweep_layer(model: VGG, layer: str, filters: Sequence[int], stimuli: Stimuli
     split = split_at(model, layer)
     chosen = torch.as_tensor(list(filters), dtype=torch.long, device=device)
     base_channels = torch.as_tensor(list(base), dtype=torch.long, device=device)
-    totals = TaskTotals(len(chosen), len(stimuli.tasks))
+    totals = TaskTotals(len(chosen), len(stimuli.tasks), heads)
     with torch.inference_mode():
         for images, labels, task_ids in stimuli.batches(plan.images_per_pass, device):
             activations = split.prefix(images)
@@ -95,10 +97,10 @@ def sweep_layer(model: VGG, layer: str, filters: Sequence[int], stimuli: Stimuli
     return totals
 
 
-def intact_totals(model: VGG, stimuli: Stimuli, batch_size: int) -> TaskTotals:
+def intact_totals(model: VGG, stimuli: Stimuli, batch_size: int, heads: OutputHeads = OutputHeads()) -> TaskTotals:
     """Loss and correct-answer sums per task of the unlesioned `model` (eval mode, on its device)."""
     device = next(model.parameters()).device
-    totals = TaskTotals(1, len(stimuli.tasks))
+    totals = TaskTotals(1, len(stimuli.tasks), heads)
     with torch.inference_mode():
         for images, labels, task_ids in stimuli.batches(batch_size, device):
             totals.add(slice(0, 1), model(images), labels, task_ids)
@@ -106,18 +108,19 @@ def intact_totals(model: VGG, stimuli: Stimuli, batch_size: int) -> TaskTotals:
 
 
 class TaskTotals:
-    """Running sums of cross-entropy and correct top-1 answers, per lesion and task."""
+    """Running sums of cross-entropy and correct top-1 answers, per lesion and task, over each image's head."""
 
-    def __init__(self, num_lesions: int, num_tasks: int):
+    def __init__(self, num_lesions: int, num_tasks: int, heads: OutputHeads = OutputHeads()):
         self.loss = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
         self.correct = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
+        self.heads = heads
 
     def add(self, rows: slice, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
         """Add a pass over B images and K lesions: `logits` (B*K, classes), image-major; `labels`, `task_ids` (B,)."""
         lesions = rows.stop - rows.start
         repeated = labels.repeat_interleave(lesions)
-        loss = F.cross_entropy(logits, repeated, reduction="none").view(-1, lesions)
-        correct = (logits.argmax(dim=1) == repeated).view(-1, lesions)
+        loss = self.heads.loss(logits, repeated).view(-1, lesions)
+        correct = (self.heads.answer(logits, repeated) == repeated).view(-1, lesions)
         num_tasks = self.loss.shape[1]
         self.loss[rows] += _sum_by_task(loss, task_ids, num_tasks)
         self.correct[rows] += _sum_by_task(correct, task_ids, num_tasks)

@@ -2,8 +2,8 @@
 
 A ranking table has one row per (layer, task, filter): layer, layer_index, task, rank (0 = most important),
 filter, loss. One-shot: filters by their single-lesion loss, highest first. Greedy: filters in the order
-they were chosen, `loss` being the loss with that filter lesioned together with those chosen before it;
-filters never chosen follow, ordered by their loss in the last round.
+they were chosen, `loss` being the loss with that filter lesioned together with those chosen in earlier rounds
+(the loss that chose it); filters never chosen follow, ordered by their loss in the last round.
 """
 
 from __future__ import annotations

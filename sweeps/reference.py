@@ -2,7 +2,8 @@
 
 It shares nothing with the engine but the model and the definition of a lesion (`sweeps.lesions`): for each
 filter, a hook zeroes its output map, a full forward pass runs over every image in plain batches, and the loss is
-plain `F.cross_entropy`, summed per task.
+plain `F.cross_entropy`, summed per task. With separate heads, each image's loss and answer come from the slice of
+the logits that holds its head, cut out by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.lesions import lesioned
@@ -23,23 +25,25 @@ Images = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 def reference_lesion_sweep(model: VGG, images_by_task: Images, layers: Sequence[str] | None = None,
                            batch_size: int = 128, device: torch.device | str | None = None,
-                           filters: Mapping[str, Sequence[int]] | None = None) -> pd.DataFrame:
+                           filters: Mapping[str, Sequence[int]] | None = None,
+                           heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
     """One row per (layer, filter, task): mean loss and top-1 accuracy with that filter lesioned, and intact.
 
-    `filters` optionally restricts each layer to some filters (the benchmark times a sample). Runs in float32
-    without TF32.
+    `filters` optionally restricts each layer to some filters (the benchmark times a sample). Loss and top-1 are
+    over the outputs of each image's head (`heads.sizes`; default all outputs). Runs in float32 without TF32.
     """
     target = torch.device(device) if device is not None else next(model.parameters()).device
     net = copy.deepcopy(model).to(target).eval()
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        intact = _loss_and_accuracy(net, images_by_task, {}, batch_size, target)
+        bounds = _head_bounds(heads)
+        intact = _loss_and_accuracy(net, images_by_task, {}, batch_size, target, bounds)
         sizes = filters_per_layer(net)
         rows = []
         for layer in layers or CONV_LAYERS:
             for index in (filters[layer] if filters else range(sizes[layer])):
-                lesioned_scores = _loss_and_accuracy(net, images_by_task, {layer: [index]}, batch_size, target)
+                lesioned_scores = _loss_and_accuracy(net, images_by_task, {layer: [index]}, batch_size, target, bounds)
                 for task, (loss, accuracy) in lesioned_scores.items():
                     rows.append({"layer": layer, "layer_index": CONV_LAYERS.index(layer) + 1, "filter": int(index),
                                  "task": task, "loss": loss, "accuracy": accuracy,
@@ -49,8 +53,16 @@ def reference_lesion_sweep(model: VGG, images_by_task: Images, layers: Sequence[
     return pd.DataFrame(rows)
 
 
+def _head_bounds(heads: OutputHeads) -> list[tuple[int, int]] | None:
+    """(first, end) output of every separate head, or None for one softmax over all outputs."""
+    if len(heads.sizes) < 2:
+        return None
+    ends = [sum(heads.sizes[: i + 1]) for i in range(len(heads.sizes))]
+    return [(end - size, end) for end, size in zip(ends, heads.sizes)]
+
+
 def _loss_and_accuracy(net: VGG, images_by_task: Images, lesions: Mapping[str, Sequence[int]], batch_size: int,
-                       device: torch.device) -> dict[str, tuple[float, float]]:
+                       device: torch.device, head_bounds: list[tuple[int, int]] | None) -> dict[str, tuple[float, float]]:
     """Per task: mean cross-entropy and top-1 accuracy of `net` with `lesions`, one plain batch at a time."""
     scores = {}
     for task, (images, labels) in images_by_task.items():
@@ -60,7 +72,10 @@ def _loss_and_accuracy(net: VGG, images_by_task: Images, lesions: Mapping[str, S
             targets = labels[start: start + batch_size].long().to(device)
             with torch.inference_mode(), lesioned(net, lesions):
                 logits = net(batch)
-            loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-            correct += int((logits.argmax(dim=1) == targets).sum())
+            for first, end in head_bounds or [(0, logits.shape[1])]:
+                rows = (targets >= first) & (targets < end)
+                head_logits, head_targets = logits[rows, first:end], targets[rows] - first
+                loss_sum += F.cross_entropy(head_logits, head_targets, reduction="sum").item()
+                correct += int((head_logits.argmax(dim=1) == head_targets).sum())
         scores[task] = (loss_sum / len(labels), correct / len(labels))
     return scores

@@ -11,10 +11,10 @@ NUM_CLASSES = 6
 RESOLUTION = 32
 
 
-def tiny_vgg(seed: int = 0, batch_norm: bool = False) -> VGG:
-    """vgg16(6 classes, width 1/16) with He-scaled linear weights (and random BN statistics), in eval mode."""
+def tiny_vgg(seed: int = 0, batch_norm: bool = False, width: float = 1 / 16) -> VGG:
+    """vgg16(6 classes, `width`) with He-scaled linear weights (and random BN statistics), in eval mode."""
     torch.manual_seed(seed)
-    model = vgg16(NUM_CLASSES, width=1 / 16, batch_norm=batch_norm)
+    model = vgg16(NUM_CLASSES, width=width, batch_norm=batch_norm)
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")

@@ -27,8 +27,8 @@ def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def sweep(checkpoint) -> tuple[Path, Path]:
-    """The data directory and a two-layer lesion sweep of the tiny model on it."""
+def sweep(checkpoint, ray_cluster) -> tuple[Path, Path]:
+    """The data directory and a two-layer lesion sweep of the tiny model on it (on the module's one Ray)."""
     data, checkpoint = checkpoint
     out = data.parent / "sweep"
     assert main(["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
@@ -78,8 +78,6 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     assert main([*args[:-4], "--fractions", "0.3", "--bootstraps", "100"]) == 2
     assert "another fractions" in capsys.readouterr().err
 
-    assert main(["figures", f"{out}=tiny", f"{out}=again", "--out", str(tmp_path / "combined")]) == 0
-    assert (tmp_path / "combined.png").exists() and (tmp_path / "combined.svg").exists()
 
 
 @pytest.mark.slow
@@ -106,9 +104,80 @@ def test_missing_sweep_is_one_line_error(tmp_path, capsys):
     assert main(["segregation", "--sweep", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a finished lesion sweep" in err and len(err.splitlines()) == 1
-    with pytest.raises(SystemExit):
-        main(["segregation", "--sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--fractions", "a,b"])
-    assert "--fractions takes comma-separated numbers" in capsys.readouterr().err
+    assert main(["segregation", "--sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--fractions", "a,b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "argument --fractions: expected comma-separated numbers" in err and len(err.splitlines()) == 1
+
+
+def finished_analysis(path: Path, headline: float, base: float) -> Path:
+    """A finished segregation analysis as `specialize figures` reads it (segregation.parquet, summary.json), with
+    its index different at every layer, fraction and scope: base + layer/100 + fraction + 0.3 in task_outputs."""
+    path.mkdir()
+    rows = [{"layer": layer, "layer_index": index, "fraction": fraction, "scope": scope, "task_a": "face",
+             "task_b": "object", "si": base + index / 100 + fraction + (0.3 if scope == "task_outputs" else 0.0)}
+            for index, layer in [(13, "conv5_3"), (1, "conv1_1"), (7, "conv3_3")]  # not in layer order
+            for fraction in (0.2, 0.5) for scope in ("all_outputs", "task_outputs")]
+    table = pd.DataFrame(rows)
+    table["si_low"], table["si_high"] = table["si"] - 0.05, table["si"] + 0.07
+    table.to_parquet(path / "segregation.parquet")
+    (path / "summary.json").write_text(json.dumps({"fraction": headline}))
+    return path
+
+
+def drawn_curves(monkeypatch) -> list[dict]:
+    """Record, for every figure `analysis.figures` saves, each labelled line's points and its CI band."""
+    from analysis import figures
+
+    drawn, save = [], figures.save_figure
+
+    def record(figure, stem):
+        axis = figure.axes[0]
+        lines = [line for line in axis.get_lines() if not line.get_label().startswith("_")]
+        curves = {}
+        for line, band in zip(lines, axis.collections):
+            vertices = {tuple(np.round(v, 6)) for v in band.get_paths()[0].vertices}
+            curves[line.get_label()] = (line.get_xdata().tolist(), np.round(line.get_ydata(), 6).tolist(), vertices)
+        drawn.append({"curves": curves, "legend": [text.get_text() for text in axis.get_legend().get_texts()]})
+        return save(figure, stem)
+
+    monkeypatch.setattr(figures, "save_figure", record)
+    return drawn
+
+
+def test_figures_draw_each_analysis_as_its_own_labelled_curve(tmp_path, monkeypatch, capsys):
+    network = finished_analysis(tmp_path / "network", headline=0.2, base=0.1)
+    control = finished_analysis(tmp_path / "control", headline=0.5, base=-0.4)
+    drawn = drawn_curves(monkeypatch)
+
+    def expected(base: float, fraction: float, scope_offset: float = 0.0):
+        si = [round(base + index / 100 + fraction + scope_offset, 6) for index in (1, 7, 13)]
+        band = {(x, round(y - 0.05, 6)) for x, y in zip((1, 7, 13), si)} | {(x, round(y + 0.07, 6)) for x, y in zip((1, 7, 13), si)}
+        return [1, 7, 13], si, band
+
+    # default: each analysis at its own headline fraction, scope all_outputs
+    assert main(["figures", f"{network}=network", f"{control}=control", "--out", str(tmp_path / "fig")]) == 0
+    [figure] = drawn
+    assert figure["legend"] == ["network: face vs object", "control: face vs object"]
+    for label, (base, fraction) in {"network: face vs object": (0.1, 0.2), "control: face vs object": (-0.4, 0.5)}.items():
+        xs, ys, band = figure["curves"][label]
+        exp_x, exp_y, exp_band = expected(base, fraction)
+        assert (xs, ys) == (exp_x, exp_y), label
+        assert exp_band <= band, label
+    svg = (tmp_path / "fig.svg").read_text()
+    assert "network: face vs object" in svg and "control: face vs object" in svg and (tmp_path / "fig.png").is_file()
+
+    # one fraction and the other scope for both
+    assert main(["figures", str(network), f"{control}=control", "--out", str(tmp_path / "fig2"), "--fraction", "0.5",
+                 "--scope", "task_outputs"]) == 0
+    curves = drawn[1]["curves"]
+    assert list(curves) == ["network: face vs object", "control: face vs object"]  # a bare DIR is labelled by its name
+    assert curves["network: face vs object"][:2] == tuple(expected(0.1, 0.5, 0.3)[:2])
+    assert curves["control: face vs object"][:2] == tuple(expected(-0.4, 0.5, 0.3)[:2])
+
+    # a fraction an analysis does not have is one clear line
+    assert main(["figures", str(network), "--out", str(tmp_path / "fig3"), "--fraction", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no segregation index at fraction 0.3" in err and len(err.splitlines()) == 1
 
 
 def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(checkpoint, monkeypatch):

@@ -13,56 +13,102 @@ from data_pipeline.label_space import LabelSpace
 CLASSES, PER_CLASS = 10, 10
 
 
-def predictions(accuracy_of, tasks=("face", "object"), layers=("conv1_1", "conv5_3"), fraction=0.2) -> pd.DataFrame:
-    """Exact per-image predictions: the first round(accuracy * n) images of each class are right."""
+def predictions(accuracy_of, tasks=("face", "object"), layers=("conv1_1", "conv5_3"), fraction=0.2,
+                within_task_accuracy_of=None) -> pd.DataFrame:
+    """Exact per-image predictions: the first round(accuracy * n) images of each class are right, over all outputs
+    (`accuracy_of(layer, lesioned, evaluated)`) and within the task's outputs (`within_task_accuracy_of`, default
+    the same); an image right over all outputs is right within its task's outputs too when the latter is higher."""
+    within_task_accuracy_of = within_task_accuracy_of or accuracy_of
     frames = []
     conditions = [(INTACT_LAYER, NO_TASK, 0.0)] + [(layer, task, fraction) for layer in layers for task in tasks]
+    position = np.tile(np.arange(PER_CLASS), CLASSES)
     for offset, eval_task in enumerate(tasks):
         labels = np.repeat(np.arange(CLASSES), PER_CLASS) + offset * CLASSES
         for layer, lesioned, frac in conditions:
-            right = np.tile(np.arange(PER_CLASS), CLASSES) < round(accuracy_of(layer, lesioned, eval_task) * PER_CLASS)
+            right = position < round(accuracy_of(layer, lesioned, eval_task) * PER_CLASS)
+            right_within = position < round(within_task_accuracy_of(layer, lesioned, eval_task) * PER_CLASS)
             frames.append(pd.DataFrame({
                 "layer": layer, "lesioned_task": lesioned, "fraction": frac, "eval_task": eval_task,
                 "image": np.arange(labels.size), "class": labels.astype(str), "label": labels,
                 "prediction": np.where(right, labels, -1), "correct": right,
-                "prediction_within_task": np.where(right, labels, -1), "correct_within_task": right},
+                "prediction_within_task": np.where(right_within, labels, -1), "correct_within_task": right_within},
                 columns=list(PREDICTION_COLUMNS)))
     return pd.concat(frames, ignore_index=True)
 
 
-def test_drops_and_index_match_their_definitions():
-    # intact 0.8 on both; conv5_3 lesions: own task -> 0.2, other task -> 0.6; conv1_1: everything -> 0.4
+def accuracies_from(intact: dict[str, float], lesions: dict[str, dict[tuple[str, str], float]]):
+    """accuracy_of(layer, lesioned, evaluated) from intact accuracies and, per layer, (lesioned, evaluated) -> accuracy."""
     def accuracy_of(layer, lesioned, evaluated):
-        if layer == INTACT_LAYER:
-            return 0.8
-        if layer == "conv1_1":
-            return 0.4
-        return 0.2 if lesioned == evaluated else 0.6
-
-    tables = segregation_tables(predictions(accuracy_of), ["face", "object"], n_bootstraps=200, seed=0)
-    drops = tables["drops"].query("scope == 'all_outputs'").set_index(["layer", "lesioned_task", "eval_task"])
-    assert drops.loc[("conv5_3", "face", "face"), "drop"] == pytest.approx(0.75)
-    assert drops.loc[("conv5_3", "face", "object"), "drop"] == pytest.approx(0.25)
-    assert drops.loc[("conv5_3", "face", "face"), "normalised"] == pytest.approx(0.25)
-    si = tables["segregation"].query("scope == 'all_outputs'").set_index("layer")["si"]
-    assert si["conv5_3"] == pytest.approx(0.5)  # 1/2 [0.75 - 0.25 + 0.75 - 0.25]
-    assert si["conv1_1"] == pytest.approx(0.0)
-    row = tables["segregation"].query("scope == 'all_outputs' and layer == 'conv5_3'").iloc[0]
-    assert 0.3 < row["si_low"] < 0.5 < row["si_high"] < 0.7
-    # conv1_1 hurts both tasks alike on every image, so every resample's index is exactly 0
-    row = tables["segregation"].query("scope == 'all_outputs' and layer == 'conv1_1'").iloc[0]
-    assert row["si_low"] == pytest.approx(0.0, abs=1e-6) and row["si_high"] == pytest.approx(0.0, abs=1e-6)
+        return intact[evaluated] if layer == INTACT_LAYER else lesions[layer][(lesioned, evaluated)]
+    return accuracy_of
 
 
-def test_more_than_two_tasks_give_every_pair():
+# Asymmetric on purpose, so that dividing by the other task's intact accuracy, swapping d(X|Y) with d(Y|X) or
+# mixing the two accuracy scopes each changes a number below. Keys: (lesioned task, evaluated task).
+ALL_OUTPUTS = accuracies_from({"face": 0.8, "object": 0.5}, {
+    "conv5_3": {("face", "face"): 0.2, ("face", "object"): 0.4, ("object", "face"): 0.6, ("object", "object"): 0.1},
+    # conv1_1: a lesion of either task's filters gives the same predictions on each evaluated task
+    "conv1_1": {("face", "face"): 0.4, ("face", "object"): 0.2, ("object", "face"): 0.4, ("object", "object"): 0.2},
+})
+TASK_OUTPUTS = accuracies_from({"face": 1.0, "object": 0.9}, {
+    "conv5_3": {("face", "face"): 0.3, ("face", "object"): 0.6, ("object", "face"): 0.9, ("object", "object"): 0.3},
+    "conv1_1": {("face", "face"): 0.5, ("face", "object"): 0.6, ("object", "face"): 0.5, ("object", "object"): 0.6},
+})
+
+
+def test_drops_and_index_match_their_definitions_worked_by_hand():
+    tables = segregation_tables(predictions(ALL_OUTPUTS, within_task_accuracy_of=TASK_OUTPUTS), ["face", "object"],
+                                n_bootstraps=200, seed=0)
+    drops = tables["drops"].set_index(["scope", "layer", "lesioned_task", "eval_task"])
+    by_hand = {  # d(X|Y) = 1 - accuracy on X with Y's filters lesioned / intact accuracy on X
+        ("all_outputs", "face", "face"): 1 - 0.2 / 0.8,  # 0.75
+        ("all_outputs", "face", "object"): 1 - 0.4 / 0.5,  # 0.2 = d(O|F)
+        ("all_outputs", "object", "face"): 1 - 0.6 / 0.8,  # 0.25 = d(F|O)
+        ("all_outputs", "object", "object"): 1 - 0.1 / 0.5,  # 0.8
+        ("task_outputs", "face", "face"): 1 - 0.3 / 1.0,  # 0.7
+        ("task_outputs", "face", "object"): 1 - 0.6 / 0.9,  # 1/3
+        ("task_outputs", "object", "face"): 1 - 0.9 / 1.0,  # 0.1
+        ("task_outputs", "object", "object"): 1 - 0.3 / 0.9,  # 2/3
+    }
+    for (scope, lesioned, evaluated), drop in by_hand.items():
+        row = drops.loc[(scope, "conv5_3", lesioned, evaluated)]
+        assert row["drop"] == pytest.approx(drop), (scope, lesioned, evaluated)
+        assert row["normalised"] == pytest.approx(1 - drop), (scope, lesioned, evaluated)
+    accuracy = tables["accuracy"].set_index(["scope", "layer", "eval_task"])["accuracy"]
+    assert accuracy[("all_outputs", "intact", "object")] == pytest.approx(0.5)
+    assert accuracy[("task_outputs", "intact", "object")] == pytest.approx(0.9)
+
+    si = tables["segregation"].set_index(["scope", "layer"])
+    # SI = 1/2 [d(F|F) - d(O|F) + d(O|O) - d(F|O)]
+    assert si.loc[("all_outputs", "conv5_3"), "si"] == pytest.approx(0.5 * (0.75 - 0.2 + 0.8 - 0.25))  # 0.55
+    assert si.loc[("task_outputs", "conv5_3"), "si"] == pytest.approx(0.5 * (0.7 - 1 / 3 + 2 / 3 - 0.1))  # 0.4667
+    row = si.loc[("all_outputs", "conv5_3")]
+    assert 0.35 < row["si_low"] < 0.55 < row["si_high"] < 0.75
+    # conv1_1 hurts each task alike whichever task's filters are lesioned: every resample's index is exactly 0
+    for scope in ("all_outputs", "task_outputs"):
+        row = si.loc[(scope, "conv1_1")]
+        assert row["si"] == pytest.approx(0.0, abs=1e-9)
+        assert row["si_low"] == pytest.approx(0.0, abs=1e-6) and row["si_high"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_more_than_two_tasks_give_every_pair_from_its_own_drops():
     tasks = ("face", "object", "food")
-    tables = segregation_tables(predictions(lambda layer, lesioned, evaluated: 0.5 if lesioned == evaluated else 0.9,
-                                            tasks=tasks), tasks, n_bootstraps=50)
-    pairs = set(zip(tables["segregation"]["task_a"], tables["segregation"]["task_b"]))
-    assert pairs == {("face", "object"), ("face", "food"), ("object", "food")}
+    intact = {"face": 0.8, "object": 0.5, "food": 1.0}
+    drop = {  # d(evaluated | lesioned), all different
+        ("face", "face"): 0.75, ("face", "object"): 0.25, ("face", "food"): 0.5,
+        ("object", "face"): 0.2, ("object", "object"): 0.8, ("object", "food"): 0.4,
+        ("food", "face"): 0.1, ("food", "object"): 0.3, ("food", "food"): 0.9,
+    }
+    lesions = {layer: {(lesioned, evaluated): intact[evaluated] * (1 - drop[(evaluated, lesioned)])
+                       for lesioned in tasks for evaluated in tasks} for layer in ("conv1_1", "conv5_3")}
+    tables = segregation_tables(predictions(accuracies_from(intact, lesions), tasks=tasks), tasks, n_bootstraps=50)
     assert len(tables["drops"].query("scope == 'all_outputs' and layer == 'conv1_1'")) == 9  # the full d matrix
-    si = tables["segregation"]["si"].to_numpy()
-    np.testing.assert_allclose(si, 1 - 0.5 / 0.9)
+    si = tables["segregation"].query("scope == 'all_outputs' and layer == 'conv5_3'").set_index(["task_a", "task_b"])["si"]
+    assert si.to_dict() == pytest.approx({
+        ("face", "object"): 0.5 * (0.75 - 0.2 + 0.8 - 0.25),  # 0.55
+        ("face", "food"): 0.5 * (0.75 - 0.1 + 0.9 - 0.5),  # 0.525
+        ("object", "food"): 0.5 * (0.8 - 0.3 + 0.9 - 0.4),  # 0.5
+    })
 
 
 def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():

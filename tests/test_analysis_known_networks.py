@@ -3,7 +3,9 @@
 (a) two single-task networks joined block-diagonally: each filter serves one task only, so lesioning one
     task's top filters leaves the other task untouched, and the index is near 1 in every layer;
 (b) one network serving two tasks that are the same task with renamed classes: every filter serves both
-    alike, so the index is near 0 while the lesions still hurt.
+    alike, so the index is near 0 while the lesions still hurt;
+(c) the random pseudo-task control (`--random-tasks`) on network (a): each pseudo-task holds face and object
+    classes alike, so its top filters serve both pseudo-tasks and the index is near 0 where the real tasks give ~1.
 
 METHOD's index is 1/2 [d(F|F) - d(O|F) + d(O|O) - d(F|O)]: it reaches 1 only when the cross drops vanish and
 each task's own lesion abolishes it. Both tasks have 64 classes (chance 1/64, so abolition is a drop of about
@@ -23,13 +25,14 @@ import torch
 
 from analysis.indices import segregation_tables
 from analysis.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
-from analysis.task_groups import eval_sets, label_space_grouping
+from analysis.task_groups import Grouping, eval_sets, label_space_grouping, random_grouping, regroup
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.engine import lesion_sweep
 from sweeps.ranking import oneshot_ranking
 from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
+pytestmark = pytest.mark.slow  # each network trains for about 20 seconds
 LABEL_SPACE = LabelSpace.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
 FRACTION = 0.4
 RENAMED = torch.roll(torch.arange(CLASSES), 1)  # object class j is face class RENAMED[j]
@@ -42,11 +45,16 @@ def face_network():
 
 
 @pytest.fixture(scope="module")
-def block_diagonal_tables(face_network):
+def joined(face_network):
+    """Network (a): the face network and an object network side by side."""
     object_network = train_single_task("object")
     assert accuracy(face_network, *task_images("face", 20, 300)) > 0.85
     assert accuracy(object_network, *task_images("object", 20, 300)) > 0.85
-    joined = joined_network(face_network, object_network)
+    return joined_network(face_network, object_network)
+
+
+@pytest.fixture(scope="module")
+def block_diagonal_tables(joined):
     return analyse(joined, global_images(seed=200, per_class=8), global_images(seed=300, per_class=20))
 
 
@@ -60,14 +68,17 @@ def global_images(seed: int, per_class: int, same_task: bool = False) -> dict[st
     return {"face": (faces, face_labels), "object": (renamed, torch.argsort(RENAMED)[renamed_labels] + CLASSES)}
 
 
-def analyse(network, train, test) -> pd.DataFrame:
-    """Segregation tables of `network`: rank with the sweep engine, lesion, bootstrap."""
-    ranking = oneshot_ranking(lesion_sweep(network, train, batch_size=64))
-    units = [INTACT_UNIT] + [Unit(layer, task) for layer in CONV_LAYERS for task in LABEL_SPACE.tasks]
+def analyse(network, train, test, grouping: Grouping | None = None, layers=CONV_LAYERS) -> pd.DataFrame:
+    """Segregation tables of `network` for the tasks of `grouping` (default: the real ones), as `specialize
+    segregation` computes them: rank with the sweep engine on the training images dealt into those tasks, lesion,
+    evaluate the test images of those tasks, bootstrap."""
+    grouping = grouping or label_space_grouping(LABEL_SPACE)
+    ranking = oneshot_ranking(lesion_sweep(network, regroup(train, grouping), layers=list(layers), batch_size=64))
+    units = [INTACT_UNIT] + [Unit(layer, task) for layer in layers for task in grouping]
     plan = lesion_plan(ranking, units, [FRACTION])
     sources = {task: TensorSource(images, labels) for task, (images, labels) in test.items()}
-    predictions = evaluate_in_process(network, eval_sets(sources, label_space_grouping(LABEL_SPACE), LABEL_SPACE), plan)
-    return segregation_tables(predictions, LABEL_SPACE.tasks, n_bootstraps=300, seed=0)
+    predictions = evaluate_in_process(network, eval_sets(sources, grouping, LABEL_SPACE), plan)
+    return segregation_tables(predictions, list(grouping), n_bootstraps=300, seed=0)
 
 
 def pivot_drops(tables, scope: str) -> pd.DataFrame:
@@ -95,3 +106,19 @@ def test_network_serving_both_tasks_alike_has_index_near_zero(face_network):
     si = tables["segregation"].query("scope == 'task_outputs'")
     assert si["si"].abs().max() < 0.1  # ...both tasks alike
     assert ((si["si_low"] <= 0.0) & (si["si_high"] >= 0.0)).mean() >= 0.9
+
+
+def test_random_pseudo_tasks_on_the_segregated_network_give_an_index_near_zero(joined, block_diagonal_tables):
+    grouping = random_grouping(LABEL_SPACE, seed=0)
+    mixed = [np.isin(members, np.arange(CLASSES)).mean() for members in grouping.values()]  # share of face classes
+    assert all(0.3 < share < 0.7 for share in mixed)
+    layers = ("conv1_2", "conv3_1", "conv4_2", "conv5_3")
+    tables = analyse(joined, global_images(seed=200, per_class=8), global_images(seed=300, per_class=20), grouping,
+                     layers)
+    random_si = tables["segregation"].query("scope == 'all_outputs'").set_index("layer")["si"]
+    real_si = block_diagonal_tables["segregation"].query("scope == 'all_outputs'").set_index("layer")["si"]
+    assert list(random_si.index) == list(layers)
+    drops = pivot_drops(tables, "all_outputs")
+    assert drops[[("pseudo1", "pseudo1"), ("pseudo2", "pseudo2")]].to_numpy().min() > 0.2  # the lesions hurt...
+    assert random_si.abs().max() < 0.15, random_si.to_dict()  # ...both pseudo-tasks alike,
+    assert (real_si[list(layers)] > 0.9).all()  # where the real tasks are segregated

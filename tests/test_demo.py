@@ -5,19 +5,41 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 from helpers_report import open_in_browser
 from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
 
 
+STAGE_FILES = {  # what each stage leaves, relative to the demo directory
+    "images": "images/**/*.jpg",
+    ".beton files": "data/**/*.beton",
+    "training": "train/*/checkpoints/*.ckpt",
+    "sweep": "lesion/chunks/**/*.parquet",
+    "segregation units": "segregation/units/*.parquet",
+}
+
+
+def stage_stamps(out: Path) -> dict[str, dict[Path, int]]:
+    """Per stage, the modification time of each of its files."""
+    return {stage: {path: path.stat().st_mtime_ns for path in out.glob(pattern)} for stage, pattern in STAGE_FILES.items()}
+
+
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo starts one local Ray per run, for its two Ray stages, after the stages that fork worker processes
+    # (a process forked beside a running Ray driver can deadlock), so this test cannot share a module's Ray.
+    starts, start_ray = [], ray.init
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
     args = ["demo", "--out", str(tmp_path), "--classes", "3", "--train-per-class", "12", "--test-per-class", "6",
             "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50"]
     assert main(args) == 0
+    assert len(starts) == 1 and not ray.is_initialized()
     printed = capsys.readouterr().out
     assert f"report: {tmp_path / 'report.html'}" in printed
     shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
@@ -32,10 +54,26 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     summary = json.loads((tmp_path / "segregation" / "summary.json").read_text())
     rows = summary["segregation_index"]["all_outputs"]["face+object"]
     assert [row["layer"] for row in rows] == list(CONV_LAYERS)
-    assert all(row["low"] <= row["si"] <= row["high"] for row in rows)
+    # After one epoch a task may have no right answer at all: its drops, and so the index, are then undefined (NaN).
+    # A percentile interval need not hold its point estimate (3 classes x 6 test images leave it skewed).
+    intact = summary["intact_accuracy"]["all_outputs"]
+    undefined = min(task["accuracy"] for task in intact.values()) == 0
+    for row in rows:
+        assert (np.isnan(row["si"]) and undefined) or row["low"] <= row["high"], (row, intact)
     assert (tmp_path / "segregation" / "figures" / "segregation_by_layer.png").stat().st_size > 0
-    chunks = {path: path.stat().st_mtime_ns for path in (tmp_path / "lesion" / "chunks").rglob("*.parquet")}
+    stamps = stage_stamps(tmp_path)
+    counts = {stage: len(files) for stage, files in stamps.items()}
+    # 2 tasks x (3 + 5 held-out classes) x (12 + 6) or 6 images; per task train/test/heldout and the pool's train/test;
+    # best and last of 3 runs; intact + one-shot chunks of 16 filters (7 layers of at most 16, 6 of 32);
+    # intact + 13 layers x 2 tasks
+    assert counts == {"images": 2 * (3 * 18 + 5 * 6), ".beton files": 2 * 3 + 2, "training": 6,
+                      "sweep": 1 + 7 + 6 * 2, "segregation units": 1 + 26}
     losses = pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet")
-    assert main(args) == 0  # resumes: no chunk of the sweep is computed again, and the results are the same
-    assert chunks and {path: path.stat().st_mtime_ns for path in chunks} == chunks
+    segregation = pd.read_parquet(tmp_path / "segregation" / "segregation.parquet")
+
+    assert main(args) == 0  # resumes: no finished stage's file is written again, and the results are the same
+    rerun = stage_stamps(tmp_path)
+    assert [stage for stage in STAGE_FILES if rerun[stage] != stamps[stage]] == []
+    assert len(starts) == 2
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet"), losses)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "segregation" / "segregation.parquet"), segregation)

@@ -49,7 +49,7 @@ def test_bad_inputs_fail_with_one_line(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_sweep_writes_tables_and_manifest(trained, tmp_path, capsys):
+def test_cli_sweep_writes_tables_and_manifest(trained, ray_cluster, tmp_path, capsys):
     data, checkpoint = trained
     out = tmp_path / "sweep"
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--out", out, "--images-per-task", 12,

@@ -1,5 +1,5 @@
 """The Ray-distributed sweep: equal to the in-process engine, greedy ranking, resumable after a killed driver,
-complete after a killed worker. One local Ray session (2 CPUs) serves the module."""
+complete after a killed worker. One local Ray session (2 CPUs, `ray_cluster`) serves the module."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from common.errors import UserError
 from common.ray_runner import Resources
+from lightning_modules.heads import OutputHeads
+from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.vgg import filters_per_layer
 from sweeps.distributed import distributed_sweep
-from sweeps.engine import intact_totals, lesion_sweep
-from sweeps.lesions import lesioned
+from sweeps.engine import lesion_sweep
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import Stimuli
 from helpers_faults import kill_first_process
@@ -30,14 +36,7 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent  # the driver subprocess runs here, so it imports helpers_sweeps
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def test_stimuli_reach_ray_workers_without_a_copy(ray_address):
+def test_stimuli_reach_ray_workers_without_a_copy(ray_cluster):
     images = torch.rand(512, 3, 64, 64)  # 25 MiB
     stimuli = Stimuli.from_tasks({"a": (images, torch.arange(512) % 3)})
 
@@ -55,7 +54,7 @@ def test_stimuli_reach_ray_workers_without_a_copy(ray_address):
     assert torch.equal(back.images, images) and torch.equal(back.labels, stimuli.labels) and back.tasks == ("a",)
 
 
-def test_ray_sweep_equals_in_process_sweep(ray_address, tmp_path):
+def test_ray_sweep_equals_in_process_sweep(ray_cluster, tmp_path):
     model, data = tiny_vgg(), tiny_images()
     filter_losses, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(filters_per_task=8), progress=False)
     expected = lesion_sweep(model, data)
@@ -72,26 +71,73 @@ def test_ray_sweep_equals_in_process_sweep(ray_address, tmp_path):
     assert {"filter_losses.parquet", "ranking.parquet", "config.json"} <= {p.name for p in tmp_path.iterdir()}
 
 
-def test_greedy_ranking_lesions_each_pick_on_top_of_the_chosen(ray_address, tmp_path):
-    model, data = tiny_vgg(seed=5), tiny_images(seed=6)
-    layers = ("conv4_1", "conv5_3")  # 32 filters: 1 per round, 6 rounds
-    _, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(layers=layers, filters_per_task=8,
+def losses_with_lesions(model, layer: str, lesion_sets: list[list[int]], images: torch.Tensor,
+                        labels: torch.Tensor) -> np.ndarray:
+    """Mean cross-entropy with each set of `layer`'s filters zeroed after its ReLU, in plain torch (no lesion code):
+    the maps up to the layer's ReLU once, then the rest of the network on every lesioned copy."""
+    relu = [i for i, module in enumerate(model.features) if isinstance(module, nn.ReLU)][CONV_LAYERS.index(layer)]
+    losses = []
+    with torch.inference_mode():
+        maps = model.features[: relu + 1](images)
+        for start in range(0, len(lesion_sets), 16):
+            group = lesion_sets[start: start + 16]
+            copies = maps.unsqueeze(0).repeat(len(group), 1, 1, 1, 1)
+            for copy, filters in zip(copies, group):
+                copy[:, filters] = 0.0
+            features = model.features[relu + 1:](copies.flatten(0, 1))
+            logits = model.classifier(torch.flatten(model.avgpool(features), 1))
+            losses.append(F.cross_entropy(logits, labels.repeat(len(group)), reduction="none").view(len(group), -1).mean(1))
+    return torch.cat(losses).numpy()
+
+
+def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_path):
+    # Width 3/16: conv5_3 has 96 filters, so METHOD's rounds pick round(1.6% x 96) = 2 filters each up to
+    # round(20% x 96) = 19: nine rounds of 2, then a shorter last round of 1. conv1_1 (12 filters): 1 per round, 2 rounds.
+    model, data = tiny_vgg(seed=5, width=3 / 16), tiny_images(seed=6)
+    layers, picks_per_round = ("conv1_1", "conv5_3"), {"conv1_1": [1, 1], "conv5_3": [2] * 9 + [1]}
+    _, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(layers=layers, filters_per_task=64,
                                                                         ranking="greedy"), progress=False)
-    stimuli = Stimuli.from_tasks(data)
+    sizes = filters_per_layer(model)
     for layer in layers:
-        for task in ("a", "b"):
+        for task, (images, labels) in data.items():
             rows = ranking[(ranking.layer == layer) & (ranking.task == task)].sort_values("rank")
-            assert sorted(rows["filter"]) == list(range(32))
-            chosen = rows["filter"].tolist()[:6]
-            for count in range(1, 7):  # the loss of pick i is that of the first i picks lesioned together
-                with lesioned(model, {layer: chosen[:count]}), torch.inference_mode():
-                    totals = intact_totals(model, stimuli.only(task), 128)
-                assert abs(rows.loss.iloc[count - 1] - totals.loss[0, 0].item() / len(data[task][1])) < 1e-5
+            assert sorted(rows["filter"]) == list(range(sizes[layer]))
+            order, recorded = rows["filter"].tolist(), rows["loss"].to_numpy()
+            chosen = 0
+            for round_index, count in enumerate(picks_per_round[layer]):
+                base, remaining = order[:chosen], order[chosen:]
+                if round_index:  # round r lesioned every remaining filter on top of those chosen before it
+                    lesioned_in_round = pd.concat(pd.read_parquet(path) for path in (
+                        tmp_path / "chunks" / "greedy" / f"round_{round_index:02d}" / task).glob(f"{layer}_*.parquet"))
+                    assert sorted(lesioned_in_round["filter"]) == sorted(remaining)
+                losses = losses_with_lesions(model, layer, [[*base, f] for f in remaining], images, labels)
+                picked, others = losses[:count], losses[count:]
+                # the round's picks are its highest-loss filters, highest first, recorded with that loss
+                assert picked.min() >= others.max() - 1e-5, (layer, task, round_index)
+                assert (np.diff(picked) <= 1e-5).all()
+                np.testing.assert_allclose(recorded[chosen: chosen + count], picked, atol=1e-5)
+                chosen += count
+            # filters never chosen follow, by their loss in the last round
+            np.testing.assert_allclose(recorded[chosen:], others, atol=1e-5)
+            assert (np.diff(recorded[chosen:]) <= 1e-12).all()
+    rounds = sorted(path.name for path in (tmp_path / "chunks" / "greedy").iterdir())
+    assert rounds == [f"round_{r:02d}" for r in range(1, 10)]
+    # conv1_1's two rounds are over after round 1; conv5_3 goes on alone
+    assert {path.stem.rsplit("_", 1)[0] for path in (tmp_path / "chunks" / "greedy" / "round_02" / "a").iterdir()} == {"conv5_3"}
     # Greedy differs from one-shot somewhere, or the test would not tell them apart.
     oneshot = lesion_sweep(model, data, layers=list(layers))
-    firsts = oneshot.sort_values("loss", ascending=False).groupby(["layer", "task"]).head(6)
-    assert set(map(tuple, firsts[["layer", "task", "filter"]].to_numpy())) != set(
-        map(tuple, ranking[ranking["rank"] < 6][["layer", "task", "filter"]].to_numpy()))
+    firsts = oneshot.sort_values("loss", ascending=False).groupby(["layer", "task"]).head(19)
+    assert set(map(tuple, firsts[firsts.layer == "conv5_3"][["task", "filter"]].to_numpy())) != set(
+        map(tuple, ranking[(ranking["rank"] < 19) & (ranking.layer == "conv5_3")][["task", "filter"]].to_numpy()))
+
+
+def test_sweep_scored_by_other_heads_is_not_resumed(ray_cluster, tmp_path):
+    model, data, settings = tiny_vgg(), tiny_images(), SweepSettings(layers=("conv5_3",), filters_per_task=32)
+    separate, _ = distributed_sweep(model, data, tmp_path, settings, progress=False, heads=OutputHeads((3, 3)))
+    with pytest.raises(UserError, match=r"another heads \(\[3, 3\], now None\)"):
+        distributed_sweep(model, data, tmp_path, settings, progress=False)  # one softmax over all outputs
+    shared, _ = distributed_sweep(model, data, tmp_path / "shared", settings, progress=False)
+    assert (shared.loss - separate.loss).abs().min() > 1e-3
 
 
 KILL_TEST_SETTINGS = SweepSettings(filters_per_task=4, lesions_per_pass=1, batch_size=8)
@@ -107,9 +153,9 @@ def sweep_script(out: Path, address: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
+def test_killed_driver_resumes_to_the_same_table(ray_cluster, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    driver = subprocess.Popen(sweep_script(killed, ray_address), cwd=TESTS)
+    driver = subprocess.Popen(sweep_script(killed, ray_cluster), cwd=TESTS)
     chunks = killed / "chunks" / "oneshot"
     deadline = time.time() + 120
     while len(list(chunks.glob("*.parquet"))) < 3 and driver.poll() is None and time.time() < deadline:
@@ -119,7 +165,7 @@ def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert 3 <= len(before) < 132 and not (killed / "filter_losses.parquet").exists()
 
-    subprocess.run(sweep_script(killed, ray_address), cwd=TESTS, check=True, timeout=300)
+    subprocess.run(sweep_script(killed, ray_cluster), cwd=TESTS, check=True, timeout=300)
     after = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # finished chunks were not redone
     uninterrupted = distributed_sweep(tiny_vgg(), tiny_images(counts=KILL_TEST_COUNTS), clean,
@@ -128,7 +174,7 @@ def test_killed_driver_resumes_to_the_same_table(ray_address, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(killed / "ranking.parquet"), uninterrupted[1])
 
 
-def test_sweep_completes_when_a_worker_dies_mid_task(ray_address, tmp_path):
+def test_sweep_completes_when_a_worker_dies_mid_task(ray_cluster, tmp_path):
     model, data = tiny_vgg(seed=2), tiny_images(seed=3, counts={"a": 40, "b": 40})
     settings = SweepSettings(layers=("conv1_1", "conv3_1", "conv5_3"), filters_per_task=4, lesions_per_pass=1,
                              batch_size=8, resources=Resources(max_retries=3))

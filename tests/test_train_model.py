@@ -12,7 +12,8 @@ import torchvision
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.vgg import vgg16
 from lightning_modules.config import load_config, write_config
-from lightning_modules.module import METRICS, TaskMetrics, own_output_mask, per_sample_loss, topk_hits
+from lightning_modules.heads import OutputHeads
+from lightning_modules.module import METRICS, TaskMetrics, own_output_mask, topk_hits
 from common.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -47,9 +48,8 @@ def test_separate_heads_loss_is_cross_entropy_over_the_task_slice():
     label_space = three_task_label_space()
     logits = torch.randn(4, label_space.total_classes)
     labels = torch.tensor([1, 3, 5, 2])
-    task_index = label_space.task_of(labels)
-    shared = per_sample_loss(logits, labels, own_output_mask(label_space), task_index, "shared")
-    separate = per_sample_loss(logits, labels, own_output_mask(label_space), task_index, "separate")
+    shared = OutputHeads.of(label_space, "shared").loss(logits, labels)
+    separate = OutputHeads.of(label_space, "separate").loss(logits, labels)
     assert torch.allclose(shared, torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
     for i, task in enumerate(["a", "b", "c", "b"]):
         part = logits[i, label_space.output_slice(task)]

@@ -83,7 +83,13 @@ def test_two_runs_with_augmentation_and_the_same_seed_are_identical(data_dir, tm
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
+# Torch threads of every run that the kill-and-resume test compares: float sums depend on the thread count, so the
+# killed process (a subprocess, else at the machine's core count), the reference and the resumed run all use this.
+THREADS = 1
+
+
 def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+    torch.set_num_threads(THREADS)  # the reference and the resumed run, in this process
     reference = train(tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference",
                                                        "wandb.mode=disabled"]))
     config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
@@ -91,7 +97,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
     # its own wandb-core service (not this process's): a killed client leaves its run id "in use" in a shared one
     env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline"},
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(THREADS)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = config.run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
@@ -104,6 +110,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     assert torch.load(last, weights_only=True)["epoch"] < 3  # killed with epochs left to run
 
     assert main(["train", "--resume", str(config.run_dir)]) == 0
+    assert torch.get_num_threads() == THREADS
     resumed, uninterrupted = summary(config.run_dir), summary(reference)
     assert resumed["global_step"] == uninterrupted["global_step"]
     for key, value in uninterrupted["metrics"].items():
