@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import bootstrap_accuracies, percentile_interval, task_rng
-from analysis.settings import DEFAULT_RESAMPLES, DEFAULT_SCOPE, SCOPES
+from analysis.settings import DEFAULT_RESAMPLES, SCOPES
 from lightning_modules.layer_names import CONV_LAYERS
 
 INTACT_LAYER = "intact"

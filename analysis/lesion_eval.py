@@ -26,7 +26,6 @@ from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
 from analysis.settings import DEFAULT_BATCH_SIZE

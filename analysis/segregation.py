@@ -34,9 +34,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis import figures
-from analysis.indices import DEFAULT_SCOPE, INTACT_LAYER, SCOPES, segregation_tables
+from analysis.indices import INTACT_LAYER, segregation_tables
 from analysis.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
-from analysis.settings import SegregationSettings
+from analysis.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from analysis.task_groups import Grouping, eval_sets, grouping_table, label_space_grouping, random_grouping, regroup
 from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, remove_temporaries, write_json, write_parquet
