@@ -90,13 +90,15 @@ def plot_normalised_performance(drops: pd.DataFrame, layer: str, stem: str | os.
 
 def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
     """Heat map of d(X|Y): one row per (evaluated X, lesioned Y), one column per conv layer; one fraction and scope."""
-    table = drops.pivot_table(index=["eval_task", "lesioned_task"], columns="layer_index", values="drop")
+    table = drops.pivot(index=["eval_task", "lesioned_task"], columns="layer_index", values="drop")  # NaN kept
     labels = [f"d({x}|{y})" for x, y in table.index]
+    values = table.to_numpy(dtype=float)
+    lowest = np.nanmin(values, initial=0.0)  # 0 when every drop is undefined (a task never right when intact)
     figure, axis = plt.subplots(figsize=(8, 0.5 + 0.45 * len(labels)))
-    image = axis.imshow(table.to_numpy(), aspect="auto", cmap="viridis", vmin=min(0.0, np.nanmin(table.to_numpy())), vmax=1.0)
+    image = axis.imshow(values, aspect="auto", cmap="viridis", vmin=min(0.0, lowest), vmax=1.0)
     axis.set_yticks(range(len(labels)), labels)
     axis.set_xticks(range(len(table.columns)), [CONV_LAYERS[i - 1] for i in table.columns], rotation=45, ha="right")
-    for (row, column), value in np.ndenumerate(table.to_numpy()):
+    for (row, column), value in np.ndenumerate(values):
         axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.5 else "black")
     figure.colorbar(image, ax=axis, label="proportional drop")
     axis.set_title("Proportional drop d(evaluated | lesioned)")
@@ -169,6 +171,9 @@ def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str
     for axis, name in zip(axes[0], column_titles):
         axis.set_title(name, fontsize=8)
     figure.suptitle(title)
+    return save_figure(figure, stem)
+
+
 def plot_training_curves(epochs: pd.DataFrame, stem: str | os.PathLike, title: str = "Training") -> list[Path]:
     """Loss and top-1 (over all outputs) per task by epoch, validation solid and training dashed, and the learning rate.
 

@@ -13,15 +13,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
-    """Create the output folder `path` (and its parents) and return it; UserError, in one line, when `path` or one of
-    its parents is an existing file or the folder cannot be created (permissions, read-only file system)."""
+def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
+    """`path` as a Path, creating nothing; UserError, in one line, when it or one of its parents is an existing file."""
     from common.errors import UserError
 
     out = Path(path)
     blocking = next((folder for folder in (out, *out.parents) if folder.exists() and not folder.is_dir()), None)
     if blocking is not None:
         raise UserError(f"{option} {out}: {blocking} is a file, not a folder; choose another {option}")
+    return out
+
+
+def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output folder `path` (and its parents) and return it; UserError, in one line, when `path` or one of
+    its parents is an existing file or the folder cannot be created (permissions, read-only file system)."""
+    from common.errors import UserError
+
+    out = check_output_path(path, option)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -30,7 +30,7 @@ from data_pipeline.label_space import LabelSpace
 from common.errors import UserError
 from common.io import atomic_path, write_json
 from common.manifest import write_manifest
-from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
+from common.output_dir import check_output_path, check_same_job, prepare_output_dir, recorded_identity
 
 T = TypeVar("T")
 PerTask = T | Mapping[str, T]
@@ -399,7 +399,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
                   "heldout_classes": heldout_classes, "split": split, "seed": seed, "balance": balance,
                   "one_class": list(one_class), "encoding": asdict(encoding),
                   "pools": ["+".join(p) for p in pool_specs], "workers": workers}
-    out = claim_output_dir(out, parameters)
+    check_build_dir(out, parameters)
     trees = {task: discover(root) for task, root in tasks.items()}
     split_modes = {task: _resolve_split_mode(task, tree, split) for task, tree in trees.items()}
     checker = FileChecker(workers)
@@ -412,6 +412,7 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
     if balance:
         balance_train(list(plans.values()))
     plans.update({one_class_name(task): one_class_plan(plans[task]) for task in one_class})
+    out = claim_output_dir(out, parameters)
     hashes = write_all(out, _outputs(plans, pool_specs, seed), encoding, workers)
     write_class_lists(out, plans)
     skipped = [entry for tree in trees.values() for entry in tree.skipped] + checker.skipped + \
@@ -422,15 +423,24 @@ def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike
                           parameters=parameters, hashes=hashes)
 
 
-def claim_output_dir(out: str | os.PathLike, parameters: Mapping) -> Path:
-    """The output folder, created, with the build's parameters recorded in config.json before any file is written;
-    UserError when it already holds a build from other inputs, or other files (resuming the same build is fine)."""
-    out = prepare_output_dir(out)
+def check_build_dir(out: str | os.PathLike, parameters: Mapping) -> None:
+    """UserError, before any work and creating nothing, when `out` cannot take this build: a file in its way, other
+    files, or a build from other inputs (resuming the same build is fine)."""
+    out = check_output_path(out)
+    if not out.is_dir():
+        return
     stored = recorded_identity(out / "config.json", key=None)
     if stored is None and any(out.iterdir()):
         raise UserError(f"--out {out} holds other files but no data build; choose a new or empty --out")
     check_same_job(out, "data build", None if stored is None else _identity(stored), _identity(parameters),
                    "build into a new --out, or delete that folder first to rebuild it from these inputs")
+
+
+def claim_output_dir(out: str | os.PathLike, parameters: Mapping) -> Path:
+    """The output folder, checked (`check_build_dir`) and created, with the build's parameters recorded in
+    config.json before any data file is written."""
+    check_build_dir(out, parameters)
+    out = prepare_output_dir(out)
     write_json(out / "config.json", parameters)
     return out
 

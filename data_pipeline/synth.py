@@ -120,6 +120,8 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
         raise UserError(f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}")
     if min(classes_per_task, train_per_class, test_per_class) < 1 or heldout_classes < 0 or size < 16:
         raise UserError("classes, train and test images per class must be >= 1, held-out classes >= 0, size >= 16 px")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
     out = prepare_output_dir(out)
     config = {"seed": seed, "tasks": list(tasks), "classes_per_task": classes_per_task,
               "train_per_class": train_per_class, "test_per_class": test_per_class,

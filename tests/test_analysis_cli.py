@@ -216,3 +216,13 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     pd.testing.assert_frame_equal(actual, expected)
     assert len(actual) == 3 * 24 and max(streamed_sizes) == batch_size and max(forward_sizes) == batch_size
     assert sum(streamed_sizes) == 2 * 2 * 24  # 2 units x 2 pseudo-tasks x every test image of both files, once per unit
+
+
+def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):
+    """A task the intact network never gets right leaves every drop undefined (NaN): the heat map still draws."""
+    from analysis.figures import plot_drop_heatmap
+
+    drops = pd.DataFrame([{"eval_task": x, "lesioned_task": y, "layer_index": i, "drop": np.nan}
+                          for x in ("face", "object") for y in ("face", "object") for i in (1, 2)])
+    paths = plot_drop_heatmap(drops, tmp_path / "heatmap")
+    assert [path.suffix for path in paths] == [".png", ".svg"] and all(path.stat().st_size > 0 for path in paths)

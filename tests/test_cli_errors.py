@@ -54,6 +54,14 @@ def test_user_errors_of_a_nested_command_name_it(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_synth_refuses_zero_workers_before_writing(tmp_path):
+    result = run_specialize("data", "synth", "--out", "out", "--workers", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line == "specialize data synth: error: --workers must be at least 1, not 0; leave it out to use every core"
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_still_prints_usage_and_exits_0(tmp_path):
     result = run_specialize("lesion", "--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("usage: specialize lesion ")

@@ -53,7 +53,8 @@ def test_selection_split_counts_pools_and_raw_pixels(sources, tmp_path):
     out = tmp_path / "data"
     manifest = build(sources, out, "--classes", "face=2", "--exclude", f"face={tmp_path / 'exclude.txt'}",
                      "--class-list", f"object={tmp_path / 'objects.txt'}", "--train-per-class", "4",
-                     "--test-per-class", "2", "--heldout-classes", "1", "--heldout-per-class", "2", "--split", "seed",
+                     "--test-per-class", "2", "--val-per-class", "1", "--heldout-classes", "1", "--heldout-per-class", "2",
+                     "--split", "seed",
                      "--seed", "1", "--write-mode", "proportion", "--compress-probability", "0",
                      "--max-resolution", "0", "--pool", "face+car", "--workers", "1")
     tasks = manifest["tasks"]
@@ -63,7 +64,8 @@ def test_selection_split_counts_pools_and_raw_pixels(sources, tmp_path):
     assert tasks["car"]["classes"] == [f"car_{i:03d}" for i in range(5)]
     for task in TASKS:
         counts = tasks[task]["counts"]["per_class"]
-        assert set(counts["train"].values()) == {4}  # --train-per-class caps 6 + 3 - 2 test images at 4
+        assert set(counts["train"].values()) == {4}  # --train-per-class caps 6 + 3 - 2 test - 1 val images at 4
+        assert set(counts["val"].values()) == {1}  # --val-per-class
         assert set(counts["test"].values()) == {2}  # --test-per-class
         assert len(tasks[task]["heldout_classes"]) == 1 and list(counts["heldout"].values()) == [2]
         assert tasks[task]["split"] == "seed"
@@ -88,7 +90,8 @@ def test_selection_split_counts_pools_and_raw_pixels(sources, tmp_path):
 def jpeg_builds(sources, tmp_path_factory) -> dict[str, Path]:
     """Two builds with the root's own split that differ in --seed and in how images are compressed."""
     root = tmp_path_factory.mktemp("jpeg")
-    common = ["--classes", "face=3", "--test-per-class", "3", "--split", "premade", "--max-resolution", "0"]
+    common = ["--classes", "face=3", "--test-per-class", "3", "--val-per-class", "1", "--split", "premade",
+              "--max-resolution", "0"]
     build(sources, root / "q5", *common, "--seed", "2", "--balance", "--write-mode", "jpg", "--jpeg-quality", "5")
     build(sources, root / "q95", *common, "--seed", "4", "--write-mode", "proportion", "--compress-probability", "1",
           "--jpeg-quality", "95")
@@ -111,9 +114,10 @@ def jpeg_error(data_dir: Path, sources: Path, task: str) -> float:
 def test_seed_balance_premade_split_and_jpeg_settings(jpeg_builds, sources):
     q5, q95 = (read_json(jpeg_builds[name] / "manifest.json")["tasks"] for name in ("q5", "q95"))
     assert q5["face"]["classes"] != q95["face"]["classes"]  # --seed chooses other classes
-    # --balance trims every task to the smallest total (face: 3 classes x 6 train images); without it, totals differ
-    assert [q5[task]["counts"]["train"] for task in TASKS] == [18, 18, 18]
-    assert [q95[task]["counts"]["train"] for task in TASKS] == [18, 30, 30]
+    # --balance trims every task to the smallest total (face: 3 classes x (6 - 1 val) train images); without it,
+    # totals differ
+    assert [q5[task]["counts"]["train"] for task in TASKS] == [15, 15, 15]
+    assert [q95[task]["counts"]["train"] for task in TASKS] == [15, 25, 25]
     for task in TASKS:
         error_q5, error_q95 = jpeg_error(jpeg_builds["q5"], sources, task), jpeg_error(jpeg_builds["q95"], sources, task)
         # --split premade: the stored test images are the root's test/ files (paired in order, they differ little)
@@ -127,7 +131,7 @@ def test_max_resolution_and_workers(sources, tmp_path):
     hashes = {}
     for workers in ("1", "2"):
         manifest = build(sources, tmp_path / workers, "--max-resolution", "16", "--write-mode", "raw",
-                         "--test-per-class", "2", "--workers", workers, tasks=("car",))
+                         "--test-per-class", "2", "--val-per-class", "1", "--workers", workers, tasks=("car",))
         hashes[workers] = manifest["hashes"]
     # --workers changes the speed, never the files
     assert hashes["1"] == hashes["2"]
@@ -148,4 +152,4 @@ def test_bad_flag_values_are_one_line(sources, tmp_path, capsys, flags, message)
     code = main(["data", "build", "--task", f"face={sources / 'face'}", "--out", str(tmp_path / "out"), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not (tmp_path / "out").exists()  # refused before the output folder is made

@@ -35,7 +35,7 @@ def images(tmp_path_factory) -> Path:
 
 def build_args(images: Path, out: Path) -> list[str]:
     return ["data", "build", "--task", f"face={images / 'face'}", "--task", f"object={images / 'object'}", "--out",
-            str(out), "--test-per-class", "2", "--write-mode", "raw", "--workers", "1"]
+            str(out), "--test-per-class", "2", "--val-per-class", "1", "--write-mode", "raw", "--workers", "1"]
 
 
 def last_error_line(capsys) -> str:
@@ -49,11 +49,11 @@ def test_data_build_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_f
     ballast = fill(disk, leave=4 << 20)  # less than one .beton (FFCV writes 8 MiB pages)
     assert main(build_args(images, out)) == 2
     error = last_error_line(capsys)
-    assert error.startswith(f"specialize data: {DISK_FULL}{out}/") and error.endswith(".beton" + ADVICE)
+    assert error.startswith(f"specialize data build: {DISK_FULL}{out}/") and error.endswith(".beton" + ADVICE)
     assert not damaged_files(out) and not temporaries(out)  # no .beton cut short, no temporary left behind
     ballast.unlink()
     assert main(build_args(images, out)) == 0
-    assert not damaged_files(out) and len(read_json(out / "manifest.json")["hashes"]) == 6
+    assert not damaged_files(out) and len(read_json(out / "manifest.json")["hashes"]) == 9  # 3 splits x (2 tasks + pool)
 
 
 def test_a_file_size_limit_is_reported_like_a_full_disk(images, tmp_path, capsys):
@@ -63,7 +63,7 @@ def test_a_file_size_limit_is_reported_like_a_full_disk(images, tmp_path, capsys
         assert main(build_args(images, tmp_path / "data")) == 2
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert last_error_line(capsys).startswith(f"specialize data: error: File too large while writing {tmp_path}")
+    assert last_error_line(capsys).startswith(f"specialize data build: error: File too large while writing {tmp_path}")
     assert not damaged_files(tmp_path / "data") and not temporaries(tmp_path / "data")
 
 

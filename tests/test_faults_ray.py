@@ -126,6 +126,7 @@ def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_unint
 def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ray_address, tmp_path):
     data, checkpoint = trained
     damaged_sweep = shutil.copytree(sweep, tmp_path / "sweep")
+    (damaged_sweep / "ranking.parquet").unlink()  # killed before its last write: the chunks are its resume state
     chunk, intact = damaged_sweep / "chunks" / "oneshot" / "conv5_3_0001.parquet", damaged_sweep / "chunks" / "intact.parquet"
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # cut short
     intact.write_bytes(b"PAR1" + bytes(300))  # garbage
@@ -135,6 +136,7 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
     assert_same_tables(damaged_sweep, sweep, ("filter_losses", "ranking"))
 
     damaged = shutil.copytree(segregation, tmp_path / "segregation")
+    (damaged / "manifest.json").unlink()  # killed before its last write: the units are its resume state
     unit = damaged / "units" / "conv5_3__object.parquet"
     unit.write_bytes(unit.read_bytes()[:-100])
     kept = mtimes(path for path in (damaged / "units").glob("*.parquet") if path != unit)

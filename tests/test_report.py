@@ -172,7 +172,7 @@ def test_command_writes_into_an_out_directory_and_prints_the_path(demo: Path, tm
     (lambda root: (root / "file.txt").write_text("x") and root / "file.txt", "is not a directory"),
     (lambda root: root, "holds no run directory"),
     (lambda root: (root / "manifest.json").write_text('{"created": "today"}') and root, "holds no run directory"),
-    (lambda root: (root / "manifest.json").write_text("{not json") and root, "holds no run directory"),
+    (lambda root: (root / "manifest.json").write_text("{not json") and root, "manifest.json is not valid JSON"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, make,
                                                   message: str) -> None:

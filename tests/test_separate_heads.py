@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from analysis.segregation import run_segregation
 from analysis.settings import SegregationSettings
+from data_pipeline.normalise import normalise_uint8
 from data_pipeline.sample import sample_images
 from helpers_train import session_tiny_data, tiny_config
 from lightning_modules.checkpoint import load_model
@@ -55,8 +56,8 @@ def test_training_loss_and_accuracy_are_per_head(two_heads):
     metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
     losses, shared_losses = [], []
     with torch.inference_mode():
-        for task in loaded.label_space.tasks:  # validation = the test split
-            images, labels = sample_images(data, task, "test", None, 0, 32, label_space=loaded.label_space)
+        for task in loaded.label_space.tasks:  # training validates on the val split
+            images, labels = sample_images(data, task, "val", None, 0, 32, label_space=loaded.label_space)
             logits = loaded.model(images)
             loss, answer = scores_by_hand(logits, labels, loaded.label_space)
             losses.append(loss)
@@ -83,7 +84,8 @@ def test_sweep_scores_each_image_within_its_head(two_heads, sweep):
     table = pd.read_parquet(sweep / "filter_losses.parquet").set_index(["layer", "filter", "task"])
     images_by_task = training_images(loaded, data, 12, 0)  # the sweep's seeded sample of training images
     with torch.inference_mode():
-        for task, (images, labels) in images_by_task.items():
+        for task, (stored, labels) in images_by_task.items():
+            images = normalise_uint8(stored)  # the sweep ships uint8 crops and normalises them on the worker
             loss, answer = scores_by_hand(loaded.model(images), labels, loaded.label_space)
             rows = table.xs(task, level="task")
             assert rows["intact_loss"].sub(loss.mean()).abs().max() < 1e-5
