@@ -34,7 +34,7 @@ from torch import nn
 
 from analysis.settings import ActivationSettings
 from common.errors import UserError
-from common.io import atomic_path, readable_parquet, write_json
+from common.io import atomic_path, file_sha256, readable_parquet, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from common.ray_runner import WorkUnit, ray_session, run_units
@@ -290,6 +290,14 @@ def check_unique(networks: Sequence[Network]) -> None:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise UserError(f"two checkpoints are both named {repeated[0]!r}; name them with --checkpoint NAME=PATH")
+
+
+def network_hashes(networks: Sequence[Network]) -> dict[str, str]:
+    """Each network's checkpoint file SHA-256 by name: what an analysis of these networks depends on."""
+    missing = [network.checkpoint for network in networks if not network.checkpoint.is_file()]
+    if missing:
+        raise UserError(f"checkpoint {missing[0]} does not exist; pass a .ckpt from a run's checkpoints/ directory")
+    return {network.name: file_sha256(network.checkpoint) for network in networks}
 
 
 def extract_activations(networks: Sequence[Network], image_sets: Sequence[ImageSet], out_dir: str | os.PathLike,

@@ -28,10 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.activations import Activations, Network, extract_activations, split_images
+from analysis.activations import Activations, Network, extract_activations, network_hashes, split_images
 from analysis.settings import ActivationSettings, DecodingSettings
 from common.errors import UserError
-from common.io import write_json, write_parquet
+from common.io import readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from common.ray_runner import WorkUnit, ray_session, run_units
@@ -151,9 +151,12 @@ def run_decoding(networks: Sequence[Network], data_dir: str | os.PathLike, out_d
     chosen = heldout_tasks(data, tasks)
     check_heldout_folds(data, chosen, settings.folds)
     image_sets = [split_images(data, task, "heldout") for task in chosen]
-    identity = {"data": data, "tasks": chosen, **extraction.result_fields(), "decoding": asdict(settings)}
+    identity = {"networks": network_hashes(networks), "data": data, "tasks": chosen, **extraction.result_fields(),
+                "decoding": asdict(settings)}
     check_same_job(out, "decoding", recorded_identity(out / "config.json", key="identity"), identity,
                    "rerun with the same inputs and settings or choose another --out")
+    if (out / "manifest.json").is_file() and readable_parquet(out / "decoding.parquet"):  # written last: finished
+        return pd.read_parquet(out / "decoding.parquet")
     with ray_session(address):
         stored = extract_activations(networks, image_sets, out / "activations", extraction, address, progress)
         write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},

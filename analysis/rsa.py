@@ -31,9 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.activations import FileImages, Network, extract_activations
+from analysis.activations import FileImages, Network, extract_activations, network_hashes
 from analysis.settings import ActivationSettings, RSASettings
-from common.io import file_sha256, write_json, write_parquet
+from common.io import file_sha256, readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
 from lightning_modules.layer_names import LAYER_NAMES
@@ -134,9 +134,12 @@ def run_rsa(networks: Sequence[Network], stimulus_list: str | os.PathLike, behav
     positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
     images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
     hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
-    identity = {"behaviour": hashes, "stimuli": images.identity(), **extraction.result_fields(), "rsa": asdict(settings)}
+    identity = {"networks": network_hashes(networks), "behaviour": hashes, "stimuli": images.identity(),
+                **extraction.result_fields(), "rsa": asdict(settings)}
     check_same_job(out, "RSA", recorded_identity(out / "config.json"), identity,
                    "rerun with the same inputs and settings or choose another --out")
+    if (out / "manifest.json").is_file() and readable_parquet(out / "rsa.parquet"):  # written last: finished
+        return pd.read_parquet(out / "rsa.parquet")
     write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
                                      "stimulus_list": str(Path(stimulus_list).resolve()),
                                      "behaviour": str(Path(behaviour_dir).resolve()), "identity": identity})

@@ -9,6 +9,9 @@ scope (top-1 over all outputs):
   (mean +- t(0.975, n-1) x SD / sqrt(n); no interval with one seed);
 - `intact.parquet`: per network (pairs and single-task controls), seed and task, the validation top-1 of the trained
   network (last epoch, over all outputs), so that dual- and single-task networks compare task by task;
+- `decoding.parquet`, `rsa.parquet` (studies that enable them): per network, task and layer the held-out decoding
+  accuracy, and per network and layer the RSA correlation with behaviour, as the mean across seeds with its
+  t-interval;
 - figures: the segregation index by layer, one line per pair with its seed interval as a band and the random-task
   control as a grey band (paper Fig. 3A / 5B); intact accuracy per task of every network across seeds.
 """
@@ -51,15 +54,37 @@ def seed_table(trials: pd.DataFrame, fraction: float) -> pd.DataFrame:
                                                                      ignore_index=True)
 
 
+def mean_across_seeds(table: pd.DataFrame, keys: list[str], value: str, level: float = LEVEL) -> pd.DataFrame:
+    """Per group of `keys`: the number of seeds, mean and SD of `value`, and the t-interval of the mean (`low`,
+    `high`; none with one seed)."""
+    summary = table.groupby(keys, sort=False)[value].agg(n_seeds="count", mean="mean", sd="std").reset_index()
+    half = stats.t.ppf(0.5 + level / 2, summary["n_seeds"] - 1) * summary["sd"] / np.sqrt(summary["n_seeds"])
+    half = half.where(summary["n_seeds"] > 1)
+    return summary.assign(low=summary["mean"] - half, high=summary["mean"] + half)
+
+
 def across_seeds(seeds: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     """Per pair, condition and layer: seeds, mean index, SD and the t-interval across seeds."""
     keys = ["pair", "condition", "layer", "layer_index", "task_a", "task_b"]
-    grouped = seeds.groupby(keys, sort=False)["si"]
-    table = grouped.agg(n_seeds="count", mean_si="mean", sd_si="std").reset_index()
-    half = stats.t.ppf(0.5 + level / 2, table["n_seeds"] - 1) * table["sd_si"] / np.sqrt(table["n_seeds"])
-    half = half.where(table["n_seeds"] > 1)
-    return table.assign(low=table["mean_si"] - half, high=table["mean_si"] + half).sort_values(
-        ["pair", "condition", "layer_index"], ignore_index=True)
+    table = mean_across_seeds(seeds, keys, "si", level).rename(columns={"mean": "mean_si", "sd": "sd_si"})
+    return table.sort_values(["pair", "condition", "layer_index"], ignore_index=True)
+
+
+REPRESENTATIONS = {  # table name -> (a trial's file, the keys of a row, the value averaged across seeds)
+    "decoding": ("decode/decoding.parquet", ["network", "task", "layer", "layer_index", "chance"], "accuracy"),
+    "rsa": ("rsa/rsa.parquet", ["network", "layer", "layer_index"], "correlation"),
+}
+
+
+def representation_tables(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Decoding and RSA of the trials that ran them, as the mean across seeds with its t-interval per row."""
+    tables = {}
+    for name, (relative, keys, value) in REPRESENTATIONS.items():
+        frames = [pd.read_parquet(path).assign(seed=trial.seed) for trial in trials.itertuples()
+                  if (path := Path(trial.directory) / relative).is_file()]
+        if frames:
+            tables[name] = mean_across_seeds(pd.concat(frames, ignore_index=True), keys, value)
+    return tables
 
 
 def intact_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +137,7 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
     """Write the seed aggregation of a study's finished trials into `out`, log it to W&B; returns its summary."""
     seeds, intact = seed_table(trials, fraction), intact_table(trials)
     pairs = across_seeds(seeds) if not seeds.empty else pd.DataFrame()
-    tables = {"seeds": seeds, "pairs": pairs, "intact": intact}
+    tables = {"seeds": seeds, "pairs": pairs, "intact": intact, **representation_tables(trials)}
     for name, table in tables.items():
         write_parquet(out / f"{name}.parquet", table)
     pngs = {"intact_accuracy": plot_intact(intact, out / "figures" / "intact_accuracy")[0]}

@@ -2,12 +2,13 @@
 
 A trial trains its network (Lightning; validation metrics reported to Tune every epoch, so Tune's status table is
 live); a pair trial then runs the lesion sweep, the segregation analysis and its random-task control on the chosen
-checkpoint. Each stage writes the same directory as the single command would, under the trial's directory:
+checkpoint; and every trial, when the study enables them, decodes held-out classes and runs RSA against behaviour. Each stage writes the same directory as the single command would, under the trial's directory:
 
     OUT/trials/<network>-seed<N>/train/                 `specialize train` run directory
                                 /lesion/                `specialize lesion --out`
                                 /segregation/           `specialize segregation --out`
                                 /segregation_random/    `specialize segregation --random-tasks --out`
+                                /decode/, /rsa/         `specialize decode --out`, `specialize rsa --out` (when enabled)
                                 /trial.json             the trial's final metrics, written when it has finished
     OUT/trials.parquet, OUT/aggregate/                  per-trial table; seed aggregation (analysis.seeds)
 
@@ -65,15 +66,16 @@ def trials_of(study: StudyConfig) -> list[Trial]:
 
 
 def trial_training_config(study: StudyConfig, trial: Trial) -> Any:
-    """The trial's resolved training config (paths absolute): the network's config with the study's and its own
-    overrides, the seed, the trial's run directory, the study's W&B group, and the trial's training resources."""
+    """The trial's resolved training config (paths absolute): the network's config with the study's W&B project and
+    mode, then the study's and the network's own overrides (which may change those two), then what the trial fixes:
+    the seed, the trial's run directory, the study's W&B group and names, and the trial's training resources."""
     from lightning_modules.config import load_config
 
     spec = study.networks[trial.network]
     directory = trial.directory(study)
-    overrides = [*study.overrides, *spec.overrides, f"seed={trial.seed}", f"name={trial.network}",
+    overrides = [f"wandb.project={study.wandb.project}", f"wandb.mode={study.wandb.mode}",
+                 *study.overrides, *spec.overrides, f"seed={trial.seed}", f"name={trial.network}",
                  f"output.root={directory}", "output.run_name=train", "trainer.progress_bar=false",
-                 f"wandb.project={study.wandb.project}", f"wandb.mode={study.wandb.mode}",
                  f"wandb.group={study.wandb_group}", f"wandb.name={trial.name}", "wandb.job_type=train",
                  *accelerator_overrides(study.resources.train)]
     if spec.data:
@@ -118,6 +120,9 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], trials: dict[str, d
     if trial.pair and study.analyses.lesion.enabled:
         metrics.update(analyse_pair(study, trial, config, run_dir))
         tune.report(metrics)
+    if study.analyses.representations(trial.network):
+        metrics.update(analyse_representations(study, trial, config, run_dir))
+        tune.report(metrics)
     write_json(trial.directory(study) / TRIAL_FILE, {**dataclasses.asdict(trial), "directory": str(trial.directory(study)),
                                                      "tasks": list(config.tasks), **metrics})
 
@@ -158,6 +163,31 @@ def analyse_pair(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -
     return metrics
 
 
+def analyse_representations(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -> dict[str, Any]:
+    """Decoding of held-out classes and RSA against behaviour, of the trial's chosen checkpoint (as `specialize
+    decode` and `specialize rsa` write them, under the trial's decode/ and rsa/)."""
+    from analysis.activations import Network
+    from analysis.decoding import run_decoding
+    from analysis.rsa import run_rsa
+    from analysis.settings import ActivationSettings
+
+    analyses, directory = study.analyses, trial.directory(study)
+    network = [Network(trial.network, run_dir / "checkpoints" / f"{analyses.lesion.checkpoint}.ckpt")]
+    resources = study.task_resources(study.resources.eval_task)
+    metrics: dict[str, Any] = {}
+    if analyses.decoding.runs_on(trial.network):
+        extraction = ActivationSettings(layers=tuple(analyses.decoding.layers), pooling="mean", resources=resources)
+        table = run_decoding(network, config.data.dir, directory / "decode", settings=analyses.decoding.settings(),
+                             extraction=extraction, progress=False)
+        metrics.update({f"decode/{row.task}/{row.layer}": float(row.accuracy) for row in table.itertuples()})
+    if analyses.rsa.runs_on(trial.network):
+        extraction = ActivationSettings(layers=tuple(analyses.rsa.layers), resources=resources)
+        table = run_rsa(network, analyses.rsa.stimuli, analyses.rsa.behaviour, directory / "rsa",
+                        analyses.rsa.settings(), extraction, progress=False)
+        metrics.update({f"rsa/{row.layer}": float(row.correlation) for row in table.itertuples()})
+    return {**metrics, "stage": "representations"}
+
+
 def intact_scalars(filter_losses: "pd.DataFrame") -> dict[str, float]:
     """The intact network's loss and accuracy per task on the sweep's images, as W&B summary keys."""
     intact = filter_losses.drop_duplicates("task")
@@ -177,7 +207,7 @@ def trial_resources(study: StudyConfig, trial: Trial) -> Any:
 
     resources = study.resources
     bundles = [bundle(resources.train.cpus, resources.train.gpus)]
-    if trial.pair and study.analyses.lesion.enabled:
+    if (trial.pair and study.analyses.lesion.enabled) or study.analyses.representations(trial.network):
         task = bundle(max(resources.sweep_task.cpus, resources.eval_task.cpus),
                       max(resources.sweep_task.gpus, resources.eval_task.gpus))
         bundles += [task] * resources.tasks_per_trial

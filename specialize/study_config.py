@@ -2,7 +2,8 @@
 
 A study trains every network (task pairs and single-task controls, each a training config with overrides) for
 every seed, as one Ray Tune trial per (network, seed); pair trials then run the lesion sweep, the segregation
-analysis and its random-task control on the chosen checkpoint. Loaded strictly like training configs: unknown keys
+analysis and its random-task control on the chosen checkpoint, and every trial can decode held-out classes and run RSA
+against behaviour. Loaded strictly like training configs: unknown keys
 and wrong types are one-line errors.
 """
 
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from analysis.settings import DEFAULT_BATCH_SIZE, DEFAULT_RESAMPLES
+from analysis.settings import (CLASSIFIERS, COMPARISONS, DEFAULT_BATCH_SIZE, DEFAULT_RESAMPLES, DISTANCES,
+                               DecodingSettings, RSASettings)
 from common.errors import UserError
 from common.ray_runner import Resources
 from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
 from common.wandb_runs import WANDB_MODES
-from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES
 from sweeps.settings import DEFAULT_FILTERS_PER_TASK, DEFAULT_IMAGES_PER_TASK, RANKINGS
 
 CHECKPOINTS = ("best", "last")
@@ -60,11 +62,58 @@ class SegregationStage:
 
 
 @dataclass
+class DecodingStage:
+    """Decoding of the held-out classes from every trial's network (`specialize decode`; the data must be built with
+    `--heldout-classes`)."""
+
+    enabled: bool = False
+    networks: list[str] = field(default_factory=list)  # the networks whose trials decode (default: all)
+    layers: list[str] = field(default_factory=lambda: ["fc7"])
+    classifier: str = "logistic"
+    folds: int = 5
+
+    def runs_on(self, network: str) -> bool:
+        """Whether the trials of `network` decode."""
+        return self.enabled and (not self.networks or network in self.networks)
+
+    def settings(self) -> DecodingSettings:
+        """The decoding settings (validated)."""
+        return DecodingSettings(classifier=self.classifier, folds=self.folds)
+
+
+@dataclass
+class RSAStage:
+    """RSA of every trial's network against behavioural RDMs (`specialize rsa`)."""
+
+    enabled: bool = False
+    networks: list[str] = field(default_factory=list)  # the networks whose trials run RSA (default: all)
+    stimuli: str = ""  # the stimulus list
+    behaviour: str = ""  # the behaviour directory
+    layers: list[str] = field(default_factory=lambda: list(LAYER_NAMES))
+    distance: str = "correlation"
+    comparison: str = "spearman"
+
+    def settings(self) -> RSASettings:
+        """The RSA settings (validated)."""
+        return RSASettings(distance=self.distance, comparison=self.comparison)
+
+    def runs_on(self, network: str) -> bool:
+        """Whether the trials of `network` run RSA."""
+        return self.enabled and (not self.networks or network in self.networks)
+
+
+@dataclass
 class Analyses:
-    """Which analyses each trial runs after training."""
+    """Which analyses each trial runs after training: the lesion stages for pairs, representations for every network."""
 
     lesion: LesionStage = field(default_factory=LesionStage)
     segregation: SegregationStage = field(default_factory=SegregationStage)
+    decoding: DecodingStage = field(default_factory=DecodingStage)
+    rsa: RSAStage = field(default_factory=RSAStage)
+
+    def representations(self, network: str) -> bool:
+        """Whether the trials of `network` decode or run RSA."""
+        return self.decoding.runs_on(network) or self.rsa.runs_on(network)
 
 
 @dataclass
@@ -150,9 +199,13 @@ def with_absolute_paths(study: StudyConfig) -> StudyConfig:
         return dataclasses.replace(spec, config=str(Path(spec.config).resolve()),
                                    data=str(Path(spec.data).resolve()) if spec.data else None)
 
+    rsa = study.analyses.rsa
+    rsa = dataclasses.replace(rsa, **{key: str(Path(getattr(rsa, key)).resolve())
+                                      for key in ("stimuli", "behaviour") if getattr(rsa, key)})
     return dataclasses.replace(study, output=str(Path(study.output).resolve()),
                                pairs={name: resolved(spec) for name, spec in study.pairs.items()},
-                               controls={name: resolved(spec) for name, spec in study.controls.items()})
+                               controls={name: resolved(spec) for name, spec in study.controls.items()},
+                               analyses=dataclasses.replace(study.analyses, rsa=rsa))
 
 
 def study_from_dict(data: Mapping[str, Any]) -> StudyConfig:
@@ -191,3 +244,30 @@ def validate(study: StudyConfig) -> None:
         raise UserError("resources.tasks_per_trial must be at least 1")
     if study.analyses.segregation.enabled and not study.analyses.lesion.enabled:
         raise UserError("analyses.segregation needs analyses.lesion (it lesions the sweep's top filters); enable both")
+    validate_representations(study.analyses, list(study.networks))
+
+
+def validate_representations(analyses: Analyses, networks: list[str]) -> None:
+    """Check the decoding and RSA stages: networks, layers, settings, and the behavioural inputs RSA reads."""
+    for name, stage in (("decoding", analyses.decoding), ("rsa", analyses.rsa)):
+        strangers = [network for network in stage.networks if network not in networks]
+        if strangers:
+            raise UserError(f"analyses.{name}.networks: {strangers[0]!r} is not a network of the study; choose from "
+                            f"{', '.join(networks)}")
+        unknown = [layer for layer in stage.layers if layer not in LAYER_NAMES]
+        if unknown or not stage.layers:
+            raise UserError(f"analyses.{name}.layers: unknown or no layers ({unknown}); choose from "
+                            f"{', '.join(LAYER_NAMES)}")
+    decoding, rsa = analyses.decoding, analyses.rsa
+    check_choice("analyses.decoding.classifier", decoding.classifier, CLASSIFIERS)
+    if decoding.folds < 2:
+        raise UserError(f"config key analyses.decoding.folds must be at least 2, not {decoding.folds}")
+    check_choice("analyses.rsa.distance", rsa.distance, DISTANCES)
+    check_choice("analyses.rsa.comparison", rsa.comparison, COMPARISONS)
+    if rsa.enabled:
+        if not rsa.stimuli or not Path(rsa.stimuli).is_file():
+            raise UserError(f"analyses.rsa.stimuli: stimulus list {rsa.stimuli!r} is not a file; give the list of "
+                            "stimulus images (one path per line)")
+        if not rsa.behaviour or not Path(rsa.behaviour).is_dir():
+            raise UserError(f"analyses.rsa.behaviour: {rsa.behaviour!r} is not a folder; give a behaviour directory "
+                            "(README, Behavioural data)")

@@ -96,6 +96,10 @@ def test_decode_three_networks_on_both_held_out_sets(networks, tmp_path, capsys)
 
     assert main([*common, "--folds", "2"]) == 2
     assert "holds a decoding with another decoding.folds (3, now 2)" in capsys.readouterr().err
+    rest = common[1 + len(checkpoints(paths)):]
+    swapped = ["decode", "--checkpoint", f"face={paths['object']}", *checkpoints(paths)[2:], *rest]
+    assert main([*swapped, "--folds", "3"]) == 2  # another checkpoint under a finished network's name is refused
+    assert "holds a decoding with another networks.face" in capsys.readouterr().err
 
 
 def test_decode_errors_are_one_line(networks, tmp_path_factory, tmp_path, capsys):

@@ -149,12 +149,29 @@ def test_across_seeds_is_the_mean_with_a_t_interval():
     assert single.mean_si == pytest.approx(0.2) and np.isnan(single.low) and np.isnan(single.high)
 
 
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+def test_shipped_study_configs_load(name):
+    from specialize.study import trials_of
+    from specialize.study_config import load_study
+
+    study = load_study(ROOT / "studies" / f"{name}.yaml")
+    assert len(trials_of(study)) == len(study.networks) * len(study.seeds)
+    if name == "paper":  # the paper's scale: 3 pairs and 2 controls x 5 seeds; the face/object networks decode
+        assert (len(study.pairs), len(study.controls), len(study.seeds)) == (3, 2, 5)
+        assert [network for network in study.networks if study.analyses.decoding.runs_on(network)] == [
+            "face_object", "face", "object"]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"pairs": {}, "controls": {}}, "the study has no networks"),
     ({"seeds": [1, 1]}, "distinct seeds"),
     ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
     ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
     ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
+    ({"analyses": {"decoding": {"enabled": True, "layers": ["conv9_1"]}}}, "analyses.decoding.layers: unknown"),
+    ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
+    ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
+    ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
 ])
 def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):
     config = study_yaml(tmp_path / "study.yaml", tmp_path / "data", tmp_path / "runs", **change)
@@ -169,3 +186,47 @@ def test_seeds_outside_the_study_are_one_line_errors(tmp_path, capsys):
     assert main(["study", "--config", str(config), "--seeds", "7"]) == 2
     error = capsys.readouterr().err.strip()
     assert "--seeds 7 is not among the study's seeds [0, 1]" in error and "\n" not in error
+
+
+@pytest.mark.slow
+def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_seeds(tmp_path):
+    from analysis.activations import Network
+    from analysis.decoding import run_decoding
+    from analysis.rsa import run_rsa
+    from analysis.settings import ActivationSettings, DecodingSettings
+    from data_pipeline.behaviour import write_stimulus_list
+    from data_pipeline.synth_behaviour import generate_behaviour
+
+    data = make_tiny_data_dir(tmp_path, tasks=("face", "object"), classes=3, train=12, test=6, heldout=2)
+    faces = sorted((tmp_path / "synth" / "face" / "heldout").rglob("*.jpg"))
+    stimuli = write_stimulus_list(tmp_path / "stimuli.txt", [path for path in faces if int(path.stem) < 3])
+    behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, participants=4, noise=1.0, seed=0)
+    layers = ["conv5_3", "fc7"]
+    analyses = {"lesion": {"enabled": False}, "segregation": {"enabled": False},
+                "decoding": {"enabled": True, "networks": ["face"], "layers": layers, "folds": 3},
+                "rsa": {"enabled": True, "stimuli": str(behaviour / "stimuli.txt"), "behaviour": str(behaviour),
+                        "layers": layers}}
+    config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs", pairs={}, analyses=analyses,
+                        controls={"face": {"config": str(ROOT / "configs/tiny_face.yaml")}})
+    assert main(["study", "--config", str(config)]) == 0
+    study = tmp_path / "runs" / "tiny"
+    trials = pd.read_parquet(study / "trials.parquet")
+    assert sorted(trials["name"]) == ["face-seed0", "face-seed1"]
+    for seed in (0, 1):  # each trial's outputs are what `specialize decode` and `rsa` write for its checkpoint
+        trial = study / "trials" / f"face-seed{seed}"
+        network = [Network("face", trial / "train" / "checkpoints" / "best.ckpt")]
+        run_decoding(network, data, tmp_path / f"decode{seed}", settings=DecodingSettings(folds=3),
+                     extraction=ActivationSettings(layers=tuple(layers), pooling="mean"), progress=False)
+        run_rsa(network, behaviour / "stimuli.txt", behaviour, tmp_path / f"rsa{seed}",
+                extraction=ActivationSettings(layers=tuple(layers)), progress=False)
+        for stage, table in (("decode", "decoding"), ("rsa", "rsa")):
+            pd.testing.assert_frame_equal(pd.read_parquet(trial / stage / f"{table}.parquet"),
+                                          pd.read_parquet(tmp_path / f"{stage}{seed}" / f"{table}.parquet"))
+    decoding = pd.read_parquet(study / "aggregate" / "decoding.parquet").set_index(["task", "layer"])
+    assert set(decoding.index) == {(task, layer) for task in ("face", "object") for layer in layers}
+    assert (decoding["n_seeds"] == 2).all()
+    assert decoding.loc[("face", "fc7"), "mean"] == pytest.approx(trials["decode/face/fc7"].mean())
+    assert decoding.loc[("object", "conv5_3"), "sd"] == pytest.approx(trials["decode/object/conv5_3"].std())
+    rsa = pd.read_parquet(study / "aggregate" / "rsa.parquet").set_index("layer")
+    assert (rsa["n_seeds"] == 2).all() and rsa.loc["fc7", "mean"] == pytest.approx(trials["rsa/fc7"].mean())
+    assert rsa.loc["conv5_3", "low"] <= rsa.loc["conv5_3", "mean"] <= rsa.loc["conv5_3", "high"]
