@@ -21,6 +21,10 @@ STAGE_FILES = {  # what each stage leaves, relative to the demo directory
     "training": "train/*/checkpoints/*.ckpt",
     "sweep": "lesion/chunks/**/*.parquet",
     "segregation units": "segregation/units/*.parquet",
+    "random-task control units": "segregation_random/units/*.parquet",
+    "decoding": "decode/*.parquet",
+    "RSA": "rsa/*.parquet",
+    "visualisation": "visualize/*.png",
 }
 
 
@@ -32,12 +36,13 @@ def stage_stamps(out: Path) -> dict[str, dict[Path, int]]:
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # The demo starts one local Ray per run, for its two Ray stages, after the stages that fork worker processes
+    # The demo starts one local Ray per run, for all its Ray stages, after the stages that fork worker processes
     # (a process forked beside a running Ray driver can deadlock), so this test cannot share a module's Ray.
     starts, start_ray = [], ray.init
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
     args = ["demo", "--out", str(tmp_path), "--classes", "3", "--train-per-class", "12", "--test-per-class", "6",
-            "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50"]
+            "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50", "--resolution", "32",
+            "--visualize-steps", "20"]
     assert main(args) == 0
     assert len(starts) == 1 and not ray.is_initialized()
     printed = capsys.readouterr().out
@@ -61,13 +66,19 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     for row in rows:
         assert (np.isnan(row["si"]) and undefined) or row["low"] <= row["high"], (row, intact)
     assert (tmp_path / "segregation" / "figures" / "segregation_by_layer.png").stat().st_size > 0
+    assert f"figure: {tmp_path / 'figures' / 'segregation_vs_control.png'}" in printed  # the index beside its control
+    assert (tmp_path / "figures" / "segregation_vs_control.png").stat().st_size > 0
     stamps = stage_stamps(tmp_path)
     counts = {stage: len(files) for stage, files in stamps.items()}
-    # 2 tasks x (3 + 5 held-out classes) x (12 + 6) or 6 images; per task train/test/heldout and the pool's train/test;
-    # best and last of 3 runs; intact + one-shot chunks of 16 filters (7 layers of at most 16, 6 of 32);
-    # intact + 13 layers x 2 tasks
-    assert counts == {"images": 2 * (3 * 18 + 5 * 6), ".beton files": 2 * 3 + 2, "training": 6,
-                      "sweep": 1 + 7 + 6 * 2, "segregation units": 1 + 26}
+    # 2 tasks x (3 + 5 held-out classes) x (12 + 6) or 6 images; per task train/val/test/heldout and the pool's
+    # train/val/test; best and last of 3 runs; intact + one-shot chunks of 16 filters (7 layers of at most 16, 6 of
+    # 32); intact + 13 layers x 2 (pseudo-)tasks, twice; decoding's folds and summary; RSA's per participant and
+    # summary tables; one visualisation grid per task
+    assert counts == {"images": 2 * (3 * 18 + 5 * 6), ".beton files": 2 * 4 + 3, "training": 6,
+                      "sweep": 1 + 7 + 6 * 2, "segregation units": 1 + 26, "random-task control units": 1 + 26,
+                      "decoding": 2, "RSA": 2, "visualisation": 2}
+    for name in ("decode", "rsa", "visualize", "segregation_random"):
+        assert json.loads((tmp_path / name / "manifest.json").read_text())["kind"]
     losses = pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet")
     segregation = pd.read_parquet(tmp_path / "segregation" / "segregation.parquet")
 
