@@ -2,7 +2,8 @@
 
 A trial trains its network (Lightning; validation metrics reported to Tune every epoch, so Tune's status table is
 live); a pair trial then runs the lesion sweep, the segregation analysis and its random-task control on the chosen
-checkpoint; and every trial, when the study enables them, decodes held-out classes and runs RSA against behaviour. Each stage writes the same directory as the single command would, under the trial's directory:
+checkpoint; and every trial, when the study enables them, decodes held-out classes and runs RSA against behaviour.
+Each stage writes the same directory as the single command would, under the trial's directory:
 
     OUT/trials/<network>-seed<N>/train/                 `specialize train` run directory
                                 /lesion/                `specialize lesion --out`

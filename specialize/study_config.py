@@ -2,9 +2,8 @@
 
 A study trains every network (task pairs and single-task controls, each a training config with overrides) for
 every seed, as one Ray Tune trial per (network, seed); pair trials then run the lesion sweep, the segregation
-analysis and its random-task control on the chosen checkpoint, and every trial can decode held-out classes and run RSA
-against behaviour. Loaded strictly like training configs: unknown keys
-and wrong types are one-line errors.
+analysis and its random-task control on the chosen checkpoint, and every trial can decode held-out classes and run
+RSA against behaviour. Loaded strictly like training configs: unknown keys and wrong types are one-line errors.
 """
 
 from __future__ import annotations
