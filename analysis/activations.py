@@ -309,20 +309,23 @@ def extract_activations(networks: Sequence[Network], image_sets: Sequence[ImageS
 
     check_unique(networks)
     out = Path(out_dir).absolute()  # workers write there, whatever their working directory
-    loaded = {network.name: load_model(network.checkpoint) for network in networks}
-    identity = {"networks": {name: model.sha256 for name, model in loaded.items()},
+    identity = {"networks": network_hashes(networks),
                 "image_sets": {images.name: images.identity() for images in image_sets}, **settings.result_fields()}
     check_same_job(out, "activation extraction", recorded_identity(out / "config.json"), identity,
                    "extract into another --out")
+    stored = {(network.name, images.name): Activations(out / network.name / images.name)
+              for network in networks for images in image_sets}
+    pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
+    # only networks with work left are loaded, before anything is written (a refused checkpoint writes nothing)
+    loaded = {network.name: load_model(network.checkpoint) for network in networks
+              if any(name == network.name for name, _ in pending)}
     write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
                                      "batch_size": settings.batch_size, "identity": identity})
-    stored = {(name, images.name): Activations(out / name / images.name) for name in loaded for images in image_sets}
-    pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
     if pending:
         for activations in pending.values():
             (activations.directory / IMAGES_TABLE).unlink(missing_ok=True)
         _run_pending(loaded, {images.name: images for images in image_sets}, pending, settings, address, progress)
-    write_manifest(out / "manifest.json", "activations", checkpoints={name: str(model.checkpoint) for name, model in loaded.items()},
+    write_manifest(out / "manifest.json", "activations", checkpoints={n.name: str(n.checkpoint) for n in networks},
                    checkpoint_sha256=identity["networks"], image_sets=identity["image_sets"], **settings.result_fields())
     return stored
 

@@ -295,10 +295,12 @@ def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> "pd.DataF
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `study` and `tune` subcommands."""
     parser = subparsers.add_parser(
-        "study", help="a whole study: networks x seeds as Ray Tune trials (train, lesion, segregation), aggregated",
+        "study", help="a whole study: networks x seeds as Ray Tune trials (train, lesion, segregation, decoding, "
+                      "RSA), aggregated",
         description="Run every (network, seed) of a study config as a Ray Tune trial: train, then for task pairs the "
-                    "lesion sweep, segregation and its random-task control; then aggregate across seeds. Rerun the "
-                    "same command to continue: finished trials and stages are not redone.")
+                    "lesion sweep, segregation and its random-task control, and decoding and RSA where the config "
+                    "enables them; then aggregate across seeds. Rerun the same command to continue: finished trials "
+                    "and stages are not redone.")
     parser.add_argument("--config", required=True, help="study YAML, e.g. studies/tiny.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. seeds=[3] output=runs/x")
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures from finished trials")
