@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from analysis.settings import DEFAULT_RESAMPLES
-
+DEFAULT_RESAMPLES = 1000  # METHOD: 1,000 bootstrap resamples
 DRAWS_PER_CHUNK = 1 << 22  # random draws held in memory at once (about 32 MiB of int64)
 
 
@@ -64,7 +63,7 @@ def resample_counts(class_ids: np.ndarray, n_resamples: int, rng: np.random.Gene
             within = (rng.random((rows, n_classes, largest)) * size).astype(np.int64)
             keep = slots < size
         sorted_position = starts[drawn][..., None] + within
-        flat = (np.arange(rows)[:, None, None] * n_images + sorted_position)
+        flat = np.arange(rows)[:, None, None] * n_images + sorted_position
         flat = flat[keep] if keep is not None else flat.ravel()
         counts = np.bincount(flat, minlength=rows * n_images).reshape(rows, n_images)
         original_order = np.empty_like(counts)
@@ -72,8 +71,12 @@ def resample_counts(class_ids: np.ndarray, n_resamples: int, rng: np.random.Gene
         yield original_order.astype(np.float32)
 
 
-def bootstrap_accuracies(correct: np.ndarray, class_ids: np.ndarray, n_resamples: int = DEFAULT_RESAMPLES,
-                         rng: np.random.Generator | None = None) -> np.ndarray:
+def bootstrap_accuracies(
+    correct: np.ndarray,
+    class_ids: np.ndarray,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Accuracy of every condition on each hierarchical resample.
 
     `correct` is (n_conditions, n_images) (or (n_images,) for one condition) of 0/1 per image, all conditions
@@ -83,8 +86,10 @@ def bootstrap_accuracies(correct: np.ndarray, class_ids: np.ndarray, n_resamples
     if correct.shape[1] != len(class_ids):
         raise ValueError(f"correct has {correct.shape[1]} images but class_ids has {len(class_ids)}")
     rng = rng if rng is not None else np.random.default_rng(0)
-    chunks = [counts @ correct.T / counts.sum(axis=1, keepdims=True)
-              for counts in resample_counts(class_ids, n_resamples, rng)]
+    chunks = [
+        counts @ correct.T / counts.sum(axis=1, keepdims=True)
+        for counts in resample_counts(class_ids, n_resamples, rng)
+    ]
     return np.concatenate(chunks, axis=0).astype(np.float64)
 
 

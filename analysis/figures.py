@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES  # noqa: E402
 from common.io import atomic_path  # noqa: E402
+from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES  # noqa: E402
 
 FORMATS = ("png", "svg")
 
@@ -47,13 +47,14 @@ def save_figure(figure: plt.Figure, stem: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def plot_segregation_by_layer(curves: Mapping[str, pd.DataFrame], stem: str | os.PathLike,
-                              title: str = "Task segregation") -> list[Path]:
+def plot_segregation_by_layer(
+    curves: Mapping[str, pd.DataFrame], stem: str | os.PathLike, title: str = "Task segregation"
+) -> list[Path]:
     """One line with a CI band per curve; each frame has one row per layer with `layer_index`, si, si_low, si_high."""
     figure, axis = plt.subplots(figsize=(7, 4))
     for label, frame in curves.items():
         frame = frame.sort_values("layer_index")
-        line, = axis.plot(frame["layer_index"], frame["si"], marker="o", label=label)
+        (line,) = axis.plot(frame["layer_index"], frame["si"], marker="o", label=label)
         axis.fill_between(frame["layer_index"], frame["si_low"], frame["si_high"], color=line.get_color(), alpha=0.25)
     axis.axhline(0.0, color="grey", linewidth=0.8)
     axis.set_xticks(range(1, len(CONV_LAYERS) + 1), CONV_LAYERS, rotation=45, ha="right")
@@ -99,7 +100,9 @@ def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path
     axis.set_yticks(range(len(labels)), labels)
     axis.set_xticks(range(len(table.columns)), [CONV_LAYERS[i - 1] for i in table.columns], rotation=45, ha="right")
     for (row, column), value in np.ndenumerate(values):
-        axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.5 else "black")
+        axis.text(
+            column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.5 else "black"
+        )
     figure.colorbar(image, ax=axis, label="proportional drop")
     axis.set_title("Proportional drop d(evaluated | lesioned)")
     return save_figure(figure, stem)
@@ -118,8 +121,15 @@ def plot_decoding_bars(summary: pd.DataFrame, stem: str | os.PathLike, title: st
         axis.bar(positions, rows["accuracy"], width, yerr=rows["sem"], capsize=3, label=network)
     for position, task in enumerate(tasks):
         chance = float(summary.loc[summary["task"] == task, "chance"].iloc[0])
-        axis.hlines(chance, position - 0.45, position + 0.45, colors="black", linestyles="--", linewidth=1,
-                    label="chance" if position == 0 else None)
+        axis.hlines(
+            chance,
+            position - 0.45,
+            position + 0.45,
+            colors="black",
+            linestyles="--",
+            linewidth=1,
+            label="chance" if position == 0 else None,
+        )
     axis.set_xticks(range(len(tasks)), [f"{task}\nheld-out classes" for task in tasks])
     axis.set_ylabel("accuracy (mean ± SEM across folds)")
     axis.set_ylim(0, 1.05)
@@ -128,9 +138,15 @@ def plot_decoding_bars(summary: pd.DataFrame, stem: str | os.PathLike, title: st
     return save_figure(figure, stem)
 
 
-def plot_layer_curves(panels: Mapping[str, pd.DataFrame], stem: str | os.PathLike, ylabel: str,
-                      bands: Mapping[str, tuple[float, float]] | None = None, band_label: str = "",
-                      lines: Mapping[str, float] | None = None, line_label: str = "") -> list[Path]:
+def plot_layer_curves(
+    panels: Mapping[str, pd.DataFrame],
+    stem: str | os.PathLike,
+    ylabel: str,
+    bands: Mapping[str, tuple[float, float]] | None = None,
+    band_label: str = "",
+    lines: Mapping[str, float] | None = None,
+    line_label: str = "",
+) -> list[Path]:
     """One panel per entry of `panels` (a frame with network, layer, value, sem): a line per network across its
     layers with an SEM band, over the panel's reference band (e.g. the noise ceiling) and line (e.g. chance)."""
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False, sharey=True)
@@ -142,9 +158,14 @@ def plot_layer_curves(panels: Mapping[str, pd.DataFrame], stem: str | os.PathLik
             axis.axhline(lines[title], color="black", linestyle="--", linewidth=1, label=line_label)
         for network, rows in frame.groupby("network", sort=False):
             rows = rows.set_index("layer").reindex(layers)
-            line, = axis.plot(range(len(layers)), rows["value"], marker="o", label=network)
-            axis.fill_between(range(len(layers)), rows["value"] - rows["sem"], rows["value"] + rows["sem"],
-                              color=line.get_color(), alpha=0.2)
+            (line,) = axis.plot(range(len(layers)), rows["value"], marker="o", label=network)
+            axis.fill_between(
+                range(len(layers)),
+                rows["value"] - rows["sem"],
+                rows["value"] + rows["sem"],
+                color=line.get_color(),
+                alpha=0.2,
+            )
         axis.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
         axis.set_title(title)
         axis.legend(frameon=False, fontsize=8)
@@ -152,12 +173,17 @@ def plot_layer_curves(panels: Mapping[str, pd.DataFrame], stem: str | os.PathLik
     return save_figure(figure, stem)
 
 
-def plot_image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str]]], stem: str | os.PathLike,
-                    title: str, column_titles: Sequence[str] = ()) -> list[Path]:
+def plot_image_grid(
+    rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str]]],
+    stem: str | os.PathLike,
+    title: str,
+    column_titles: Sequence[str] = (),
+) -> list[Path]:
     """A grid with one row per (row label, images HxWx3 in [0, 1], captions); empty cells stay blank."""
     columns = max(len(images) for _, images, _ in rows)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns, 1.75 * len(rows) + 0.4), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(1.6 * columns, 1.75 * len(rows) + 0.4), squeeze=False, layout="constrained"
+    )
     for axes_row, (label, images, captions) in zip(axes, rows):
         for column, axis in enumerate(axes_row):
             axis.set_xticks([])
@@ -194,8 +220,15 @@ def plot_training_curves(epochs: pd.DataFrame, stem: str | os.PathLike, title: s
             for split, style in (("val", "-"), ("train", "--")):
                 column = f"{split}/{task}/{metric}"
                 if column in epochs.columns and epochs[column].notna().any():
-                    axis.plot(x, epochs[column], linestyle=style, marker="o", markersize=3, color=f"C{index % 10}",
-                              label=f"{task}, {'validation' if split == 'val' else 'training'}")
+                    axis.plot(
+                        x,
+                        epochs[column],
+                        linestyle=style,
+                        marker="o",
+                        markersize=3,
+                        color=f"C{index % 10}",
+                        label=f"{task}, {'validation' if split == 'val' else 'training'}",
+                    )
         if metric == "top1":
             axis.set_ylim(0, 1)
         axis.set_xlim(0.5, x.max() + 0.5)
@@ -217,11 +250,16 @@ def plot_filter_importance(importance: pd.DataFrame, tasks: tuple[str, str], ste
     layers = list(dict.fromkeys(importance.sort_values("layer_index")["layer"]))
     columns = min(len(layers), 5)
     rows = math.ceil(len(layers) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.2 + 2.4 * columns, 1.2 + 2.3 * rows), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.2 + 2.4 * columns, 1.2 + 2.3 * rows), squeeze=False, layout="constrained"
+    )
     first, second = tasks
-    groups = {"tab:blue": f"top {first} filters", "tab:orange": f"top {second} filters", "tab:red": "top for both",
-              "0.6": "others"}
+    groups = {
+        "tab:blue": f"top {first} filters",
+        "tab:orange": f"top {second} filters",
+        "tab:red": "top for both",
+        "0.6": "others",
+    }
     for axis, layer in zip(axes.flat, layers):
         rows_of_layer = importance[importance["layer"] == layer]
         increase = rows_of_layer.pivot(index="filter", columns="task", values="increase")
@@ -235,11 +273,10 @@ def plot_filter_importance(importance: pd.DataFrame, tasks: tuple[str, str], ste
         axis.plot(limits, limits, color="black", linewidth=0.5)
         axis.set_title(layer, fontsize=9)
         axis.tick_params(labelsize=7)
-    for axis in axes.flat[len(layers):]:
+    for axis in axes.flat[len(layers) :]:
         axis.set_visible(False)
     figure.supxlabel(f"loss increase, {first} images", fontsize=9)
     figure.supylabel(f"loss increase, {second} images", fontsize=9)
     figure.suptitle("Single-filter lesions", fontsize=10)
-    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", frameon=False,
-                  fontsize=8)
+    figure.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", frameon=False, fontsize=8)
     return save_figure(figure, stem)

@@ -21,13 +21,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from analysis.figures import save_figure  # chooses matplotlib's Agg backend before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-from analysis.settings import DEFAULT_SCOPE
+from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
@@ -50,8 +50,9 @@ def seed_table(trials: pd.DataFrame, fraction: float) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     columns = ["pair", "condition", "seed", "layer", "layer_index", "task_a", "task_b", "si", "si_low", "si_high"]
-    return pd.concat(frames, ignore_index=True)[columns].sort_values(["pair", "condition", "layer_index", "seed"],
-                                                                     ignore_index=True)
+    return pd.concat(frames, ignore_index=True)[columns].sort_values(
+        ["pair", "condition", "layer_index", "seed"], ignore_index=True
+    )
 
 
 def mean_across_seeds(table: pd.DataFrame, keys: list[str], value: str, level: float = LEVEL) -> pd.DataFrame:
@@ -80,8 +81,11 @@ def representation_tables(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Decoding and RSA of the trials that ran them, as the mean across seeds with its t-interval per row."""
     tables = {}
     for name, (relative, keys, value) in REPRESENTATIONS.items():
-        frames = [pd.read_parquet(path).assign(seed=trial.seed) for trial in trials.itertuples()
-                  if (path := Path(trial.directory) / relative).is_file()]
+        frames = [
+            pd.read_parquet(path).assign(seed=trial.seed)
+            for trial in trials.itertuples()
+            if (path := Path(trial.directory) / relative).is_file()
+        ]
         if frames:
             tables[name] = mean_across_seeds(pd.concat(frames, ignore_index=True), keys, value)
     return tables
@@ -89,9 +93,17 @@ def representation_tables(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def intact_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per trained network, seed and task: validation top-1 over all outputs at the end of training."""
-    rows = [{"network": trial["network"], "kind": "pair" if trial["pair"] else "control", "seed": trial["seed"],
-             "task": task, "top1": trial.get(f"val/{task}/top1")}
-            for trial in trials.to_dict("records") for task in trial["tasks"]]
+    rows = [
+        {
+            "network": trial["network"],
+            "kind": "pair" if trial["pair"] else "control",
+            "seed": trial["seed"],
+            "task": task,
+            "top1": trial.get(f"val/{task}/top1"),
+        }
+        for trial in trials.to_dict("records")
+        for task in trial["tasks"]
+    ]
     return pd.DataFrame(rows)
 
 
@@ -99,11 +111,19 @@ def plot_pairs(pairs: pd.DataFrame, stem: Path) -> list[Path]:
     """Segregation index by layer: one line per pair with its seed interval, the random-task control in grey."""
     figure, axis = plt.subplots(figsize=(7.5, 4))
     for pair, rows in pairs[pairs["condition"] == "network"].groupby("pair", sort=False):
-        line, = axis.plot(rows["layer_index"], rows["mean_si"], marker="o", label=f"{pair} (n={rows['n_seeds'].max()})")
+        (line,) = axis.plot(
+            rows["layer_index"], rows["mean_si"], marker="o", label=f"{pair} (n={rows['n_seeds'].max()})"
+        )
         axis.fill_between(rows["layer_index"], rows["low"], rows["high"], color=line.get_color(), alpha=0.2)
     for pair, rows in pairs[pairs["condition"] == "random tasks"].groupby("pair", sort=False):
-        axis.fill_between(rows["layer_index"], rows["low"].fillna(rows["mean_si"]), rows["high"].fillna(rows["mean_si"]),
-                          color="grey", alpha=0.3, label=f"{pair}: random tasks")
+        axis.fill_between(
+            rows["layer_index"],
+            rows["low"].fillna(rows["mean_si"]),
+            rows["high"].fillna(rows["mean_si"]),
+            color="grey",
+            alpha=0.3,
+            label=f"{pair}: random tasks",
+        )
         axis.plot(rows["layer_index"], rows["mean_si"], color="grey", linewidth=1)
     axis.axhline(0.0, color="black", linewidth=0.6)
     axis.set_xticks(range(1, len(CONV_LAYERS) + 1), CONV_LAYERS, rotation=45, ha="right")
@@ -121,8 +141,11 @@ def plot_intact(intact: pd.DataFrame, stem: Path) -> list[Path]:
         rows = intact[intact["task"] == task]
         networks = list(dict.fromkeys(rows["network"]))
         means = [rows[rows["network"] == network]["top1"].mean() for network in networks]
-        axis.bar(range(len(networks)), means, color=["tab:blue" if n in set(rows[rows.kind == "pair"].network)
-                                                     else "tab:orange" for n in networks])
+        axis.bar(
+            range(len(networks)),
+            means,
+            color=["tab:blue" if n in set(rows[rows.kind == "pair"].network) else "tab:orange" for n in networks],
+        )
         for position, network in enumerate(networks):
             values = rows[rows["network"] == network]["top1"]
             axis.scatter([position] * len(values), values, color="black", s=10, zorder=3)
@@ -143,13 +166,28 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
     pngs = {"intact_accuracy": plot_intact(intact, out / "figures" / "intact_accuracy")[0]}
     if not pairs.empty:
         pngs["segregation_by_pair"] = plot_pairs(pairs, out / "figures" / "segregation_by_pair")[0]
-    summary = {"fraction": fraction, "scope": DEFAULT_SCOPE, "confidence_level": LEVEL,
-               "trials": trials["name"].tolist(),
-               "pairs": {f"{row.pair}/{row.condition}/{row.layer}": {"mean": row.mean_si, "low": row.low,
-                                                                     "high": row.high, "n_seeds": int(row.n_seeds)}
-                         for row in pairs.itertuples()} if not pairs.empty else {}}
+    summary = {
+        "fraction": fraction,
+        "scope": DEFAULT_SCOPE,
+        "confidence_level": LEVEL,
+        "trials": trials["name"].tolist(),
+        "pairs": {
+            f"{row.pair}/{row.condition}/{row.layer}": {
+                "mean": row.mean_si,
+                "low": row.low,
+                "high": row.high,
+                "n_seeds": int(row.n_seeds),
+            }
+            for row in pairs.itertuples()
+        }
+        if not pairs.empty
+        else {},
+    }
     write_json(out / "summary.json", summary)
-    scalars = {f"si/{row.pair}/{row.condition}/{row.layer}": float(row.mean_si) for row in pairs.itertuples()} \
-        if not pairs.empty else {}
+    scalars = (
+        {f"si/{row.pair}/{row.condition}/{row.layer}": float(row.mean_si) for row in pairs.itertuples()}
+        if not pairs.empty
+        else {}
+    )
     log_stage(wandb, "aggregate", out, {"fraction": fraction}, pngs, tables, scalars)
     return summary

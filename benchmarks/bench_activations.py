@@ -20,13 +20,13 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
-from analysis.activations import write_activations
-from analysis.settings import ActivationSettings
+from analysis.representations.activations import write_activations
+from analysis.representations.settings import ActivationSettings
 from benchmarks.peak_memory import PeakMemory
 from lightning_modules.layer_names import LAYER_NAMES
 from lightning_modules.vgg import vgg16
@@ -56,15 +56,18 @@ class GeneratedImages:
         generator = torch.Generator().manual_seed(0)
         for start in range(0, self.images, batch_size):
             size = min(batch_size, self.images - start)
-            yield (torch.rand(size, 3, resolution, resolution, generator=generator) * 2 - 1,
-                   torch.arange(start, start + size) % self.classes)
+            yield (
+                torch.rand(size, 3, resolution, resolution, generator=generator) * 2 - 1,
+                torch.arange(start, start + size) % self.classes,
+            )
 
     def identity(self) -> dict:
         return {"images": self.images}
 
 
-def plain_forward(model: torch.nn.Module, images: GeneratedImages, resolution: int, batch_size: int,
-                  device: torch.device) -> float:
+def plain_forward(
+    model: torch.nn.Module, images: GeneratedImages, resolution: int, batch_size: int, device: torch.device
+) -> float:
     """Seconds for the forward pass of every image (same batches, nothing kept)."""
     start = time.perf_counter()
     with torch.inference_mode():
@@ -77,8 +80,9 @@ def plain_forward(model: torch.nn.Module, images: GeneratedImages, resolution: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, help="held-out images (default: 5000 = 100 classes x 50 on a GPU, "
-                                                   "128 on a CPU)")
+    parser.add_argument(
+        "--images", type=int, help="held-out images (default: 5000 = 100 classes x 50 on a GPU, 128 on a CPU)"
+    )
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--width", type=float, default=1.0)
@@ -98,12 +102,15 @@ def main() -> None:
     written: dict[str, int] = {}
     for _ in range(args.repeats):  # interleaved, best of the repeats: fair on a machine shared with other work
         with PeakMemory(device) as peak:
-            best = min(seconds.get("plain_forward", float("inf")),
-                       plain_forward(model, images, args.resolution, args.batch_size, device))
+            best = min(
+                seconds.get("plain_forward", float("inf")),
+                plain_forward(model, images, args.resolution, args.batch_size, device),
+            )
         seconds["plain_forward"], peaks["plain_forward"] = best, max(peaks.get("plain_forward", 0), peak.peak_bytes)
         for name, settings in CONFIGS.items():
-            settings = ActivationSettings(layers=settings.layers, pooling=settings.pooling, dtype=settings.dtype,
-                                          batch_size=args.batch_size)
+            settings = ActivationSettings(
+                layers=settings.layers, pooling=settings.pooling, dtype=settings.dtype, batch_size=args.batch_size
+            )
             with tempfile.TemporaryDirectory() as out, PeakMemory(device) as peak:
                 start = time.perf_counter()
                 write_activations(model, images, args.resolution, Path(out), settings, device)
@@ -112,9 +119,11 @@ def main() -> None:
             peaks[name] = max(peaks.get(name, 0), peak.peak_bytes)
     report = {"config": vars(args) | {"threads": torch.get_num_threads()}}
     for name, best in seconds.items():
-        report[name] = {"images_per_s": round(args.images / best, 2),
-                        "ratio_to_plain": round(seconds["plain_forward"] / best, 3),
-                        "peak_memory_mib": round(peaks[name] / 2**20, 1)}
+        report[name] = {
+            "images_per_s": round(args.images / best, 2),
+            "ratio_to_plain": round(seconds["plain_forward"] / best, 3),
+            "peak_memory_mib": round(peaks[name] / 2**20, 1),
+        }
         if name in written:
             report[name]["written_mib"] = round(written[name] / 2**20, 1)
     print(json.dumps(report, indent=2))

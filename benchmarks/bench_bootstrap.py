@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import bootstrap_accuracies
-from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
+from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
 from lightning_modules.layer_names import CONV_LAYERS
 
 TEST_CLASSES = {"face": 1714, "object": 423}
@@ -27,19 +27,33 @@ FRACTION = 0.2
 
 def random_predictions(per_class: int, rng: np.random.Generator) -> pd.DataFrame:
     """Per-image predictions of every condition, right with probability 0.7, in the analysis' columns."""
-    conditions = [(INTACT_LAYER, NO_TASK, 0.0)] + [(layer, task, FRACTION) for layer in CONV_LAYERS for task in TEST_CLASSES]
+    conditions = [(INTACT_LAYER, NO_TASK, 0.0)] + [
+        (layer, task, FRACTION) for layer in CONV_LAYERS for task in TEST_CLASSES
+    ]
     frames, offset = [], 0
     for eval_task, classes in TEST_CLASSES.items():
         labels = np.repeat(np.arange(classes), per_class) + offset
         offset += classes
         for layer, lesioned, fraction in conditions:
             right = rng.random(labels.size) < 0.7
-            frames.append(pd.DataFrame({
-                "layer": layer, "lesioned_task": lesioned, "fraction": fraction, "eval_task": eval_task,
-                "image": np.arange(labels.size), "class": labels, "label": labels,
-                "prediction": np.where(right, labels, -1), "correct": right,
-                "prediction_within_task": np.where(right, labels, -1), "correct_within_task": right,
-            }, columns=list(PREDICTION_COLUMNS)))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer,
+                        "lesioned_task": lesioned,
+                        "fraction": fraction,
+                        "eval_task": eval_task,
+                        "image": np.arange(labels.size),
+                        "class": labels,
+                        "label": labels,
+                        "prediction": np.where(right, labels, -1),
+                        "correct": right,
+                        "prediction_within_task": np.where(right, labels, -1),
+                        "correct_within_task": right,
+                    },
+                    columns=list(PREDICTION_COLUMNS),
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -61,13 +75,18 @@ def main() -> None:
         labels = np.repeat(np.arange(classes), args.per_class)
         bootstrap_accuracies(rng.random((conditions, labels.size)) < 0.7, labels, args.bootstraps, rng)
     bootstrap = time.perf_counter() - start
-    print(json.dumps({
-        "config": vars(args),
-        "predictions_rows": len(predictions),
-        "segregation_tables_s": round(whole, 2),
-        "bootstrap_only_s": round(bootstrap, 2),
-        "segregation_rows": len(tables["segregation"]),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "config": vars(args),
+                "predictions_rows": len(predictions),
+                "segregation_tables_s": round(whole, 2),
+                "bootstrap_only_s": round(bootstrap, 2),
+                "segregation_rows": len(tables["segregation"]),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import time
 import torch
 from torch import nn
 
+from benchmarks.peak_memory import PeakMemory
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, conv_indices, filters_per_layer, vgg16
-from benchmarks.peak_memory import PeakMemory
 from sweeps.engine import lesion_sweep
 from sweeps.reference import reference_lesion_sweep
 
@@ -57,7 +57,7 @@ def sweep_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[str, float]:
     naive = reuse = linear = 0.0
     for position, layer in enumerate(CONV_LAYERS):
         nxt = ordered.index(convs[position]) + 1  # the next linear map: a conv, or fc6 after the last conv
-        prefix, next_map, suffix = sum(costs[:nxt]), costs[nxt], sum(costs[nxt + 1:])
+        prefix, next_map, suffix = sum(costs[:nxt]), costs[nxt], sum(costs[nxt + 1 :])
         one_channel = next_map / sizes[layer]  # its input channels are this layer's filters
         naive += sizes[layer] * sum(costs)
         reuse += prefix + sizes[layer] * (next_map + suffix)
@@ -81,9 +81,13 @@ def gemm_gmacs(device: str, size: int = 2048, repeats: int = 5) -> float:
 def random_tasks(images_per_task: int, resolution: int, num_classes: int) -> dict:
     generator = torch.Generator().manual_seed(0)
     half = num_classes // 2
-    return {task: (torch.randn(images_per_task, 3, resolution, resolution, generator=generator),
-                   torch.randint(0, half, (images_per_task,), generator=generator) + offset)
-            for task, offset in (("face", 0), ("object", half))}
+    return {
+        task: (
+            torch.randn(images_per_task, 3, resolution, resolution, generator=generator),
+            torch.randint(0, half, (images_per_task,), generator=generator) + offset,
+        )
+        for task, offset in (("face", 0), ("object", half))
+    }
 
 
 def main() -> None:

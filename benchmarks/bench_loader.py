@@ -15,8 +15,8 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -41,10 +41,24 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     from data_pipeline.build import ImageCounts, build_dataset
     from data_pipeline.synth import generate
 
-    generate(work / "images", seed=0, tasks=("face",), classes_per_task=args.classes, train_per_class=args.per_class,
-             test_per_class=1, heldout_classes=0, size=args.size, workers=args.workers)
-    build_dataset({"face": work / "images" / "face"}, work / f"data_{args.write_mode}", counts=ImageCounts(test=1, val=1),
-                  encoding=ImageEncoding(write_mode=args.write_mode, max_resolution=None), workers=args.workers)
+    generate(
+        work / "images",
+        seed=0,
+        tasks=("face",),
+        classes_per_task=args.classes,
+        train_per_class=args.per_class,
+        test_per_class=1,
+        heldout_classes=0,
+        size=args.size,
+        workers=args.workers,
+    )
+    build_dataset(
+        {"face": work / "images" / "face"},
+        work / f"data_{args.write_mode}",
+        counts=ImageCounts(test=1, val=1),
+        encoding=ImageEncoding(write_mode=args.write_mode, max_resolution=None),
+        workers=args.workers,
+    )
     return work / "images" / "face" / "train", work / f"data_{args.write_mode}" / "face" / "train.beton"
 
 
@@ -52,13 +66,23 @@ def torchvision_loader(folder: Path, args: argparse.Namespace) -> torch.utils.da
     """ImageFolder + PIL with the same train transform, shuffled, in `workers` processes."""
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.Resize(round(args.resolution * 256 / 224)), transforms.RandomCrop(args.resolution),
-        transforms.RandomGrayscale(0.2), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3),
-    ])
-    return torch.utils.data.DataLoader(datasets.ImageFolder(str(folder), transform=transform), shuffle=True,
-                                       batch_size=args.batch_size, num_workers=args.workers, drop_last=True,
-                                       persistent_workers=True)
+    transform = transforms.Compose(
+        [
+            transforms.Resize(round(args.resolution * 256 / 224)),
+            transforms.RandomCrop(args.resolution),
+            transforms.RandomGrayscale(0.2),
+            transforms.ToTensor(),
+            transforms.Normalize([0.5] * 3, [0.5] * 3),
+        ]
+    )
+    return torch.utils.data.DataLoader(
+        datasets.ImageFolder(str(folder), transform=transform),
+        shuffle=True,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        drop_last=True,
+        persistent_workers=True,
+    )
 
 
 def images_per_second(loader: Iterable, epochs: int) -> float:
@@ -80,13 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         folder, beton = prepare(Path(args.work or tmp), args)
-        ffcv = images_per_second(make_loader(beton, train=True, batch_size=args.batch_size, resolution=args.resolution,
-                                             num_workers=args.workers), args.epochs)
+        ffcv = images_per_second(
+            make_loader(
+                beton, train=True, batch_size=args.batch_size, resolution=args.resolution, num_workers=args.workers
+            ),
+            args.epochs,
+        )
         pil = images_per_second(torchvision_loader(folder, args), args.epochs)
     command = " ".join(["python -m benchmarks.bench_loader", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-    print(f"FFCV {ffcv:,.0f} img/s, torchvision ImageFolder+PIL {pil:,.0f} img/s, ratio {ffcv / pil:.2f}x "
-          f"({args.classes * args.per_class} images {args.size} px -> {args.resolution} px, batch {args.batch_size}, "
-          f"{args.workers} workers, FFCV write mode {args.write_mode}); command: {command}")
+    print(
+        f"FFCV {ffcv:,.0f} img/s, torchvision ImageFolder+PIL {pil:,.0f} img/s, ratio {ffcv / pil:.2f}x "
+        f"({args.classes * args.per_class} images {args.size} px -> {args.resolution} px, batch {args.batch_size}, "
+        f"{args.workers} workers, FFCV write mode {args.write_mode}); command: {command}"
+    )
     return 0
 
 

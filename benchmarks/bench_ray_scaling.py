@@ -25,13 +25,19 @@ from sweeps.distributed import distributed_sweep
 from sweeps.settings import SweepSettings
 
 
-def timed_sweep(workers: int, model: torch.nn.Module, data: dict, settings: SweepSettings, root: Path) -> tuple[float, pd.DataFrame]:
+def timed_sweep(
+    workers: int, model: torch.nn.Module, data: dict, settings: SweepSettings, root: Path
+) -> tuple[float, pd.DataFrame]:
     """Seconds for a full sweep on a fresh local Ray session with `workers` CPUs, and its table."""
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
-        warm = SweepSettings(layers=("conv5_3",), filters_per_task=settings.filters_per_task,
-                             lesions_per_pass=settings.lesions_per_pass, batch_size=settings.batch_size,
-                             memory_budget=settings.memory_budget)
+        warm = SweepSettings(
+            layers=("conv5_3",),
+            filters_per_task=settings.filters_per_task,
+            lesions_per_pass=settings.lesions_per_pass,
+            batch_size=settings.batch_size,
+            memory_budget=settings.memory_budget,
+        )
         distributed_sweep(model, data, root / f"warmup_{workers}", warm, progress=False)
         start = time.perf_counter()
         table, _ = distributed_sweep(model, data, root / f"sweep_{workers}", settings, progress=False)
@@ -52,21 +58,25 @@ def main() -> None:
     torch.manual_seed(0)
     model = vgg16(20, width=args.width).eval()
     data = random_tasks(args.images_per_task, args.resolution, 20)
-    settings = SweepSettings(layers=tuple(args.layers), filters_per_task=args.filters_per_task,
-                             memory_budget=2 * 2**30)
+    settings = SweepSettings(layers=tuple(args.layers), filters_per_task=args.filters_per_task, memory_budget=2 * 2**30)
     lesions = sum(filters_per_layer(model)[layer] for layer in args.layers) * 2 * args.images_per_task
     with tempfile.TemporaryDirectory() as root:
         seconds, tables = {}, {}
         for workers in (1, 2):
             seconds[workers], tables[workers] = timed_sweep(workers, model, data, settings, Path(root))
     rates = {workers: lesions / s for workers, s in seconds.items()}
-    print(json.dumps({
-        "config": vars(args),
-        "seconds": {f"{w}_workers": round(s, 2) for w, s in seconds.items()},
-        "lesion_images_per_s": {f"{w}_workers": round(r, 1) for w, r in rates.items()},
-        "scaling_2_over_1": round(rates[2] / rates[1], 2),
-        "identical_tables": tables[1].equals(tables[2]),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "config": vars(args),
+                "seconds": {f"{w}_workers": round(s, 2) for w, s in seconds.items()},
+                "lesion_images_per_s": {f"{w}_workers": round(r, 1) for w, r in rates.items()},
+                "scaling_2_over_1": round(rates[2] / rates[1], 2),
+                "identical_tables": tables[1].equals(tables[2]),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,10 +40,18 @@ def synthetic_data(work: Path, train_per_class: int) -> Path:
     data = work / f"data-{train_per_class}"
     if not (data / "manifest.json").is_file():
         images = work / f"images-{train_per_class}"
-        generate(images, tasks=TASKS, classes_per_task=8, train_per_class=train_per_class, test_per_class=4,
-                 heldout_classes=0, size=72)
-        build_dataset({task: images / task for task in TASKS}, data, pools=["+".join(TASKS)],
-                      counts=ImageCounts(test=4, val=1))
+        generate(
+            images,
+            tasks=TASKS,
+            classes_per_task=8,
+            train_per_class=train_per_class,
+            test_per_class=4,
+            heldout_classes=0,
+            size=72,
+        )
+        build_dataset(
+            {task: images / task for task in TASKS}, data, pools=["+".join(TASKS)], counts=ImageCounts(test=4, val=1)
+        )
     return data
 
 
@@ -66,8 +74,14 @@ class EpochTimer(pl.Callback):
 def lightning_epochs(config, work: Path) -> list[float]:
     """Seconds per training epoch of the `specialize train` Lightning loop."""
     pl.seed_everything(config.seed, verbose=False)
-    datamodule = TaskDataModule(config.data.dir, TASKS, batch_size=config.data.batch_size,
-                                resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
+    datamodule = TaskDataModule(
+        config.data.dir,
+        TASKS,
+        batch_size=config.data.batch_size,
+        resolution=config.data.resolution,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+    )
     module = TaskModule(config.to_dict(), datamodule.label_space.to_dict())
     trainer = make_trainer(config, work / f"lightning-{time.time_ns()}")
     timer = EpochTimer()
@@ -79,11 +93,23 @@ def lightning_epochs(config, work: Path) -> list[float]:
 def plain_epochs(config) -> list[float]:
     """Seconds per training epoch of a hand-written loop over the same loader, network and optimiser."""
     pl.seed_everything(config.seed, verbose=False)
-    datamodule = TaskDataModule(config.data.dir, TASKS, batch_size=config.data.batch_size,
-                                resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
+    datamodule = TaskDataModule(
+        config.data.dir,
+        TASKS,
+        batch_size=config.data.batch_size,
+        resolution=config.data.resolution,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+    )
     module = TaskModule(config.to_dict(), datamodule.label_space.to_dict())
-    loader = make_loader(datamodule.beton("train"), train=True, batch_size=config.data.batch_size,
-                         resolution=config.data.resolution, num_workers=config.data.num_workers, seed=config.seed)
+    loader = make_loader(
+        datamodule.beton("train"),
+        train=True,
+        batch_size=config.data.batch_size,
+        resolution=config.data.resolution,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+    )
     optimizer = module.configure_optimizers()["optimizer"]
     module.train()
     seconds = []
@@ -111,10 +137,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_train")
     args = parser.parse_args()
     data = synthetic_data(args.work, args.train_per_class)
-    config = load_config(ROOT / "configs" / "tiny_face_object.yaml", [
-        f"data.dir={data}", f"model.width={args.width}", f"data.resolution={args.resolution}",
-        f"data.batch_size={args.batch_size}", f"trainer.epochs={args.epochs}", f"data.num_workers={args.num_workers}",
-        "trainer.progress_bar=false", "wandb.mode=disabled", "model.batch_norm=false", "model.dropout=0.5"])
+    config = load_config(
+        ROOT / "configs" / "tiny_face_object.yaml",
+        [
+            f"data.dir={data}",
+            f"model.width={args.width}",
+            f"data.resolution={args.resolution}",
+            f"data.batch_size={args.batch_size}",
+            f"trainer.epochs={args.epochs}",
+            f"data.num_workers={args.num_workers}",
+            "trainer.progress_bar=false",
+            "wandb.mode=disabled",
+            "model.batch_norm=false",
+            "model.dropout=0.5",
+        ],
+    )
     images = 2 * 8 * args.train_per_class // args.batch_size * args.batch_size  # drop_last
     rates: dict[str, list[float]] = {"plain": [], "lightning": []}
     for _ in range(args.rounds):
@@ -122,9 +159,14 @@ def main() -> None:
         rates["lightning"] += [images / s for s in lightning_epochs(config, args.work)[1:]]
     best = {name: max(values) for name, values in rates.items()}
     result = {
-        "device": "cpu", "threads": torch.get_num_threads(), "width": args.width, "resolution": args.resolution,
-        "batch_size": args.batch_size, "images_per_epoch": images,
-        "plain_images_per_s": round(best["plain"], 1), "lightning_images_per_s": round(best["lightning"], 1),
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "width": args.width,
+        "resolution": args.resolution,
+        "batch_size": args.batch_size,
+        "images_per_epoch": images,
+        "plain_images_per_s": round(best["plain"], 1),
+        "lightning_images_per_s": round(best["lightning"], 1),
         "lightning_overhead_percent": round(100 * (1 - best["lightning"] / best["plain"]), 2),
         "all_epoch_rates": {name: [round(v, 1) for v in values] for name, values in rates.items()},
     }

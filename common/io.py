@@ -15,8 +15,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from common.errors import UserError
 from common.redact import redact
@@ -96,8 +97,10 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON ({error}); it is damaged: restore it or rerun the command "
-                        "that wrote it into a new directory") from None
+        raise UserError(
+            f"{path} is not valid JSON ({error}); it is damaged: restore it or rerun the command "
+            "that wrote it into a new directory"
+        ) from None
 
 
 def read_state_json(path: str | os.PathLike) -> Any | None:

@@ -17,8 +17,20 @@ from common.io import write_json
 from common.redact import redact_argv
 
 TRACKED_PACKAGES = (
-    "specialize", "torch", "torchvision", "pytorch-lightning", "ray", "ffcv",
-    "wandb", "numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "scikit-learn", "rsatoolbox",
+    "specialize",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "ray",
+    "ffcv",
+    "wandb",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "opencv-python-headless",
+    "scikit-learn",
+    "rsatoolbox",
 )
 
 
@@ -47,7 +59,7 @@ def build_manifest(kind: str, **fields: Any) -> dict[str, Any]:
     """A manifest dict: what ran, when, where, with which versions, plus the caller's fields (seed, hashes, ...)."""
     return {
         "kind": kind,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "command": " ".join(redact_argv(sys.argv)),
         "git_commit": git_commit(),

@@ -9,8 +9,9 @@ written, so it is refused in one line that names the first setting that differs 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def check_output_path(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -33,7 +34,9 @@ def prepare_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"{option} {out}: cannot create the folder ({error.strerror}); choose a writable {option}") from None
+        raise UserError(
+            f"{option} {out}: cannot create the folder ({error.strerror}); choose a writable {option}"
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"{option} {out}: the folder is not writable; choose a writable {option}")
     return out
@@ -60,8 +63,9 @@ def recorded_identity(path: str | os.PathLike, key: str | None = "identity") -> 
     return data.get(key, {}) if key is not None else data
 
 
-def check_same_job(out: str | os.PathLike, job: str, stored: Mapping[str, Any] | None, current: Mapping[str, Any],
-                   advice: str) -> None:
+def check_same_job(
+    out: str | os.PathLike, job: str, stored: Mapping[str, Any] | None, current: Mapping[str, Any], advice: str
+) -> None:
     """UserError when `out` holds a `job` whose recorded identity `stored` differs from `current` (None: no job yet).
 
     The message names the first differing (dotted) key with both values, then `advice`.

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -31,15 +32,17 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.cpus <= 0 or self.gpus < 0 or self.max_retries < 0:
-            raise UserError(f"--cpus-per-task must be positive and --gpus-per-task and --max-retries not negative "
-                            f"(got {self.cpus}, {self.gpus}, {self.max_retries})")
+            raise UserError(
+                f"--cpus-per-task must be positive and --gpus-per-task and --max-retries not negative "
+                f"(got {self.cpus}, {self.gpus}, {self.max_retries})"
+            )
 
     def options(self) -> dict[str, Any]:
         """Ray task options."""
         return {"num_cpus": self.cpus, "num_gpus": self.gpus, "max_retries": self.max_retries}
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Resources":
+    def from_args(cls, args: argparse.Namespace) -> Resources:
         """The resources given by the options `add_ray_arguments` added."""
         return cls(cpus=args.cpus_per_task, gpus=args.gpus_per_task, max_retries=args.max_retries)
 
@@ -48,12 +51,24 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every Ray stage takes: the cluster to join and the resources of each task."""
     defaults = Resources()
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
-    parser.add_argument("--gpus-per-task", type=float, default=defaults.gpus,
-                        help="GPUs per Ray task; fractions share a GPU (default: %(default)s)")
-    parser.add_argument("--cpus-per-task", type=float, default=defaults.cpus,
-                        help="CPUs (and torch threads) per Ray task (default: %(default)s)")
-    parser.add_argument("--max-retries", type=int, default=defaults.max_retries,
-                        help="retries of a task whose worker died (default: %(default)s)")
+    parser.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=defaults.gpus,
+        help="GPUs per Ray task; fractions share a GPU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cpus-per-task",
+        type=float,
+        default=defaults.cpus,
+        help="CPUs (and torch threads) per Ray task (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=defaults.max_retries,
+        help="retries of a task whose worker died (default: %(default)s)",
+    )
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,9 @@ def ray_session(address: str | None) -> Iterator[None]:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as error:
-        raise UserError(f"cannot join the Ray cluster at {address} ({error}); check --address or drop it "
-                        "to start a local cluster") from None
+        raise UserError(
+            f"cannot join the Ray cluster at {address} ({error}); check --address or drop it to start a local cluster"
+        ) from None
     try:
         yield
     finally:
@@ -100,8 +116,14 @@ def _call_with_threads(function: Callable, threads: int, *args: Any) -> Any:
     return function(*args)
 
 
-def run_units(function: Callable, units: Sequence[WorkUnit], resources: Resources, description: str,
-              progress: bool = True, unit_name: str = "unit") -> None:
+def run_units(
+    function: Callable,
+    units: Sequence[WorkUnit],
+    resources: Resources,
+    description: str,
+    progress: bool = True,
+    unit_name: str = "unit",
+) -> None:
     """Run `function(*unit.args)` as a Ray task for every unit without a readable result, writing each result to
     `unit.path` atomically as soon as it returns. Needs a Ray session (`ray_session`)."""
     import ray

@@ -14,7 +14,8 @@ import contextlib
 import os
 import re
 import sys
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 REDACTED = "REDACTED"  # plain letters: redacted names (a W&B project, tags) stay valid
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|AUTH", re.IGNORECASE)

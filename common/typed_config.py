@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -18,11 +19,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's mapping; UserError when missing or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass an existing YAML file, e.g. configs/tiny_face_object.yaml")
+        raise UserError(
+            f"config file {path} does not exist; pass an existing YAML file, e.g. configs/tiny_face_object.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise UserError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]}); fix its syntax") from None
+        raise UserError(
+            f"config file {path} is not valid YAML ({str(error).splitlines()[0]}); fix its syntax"
+        ) from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
     return data

@@ -5,9 +5,10 @@ closes it. Offline by default (`wandb sync DIR` uploads later); `WANDB_MODE`, wh
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from common.redact import redact, redacted_sys_argv
 
@@ -34,9 +35,15 @@ def wandb_mode(requested: str) -> str:
     return os.environ.get("WANDB_MODE") or requested
 
 
-def log_stage(target: WandbTarget, job_type: str, run_dir: str | os.PathLike, config: Mapping[str, Any],
-              figures: Mapping[str, Path] = {}, tables: Mapping[str, "pd.DataFrame"] = {},
-              summary: Mapping[str, float] = {}) -> bool:
+def log_stage(
+    target: WandbTarget,
+    job_type: str,
+    run_dir: str | os.PathLike,
+    config: Mapping[str, Any],
+    figures: Mapping[str, Path] = {},
+    tables: Mapping[str, pd.DataFrame] = {},
+    summary: Mapping[str, float] = {},
+) -> bool:
     """Log a stage's figures (PNG), tables and summary scalars to the active W&B run, or to a new run for `target`
     (secrets redacted from its names, config and recorded command line).
 
@@ -49,12 +56,23 @@ def log_stage(target: WandbTarget, job_type: str, run_dir: str | os.PathLike, co
         return False
     if own_run:
         with redacted_sys_argv():  # W&B records the command line when its run starts
-            run = wandb.init(project=redact(target.project), group=redact(target.group), name=redact(target.name),
-                             job_type=job_type, config=redact({**config, **target.labels}), dir=str(run_dir), mode=mode)
+            run = wandb.init(
+                project=redact(target.project),
+                group=redact(target.group),
+                name=redact(target.name),
+                job_type=job_type,
+                config=redact({**config, **target.labels}),
+                dir=str(run_dir),
+                mode=mode,
+            )
     else:
         run = wandb.run
-    run.log({**{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
-             **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()}})
+    run.log(
+        {
+            **{f"figures/{name}": wandb.Image(str(path)) for name, path in figures.items()},
+            **{f"tables/{name}": wandb.Table(dataframe=frame) for name, frame in tables.items()},
+        }
+    )
     run.summary.update(dict(summary))
     if own_run:
         run.finish()

@@ -5,7 +5,8 @@ threads share in no fixed order, so two runs with the same seed differed. Here e
 number (`uniform`): a SplitMix64 hash of the epoch's key and the sample's index in the .beton, one stream per kind of
 draw. The key of an epoch (`EpochKey`) mixes the loader's seed, the epoch and the process rank. So a run is
 reproducible, a run resumed at an epoch draws what the uninterrupted run drew there, and nothing depends on thread
-count or scheduling. The CPU and GPU paths take the same decisions (one `uniform`, compiled by numba or on numpy arrays).
+count or scheduling. The CPU and GPU paths take the same decisions (one `uniform`, compiled by numba or on numpy
+arrays).
 
 `SeededLoader` sets the key's epoch whenever an epoch starts: the epoch a callback names (the trainer's epoch under
 Lightning, so that a resumed run continues the sequence), else FFCV's own count. Compiled operations read the key
@@ -15,7 +16,7 @@ through numba's object mode, once per batch.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -36,12 +37,14 @@ CROP_TOP, CROP_LEFT, GRAYSCALE = np.uint64(0), np.uint64(1), np.uint64(2)
 STREAMS = np.uint64(3)
 _GAMMA, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-_UNIT = 1.0 / 2.0 ** 53
-_MASK64 = 2 ** 64 - 1
+_UNIT = 1.0 / 2.0**53
+_MASK64 = 2**64 - 1
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's grayscale
 
 # The key is read in object mode once per batch; numba notes that this part holds the GIL, which is intended.
-warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution", category=NumbaWarning)
+warnings.filterwarnings(
+    "ignore", message="Code running in object mode won't allow parallel execution", category=NumbaWarning
+)
 
 
 @register_jitable
@@ -124,12 +127,12 @@ class SeededSquareCropDecoder(ResizedCropRGBImageDecoder):
                 if field["mode"] == jpg:
                     temp_buffer = temp_storage[dst_ix]
                     imdecode_c(image_data, temp_buffer, height, width, height, width, 0, 0, 1, 1, False, False)
-                    temp_buffer = temp_buffer.reshape(-1)[:3 * height * width].reshape(height, width, 3)
+                    temp_buffer = temp_buffer.reshape(-1)[: 3 * height * width].reshape(height, width, 3)
                 else:
                     temp_buffer = image_data.reshape(height, width, 3)
                 i, j, h, w = seeded_square_crop(height, width, ratio, key, source_ix)
                 resize_crop_c(temp_buffer, i, i + h, j, j + w, destination[dst_ix])
-            return destination[:len(batch_indices)]
+            return destination[: len(batch_indices)]
 
         decode.is_parallel = True
         return decode

@@ -22,9 +22,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -45,8 +45,11 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     except OSError as error:
         raise UserError(f"cannot read {os.fsdecode(path)!r} ({error.strerror}); check the path") from None
     text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    return [line for line in (line.rstrip("\r") for line in text.split("\n"))
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line
+        for line in (line.rstrip("\r") for line in text.split("\n"))
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,17 @@ class StimulusList:
             elif len(by_file.get(name, [])) == 1:
                 positions.append(by_file[name][0])
             elif name in by_file:
-                raise UserError(f"stimulus {name!r} matches {len(by_file[name])} files in the stimulus list; "
-                                "name it by its line in the list instead of its file name")
+                raise UserError(
+                    f"stimulus {name!r} matches {len(by_file[name])} files in the stimulus list; "
+                    "name it by its line in the list instead of its file name"
+                )
             else:
                 missing.append(name)
         if missing:
-            raise UserError(f"{len(missing)} behavioural stimuli are missing from the stimulus list (first: {missing[0]!r}); "
-                            "add their images to the list or remove them from the behavioural data")
+            raise UserError(
+                f"{len(missing)} behavioural stimuli are missing from the stimulus list (first: {missing[0]!r}); "
+                "add their images to the list or remove them from the behavioural data"
+            )
         return positions
 
 
@@ -105,8 +112,10 @@ def read_stimulus_list(path: str | os.PathLike) -> StimulusList:
     paths = tuple(path.parent.absolute() / name for name in names)
     absent = [name for name, file in zip(names, paths) if not file.is_file()]
     if absent:
-        raise UserError(f"{len(absent)} images of stimulus list {os.fsdecode(path)!r} do not exist (first: {absent[0]!r}); "
-                        "paths are relative to the list's folder")
+        raise UserError(
+            f"{len(absent)} images of stimulus list {os.fsdecode(path)!r} do not exist (first: {absent[0]!r}); "
+            "paths are relative to the list's folder"
+        )
     return StimulusList(tuple(names), paths)
 
 
@@ -128,12 +137,16 @@ def read_behaviour(directory: str | os.PathLike) -> Behaviour:
     """Read and check a behaviour directory (see the module docstring); every problem is a one-line UserError."""
     directory = Path(directory)
     if not (directory / STIMULI_FILE).is_file():
-        raise UserError(f"behaviour directory {os.fsdecode(directory)!r} has no {STIMULI_FILE}; "
-                        f"write the stimulus names in RDM order there ({FORMAT_HINT})")
+        raise UserError(
+            f"behaviour directory {os.fsdecode(directory)!r} has no {STIMULI_FILE}; "
+            f"write the stimulus names in RDM order there ({FORMAT_HINT})"
+        )
     stimuli = read_lines(directory / STIMULI_FILE)
     repeated = _first_repeat(stimuli)
     if repeated is not None:
-        raise UserError(f"{STIMULI_FILE} in {os.fsdecode(directory)!r} lists {repeated!r} twice; list each stimulus once")
+        raise UserError(
+            f"{STIMULI_FILE} in {os.fsdecode(directory)!r} lists {repeated!r} twice; list each stimulus once"
+        )
     if len(stimuli) < MIN_STIMULI:
         raise UserError(f"{STIMULI_FILE} lists {len(stimuli)} stimuli; RSA needs at least {MIN_STIMULI}")
     files = _participant_files(directory)
@@ -161,21 +174,28 @@ def _first_repeat(names: Sequence[str]) -> str | None:
 
 
 def _rdm_file(directory: Path, participant: str) -> Path:
-    return next(directory / f"{participant}{suffix}" for suffix in RDM_SUFFIXES
-                if (directory / f"{participant}{suffix}").is_file())
+    return next(
+        directory / f"{participant}{suffix}"
+        for suffix in RDM_SUFFIXES
+        if (directory / f"{participant}{suffix}").is_file()
+    )
 
 
 def _participant_files(directory: Path) -> list[Path]:
     """The participants' RDM files, sorted by id; UserError when too few or an id has two files."""
-    files = sorted((file for file in directory.iterdir() if file.suffix.lower() in RDM_SUFFIXES and file.is_file()),
-                   key=lambda file: file.stem)
+    files = sorted(
+        (file for file in directory.iterdir() if file.suffix.lower() in RDM_SUFFIXES and file.is_file()),
+        key=lambda file: file.stem,
+    )
     stems = [file.stem for file in files]
     repeated = _first_repeat(stems)
     if repeated is not None:
         raise UserError(f"participant {repeated!r} has two RDM files in {os.fsdecode(directory)!r}; keep one")
     if len(files) < MIN_PARTICIPANTS:
-        raise UserError(f"{os.fsdecode(directory)!r} holds {len(files)} participant RDM(s) (.npy or .csv); RSA and its "
-                        f"noise ceiling need at least {MIN_PARTICIPANTS}")
+        raise UserError(
+            f"{os.fsdecode(directory)!r} holds {len(files)} participant RDM(s) (.npy or .csv); RSA and its "
+            f"noise ceiling need at least {MIN_PARTICIPANTS}"
+        )
     return files
 
 
@@ -189,19 +209,25 @@ def checked_rdm(file: Path, stimuli: Sequence[str]) -> np.ndarray:
     bad = np.argwhere(~np.isfinite(rdm))
     if len(bad):
         i, j = bad[0]
-        raise UserError(f"{who}: {len(bad)} NaN or infinite entries (first at {stimuli[i]!r}, {stimuli[j]!r}); "
-                        "fill in every pair or leave the stimulus out")
+        raise UserError(
+            f"{who}: {len(bad)} NaN or infinite entries (first at {stimuli[i]!r}, {stimuli[j]!r}); "
+            "fill in every pair or leave the stimulus out"
+        )
     tolerance = 1e-8 * max(1.0, float(np.abs(rdm).max()))
     asymmetric = np.argwhere(np.abs(rdm - rdm.T) > tolerance)
     if len(asymmetric):
         i, j = asymmetric[0]
-        raise UserError(f"{who}: RDM is not symmetric ({stimuli[i]!r}, {stimuli[j]!r} is {rdm[i, j]:g} one way and "
-                        f"{rdm[j, i]:g} the other); give a symmetric dissimilarity matrix")
+        raise UserError(
+            f"{who}: RDM is not symmetric ({stimuli[i]!r}, {stimuli[j]!r} is {rdm[i, j]:g} one way and "
+            f"{rdm[j, i]:g} the other); give a symmetric dissimilarity matrix"
+        )
     diagonal = np.flatnonzero(np.abs(np.diag(rdm)) > tolerance)
     if len(diagonal):
         i = diagonal[0]
-        raise UserError(f"{who}: non-zero diagonal ({stimuli[i]!r} has dissimilarity {rdm[i, i]:g} to itself); "
-                        "a stimulus' dissimilarity to itself must be 0")
+        raise UserError(
+            f"{who}: non-zero diagonal ({stimuli[i]!r} has dissimilarity {rdm[i, i]:g} to itself); "
+            "a stimulus' dissimilarity to itself must be 0"
+        )
     return rdm
 
 
@@ -229,14 +255,17 @@ def _reordered(rows: list[list[str]], stimuli: Sequence[str], who: str) -> np.nd
     columns, names = rows[0][1:], [row[0] for row in rows[1:]]
     values = _numbers([row[1:] for row in rows[1:]], who)
     if columns != names:
-        raise UserError(f"{who}: the header row and the first column name different stimuli or orders; "
-                        "label rows and columns alike")
+        raise UserError(
+            f"{who}: the header row and the first column name different stimuli or orders; label rows and columns alike"
+        )
     if set(names) != set(stimuli) or len(names) != len(stimuli):
         missing = [name for name in stimuli if name not in names]
         extra = [name for name in names if name not in stimuli]
         detail = f"missing {missing[0]!r}" if missing else f"extra {extra[0]!r}" if extra else "a repeated name"
-        raise UserError(f"{who}: rates another stimulus set than {STIMULI_FILE} ({detail}); every participant must "
-                        "rate the same stimuli")
+        raise UserError(
+            f"{who}: rates another stimulus set than {STIMULI_FILE} ({detail}); every participant must "
+            "rate the same stimuli"
+        )
     order = [names.index(name) for name in stimuli]
     return values[np.ix_(order, order)]
 
@@ -248,8 +277,10 @@ def _numbers(rows: list[list[str]], who: str) -> np.ndarray:
     try:
         return np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64).reshape(len(rows), -1)
     except ValueError as error:
-        raise UserError(f"{who}: CSV holds a value that is not a number ({error}); write numbers only "
-                        "(or a labelled header row and first column)") from None
+        raise UserError(
+            f"{who}: CSV holds a value that is not a number ({error}); write numbers only "
+            "(or a labelled header row and first column)"
+        ) from None
 
 
 def _is_number(text: str) -> bool:

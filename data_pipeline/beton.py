@@ -12,15 +12,15 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from data_pipeline.images import BadImage, decode_rgb
 from common.errors import UserError
 from common.io import atomic_path, file_sha256, read_state_json, remove_temporaries, write_json
+from data_pipeline.images import BadImage, decode_rgb
 
 WRITE_MODES = ("raw", "jpg", "proportion", "smart")
 STATE_FILE = ".build_state.json"
@@ -46,8 +46,13 @@ class ImageEncoding:
     def field(self):
         """The FFCV field that stores images this way."""
         from ffcv.fields import RGBImageField
-        return RGBImageField(write_mode=self.write_mode, max_resolution=self.max_resolution,
-                             jpeg_quality=self.jpeg_quality, compress_probability=self.compress_probability)
+
+        return RGBImageField(
+            write_mode=self.write_mode,
+            max_resolution=self.max_resolution,
+            jpeg_quality=self.jpeg_quality,
+            compress_probability=self.compress_probability,
+        )
 
 
 class SourceImages:
@@ -93,12 +98,18 @@ def write_beton(path: Path, items: Sequence[Item], encoding: ImageEncoding, work
         failure_log = log.name
     try:
         with atomic_path(path) as tmp:
-            writer = SupervisedDatasetWriter(str(tmp), {"image": encoding.field(), "label": IntField()}, num_workers=workers)
-            writer.from_indexed_dataset(SourceImages(items, failure_log), chunksize=max(1, min(100, len(items) // workers)))
+            writer = SupervisedDatasetWriter(
+                str(tmp), {"image": encoding.field(), "label": IntField()}, num_workers=workers
+            )
+            writer.from_indexed_dataset(
+                SourceImages(items, failure_log), chunksize=max(1, min(100, len(items) // workers))
+            )
             failures = Path(failure_log).read_text().splitlines()
             if failures:
-                raise UserError(f"{len(failures)} image(s) changed while building {path.name} (first: {failures[0]}); "
-                                "rerun the build")
+                raise UserError(
+                    f"{len(failures)} image(s) changed while building {path.name} (first: {failures[0]}); "
+                    "rerun the build"
+                )
     finally:
         os.unlink(failure_log)
 
@@ -114,8 +125,12 @@ class BuildState:
     def is_done(self, relative: str, digest: str, out: Path) -> bool:
         """Whether `relative` exists at its recorded size and was written from the same fingerprint."""
         entry, path = self.done.get(relative), out / relative
-        return (isinstance(entry, dict) and entry.get("fingerprint") == digest and path.is_file()
-                and path.stat().st_size == entry.get("size"))
+        return (
+            isinstance(entry, dict)
+            and entry.get("fingerprint") == digest
+            and path.is_file()
+            and path.stat().st_size == entry.get("size")
+        )
 
     def mark_done(self, relative: str, digest: str, out: Path) -> None:
         """Record a finished file, its size and its hash."""

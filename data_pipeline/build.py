@@ -16,21 +16,22 @@ import multiprocessing
 import os
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
-from data_pipeline.beton import WRITE_MODES, ImageEncoding, Item, write_all
-from data_pipeline.images import check_image
-from data_pipeline.sources import SPLIT_MODES, SourceTree, discover, readable
-from data_pipeline.label_space import LabelSpace
 from common.errors import UserError
 from common.io import atomic_path, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_output_path, check_same_job, prepare_output_dir, recorded_identity
+from data_pipeline.beton import WRITE_MODES, ImageEncoding, Item, write_all
+from data_pipeline.images import check_image
+from data_pipeline.label_space import LabelSpace
+from data_pipeline.sources import SPLIT_MODES, SourceTree, discover, readable
 
 T = TypeVar("T")
 PerTask = T | Mapping[str, T]
@@ -61,8 +62,11 @@ class ImageCounts:
                 return f"{train} readable training images, {self.val + 1} needed (--val-per-class + 1)"
             return None
         total, needed = sum(readable_by_split.values()), self.test + self.val + 1
-        return None if total >= needed else \
-            f"{total} readable images, {needed} needed (--test-per-class + --val-per-class + 1 for training)"
+        return (
+            None
+            if total >= needed
+            else f"{total} readable images, {needed} needed (--test-per-class + --val-per-class + 1 for training)"
+        )
 
     def heldout_shortfall(self, readable_by_split: Mapping[str, int]) -> str | None:
         """Why a class with these readable images cannot be a held-out class, or None when it can."""
@@ -150,8 +154,12 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
     return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
 
 
-def draw_classes(order: Sequence[str], count: int | None, shortfall: Callable[[str], str | None],
-                 prefetch: Callable[[Sequence[str]], None]) -> tuple[list[str], dict[str, str]]:
+def draw_classes(
+    order: Sequence[str],
+    count: int | None,
+    shortfall: Callable[[str], str | None],
+    prefetch: Callable[[Sequence[str]], None],
+) -> tuple[list[str], dict[str, str]]:
     """The first `count` classes of `order` (all when None) that `shortfall` accepts, and the reasons of those passed
     over on the way. Classes are examined in batches (`prefetch` decodes a batch's files in one parallel pass), as
     many as are still needed, so the result is the same as examining them one by one."""
@@ -159,7 +167,7 @@ def draw_classes(order: Sequence[str], count: int | None, shortfall: Callable[[s
     passed_over: dict[str, str] = {}
     position = 0
     while position < len(order) and (count is None or len(chosen) < count):
-        batch = order[position: len(order) if count is None else position + count - len(chosen)]
+        batch = order[position : len(order) if count is None else position + count - len(chosen)]
         position += len(batch)
         prefetch(batch)
         for name in batch:
@@ -177,8 +185,19 @@ def _shuffled(names: Sequence[str], rng: np.random.Generator) -> list[str]:
     return [ordered[i] for i in rng.permutation(len(ordered))]
 
 
-def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: int | None, class_list: str | None,
-                   exclude: str | None, heldout: int, counts: ImageCounts, split_mode: str, seed: int) -> ClassChoice:
+def select_classes(
+    task: str,
+    tree: SourceTree,
+    checker: FileChecker,
+    *,
+    count: int | None,
+    class_list: str | None,
+    exclude: str | None,
+    heldout: int,
+    counts: ImageCounts,
+    split_mode: str,
+    seed: int,
+) -> ClassChoice:
     """Training classes (in label order) and held-out classes of one task: seeded draws among the classes with enough
     readable images, never overlapping; UserError when fewer classes than asked for qualify."""
     excluded = set(read_name_list(exclude)) if exclude else set()
@@ -186,8 +205,10 @@ def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: 
     listed = read_name_list(class_list) if class_list else []
     missing = [name for name in listed if name not in tree.classes]
     if missing:
-        raise UserError(f"task {task}: {len(missing)} class(es) in {class_list} are not in {tree.root} "
-                        f"(first: {missing[0]}); fix the list")
+        raise UserError(
+            f"task {task}: {len(missing)} class(es) in {class_list} are not in {tree.root} "
+            f"(first: {missing[0]}); fix the list"
+        )
     passed_over = {name: f"excluded by {exclude}" for name in listed if name in excluded}
     listed = [name for name in listed if name not in excluded]
 
@@ -200,92 +221,134 @@ def select_classes(task: str, tree: SourceTree, checker: FileChecker, *, count: 
     pool = [name for name in (tree.heldout_pool or candidates) if name not in excluded and name not in listed]
     _check_class_counts(task, tree, count, heldout, len(candidates), len(pool))
     heldout_classes, passed_heldout = draw_classes(
-        _shuffled(pool, _rng(seed, task, "heldout")), heldout,
-        lambda name: counts.heldout_shortfall(checker.readable_counts(tree.class_files(name))), prefetch)
+        _shuffled(pool, _rng(seed, task, "heldout")),
+        heldout,
+        lambda name: counts.heldout_shortfall(checker.readable_counts(tree.class_files(name))),
+        prefetch,
+    )
     passed_over.update(passed_heldout)
     if len(heldout_classes) < heldout:
-        raise UserError(f"task {task}: asked for {heldout} held-out classes but only {len(heldout_classes)} of the "
-                        f"{len(pool)} classes left for them have enough readable images; lower --heldout-classes "
-                        "or --heldout-per-class")
+        raise UserError(
+            f"task {task}: asked for {heldout} held-out classes but only {len(heldout_classes)} of the "
+            f"{len(pool)} classes left for them have enough readable images; lower --heldout-classes "
+            "or --heldout-per-class"
+        )
     if class_list:
-        return ClassChoice(_listed_classes(task, class_list, listed, prefetch, training_shortfall),
-                           sorted(heldout_classes), passed_over)
+        return ClassChoice(
+            _listed_classes(task, class_list, listed, prefetch, training_shortfall),
+            sorted(heldout_classes),
+            passed_over,
+        )
     remaining = [name for name in candidates if name not in heldout_classes]
     order = sorted(remaining) if count is None else _shuffled(remaining, _rng(seed, task, "classes"))
     classes, passed = draw_classes(order, count, training_shortfall, prefetch)
     passed_over.update(passed)
     if not classes or (count is not None and len(classes) < count):
         example = next(iter(passed.items()), ("", "none left"))
-        raise UserError(f"task {task}: asked for {count or 'all'} classes but {len(classes)} of the {len(remaining)} "
-                        f"classes besides the {heldout} held out have enough readable images (e.g. {example[0]}: "
-                        f"{example[1]}); lower --classes, --test-per-class or --val-per-class")
+        raise UserError(
+            f"task {task}: asked for {count or 'all'} classes but {len(classes)} of the {len(remaining)} "
+            f"classes besides the {heldout} held out have enough readable images (e.g. {example[0]}: "
+            f"{example[1]}); lower --classes, --test-per-class or --val-per-class"
+        )
     return ClassChoice(sorted(classes), sorted(heldout_classes), passed_over)
 
 
-def _listed_classes(task: str, class_list: str, listed: list[str], prefetch: Callable[[Sequence[str]], None],
-                    shortfall: Callable[[str], str | None]) -> list[str]:
-    """The classes of a list file (less exclusions), in its order; UserError when one cannot give the images asked for."""
+def _listed_classes(
+    task: str,
+    class_list: str,
+    listed: list[str],
+    prefetch: Callable[[Sequence[str]], None],
+    shortfall: Callable[[str], str | None],
+) -> list[str]:
+    """The classes of a list file (less exclusions), in its order; UserError when one cannot give the images asked
+    for."""
     if not listed:
         raise UserError(f"task {task}: every class of {class_list} is excluded; fix the list or the exclusions")
     prefetch(listed)
     short = next(((name, reason) for name in listed if (reason := shortfall(name))), None)
     if short:
-        raise UserError(f"task {task}: class {short[0]} of {class_list} has {short[1]}; drop it from the list "
-                        "or lower --test-per-class or --val-per-class")
+        raise UserError(
+            f"task {task}: class {short[0]} of {class_list} has {short[1]}; drop it from the list "
+            "or lower --test-per-class or --val-per-class"
+        )
     return listed
 
 
-def _check_class_counts(task: str, tree: SourceTree, count: int | None, heldout: int, candidates: int, pool: int) -> None:
+def _check_class_counts(
+    task: str, tree: SourceTree, count: int | None, heldout: int, candidates: int, pool: int
+) -> None:
     """UserError, before any image is decoded, when the root has fewer classes than asked for."""
     if heldout > pool:
-        raise UserError(f"task {task}: asked for {heldout} held-out classes but only {pool} classes are left for them; "
-                        "lower --heldout-classes")
+        raise UserError(
+            f"task {task}: asked for {heldout} held-out classes but only {pool} classes are left for them; "
+            "lower --heldout-classes"
+        )
     usable = candidates - (0 if tree.heldout_pool else heldout)
     if count is not None and count > usable:
-        raise UserError(f"task {task}: asked for {count} classes but {tree.root} has {usable} usable classes besides "
-                        f"the {heldout} held out; lower --classes or --heldout-classes")
+        raise UserError(
+            f"task {task}: asked for {count} classes but {tree.root} has {usable} usable classes besides "
+            f"the {heldout} held out; lower --classes or --heldout-classes"
+        )
 
 
-def _readable_shuffled(files: Mapping[str, list[str]], valid: set[str], rng: np.random.Generator,
-                       *splits: str) -> list[str]:
+def _readable_shuffled(
+    files: Mapping[str, list[str]], valid: set[str], rng: np.random.Generator, *splits: str
+) -> list[str]:
     """The usable files of the given splits (all when none given), in a seeded random order."""
     paths = sorted(path for split in (splits or files) for path in files.get(split, []) if path in valid)
     return [paths[i] for i in rng.permutation(len(paths))]
 
 
-def split_class(files: Mapping[str, list[str]], valid: set[str], rng: np.random.Generator, split_mode: str,
-                counts: ImageCounts) -> dict[str, list[str]]:
+def split_class(
+    files: Mapping[str, list[str]], valid: set[str], rng: np.random.Generator, split_mode: str, counts: ImageCounts
+) -> dict[str, list[str]]:
     """A class's train, val and test files: `counts.test` test images (from the pre-made test split, or drawn), then
     `counts.val` validation images drawn from the training images, the rest (at most `counts.train`) for training."""
     if split_mode == "premade":
         train = _readable_shuffled(files, valid, rng, "train")
-        test = _readable_shuffled(files, valid, rng, "test")[:counts.test]
+        test = _readable_shuffled(files, valid, rng, "test")[: counts.test]
     else:
         pooled = _readable_shuffled(files, valid, rng)
-        test, train = pooled[:counts.test], pooled[counts.test:]
-    val, train = train[:counts.val], train[counts.val:]
-    return {"train": sorted(train[:counts.train]), "val": sorted(val), "test": sorted(test)}
+        test, train = pooled[: counts.test], pooled[counts.test :]
+    val, train = train[: counts.val], train[counts.val :]
+    return {"train": sorted(train[: counts.train]), "val": sorted(val), "test": sorted(test)}
 
 
 def _resolve_split_mode(task: str, tree: SourceTree, split: str) -> str:
     """'premade' or 'seed' for this root, given the user's choice (auto picks premade when the root has one)."""
     if split == "premade" and not tree.premade_split:
-        raise UserError(f"task {task}: {tree.root} has no pre-made train/test split (format {tree.format}); "
-                        "use --split seed or auto")
+        raise UserError(
+            f"task {task}: {tree.root} has no pre-made train/test split (format {tree.format}); "
+            "use --split seed or auto"
+        )
     if split == "auto":
         return "premade" if tree.premade_split else "seed"
     return split
 
 
-def plan_task(task: str, tree: SourceTree, choice: ClassChoice, valid: set[str], *, split_mode: str, seed: int,
-              counts: ImageCounts) -> TaskPlan:
+def plan_task(
+    task: str,
+    tree: SourceTree,
+    choice: ClassChoice,
+    valid: set[str],
+    *,
+    split_mode: str,
+    seed: int,
+    counts: ImageCounts,
+) -> TaskPlan:
     """Split each chosen class and label the items (local labels: the class's index in the sorted class list)."""
-    by_class = {name: split_class(tree.class_files(name), valid, _rng(seed, task, name), split_mode, counts)
-                for name in choice.classes}
-    heldout_files = {name: sorted(_readable_shuffled(tree.class_files(name), valid, _rng(seed, task, name))[:counts.heldout])
-                     for name in choice.heldout}
-    splits = {split: [Item(path, label) for label, files in enumerate(by_class.values()) for path in files[split]]
-              for split in TASK_SPLITS}
+    by_class = {
+        name: split_class(tree.class_files(name), valid, _rng(seed, task, name), split_mode, counts)
+        for name in choice.classes
+    }
+    heldout_files = {
+        name: sorted(_readable_shuffled(tree.class_files(name), valid, _rng(seed, task, name))[: counts.heldout])
+        for name in choice.heldout
+    }
+    splits = {
+        split: [Item(path, label) for label, files in enumerate(by_class.values()) for path in files[split]]
+        for split in TASK_SPLITS
+    }
     splits["heldout"] = [Item(path, label) for label, files in enumerate(heldout_files.values()) for path in files]
     return TaskPlan(task, tree, split_mode, list(by_class), list(heldout_files), splits)
 
@@ -294,8 +357,15 @@ def one_class_plan(plan: TaskPlan) -> TaskPlan:
     """The one-class variant of a task (METHOD's faces-as-one-class control): the same train/val/test images, all
     with label 0 in a single class named after the task; no held-out classes."""
     splits = {split: [Item(item.path, 0) for item in plan.splits[split]] for split in TASK_SPLITS}
-    return TaskPlan(plan.name + ONE_CLASS_SUFFIX, plan.tree, plan.split_mode, [plan.name], [], {**splits, "heldout": []},
-                    merged_from=plan.name)
+    return TaskPlan(
+        plan.name + ONE_CLASS_SUFFIX,
+        plan.tree,
+        plan.split_mode,
+        [plan.name],
+        [],
+        {**splits, "heldout": []},
+        merged_from=plan.name,
+    )
 
 
 def balance_train(plans: Sequence[TaskPlan]) -> None:
@@ -319,15 +389,19 @@ def _shuffle_items(items: Sequence[Item], seed: int, *keys: str) -> list[Item]:
 def pool_items(plans: Mapping[str, TaskPlan], tasks: Sequence[str], split: str) -> list[Item]:
     """Items of several tasks with labels moved into the LabelSpace's global label space (tasks in this order)."""
     label_space = LabelSpace.from_classes({task: plans[task].classes for task in tasks})
-    return [Item(item.path, item.label + label_space.offset(task)) for task in tasks for item in plans[task].splits[split]]
+    return [
+        Item(item.path, item.label + label_space.offset(task)) for task in tasks for item in plans[task].splits[split]
+    ]
 
 
 def _counts(plan: TaskPlan) -> dict:
     """Image counts of a task: totals per split and per class."""
     counts: dict = {split: len(items) for split, items in plan.splits.items()}
     names = {"train": plan.classes, "val": plan.classes, "test": plan.classes, "heldout": plan.heldout_classes}
-    counts["per_class"] = {split: dict(zip(names[split], np.bincount([i.label for i in items], minlength=len(names[split])).tolist()))
-                           for split, items in plan.splits.items()}
+    counts["per_class"] = {
+        split: dict(zip(names[split], np.bincount([i.label for i in items], minlength=len(names[split])).tolist()))
+        for split, items in plan.splits.items()
+    }
     return counts
 
 
@@ -344,8 +418,9 @@ def _default_pools(tasks: Sequence[str], one_class: Sequence[str]) -> list[tuple
     return [tuple(tasks)] + [tuple(one_class_name(t) if t == base else t for t in tasks) for base in one_class]
 
 
-def _parse_pools(pools: Sequence[str | Sequence[str]] | None, tasks: Sequence[str],
-                 one_class: Sequence[str]) -> list[tuple[str, ...]]:
+def _parse_pools(
+    pools: Sequence[str | Sequence[str]] | None, tasks: Sequence[str], one_class: Sequence[str]
+) -> list[tuple[str, ...]]:
     """Pools as task tuples (default: `_default_pools`); UserError for unknown tasks or a task with its own variant."""
     if pools is None:
         return _default_pools(tasks, one_class)
@@ -355,13 +430,21 @@ def _parse_pools(pools: Sequence[str | Sequence[str]] | None, tasks: Sequence[st
         unknown = [task for task in pool if task not in known]
         doubled = [task for task in one_class if task in pool and one_class_name(task) in pool]
         if unknown or doubled or len(pool) < 2 or len(set(pool)) != len(pool):
-            raise UserError(f"pool {'+'.join(pool)} must name two or more different tasks among {', '.join(known)}, "
-                            "not a task together with its one-class variant")
+            raise UserError(
+                f"pool {'+'.join(pool)} must name two or more different tasks among {', '.join(known)}, "
+                "not a task together with its one-class variant"
+            )
     return parsed
 
 
-def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: ImageEncoding, counts: ImageCounts,
-              one_class: Sequence[str], workers: int | None) -> None:
+def _validate(
+    tasks: Mapping[str, str | os.PathLike],
+    split: str,
+    encoding: ImageEncoding,
+    counts: ImageCounts,
+    one_class: Sequence[str],
+    workers: int | None,
+) -> None:
     """Reject option values that cannot work, before any work starts."""
     if not tasks:
         raise UserError("no tasks given; pass --task NAME=ROOT (e.g. --task face=/data/vggface2)")
@@ -378,49 +461,101 @@ def _validate(tasks: Mapping[str, str | os.PathLike], split: str, encoding: Imag
         raise UserError("--train-per-class and --heldout-per-class must be at least 1 when given")
     for task in one_class:
         if task not in tasks or one_class_name(task) in tasks:
-            raise UserError(f"--one-class {task}: name a task given with --task whose name plus "
-                            f"{ONE_CLASS_SUFFIX!r} is not a task too")
+            raise UserError(
+                f"--one-class {task}: name a task given with --task whose name plus "
+                f"{ONE_CLASS_SUFFIX!r} is not a task too"
+            )
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
 
 
-def build_dataset(tasks: Mapping[str, str | os.PathLike], out: str | os.PathLike, *,
-                  classes: PerTask[int | None] = None, class_lists: PerTask[str | None] = None,
-                  exclude: PerTask[str | None] = None, counts: ImageCounts = ImageCounts(), heldout_classes: int = 0,
-                  split: str = "auto", seed: int = 0, balance: bool = False, one_class: Sequence[str] = (),
-                  encoding: ImageEncoding = ImageEncoding(), pools: Sequence[str | Sequence[str]] | None = None,
-                  workers: int | None = None) -> dict:
+def build_dataset(
+    tasks: Mapping[str, str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    classes: PerTask[int | None] = None,
+    class_lists: PerTask[str | None] = None,
+    exclude: PerTask[str | None] = None,
+    counts: ImageCounts = ImageCounts(),
+    heldout_classes: int = 0,
+    split: str = "auto",
+    seed: int = 0,
+    balance: bool = False,
+    one_class: Sequence[str] = (),
+    encoding: ImageEncoding = ImageEncoding(),
+    pools: Sequence[str | Sequence[str]] | None = None,
+    workers: int | None = None,
+) -> dict:
     """Build a data directory (see the module docstring) from ordered task -> root; returns the manifest."""
     _validate(tasks, split, encoding, counts, one_class, workers)
     pool_specs = _parse_pools(pools, list(tasks), one_class)
     workers = workers or os.cpu_count() or 1
-    parameters = {"tasks": {task: str(root) for task, root in tasks.items()}, "classes": classes,
-                  "class_lists": class_lists, "exclude": exclude, "counts": asdict(counts),
-                  "heldout_classes": heldout_classes, "split": split, "seed": seed, "balance": balance,
-                  "one_class": list(one_class), "encoding": asdict(encoding),
-                  "pools": ["+".join(p) for p in pool_specs], "workers": workers}
+    parameters = {
+        "tasks": {task: str(root) for task, root in tasks.items()},
+        "classes": classes,
+        "class_lists": class_lists,
+        "exclude": exclude,
+        "counts": asdict(counts),
+        "heldout_classes": heldout_classes,
+        "split": split,
+        "seed": seed,
+        "balance": balance,
+        "one_class": list(one_class),
+        "encoding": asdict(encoding),
+        "pools": ["+".join(p) for p in pool_specs],
+        "workers": workers,
+    }
     check_build_dir(out, parameters)
     trees = {task: discover(root) for task, root in tasks.items()}
     split_modes = {task: _resolve_split_mode(task, tree, split) for task, tree in trees.items()}
     checker = FileChecker(workers)
-    choices = {task: select_classes(task, tree, checker, count=_for_task(classes, task),
-                                    class_list=_for_task(class_lists, task), exclude=_for_task(exclude, task),
-                                    heldout=heldout_classes, counts=counts, split_mode=split_modes[task], seed=seed)
-               for task, tree in trees.items()}
-    plans = {task: plan_task(task, trees[task], choices[task], checker.valid, split_mode=split_modes[task], seed=seed,
-                             counts=counts) for task in tasks}
+    choices = {
+        task: select_classes(
+            task,
+            tree,
+            checker,
+            count=_for_task(classes, task),
+            class_list=_for_task(class_lists, task),
+            exclude=_for_task(exclude, task),
+            heldout=heldout_classes,
+            counts=counts,
+            split_mode=split_modes[task],
+            seed=seed,
+        )
+        for task, tree in trees.items()
+    }
+    plans = {
+        task: plan_task(
+            task, trees[task], choices[task], checker.valid, split_mode=split_modes[task], seed=seed, counts=counts
+        )
+        for task in tasks
+    }
     if balance:
         balance_train(list(plans.values()))
     plans.update({one_class_name(task): one_class_plan(plans[task]) for task in one_class})
     out = claim_output_dir(out, parameters)
     hashes = write_all(out, _outputs(plans, pool_specs, seed), encoding, workers)
     write_class_lists(out, plans)
-    skipped = [entry for tree in trees.values() for entry in tree.skipped] + checker.skipped + \
-        [{"path": readable(trees[task].root), "class": readable(name), "reason": f"class passed over: {reason}"}
-         for task, choice in choices.items() for name, reason in choice.passed_over.items()]
-    return write_manifest(out / "manifest.json", "data", seed=seed, tasks=_task_entries(plans),
-                          pools=_pool_entries(plans, pool_specs), skipped=skipped, converted=checker.converted,
-                          parameters=parameters, hashes=hashes)
+    skipped = (
+        [entry for tree in trees.values() for entry in tree.skipped]
+        + checker.skipped
+        + [
+            {"path": readable(trees[task].root), "class": readable(name), "reason": f"class passed over: {reason}"}
+            for task, choice in choices.items()
+            for name, reason in choice.passed_over.items()
+        ]
+    )
+    return write_manifest(
+        out / "manifest.json",
+        "data",
+        seed=seed,
+        tasks=_task_entries(plans),
+        pools=_pool_entries(plans, pool_specs),
+        skipped=skipped,
+        converted=checker.converted,
+        parameters=parameters,
+        hashes=hashes,
+    )
 
 
 def check_build_dir(out: str | os.PathLike, parameters: Mapping) -> None:
@@ -432,8 +567,13 @@ def check_build_dir(out: str | os.PathLike, parameters: Mapping) -> None:
     stored = recorded_identity(out / "config.json", key=None)
     if stored is None and any(out.iterdir()):
         raise UserError(f"--out {out} holds other files but no data build; choose a new or empty --out")
-    check_same_job(out, "data build", None if stored is None else _identity(stored), _identity(parameters),
-                   "build into a new --out, or delete that folder first to rebuild it from these inputs")
+    check_same_job(
+        out,
+        "data build",
+        None if stored is None else _identity(stored),
+        _identity(parameters),
+        "build into a new --out, or delete that folder first to rebuild it from these inputs",
+    )
 
 
 def claim_output_dir(out: str | os.PathLike, parameters: Mapping) -> Path:
@@ -463,7 +603,9 @@ def _outputs(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]
     for task, plan in plans.items():
         for split, items in plan.splits.items():
             if items:
-                outputs[f"{task}/{split}.beton"] = _shuffle_items(items, seed, task, "order") if split == "train" else items
+                outputs[f"{task}/{split}.beton"] = (
+                    _shuffle_items(items, seed, task, "order") if split == "train" else items
+                )
     for pool in pool_specs:
         name = "+".join(pool)
         outputs[f"pool_{name}/train.beton"] = _shuffle_items(pool_items(plans, pool, "train"), seed, name, "order")
@@ -474,11 +616,19 @@ def _outputs(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]
 
 def _task_entries(plans: Mapping[str, TaskPlan]) -> dict[str, dict]:
     """The manifest's per-task section."""
-    return {task: {"root": readable(plan.tree.root), "format": plan.tree.format, "split": plan.split_mode,
-                   "merged_from": plan.merged_from, "classes": plan.classes, "heldout_classes": plan.heldout_classes,
-                   "counts": _counts(plan),
-                   "files": {split: f"{task}/{split}.beton" for split, items in plan.splits.items() if items}}
-            for task, plan in plans.items()}
+    return {
+        task: {
+            "root": readable(plan.tree.root),
+            "format": plan.tree.format,
+            "split": plan.split_mode,
+            "merged_from": plan.merged_from,
+            "classes": plan.classes,
+            "heldout_classes": plan.heldout_classes,
+            "counts": _counts(plan),
+            "files": {split: f"{task}/{split}.beton" for split, items in plan.splits.items() if items},
+        }
+        for task, plan in plans.items()
+    }
 
 
 def _pool_entries(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str, ...]]) -> dict[str, dict]:
@@ -487,20 +637,30 @@ def _pool_entries(plans: Mapping[str, TaskPlan], pool_specs: Sequence[tuple[str,
     for pool in pool_specs:
         name = "+".join(pool)
         label_space = LabelSpace.from_classes({task: plans[task].classes for task in pool})
-        entries[name] = {"tasks": list(pool), "label_space": label_space.to_dict(),
-                         "files": {split: f"pool_{name}/{split}.beton" for split in POOL_SPLITS},
-                         "counts": {split: sum(len(plans[task].splits[split]) for task in pool) for split in POOL_SPLITS}}
+        entries[name] = {
+            "tasks": list(pool),
+            "label_space": label_space.to_dict(),
+            "files": {split: f"pool_{name}/{split}.beton" for split in POOL_SPLITS},
+            "counts": {split: sum(len(plans[task].splits[split]) for task in pool) for split in POOL_SPLITS},
+        }
     return entries
 
 
 def summary_line(manifest: Mapping, out: str | os.PathLike) -> str:
     """One line: what was built where, and how many files were skipped (by reason) or converted."""
-    tasks = ", ".join(f"{task} {len(entry['classes'])} classes ({entry['counts']['train']} train/"
-                      f"{entry['counts']['val']} val/{entry['counts']['test']} test/{entry['counts']['heldout']} heldout)"
-                      for task, entry in manifest["tasks"].items())
-    pools = "".join(f"; pool {name} ({entry['counts']['train']} train/{entry['counts']['val']} val/"
-                    f"{entry['counts']['test']} test)" for name, entry in manifest["pools"].items())
+    tasks = ", ".join(
+        f"{task} {len(entry['classes'])} classes ({entry['counts']['train']} train/"
+        f"{entry['counts']['val']} val/{entry['counts']['test']} test/{entry['counts']['heldout']} heldout)"
+        for task, entry in manifest["tasks"].items()
+    )
+    pools = "".join(
+        f"; pool {name} ({entry['counts']['train']} train/{entry['counts']['val']} val/{entry['counts']['test']} test)"
+        for name, entry in manifest["pools"].items()
+    )
     reasons = Counter(entry["reason"].split(" (")[0].split(":")[0] for entry in manifest["skipped"])
     skipped = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-    return (f"built {readable(out)}: {tasks}{pools}; skipped {len(manifest['skipped'])}{f' ({skipped})' if skipped else ''}; "
-            f"converted {len(manifest['converted'])}")
+    return (
+        f"built {readable(out)}: {tasks}{pools}; skipped {len(manifest['skipped'])}"
+        f"{f' ({skipped})' if skipped else ''}; "
+        f"converted {len(manifest['converted'])}"
+    )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from common.errors import UserError
 from data_pipeline.beton import WRITE_MODES, ImageEncoding
@@ -41,61 +41,130 @@ def run_synth(args: argparse.Namespace) -> int:
     """Handler of `specialize data synth`."""
     from data_pipeline.synth import generate
 
-    config = generate(args.out, seed=args.seed, tasks=[t for t in args.tasks.split(",") if t],
-                      classes_per_task=args.classes_per_task, train_per_class=args.train_per_class,
-                      test_per_class=args.test_per_class, heldout_classes=args.heldout_classes, size=args.size,
-                      workers=args.workers)
-    print(f"synth {args.out}: {len(config['tasks'])} tasks x {config['classes_per_task']} classes "
-          f"({config['train_per_class']} train + {config['test_per_class']} test each) + "
-          f"{config['heldout_classes']} held-out classes, {config['size']} px")
+    config = generate(
+        args.out,
+        seed=args.seed,
+        tasks=[t for t in args.tasks.split(",") if t],
+        classes_per_task=args.classes_per_task,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
+        heldout_classes=args.heldout_classes,
+        size=args.size,
+        workers=args.workers,
+    )
+    print(
+        f"synth {args.out}: {len(config['tasks'])} tasks x {config['classes_per_task']} classes "
+        f"({config['train_per_class']} train + {config['test_per_class']} test each) + "
+        f"{config['heldout_classes']} held-out classes, {config['size']} px"
+    )
     return 0
 
 
 def _register_build(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("build", help="image folders of several tasks -> FFCV .beton files, pools, manifest")
-    parser.add_argument("--task", action="append", required=True, metavar="NAME=ROOT",
-                        help="a task and its image root (class folders, train/test folders, Food-101, or a CSV of "
-                             "path,class[,split]), repeatable; order = label order in pools (face first)")
-    parser.add_argument("--out", required=True,
-                        help="the data directory to write (a rerun resumes it; one holding another build is refused)")
-    parser.add_argument("--classes", action="append", metavar="[TASK=]N",
-                        help="number of classes per task (seeded choice; default all)")
-    parser.add_argument("--class-list", action="append", metavar="[TASK=]FILE",
-                        help="text file of class names, one per line, in label order (e.g. another build's "
-                             "<task>/classes.txt); --exclude drops classes from it")
-    parser.add_argument("--exclude", action="append", metavar="[TASK=]FILE",
-                        help="text file of class names to leave out (e.g. object=configs/exclusions/"
-                             "imagenet_food_like.txt for the food and car pairs)")
+    parser.add_argument(
+        "--task",
+        action="append",
+        required=True,
+        metavar="NAME=ROOT",
+        help="a task and its image root (class folders, train/test folders, Food-101, or a CSV of "
+        "path,class[,split]), repeatable; order = label order in pools (face first)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the data directory to write (a rerun resumes it; one holding another build is refused)",
+    )
+    parser.add_argument(
+        "--classes", action="append", metavar="[TASK=]N", help="number of classes per task (seeded choice; default all)"
+    )
+    parser.add_argument(
+        "--class-list",
+        action="append",
+        metavar="[TASK=]FILE",
+        help="text file of class names, one per line, in label order (e.g. another build's "
+        "<task>/classes.txt); --exclude drops classes from it",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="[TASK=]FILE",
+        help="text file of class names to leave out (e.g. object=configs/exclusions/"
+        "imagenet_food_like.txt for the food and car pairs)",
+    )
     counts = ImageCounts()
-    parser.add_argument("--train-per-class", type=int, default=counts.train,
-                        help="at most this many train images per class (default: all left after test and validation)")
-    parser.add_argument("--val-per-class", type=int, default=counts.val,
-                        help="validation images per class, set aside from its training images; training watches "
-                             "them, never the test split (default: %(default)s)")
-    parser.add_argument("--test-per-class", type=int, default=counts.test,
-                        help="test images per class, from the root's own test split or drawn (default: %(default)s)")
-    parser.add_argument("--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding")
-    parser.add_argument("--heldout-per-class", type=int, default=counts.heldout,
-                        help="images per held-out class (default: all)")
-    parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
-                        help="train/test split: the root's own (premade), seeded (re-splits a root's own split, "
-                             "e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present (auto)")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=counts.train,
+        help="at most this many train images per class (default: all left after test and validation)",
+    )
+    parser.add_argument(
+        "--val-per-class",
+        type=int,
+        default=counts.val,
+        help="validation images per class, set aside from its training images; training watches "
+        "them, never the test split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=counts.test,
+        help="test images per class, from the root's own test split or drawn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding"
+    )
+    parser.add_argument(
+        "--heldout-per-class", type=int, default=counts.heldout, help="images per held-out class (default: all)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_MODES,
+        default="auto",
+        help="train/test split: the root's own (premade), seeded (re-splits a root's own split, "
+        "e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present (auto)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
-    parser.add_argument("--balance", action="store_true",
-                        help="trim all tasks to the same total number of train images (build one directory per pair)")
-    parser.add_argument("--one-class", action="append", default=[], metavar="TASK",
-                        help="also build TASK1: TASK's images with all its classes merged into one (the "
-                             "faces-as-one-class control), and a pool with it in TASK's place; repeatable")
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="trim all tasks to the same total number of train images (build one directory per pair)",
+    )
+    parser.add_argument(
+        "--one-class",
+        action="append",
+        default=[],
+        metavar="TASK",
+        help="also build TASK1: TASK's images with all its classes merged into one (the "
+        "faces-as-one-class control), and a pool with it in TASK's place; repeatable",
+    )
     encoding = ImageEncoding()
-    parser.add_argument("--max-resolution", type=int, default=encoding.max_resolution,
-                        help="longest image side stored (0 = keep; default: %(default)s)")
+    parser.add_argument(
+        "--max-resolution",
+        type=int,
+        default=encoding.max_resolution,
+        help="longest image side stored (0 = keep; default: %(default)s)",
+    )
     parser.add_argument("--jpeg-quality", type=int, default=encoding.jpeg_quality, help="(default: %(default)s)")
-    parser.add_argument("--write-mode", choices=WRITE_MODES, default=encoding.write_mode,
-                        help="FFCV image storage: raw pixels, JPEG, or a proportion of each (default: %(default)s)")
-    parser.add_argument("--compress-probability", type=float, default=encoding.compress_probability,
-                        help="JPEG share for --write-mode proportion (default: %(default)s)")
-    parser.add_argument("--pool", action="append", metavar="T1+T2[+...]",
-                        help="pooled multi-task files to write, repeatable (default: one pool of all tasks in order)")
+    parser.add_argument(
+        "--write-mode",
+        choices=WRITE_MODES,
+        default=encoding.write_mode,
+        help="FFCV image storage: raw pixels, JPEG, or a proportion of each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compress-probability",
+        type=float,
+        default=encoding.compress_probability,
+        help="JPEG share for --write-mode proportion (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pool",
+        action="append",
+        metavar="T1+T2[+...]",
+        help="pooled multi-task files to write, repeatable (default: one pool of all tasks in order)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.set_defaults(run=run_build)
 
@@ -114,8 +183,11 @@ def per_task_option(values: list[str] | None, tasks: list[str], option: str, con
         return None
     if len(values) == 1 and "=" not in values[0]:
         return _convert(values[0], option, convert)
-    return {name: _convert(value, option, convert)
-            for name, value in (parse_assignment(v, option) for v in values) if _known(name, tasks, option)}
+    return {
+        name: _convert(value, option, convert)
+        for name, value in (parse_assignment(v, option) for v in values)
+        if _known(name, tasks, option)
+    }
 
 
 def _known(task: str, tasks: list[str], option: str) -> bool:
@@ -139,35 +211,57 @@ def run_build(args: argparse.Namespace) -> int:
     if len(roots) != len(args.task):
         raise UserError("a task is given twice in --task; name each task once")
     names = list(roots)
-    encoding = ImageEncoding(write_mode=args.write_mode, max_resolution=args.max_resolution or None,
-                             jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability)
-    counts = ImageCounts(test=args.test_per_class, val=args.val_per_class, train=args.train_per_class,
-                         heldout=args.heldout_per_class)
+    encoding = ImageEncoding(
+        write_mode=args.write_mode,
+        max_resolution=args.max_resolution or None,
+        jpeg_quality=args.jpeg_quality,
+        compress_probability=args.compress_probability,
+    )
+    counts = ImageCounts(
+        test=args.test_per_class, val=args.val_per_class, train=args.train_per_class, heldout=args.heldout_per_class
+    )
     manifest = build_dataset(
-        roots, args.out, classes=per_task_option(args.classes, names, "--classes", int),
+        roots,
+        args.out,
+        classes=per_task_option(args.classes, names, "--classes", int),
         class_lists=per_task_option(args.class_list, names, "--class-list"),
-        exclude=per_task_option(args.exclude, names, "--exclude"), counts=counts,
-        heldout_classes=args.heldout_classes, split=args.split, seed=args.seed, balance=args.balance,
-        one_class=args.one_class, encoding=encoding, pools=args.pool, workers=args.workers)
+        exclude=per_task_option(args.exclude, names, "--exclude"),
+        counts=counts,
+        heldout_classes=args.heldout_classes,
+        split=args.split,
+        seed=args.seed,
+        balance=args.balance,
+        one_class=args.one_class,
+        encoding=encoding,
+        pools=args.pool,
+        workers=args.workers,
+    )
     print(summary_line(manifest, args.out))
     return 0
 
 
 def _register_behaviour(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "behaviour", help="synthetic behavioural RDMs for RSA: participants = a planted RDM plus noise",
+        "behaviour",
+        help="synthetic behavioural RDMs for RSA: participants = a planted RDM plus noise",
         description="Write a behaviour directory (stimuli.txt + one <participant>.npy RDM each) for the images of a "
-                    "stimulus list: each participant's RDM is the planted RDM (z-scored) plus Gaussian noise. Its "
-                    "stimuli.txt also serves as `specialize rsa --stimuli`.")
+        "stimulus list: each participant's RDM is the planted RDM (z-scored) plus Gaussian noise. Its "
+        "stimuli.txt also serves as `specialize rsa --stimuli`.",
+    )
     parser.add_argument("--stimuli", required=True, help="text file listing the stimulus images, one path per line")
     parser.add_argument("--out", required=True, help="the behaviour directory to write")
-    parser.add_argument("--plant", default="classes", metavar="classes|RDM_FILE",
-                        help="the planted RDM: 'classes' (0 within an image folder, 1 between) or an N x N .npy/.csv "
-                             "in the list's order, e.g. rdms/<network>/<layer>.npy of `specialize rsa` "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--plant",
+        default="classes",
+        metavar="classes|RDM_FILE",
+        help="the planted RDM: 'classes' (0 within an image folder, 1 between) or an N x N .npy/.csv "
+        "in the list's order, e.g. rdms/<network>/<layer>.npy of `specialize rsa` "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--participants", type=int, default=14, help="(default: %(default)s, the paper's face group)")
-    parser.add_argument("--noise", type=float, default=1.0,
-                        help="noise sd relative to the planted RDM's sd (default: %(default)s)")
+    parser.add_argument(
+        "--noise", type=float, default=1.0, help="noise sd relative to the planted RDM's sd (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run_behaviour)
 
@@ -176,7 +270,13 @@ def run_behaviour(args: argparse.Namespace) -> int:
     """Handler of `specialize data behaviour`."""
     from data_pipeline.synth_behaviour import generate_behaviour
 
-    out = generate_behaviour(args.out, args.stimuli, None if args.plant == "classes" else args.plant,
-                             participants=args.participants, noise=args.noise, seed=args.seed)
+    out = generate_behaviour(
+        args.out,
+        args.stimuli,
+        None if args.plant == "classes" else args.plant,
+        participants=args.participants,
+        noise=args.noise,
+        seed=args.seed,
+    )
     print(f"behaviour {out}: {args.participants} participants; use --stimuli {out / 'stimuli.txt'} --behaviour {out}")
     return 0

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from data_pipeline.label_space import LabelSpace
 from common.errors import UserError
 from common.io import read_json
+from data_pipeline.label_space import LabelSpace
 
-
-REBUILD_FOR_VALIDATION = ("was built before validation images were set aside (training then watched the test split); "
-                          "rebuild it with `specialize data build` into a new --out (--val-per-class sets their number)")
+REBUILD_FOR_VALIDATION = (
+    "was built before validation images were set aside (training then watched the test split); "
+    "rebuild it with `specialize data build` into a new --out (--val-per-class sets their number)"
+)
 
 
 class DataDir:
@@ -23,11 +24,15 @@ class DataDir:
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
-            raise UserError(f"{self.path} is not a built data directory (no manifest.json); "
-                            "create one with `specialize data build` or `specialize data synth` + `data build`")
+            raise UserError(
+                f"{self.path} is not a built data directory (no manifest.json); "
+                "create one with `specialize data build` or `specialize data synth` + `data build`"
+            )
         self.manifest = read_json(manifest_path)
         if "tasks" not in self.manifest or "pools" not in self.manifest:
-            raise UserError(f"{manifest_path} is not a data manifest; point to the --out folder of `specialize data build`")
+            raise UserError(
+                f"{manifest_path} is not a data manifest; point to the --out folder of `specialize data build`"
+            )
 
     @property
     def task_names(self) -> list[str]:
@@ -38,8 +43,10 @@ class DataDir:
         try:
             return self.manifest["tasks"][task]
         except KeyError:
-            raise UserError(f"task {task!r} is not in {self.path} (it has {', '.join(self.task_names)}); "
-                            "choose one of those or rebuild with --task") from None
+            raise UserError(
+                f"task {task!r} is not in {self.path} (it has {', '.join(self.task_names)}); "
+                "choose one of those or rebuild with --task"
+            ) from None
 
     def classes(self, task: str) -> list[str]:
         """Training classes of a task; a class's index is its local label."""
@@ -59,17 +66,22 @@ class DataDir:
         if split == "val" and split not in files:
             raise UserError(f"{self.path} {REBUILD_FOR_VALIDATION}")
         if split not in files:
-            raise UserError(f"task {task} in {self.path} has no {split} split (it has {', '.join(files)}); "
-                            "rebuild with --heldout-classes for held-out data")
+            raise UserError(
+                f"task {task} in {self.path} has no {split} split (it has {', '.join(files)}); "
+                "rebuild with --heldout-classes for held-out data"
+            )
         return self._existing(files[split])
 
     def pool_beton(self, tasks: Sequence[str], split: str) -> Path:
-        """Path of the pooled .beton of several tasks (global labels in `label_space(tasks)`), split train, val or test."""
+        """Path of the pooled .beton of several tasks (global labels in `label_space(tasks)`), split train, val or
+        test."""
         name = "+".join(tasks)
         pool = self.manifest["pools"].get(name)
         if pool is None:
-            raise UserError(f"{self.path} has no pool {name} (it has {', '.join(self.manifest['pools']) or 'none'}); "
-                            f"rebuild with --pool {name}")
+            raise UserError(
+                f"{self.path} has no pool {name} (it has {', '.join(self.manifest['pools']) or 'none'}); "
+                f"rebuild with --pool {name}"
+            )
         if split == "val" and split not in pool["files"]:
             raise UserError(f"{self.path} {REBUILD_FOR_VALIDATION}")
         if split not in pool["files"]:
@@ -91,11 +103,15 @@ class DataDir:
         """UserError unless this directory holds every task of a model's label space with the same classes."""
         for task, classes in zip(label_space.tasks, label_space.classes):
             if task not in self.task_names:
-                raise UserError(f"data {self.path} lacks task {task!r}, which the model was trained on "
-                                f"(it has {', '.join(self.task_names)}); pass the data directory the model was trained on")
+                raise UserError(
+                    f"data {self.path} lacks task {task!r}, which the model was trained on "
+                    f"(it has {', '.join(self.task_names)}); pass the data directory the model was trained on"
+                )
             if tuple(self.classes(task)) != tuple(classes):
-                raise UserError(f"task {task!r} in {self.path} has other classes than the model was trained on; "
-                                "pass the data directory the model was trained on")
+                raise UserError(
+                    f"task {task!r} in {self.path} has other classes than the model was trained on; "
+                    "pass the data directory the model was trained on"
+                )
 
     def check_labels(self, tasks: Sequence[str], split: str) -> None:
         """UserError unless the labels in `tasks`' .beton of `split` are exactly the classes of their label space."""
@@ -107,8 +123,10 @@ class DataDir:
         labels = set(int(label) for label in reader.metadata[f"f{reader.field_names.index('label')}"])
         if labels != set(range(num_classes)):
             present = f"{len(labels)} distinct labels in [{min(labels, default=0)}, {max(labels, default=0)}]"
-            raise UserError(f"{beton} holds {present} but the manifest lists {num_classes} classes; "
-                            "rebuild the data with `specialize data build`")
+            raise UserError(
+                f"{beton} holds {present} but the manifest lists {num_classes} classes; "
+                "rebuild the data with `specialize data build`"
+            )
 
     def _existing(self, relative: str) -> Path:
         path = self.path / relative

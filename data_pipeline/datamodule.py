@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from common.errors import UserError
 from data_pipeline.data_dir import DataDir
 from data_pipeline.loaders import make_loader
-from common.errors import UserError
 
 
 def distributed_world() -> bool:
@@ -25,8 +25,17 @@ class TaskDataModule(pl.LightningDataModule):
     Labels are global in `self.label_space` (tasks in the order given); with one task they equal its local labels.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, tasks: list[str], batch_size: int, resolution: int,
-                 num_workers: int, seed: int = 0, os_cache: bool = True, augment: bool = True):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        tasks: list[str],
+        batch_size: int,
+        resolution: int,
+        num_workers: int,
+        seed: int = 0,
+        os_cache: bool = True,
+        augment: bool = True,
+    ):
         super().__init__()
         if not tasks:
             raise UserError("no tasks given; name one task or several (a pool) of the data directory")
@@ -54,10 +63,18 @@ class TaskDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, train: bool):
         trainer = getattr(self, "trainer", None)
-        return make_loader(self.beton(split), train=train, batch_size=self.batch_size, resolution=self.resolution,
-                           num_workers=self.num_workers, device=self._device(), distributed=distributed_world(),
-                           seed=self.seed, os_cache=self.os_cache,
-                           epoch=self._trainer_epoch if trainer is not None else None)
+        return make_loader(
+            self.beton(split),
+            train=train,
+            batch_size=self.batch_size,
+            resolution=self.resolution,
+            num_workers=self.num_workers,
+            device=self._device(),
+            distributed=distributed_world(),
+            seed=self.seed,
+            os_cache=self.os_cache,
+            epoch=self._trainer_epoch if trainer is not None else None,
+        )
 
     def train_dataloader(self):
         """Shuffled, augmented batches of the train split (each rank its own share under DDP); with augment=False,

@@ -15,9 +15,10 @@ import ctypes
 import multiprocessing
 import queue
 import sys
+from collections.abc import Callable, Iterable
 from multiprocessing import Process, Queue, Value
 from time import sleep
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ffcv.memory_allocator import MemoryAllocator
 from ffcv.writer import DatasetWriter
@@ -42,8 +43,9 @@ class WorkerFailed(RuntimeError):
 class SupervisedDatasetWriter(DatasetWriter):
     """`ffcv.writer.DatasetWriter` whose workers' failures are raised in the parent instead of hanging it."""
 
-    def _write_common(self, num_samples: int, queue_content: Iterable, work_fn: Callable,
-                      extra_worker_args: tuple) -> None:
+    def _write_common(
+        self, num_samples: int, queue_content: Iterable, work_fn: Callable, extra_worker_args: tuple
+    ) -> None:
         """FFCV's `_write_common` (same work queue, allocator and finalisation) with the workers supervised."""
         self.num_samples = num_samples
         self.prepare()  # the file's header; creates the shared memory freed below
@@ -56,15 +58,28 @@ class SupervisedDatasetWriter(DatasetWriter):
         errors: Queue = Queue()
         done = Value(ctypes.c_uint64, 0)
         allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
-        worker_args = (work_fn, errors, work, self.metadata_sm, self.metadata_type, self.fields, allocator, done,
-                       allocations, *extra_worker_args)
+        worker_args = (
+            work_fn,
+            errors,
+            work,
+            self.metadata_sm,
+            self.metadata_type,
+            self.fields,
+            allocator,
+            done,
+            allocations,
+            *extra_worker_args,
+        )
         processes = [Process(target=_reporting_worker, args=worker_args) for _ in range(self.num_workers)]
         try:
             for process in processes:
                 process.start()
             self._wait_for_samples(processes, errors, done)
-            allocation_list = [allocation for allocation_chunk in self._collect(processes, errors, allocations)
-                               for allocation in allocation_chunk]
+            allocation_list = [
+                allocation
+                for allocation_chunk in self._collect(processes, errors, allocations)
+                for allocation in allocation_chunk
+            ]
             self.finalize(allocation_list)
         finally:
             for process in processes:
@@ -100,7 +115,8 @@ def _raise_failure(processes: list[Process], errors: Queue) -> None:
     dead = [process.exitcode for process in processes if process.exitcode not in (None, 0)]
     if error is None and dead:
         error = _reported(errors, timeout=1.0) or WorkerFailed(  # its report may still be in flight
-            f"an FFCV writer worker died (exit code {dead[0]}); rerun to resume the build")
+            f"an FFCV writer worker died (exit code {dead[0]}); rerun to resume the build"
+        )
     if error is not None:
         raise error
 

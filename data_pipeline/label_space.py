@@ -6,8 +6,9 @@ output indices [offset(i), offset(i) + num_classes(i)), face classes first in th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -26,21 +27,23 @@ class LabelSpace:
             raise ValueError(f"LabelSpace has a repeated task: {self.tasks}")
 
     @classmethod
-    def from_classes(cls, classes_by_task: Mapping[str, Sequence[str]]) -> "LabelSpace":
+    def from_classes(cls, classes_by_task: Mapping[str, Sequence[str]]) -> LabelSpace:
         """Build from an ordered mapping task -> class names."""
         return cls(tuple(classes_by_task), tuple(tuple(c) for c in classes_by_task.values()))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LabelSpace":
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelSpace:
         """Inverse of `to_dict`."""
         return cls.from_classes({task["name"]: task["classes"] for task in data["tasks"]})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description: tasks in order with their classes and offsets."""
-        return {"tasks": [
-            {"name": name, "offset": self.offset(name), "classes": list(classes)}
-            for name, classes in zip(self.tasks, self.classes)
-        ]}
+        return {
+            "tasks": [
+                {"name": name, "offset": self.offset(name), "classes": list(classes)}
+                for name, classes in zip(self.tasks, self.classes)
+            ]
+        }
 
     def index(self, task: str) -> int:
         """Position of `task` in the label space."""

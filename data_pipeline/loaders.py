@@ -10,8 +10,8 @@ training with augmentation is reproducible and resumable.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Callable, Sequence
 
 import numba
 import numpy as np
@@ -26,8 +26,15 @@ from ffcv.pipeline.state import State
 from ffcv.transforms import ModuleWrapper, ToDevice, ToTensor, ToTorchImage
 
 from common.errors import UserError
-from data_pipeline.augment import (CROP_RATIO, GRAYSCALE, EpochKey, SeededGrayscale, SeededLoader,
-                                   SeededSquareCropDecoder, uniform)
+from data_pipeline.augment import (
+    CROP_RATIO,
+    GRAYSCALE,
+    EpochKey,
+    SeededGrayscale,
+    SeededLoader,
+    SeededSquareCropDecoder,
+    uniform,
+)
 from data_pipeline.ffcv_fixes import install_ffcv_fixes
 
 GRAYSCALE_PROBABILITY = 0.2
@@ -72,7 +79,7 @@ class NormaliseToCHW(Operation):
             for i in my_range(images.shape[0]):
                 gray = probability > 0 and uniform(key, indices[i], GRAYSCALE) < probability
                 normalise_image(images[i], dst[i], gray)
-            return dst[:images.shape[0]]
+            return dst[: images.shape[0]]
 
         normalise.is_parallel = True
         normalise.with_indices = True
@@ -129,7 +136,12 @@ def image_pipeline(train: bool, resolution: int, device: torch.device, key: Epoc
     grayscale = GRAYSCALE_PROBABILITY if train else 0.0
     if device.type == "cpu":
         return ops + [NormaliseToCHW(grayscale, key), ToTensor()]
-    ops += [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=True), ModuleWrapper(Normalise())]
+    ops += [
+        ToTensor(),
+        ToDevice(device, non_blocking=True),
+        ToTorchImage(channels_last=True),
+        ModuleWrapper(Normalise()),
+    ]
     return ops + [SeededGrayscale(grayscale, key)] if train else ops
 
 
@@ -142,7 +154,8 @@ def label_pipeline(label_offset: int, device: torch.device) -> list:
 
 
 def traversal_order(train: bool, distributed: bool, os_cache: bool) -> OrderOption:
-    """Sequential for eval; random for training, quasi-random when data is read from disk (os_cache off, one process)."""
+    """Sequential for eval; random for training, quasi-random when data is read from disk (os_cache off, one
+    process)."""
     if not train:
         return OrderOption.SEQUENTIAL
     if not os_cache and not distributed:
@@ -150,10 +163,23 @@ def traversal_order(train: bool, distributed: bool, os_cache: bool) -> OrderOpti
     return OrderOption.RANDOM
 
 
-def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, resolution: int, num_workers: int,
-                device: str | torch.device = "cpu", distributed: bool = False, seed: int = 0,
-                indices: Sequence[int] | None = None, label_offset: int = 0, drop_last: bool | None = None,
-                os_cache: bool = True, epoch: Callable[[], int] | None = None, normalise: bool = True) -> SeededLoader:
+def make_loader(
+    beton_path: str | os.PathLike,
+    *,
+    train: bool,
+    batch_size: int,
+    resolution: int,
+    num_workers: int,
+    device: str | torch.device = "cpu",
+    distributed: bool = False,
+    seed: int = 0,
+    indices: Sequence[int] | None = None,
+    label_offset: int = 0,
+    drop_last: bool | None = None,
+    os_cache: bool = True,
+    epoch: Callable[[], int] | None = None,
+    normalise: bool = True,
+) -> SeededLoader:
     """An FFCV Loader yielding (images float32 NCHW normalised, labels int64 + label_offset).
 
     normalise=False (eval only) yields the uint8 NCHW crops instead (see `image_pipeline`).
@@ -171,10 +197,19 @@ def make_loader(beton_path: str | os.PathLike, *, train: bool, batch_size: int, 
     device = _device(device)
     key = EpochKey(seed, torch.distributed.get_rank() if distributed else 0)
     return SeededLoader(
-        str(beton_path), batch_size=batch_size, num_workers=num_workers, os_cache=os_cache,
-        order=traversal_order(train, distributed, os_cache), distributed=distributed, seed=seed,
+        str(beton_path),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        os_cache=os_cache,
+        order=traversal_order(train, distributed, os_cache),
+        distributed=distributed,
+        seed=seed,
         indices=None if indices is None else np.asarray(indices, dtype=np.uint64),
-        pipelines={"image": image_pipeline(train, resolution, device, key, normalise),
-                   "label": label_pipeline(label_offset, device)},
-        drop_last=train if drop_last is None else drop_last, key=key, epoch=epoch,
+        pipelines={
+            "image": image_pipeline(train, resolution, device, key, normalise),
+            "label": label_pipeline(label_offset, device),
+        },
+        drop_last=train if drop_last is None else drop_last,
+        key=key,
+        epoch=epoch,
     )

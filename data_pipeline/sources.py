@@ -86,8 +86,11 @@ def _food101(root: Path) -> SourceTree:
     if missing_meta:
         raise UserError(f"Food-101 root {root} lacks {missing_meta[0]}; restore the data set's meta/ folder")
     by_class, skipped = _class_folders(root / "images")
-    known = {os.path.splitext(os.path.relpath(path, root / "images"))[0]: (name, path)
-             for name, files in by_class.items() for path in files}
+    known = {
+        os.path.splitext(os.path.relpath(path, root / "images"))[0]: (name, path)
+        for name, files in by_class.items()
+        for path in files
+    }
     classes: dict[str, dict[str, list[str]]] = {name: {split: [] for split in FOOD101_META} for name in by_class}
     listed = set()
     for split in FOOD101_META:
@@ -97,9 +100,14 @@ def _food101(root: Path) -> SourceTree:
                 classes[name][split].append(path)
                 listed.add(line)
             else:
-                skipped.append({"path": readable(root / "images" / line), "reason": f"listed in meta/{split}.txt but missing"})
-    skipped += [{"path": readable(path), "reason": "not listed in meta/train.txt or meta/test.txt"}
-                for key, (_, path) in known.items() if key not in listed]
+                skipped.append(
+                    {"path": readable(root / "images" / line), "reason": f"listed in meta/{split}.txt but missing"}
+                )
+    skipped += [
+        {"path": readable(path), "reason": "not listed in meta/train.txt or meta/test.txt"}
+        for key, (_, path) in known.items()
+        if key not in listed
+    ]
     return SourceTree(root, "food101", classes, skipped=skipped)
 
 
@@ -123,10 +131,14 @@ def _table_rows(table: Path) -> tuple[list[str], list[dict[str, str]]]:
             rows = list(reader)
             header = [name.strip().lower() for name in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"cannot read the CSV {table} ({error}); give a UTF-8 CSV with columns path,class[,split]") from None
+        raise UserError(
+            f"cannot read the CSV {table} ({error}); give a UTF-8 CSV with columns path,class[,split]"
+        ) from None
     if not {"path", "class"} <= set(header):
-        raise UserError(f"CSV {table} has columns {', '.join(header) or 'none'}; its header must name path and class "
-                        "(and optionally split)")
+        raise UserError(
+            f"CSV {table} has columns {', '.join(header) or 'none'}; its header must name path and class "
+            "(and optionally split)"
+        )
     return header, [{key.strip().lower(): (value or "").strip() for key, value in row.items() if key} for row in rows]
 
 
@@ -137,16 +149,23 @@ def _table(table: Path) -> SourceTree:
     classes: dict[str, dict[str, list[str]]] = {}
     seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
-        path, name, split = row.get("path", ""), row.get("class", ""), row.get("split", "").lower() if has_split else "all"
+        path, name, split = (
+            row.get("path", ""),
+            row.get("class", ""),
+            row.get("split", "").lower() if has_split else "all",
+        )
         if not path or not name:
             raise UserError(f"CSV {table} line {line}: empty path or class; every row needs both")
         if has_split and split not in TABLE_SPLITS:
-            raise UserError(f"CSV {table} line {line}: split {split!r} is not one of {', '.join(TABLE_SPLITS)}; "
-                            "fix the row or drop the split column for a seeded split")
+            raise UserError(
+                f"CSV {table} line {line}: split {split!r} is not one of {', '.join(TABLE_SPLITS)}; "
+                "fix the row or drop the split column for a seeded split"
+            )
         resolved = os.path.normpath(table.parent / path)
         if resolved in seen:
-            raise UserError(f"CSV {table} line {line}: {path} is already listed on line {seen[resolved]}; "
-                            "list each image once")
+            raise UserError(
+                f"CSV {table} line {line}: {path} is already listed on line {seen[resolved]}; list each image once"
+            )
         seen[resolved] = line
         splits = classes.setdefault(name, {split_name: [] for split_name in (TABLE_SPLITS if has_split else ("all",))})
         splits[split].append(resolved)
@@ -154,12 +173,15 @@ def _table(table: Path) -> SourceTree:
 
 
 def discover(root: str | os.PathLike) -> SourceTree:
-    """Detect a root's source format and list its classes and files; UserError for a missing root or one without classes."""
+    """Detect a root's source format and list its classes and files; UserError for a missing root or one without
+    classes."""
     root = Path(root)
     if root.is_file() and root.suffix.lower() == ".csv":
         tree = _table(root)
     elif not root.is_dir():
-        raise UserError(f"data root {root} does not exist or is not a folder or .csv file; check the path given to --task")
+        raise UserError(
+            f"data root {root} does not exist or is not a folder or .csv file; check the path given to --task"
+        )
     elif (root / "images").is_dir() and (root / "meta").is_dir():
         tree = _food101(root)
     elif (root / "train").is_dir():
@@ -169,6 +191,8 @@ def discover(root: str | os.PathLike) -> SourceTree:
         classes, empty = _class_folders(root)
         tree = SourceTree(root, "folders", {name: {"all": files} for name, files in classes.items()}, {}, empty)
     if not tree.classes:
-        raise UserError(f"data root {root} has no class folders with files in them; expected ROOT/<class>/*.jpg, "
-                        "ROOT/train/<class>/*.jpg, Food-101's images/ and meta/, or a CSV of path,class[,split]")
+        raise UserError(
+            f"data root {root} has no class folders with files in them; expected ROOT/<class>/*.jpg, "
+            "ROOT/train/<class>/*.jpg, Food-101's images/ and meta/, or a CSV of path,class[,split]"
+        )
     return tree

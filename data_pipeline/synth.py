@@ -14,19 +14,19 @@ import io
 import multiprocessing
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_pipeline.synth_domains import DOMAINS
 from common.errors import UserError
 from common.io import atomic_path, remove_temporaries, write_json
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
+from data_pipeline.synth_domains import DOMAINS
 
 SPLITS = ("train", "test", "heldout")
 JPEG_QUALITY = 90
@@ -73,8 +73,14 @@ def encode_jpeg(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def plan_jobs(out: Path, tasks: Sequence[str], classes_per_task: int, train_per_class: int, test_per_class: int,
-              heldout_classes: int) -> Iterator[ImageJob]:
+def plan_jobs(
+    out: Path,
+    tasks: Sequence[str],
+    classes_per_task: int,
+    train_per_class: int,
+    test_per_class: int,
+    heldout_classes: int,
+) -> Iterator[ImageJob]:
     """Every image of the data set: training classes get train and test images, held-out classes `test_per_class`."""
     for task in tasks:
         for class_index in range(classes_per_task + heldout_classes):
@@ -107,9 +113,18 @@ def is_whole_jpeg(path: str) -> bool:
         return False
 
 
-def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("face", "object", "food", "car"),
-             classes_per_task: int = 10, train_per_class: int = 100, test_per_class: int = 20,
-             heldout_classes: int = 5, size: int = 64, workers: int | None = None) -> dict:
+def generate(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    tasks: Sequence[str] = ("face", "object", "food", "car"),
+    classes_per_task: int = 10,
+    train_per_class: int = 100,
+    test_per_class: int = 20,
+    heldout_classes: int = 5,
+    size: int = 64,
+    workers: int | None = None,
+) -> dict:
     """Write the synthetic image folders under `out` and return the resolved configuration.
 
     Deterministic by seed (same bytes for the same arguments); parallel over `workers` processes
@@ -117,17 +132,31 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
     """
     unknown = [task for task in tasks if task not in DOMAINS]
     if unknown or not tasks:
-        raise UserError(f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}")
+        raise UserError(
+            f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}"
+        )
     if min(classes_per_task, train_per_class, test_per_class) < 1 or heldout_classes < 0 or size < 16:
         raise UserError("classes, train and test images per class must be >= 1, held-out classes >= 0, size >= 16 px")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
     out = prepare_output_dir(out)
-    config = {"seed": seed, "tasks": list(tasks), "classes_per_task": classes_per_task,
-              "train_per_class": train_per_class, "test_per_class": test_per_class,
-              "heldout_classes": heldout_classes, "size": size, "jpeg_quality": JPEG_QUALITY}
-    check_same_job(out, "synthetic data set", recorded_identity(out / "config.json", key=None), config,
-                   "choose a new --out or delete that folder")
+    config = {
+        "seed": seed,
+        "tasks": list(tasks),
+        "classes_per_task": classes_per_task,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "heldout_classes": heldout_classes,
+        "size": size,
+        "jpeg_quality": JPEG_QUALITY,
+    }
+    check_same_job(
+        out,
+        "synthetic data set",
+        recorded_identity(out / "config.json", key=None),
+        config,
+        "choose a new --out or delete that folder",
+    )
     write_json(out / "config.json", config)
     jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))
     for folder in sorted({os.path.dirname(job.path) for job in jobs}):
@@ -135,14 +164,20 @@ def generate(out: str | os.PathLike, *, seed: int = 0, tasks: Sequence[str] = ("
     remove_temporaries(out)
     todo = [job for job in jobs if not is_whole_jpeg(job.path)]
     _run_parallel(todo, seed, size, workers or os.cpu_count() or 1)
-    write_manifest(out / "manifest.json", "synth", seed=seed, parameters=config, images=len(jobs),
-                   classes={task: [class_name(task, i) for i in range(classes_per_task + heldout_classes)] for task in tasks})
+    write_manifest(
+        out / "manifest.json",
+        "synth",
+        seed=seed,
+        parameters=config,
+        images=len(jobs),
+        classes={task: [class_name(task, i) for i in range(classes_per_task + heldout_classes)] for task in tasks},
+    )
     return config
 
 
 def _run_parallel(jobs: list[ImageJob], seed: int, size: int, workers: int, batch: int = 64) -> None:
     """Draw `jobs` in batches over a process pool with a progress bar."""
-    batches = [(seed, size, jobs[i:i + batch]) for i in range(0, len(jobs), batch)]
+    batches = [(seed, size, jobs[i : i + batch]) for i in range(0, len(jobs), batch)]
     progress = tqdm(total=len(jobs), desc="synth", unit="img", disable=not jobs)
     if workers == 1:
         for args in batches:

@@ -33,8 +33,10 @@ def class_rdm(paths: list[Path]) -> np.ndarray:
     """0 between images of the same class (the same folder), 1 between classes; UserError when all share one."""
     classes = np.array([path.parent.name for path in paths])
     if len(set(classes)) < 2:
-        raise UserError("every stimulus lies in one folder, so the class RDM is constant; choose stimuli of two or "
-                        "more classes (class folders) or plant an RDM file")
+        raise UserError(
+            "every stimulus lies in one folder, so the class RDM is constant; choose stimuli of two or "
+            "more classes (class folders) or plant an RDM file"
+        )
     return (classes[:, None] != classes[None, :]).astype(np.float64)
 
 
@@ -56,8 +58,14 @@ def noisy_participants(planted: np.ndarray, participants: int, noise: float, see
     return rdms
 
 
-def generate_behaviour(out: str | os.PathLike, stimulus_list: str | os.PathLike, planted: str | os.PathLike | None = None,
-                       participants: int = 14, noise: float = 1.0, seed: int = 0) -> Path:
+def generate_behaviour(
+    out: str | os.PathLike,
+    stimulus_list: str | os.PathLike,
+    planted: str | os.PathLike | None = None,
+    participants: int = 14,
+    noise: float = 1.0,
+    seed: int = 0,
+) -> Path:
     """Write a synthetic behaviour directory for the images of `stimulus_list` into `out`; returns `out`.
 
     `planted`: an N x N RDM file (.npy or .csv, rows in the list's order), or None for the class structure.
@@ -67,18 +75,33 @@ def generate_behaviour(out: str | os.PathLike, stimulus_list: str | os.PathLike,
     stimuli = read_stimulus_list(stimulus_list)
     names = [os.path.relpath(path, out) for path in stimuli.paths]
     rdm = class_rdm(list(stimuli.paths)) if planted is None else checked_rdm(Path(planted), names)
-    identity = {"stimulus_list": str(Path(stimulus_list).resolve()), "stimulus_list_sha256": file_sha256(stimulus_list),
-                "planted": "classes" if planted is None else file_sha256(planted), "participants": participants,
-                "noise": noise, "seed": seed}
-    check_same_job(out, "synthetic behaviour directory", recorded_identity(out / "config.json"), identity,
-                   "choose another --out")
+    identity = {
+        "stimulus_list": str(Path(stimulus_list).resolve()),
+        "stimulus_list_sha256": file_sha256(stimulus_list),
+        "planted": "classes" if planted is None else file_sha256(planted),
+        "participants": participants,
+        "noise": noise,
+        "seed": seed,
+    }
+    check_same_job(
+        out, "synthetic behaviour directory", recorded_identity(out / "config.json"), identity, "choose another --out"
+    )
     rdms = noisy_participants(rdm, participants, noise, seed)
     width = len(str(participants))
     write_behaviour(out, names, {f"participant_{i + 1:0{width}d}": r for i, r in enumerate(rdms)})
     with atomic_path(out / PLANTED_FILE) as tmp, open(tmp, "wb") as handle:
         np.save(handle, rdm)
-    write_json(out / "config.json", {"planted_file": None if planted is None else str(Path(planted).resolve()),
-                                     "identity": identity})
-    write_manifest(out / "manifest.json", "synthetic_behaviour", seed=seed, participants=participants, noise=noise,
-                   stimuli=len(names), stimulus_list_sha256=identity["stimulus_list_sha256"])
+    write_json(
+        out / "config.json",
+        {"planted_file": None if planted is None else str(Path(planted).resolve()), "identity": identity},
+    )
+    write_manifest(
+        out / "manifest.json",
+        "synthetic_behaviour",
+        seed=seed,
+        participants=participants,
+        noise=noise,
+        stimuli=len(names),
+        stimulus_list_sha256=identity["stimulus_list_sha256"],
+    )
     return out

@@ -24,11 +24,11 @@ class Frame:
     v: np.ndarray
     pixel: float
 
-    def shifted(self, du: float, dv: float) -> "Frame":
+    def shifted(self, du: float, dv: float) -> Frame:
         """The same frame with its origin moved by (du, dv) local units."""
         return Frame(self.u - du, self.v - dv, self.pixel)
 
-    def mirrored(self) -> "Frame":
+    def mirrored(self) -> Frame:
         """The frame flipped left-right (u -> -u)."""
         return Frame(-self.u, self.v, self.pixel)
 
@@ -39,8 +39,9 @@ def image_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(axis, axis)
 
 
-def posed_frame(size: int, angle: float = 0.0, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0,
-                squash_x: float = 1.0) -> Frame:
+def posed_frame(
+    size: int, angle: float = 0.0, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0, squash_x: float = 1.0
+) -> Frame:
     """Local frame of an object rotated by `angle` (radians), scaled, shifted and squashed horizontally."""
     x, y = image_grid(size)
     x, y = x - dx, y - dy
@@ -84,8 +85,9 @@ def convex_polygon(frame: Frame, points: np.ndarray) -> np.ndarray:
     return coverage(distance, frame.pixel)
 
 
-def regular_polygon(frame: Frame, cx: float, cy: float, radius: float, sides: int, rotation: float = 0.0,
-                    aspect: float = 1.0) -> np.ndarray:
+def regular_polygon(
+    frame: Frame, cx: float, cy: float, radius: float, sides: int, rotation: float = 0.0, aspect: float = 1.0
+) -> np.ndarray:
     """Coverage of a regular polygon (stretched vertically by `aspect`)."""
     angles = rotation + np.arange(sides) * 2 * np.pi / sides
     points = np.stack([cx + radius * np.cos(angles), cy + radius * aspect * np.sin(angles)], axis=1)
@@ -98,11 +100,13 @@ def star(frame: Frame, cx: float, cy: float, radius: float, points: int, inner: 
     for k in range(points):
         tip = -np.pi / 2 + k * 2 * np.pi / points
         half = np.pi / points
-        triangle = np.array([
-            [cx + radius * np.cos(tip), cy + radius * np.sin(tip)],
-            [cx + radius * inner * np.cos(tip - half), cy + radius * inner * np.sin(tip - half)],
-            [cx + radius * inner * np.cos(tip + half), cy + radius * inner * np.sin(tip + half)],
-        ])
+        triangle = np.array(
+            [
+                [cx + radius * np.cos(tip), cy + radius * np.sin(tip)],
+                [cx + radius * inner * np.cos(tip - half), cy + radius * inner * np.sin(tip - half)],
+                [cx + radius * inner * np.cos(tip + half), cy + radius * inner * np.sin(tip + half)],
+            ]
+        )
         mask = np.maximum(mask, convex_polygon(frame, triangle))
     return mask
 
@@ -153,7 +157,7 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     grid = rng.random((cells + 3, cells + 3), dtype=np.float32)
     field = cv2.resize(grid, (size + 3 * size // cells, size + 3 * size // cells), interpolation=cv2.INTER_CUBIC)
     offset = size // cells
-    field = field[offset:offset + size, offset:offset + size]
+    field = field[offset : offset + size, offset : offset + size]
     low, high = field.min(), field.max()
     return (field - low) / (high - low + 1e-6)
 

@@ -14,7 +14,8 @@ draws one image of it. Both take all randomness from the generator they are give
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,10 @@ Params = dict[str, Any]
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A random scene background: a colour gradient, smooth blotches and a few faint distractor blobs."""
-    first, second = cv.hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.2, 0.95)), \
-        cv.hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.2, 0.95))
+    first, second = (
+        cv.hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.2, 0.95)),
+        cv.hsv(rng.random(), rng.uniform(0, 0.6), rng.uniform(0.2, 0.95)),
+    )
     canvas = cv.gradient_background(rng, size, first, second)
     canvas *= (0.8 + 0.4 * cv.smooth_noise(rng, size, 4))[..., None]
     frame = cv.posed_frame(size)
@@ -46,8 +49,17 @@ def _finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 SKIN_LIGHT = np.array([0.98, 0.84, 0.72], dtype=np.float32)
 SKIN_DARK = np.array([0.40, 0.26, 0.17], dtype=np.float32)
-HAIR = np.array([[0.08, 0.06, 0.05], [0.28, 0.17, 0.09], [0.50, 0.33, 0.18], [0.85, 0.70, 0.40],
-                 [0.62, 0.25, 0.10], [0.65, 0.65, 0.65]], dtype=np.float32)
+HAIR = np.array(
+    [
+        [0.08, 0.06, 0.05],
+        [0.28, 0.17, 0.09],
+        [0.50, 0.33, 0.18],
+        [0.85, 0.70, 0.40],
+        [0.62, 0.25, 0.10],
+        [0.65, 0.65, 0.65],
+    ],
+    dtype=np.float32,
+)
 IRIS = np.array([[0.35, 0.20, 0.08], [0.25, 0.45, 0.70], [0.30, 0.50, 0.30], [0.45, 0.45, 0.50]], dtype=np.float32)
 
 
@@ -58,12 +70,21 @@ def face_identity(rng: np.random.Generator) -> Params:
     identity is told apart by fine facial structure, as real identity is, not by a coarse colour cue.
     """
     return {
-        "face_w": rng.uniform(0.48, 0.66), "face_h": rng.uniform(0.66, 0.86), "jaw": rng.uniform(0.70, 1.0),
-        "eye_gap": rng.uniform(0.19, 0.32), "eye_y": rng.uniform(-0.16, 0.02), "eye_r": rng.uniform(0.065, 0.11),
+        "face_w": rng.uniform(0.48, 0.66),
+        "face_h": rng.uniform(0.66, 0.86),
+        "jaw": rng.uniform(0.70, 1.0),
+        "eye_gap": rng.uniform(0.19, 0.32),
+        "eye_y": rng.uniform(-0.16, 0.02),
+        "eye_r": rng.uniform(0.065, 0.11),
         "eye_aspect": rng.uniform(0.45, 0.75),
-        "brow_gap": rng.uniform(0.08, 0.15), "brow_w": rng.uniform(0.02, 0.05), "brow_slant": rng.uniform(-0.35, 0.35),
-        "nose_len": rng.uniform(0.12, 0.26), "nose_w": rng.uniform(0.045, 0.10),
-        "mouth_y": rng.uniform(0.28, 0.46), "mouth_w": rng.uniform(0.11, 0.24), "lip": rng.uniform(0.02, 0.05),
+        "brow_gap": rng.uniform(0.08, 0.15),
+        "brow_w": rng.uniform(0.02, 0.05),
+        "brow_slant": rng.uniform(-0.35, 0.35),
+        "nose_len": rng.uniform(0.12, 0.26),
+        "nose_w": rng.uniform(0.045, 0.10),
+        "mouth_y": rng.uniform(0.28, 0.46),
+        "mouth_w": rng.uniform(0.11, 0.24),
+        "lip": rng.uniform(0.02, 0.05),
         "ear": rng.uniform(0.07, 0.14),
     }
 
@@ -74,8 +95,10 @@ def face_appearance(rng: np.random.Generator) -> Params:
     return {
         "skin": SKIN_LIGHT + (SKIN_DARK - SKIN_LIGHT) * rng.random() + rng.uniform(-0.04, 0.04, 3),
         "hair": cv.jitter_colour(rng, HAIR[rng.integers(len(HAIR))], 0.06),
-        "hairline": rng.uniform(-0.80, -0.42), "hair_volume": rng.uniform(0.02, 0.16),
-        "hair_sides": rng.uniform(-0.35, 0.45), "parting": rng.uniform(-0.3, 0.3),
+        "hairline": rng.uniform(-0.80, -0.42),
+        "hair_volume": rng.uniform(0.02, 0.16),
+        "hair_sides": rng.uniform(-0.35, 0.45),
+        "parting": rng.uniform(-0.3, 0.3),
         "iris": cv.jitter_colour(rng, IRIS[rng.integers(len(IRIS))], 0.05),
         "lip_colour": cv.hsv(rng.uniform(-0.03, 0.03), rng.uniform(0.35, 0.7), rng.uniform(0.45, 0.8)),
         "beard": bool(rng.random() < 0.2),
@@ -88,13 +111,24 @@ def face_render(identity: Params, rng: np.random.Generator, size: int) -> np.nda
     p = {**identity, **face_appearance(rng)}
     canvas = _background(rng, size)
     yaw, pitch = rng.uniform(-0.35, 0.35), rng.uniform(-0.06, 0.06)
-    frame = cv.posed_frame(size, angle=rng.uniform(-0.15, 0.15), scale=rng.uniform(0.88, 1.04),
-                           dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.04, 0.08), squash_x=1.0 - 0.25 * abs(yaw))
+    frame = cv.posed_frame(
+        size,
+        angle=rng.uniform(-0.15, 0.15),
+        scale=rng.uniform(0.88, 1.04),
+        dx=rng.uniform(-0.06, 0.06),
+        dy=rng.uniform(-0.04, 0.08),
+        squash_x=1.0 - 0.25 * abs(yaw),
+    )
     w, h = p["face_w"], p["face_h"]
     skin, hair = p["skin"].astype(np.float32), p["hair"]
     cv.paint(canvas, cv.ellipse(frame, 0, -0.08, w + p["hair_volume"], h * 0.85 + p["hair_volume"]), hair)
-    cv.paint(canvas, cv.box(frame, 0, p["hair_sides"] / 2 - 0.15, w + p["hair_volume"] * 0.8,
-                            p["hair_sides"] / 2 + 0.2, radius=0.05), hair)
+    cv.paint(
+        canvas,
+        cv.box(
+            frame, 0, p["hair_sides"] / 2 - 0.15, w + p["hair_volume"] * 0.8, p["hair_sides"] / 2 + 0.2, radius=0.05
+        ),
+        hair,
+    )
     for side in (-1, 1):
         ear_r = p["ear"] * (1.0 + 0.5 * side * yaw)
         cv.paint(canvas, cv.ellipse(frame, side * w * 0.98, p["eye_y"] + 0.08, ear_r * 0.6, ear_r), skin * 0.92)
@@ -115,21 +149,34 @@ def _face_features(canvas: np.ndarray, frame: cv.Frame, p: Params, rng: np.rando
     eye_y, eye_r = p["eye_y"], p["eye_r"]
     for side in (-1, 1):
         ex = side * p["eye_gap"]
-        cv.paint(canvas, cv.ellipse(frame, ex, eye_y, eye_r, eye_r * p["eye_aspect"] * openness), np.float32([0.95] * 3))
-        cv.paint(canvas, cv.ellipse(frame, ex, eye_y, eye_r * 0.5, eye_r * 0.5 * min(1.0, p["eye_aspect"] * openness * 1.6)),
-                 p["iris"])
+        cv.paint(
+            canvas, cv.ellipse(frame, ex, eye_y, eye_r, eye_r * p["eye_aspect"] * openness), np.float32([0.95] * 3)
+        )
+        cv.paint(
+            canvas,
+            cv.ellipse(frame, ex, eye_y, eye_r * 0.5, eye_r * 0.5 * min(1.0, p["eye_aspect"] * openness * 1.6)),
+            p["iris"],
+        )
         brow_y = eye_y - p["brow_gap"] - raise_
         slant = side * p["brow_slant"] * eye_r
-        cv.paint(canvas, cv.segment(frame, ex - side * eye_r * 1.1, brow_y + slant, ex + side * eye_r * 1.1, brow_y - slant,
-                                    p["brow_w"]), p["hair"] * 0.8)
+        cv.paint(
+            canvas,
+            cv.segment(
+                frame, ex - side * eye_r * 1.1, brow_y + slant, ex + side * eye_r * 1.1, brow_y - slant, p["brow_w"]
+            ),
+            p["hair"] * 0.8,
+        )
     nose_top, nose_bottom = eye_y + 0.05, eye_y + 0.05 + p["nose_len"]
     nose = cv.convex_polygon(frame, np.array([[0, nose_top], [-p["nose_w"], nose_bottom], [p["nose_w"], nose_bottom]]))
     cv.paint(canvas, nose * 0.45, p["skin"].astype(np.float32) * 0.6)
     mouth_y = max(p["mouth_y"], nose_bottom + 0.08)
     cv.paint(canvas, cv.arc(frame, 0, mouth_y, p["mouth_w"], 0.25 * smile, p["lip"] * 1.6), p["lip_colour"])
     if rng.random() < 0.3:
-        cv.paint(canvas, cv.ellipse(frame, 0, mouth_y + 0.02, p["mouth_w"] * 0.6, rng.uniform(0.015, 0.05)),
-                 np.float32([0.15, 0.05, 0.05]))
+        cv.paint(
+            canvas,
+            cv.ellipse(frame, 0, mouth_y + 0.02, p["mouth_w"] * 0.6, rng.uniform(0.015, 0.05)),
+            np.float32([0.15, 0.05, 0.05]),
+        )
 
 
 # --------------------------------------------------------------------------------------------- objects
@@ -141,16 +188,27 @@ TEXTURES = ("plain", "stripes", "checks", "dots")
 def object_identity(rng: np.random.Generator) -> Params:
     """An object category: body shape and proportions, 0-3 attached parts, a texture and two colours."""
     hue = rng.random()
-    parts = [{"shape": str(rng.choice(("ellipse", "box", "ring", "segment"))),
-              "angle": rng.uniform(0, 2 * np.pi), "size": rng.uniform(0.12, 0.35), "aspect": rng.uniform(0.3, 1.0),
-              "colour": cv.hsv(hue + rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.9), rng.uniform(0.2, 0.9))}
-             for _ in range(rng.integers(0, 4))]
+    parts = [
+        {
+            "shape": str(rng.choice(("ellipse", "box", "ring", "segment"))),
+            "angle": rng.uniform(0, 2 * np.pi),
+            "size": rng.uniform(0.12, 0.35),
+            "aspect": rng.uniform(0.3, 1.0),
+            "colour": cv.hsv(hue + rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.9), rng.uniform(0.2, 0.9)),
+        }
+        for _ in range(rng.integers(0, 4))
+    ]
     return {
-        "shape": str(rng.choice(BODY_SHAPES)), "aspect": rng.uniform(0.45, 1.0), "sides": int(rng.integers(5, 9)),
-        "texture": str(rng.choice(TEXTURES)), "frequency": rng.uniform(3, 9), "texture_angle": rng.uniform(0, np.pi),
+        "shape": str(rng.choice(BODY_SHAPES)),
+        "aspect": rng.uniform(0.45, 1.0),
+        "sides": int(rng.integers(5, 9)),
+        "texture": str(rng.choice(TEXTURES)),
+        "frequency": rng.uniform(3, 9),
+        "texture_angle": rng.uniform(0, np.pi),
         "colour": cv.hsv(hue, rng.uniform(0.4, 1.0), rng.uniform(0.4, 1.0)),
         "second": cv.hsv(hue + rng.uniform(-0.5, 0.5), rng.uniform(0.0, 1.0), rng.uniform(0.1, 1.0)),
-        "parts": parts, "rotates": bool(rng.random() < 0.4),
+        "parts": parts,
+        "rotates": bool(rng.random() < 0.4),
     }
 
 
@@ -186,8 +244,9 @@ def object_render(p: Params, rng: np.random.Generator, size: int) -> np.ndarray:
     """One image of a category: varies pose, scale, position, colour shade, distractors, light and background."""
     canvas = _background(rng, size)
     angle = rng.uniform(-np.pi, np.pi) if p["rotates"] else rng.uniform(-0.4, 0.4)
-    frame = cv.posed_frame(size, angle=angle, scale=rng.uniform(0.85, 1.35),
-                           dx=rng.uniform(-0.2, 0.2), dy=rng.uniform(-0.2, 0.2))
+    frame = cv.posed_frame(
+        size, angle=angle, scale=rng.uniform(0.85, 1.35), dx=rng.uniform(-0.2, 0.2), dy=rng.uniform(-0.2, 0.2)
+    )
     colour = cv.jitter_colour(rng, p["colour"], 0.12)
     second = cv.jitter_colour(rng, p["second"], 0.12)
     for part in p["parts"]:
@@ -223,7 +282,8 @@ def food_identity(rng: np.random.Generator) -> Params:
         "base": cv.hsv(hue, rng.uniform(0.3, 0.9), rng.uniform(0.35, 0.95)),
         "second": cv.hsv(hue + rng.uniform(-0.15, 0.15), rng.uniform(0.2, 1.0), rng.uniform(0.2, 0.95)),
         "accent": cv.hsv(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0)),
-        "texture": str(rng.choice(FOOD_TEXTURES)), "scale": rng.uniform(0.6, 1.6),
+        "texture": str(rng.choice(FOOD_TEXTURES)),
+        "scale": rng.uniform(0.6, 1.6),
         "accent_amount": rng.uniform(0.05, 0.3),
     }
 
@@ -243,8 +303,12 @@ def _food_texture(frame: cv.Frame, p: Params, rng: np.random.Generator, size: in
     else:
         weight = np.zeros_like(frame.u)
         for _ in range(int(6 * scale) + 3):
-            weight = np.maximum(weight, cv.ellipse(frame, rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6),
-                                                   0.12 / scale + 0.05, 0.1 / scale + 0.04))
+            weight = np.maximum(
+                weight,
+                cv.ellipse(
+                    frame, rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.6), 0.12 / scale + 0.05, 0.1 / scale + 0.04
+                ),
+            )
     return cv.blend(p["base"], p["second"], weight)
 
 
@@ -252,8 +316,13 @@ def food_render(p: Params, rng: np.random.Generator, size: int) -> np.ndarray:
     """One photo of a dish: plate position and tilt, zoom, texture phase, accents, table, light."""
     table = cv.hsv(rng.uniform(0.05, 0.12), rng.uniform(0.1, 0.6), rng.uniform(0.25, 0.85))
     canvas = cv.gradient_background(rng, size, table, cv.jitter_colour(rng, table, 0.15))
-    frame = cv.posed_frame(size, angle=rng.uniform(-np.pi, np.pi), scale=rng.uniform(0.9, 1.6),
-                           dx=rng.uniform(-0.15, 0.15), dy=rng.uniform(-0.15, 0.15))
+    frame = cv.posed_frame(
+        size,
+        angle=rng.uniform(-np.pi, np.pi),
+        scale=rng.uniform(0.9, 1.6),
+        dx=rng.uniform(-0.15, 0.15),
+        dy=rng.uniform(-0.15, 0.15),
+    )
     tilt = rng.uniform(0.65, 1.0)
     cv.paint(canvas, cv.ellipse(frame, 0, 0, 0.8, 0.8 * tilt), cv.jitter_colour(rng, np.float32([0.92] * 3), 0.06))
     food = cv.ellipse(frame, 0, 0, 0.62, 0.62 * tilt)
@@ -265,19 +334,38 @@ def food_render(p: Params, rng: np.random.Generator, size: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ cars
 
-CAR_COLOURS = np.array([[0.92, 0.92, 0.92], [0.1, 0.1, 0.11], [0.62, 0.63, 0.66], [0.7, 0.1, 0.1],
-                        [0.12, 0.22, 0.55], [0.35, 0.36, 0.38], [0.12, 0.32, 0.2], [0.85, 0.7, 0.15]], dtype=np.float32)
+CAR_COLOURS = np.array(
+    [
+        [0.92, 0.92, 0.92],
+        [0.1, 0.1, 0.11],
+        [0.62, 0.63, 0.66],
+        [0.7, 0.1, 0.1],
+        [0.12, 0.22, 0.55],
+        [0.35, 0.36, 0.38],
+        [0.12, 0.32, 0.2],
+        [0.85, 0.7, 0.15],
+    ],
+    dtype=np.float32,
+)
 
 
 def car_identity(rng: np.random.Generator) -> Params:
     """A car model: body length and height, clearance, cabin shape and slants, wheels, window tint, colour."""
     return {
-        "length": rng.uniform(1.35, 1.75), "height": rng.uniform(0.2, 0.34), "clearance": rng.uniform(0.06, 0.14),
-        "cabin_start": rng.uniform(0.2, 0.4), "cabin_end": rng.uniform(0.72, 0.95), "cabin_h": rng.uniform(0.16, 0.3),
-        "front_slant": rng.uniform(0.05, 0.35), "rear_slant": rng.uniform(0.0, 0.4),
-        "wheel_r": rng.uniform(0.11, 0.18), "wheelbase": rng.uniform(0.55, 0.75),
-        "rim": cv.jitter_colour(rng, np.float32([0.7] * 3), 0.25), "window": cv.hsv(0.58, rng.uniform(0, 0.4), rng.uniform(0.15, 0.5)),
-        "colour": CAR_COLOURS[rng.integers(len(CAR_COLOURS))], "bumper": bool(rng.random() < 0.5),
+        "length": rng.uniform(1.35, 1.75),
+        "height": rng.uniform(0.2, 0.34),
+        "clearance": rng.uniform(0.06, 0.14),
+        "cabin_start": rng.uniform(0.2, 0.4),
+        "cabin_end": rng.uniform(0.72, 0.95),
+        "cabin_h": rng.uniform(0.16, 0.3),
+        "front_slant": rng.uniform(0.05, 0.35),
+        "rear_slant": rng.uniform(0.0, 0.4),
+        "wheel_r": rng.uniform(0.11, 0.18),
+        "wheelbase": rng.uniform(0.55, 0.75),
+        "rim": cv.jitter_colour(rng, np.float32([0.7] * 3), 0.25),
+        "window": cv.hsv(0.58, rng.uniform(0, 0.4), rng.uniform(0.15, 0.5)),
+        "colour": CAR_COLOURS[rng.integers(len(CAR_COLOURS))],
+        "bumper": bool(rng.random() < 0.5),
     }
 
 
@@ -288,8 +376,13 @@ def car_render(p: Params, rng: np.random.Generator, size: int) -> np.ndarray:
     ground_y = rng.uniform(0.3, 0.6)
     road = cv.box(cv.posed_frame(size), 0, ground_y + 1.0, 1.5, 1.0)
     cv.paint(canvas, road, cv.hsv(0, 0, rng.uniform(0.2, 0.6)))
-    frame = cv.posed_frame(size, angle=rng.uniform(-0.08, 0.08), scale=rng.uniform(0.95, 1.15),
-                           dx=rng.uniform(-0.1, 0.1), dy=ground_y - 0.05)
+    frame = cv.posed_frame(
+        size,
+        angle=rng.uniform(-0.08, 0.08),
+        scale=rng.uniform(0.95, 1.15),
+        dx=rng.uniform(-0.1, 0.1),
+        dy=ground_y - 0.05,
+    )
     if rng.random() < 0.5:
         frame = frame.mirrored()
     _draw_car(canvas, frame, p, cv.jitter_colour(rng, p["colour"], 0.08))
@@ -303,8 +396,14 @@ def _draw_car(canvas: np.ndarray, frame: cv.Frame, p: Params, colour: np.ndarray
     cv.paint(canvas, cv.box(frame, 0, -clear - body_h / 2, half, body_h / 2, radius=0.05), colour)
     c0, c1 = -half + p["cabin_start"] * 2 * half, -half + p["cabin_end"] * 2 * half
     roof = body_top - p["cabin_h"]
-    cabin = np.array([[c0 - 0.02, body_top + 0.01], [c0 + p["rear_slant"], roof],
-                      [c1 - p["front_slant"], roof], [c1, body_top + 0.01]])
+    cabin = np.array(
+        [
+            [c0 - 0.02, body_top + 0.01],
+            [c0 + p["rear_slant"], roof],
+            [c1 - p["front_slant"], roof],
+            [c1, body_top + 0.01],
+        ]
+    )
     cv.paint(canvas, cv.convex_polygon(frame, cabin), colour)
     inset = np.array([[0.05, -0.01], [0.04, 0.035], [-0.04, 0.035], [-0.05, -0.01]])
     cv.paint(canvas, cv.convex_polygon(frame, cabin + inset), p["window"])
@@ -319,7 +418,9 @@ def _draw_car(canvas: np.ndarray, frame: cv.Frame, p: Params, colour: np.ndarray
         cv.paint(canvas, cv.box(frame, 0, -clear - 0.02, half + 0.02, 0.025), np.float32([0.2] * 3))
 
 
-DOMAINS: dict[str, tuple[Callable[[np.random.Generator], Params], Callable[[Params, np.random.Generator, int], np.ndarray]]] = {
+DOMAINS: dict[
+    str, tuple[Callable[[np.random.Generator], Params], Callable[[Params, np.random.Generator, int], np.ndarray]]
+] = {
     "face": (face_identity, face_render),
     "object": (object_identity, object_render),
     "food": (food_identity, food_render),

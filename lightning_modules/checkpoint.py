@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
+from common.errors import UserError
+from common.io import file_sha256
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import ModelConfig, TrainConfig, config_from_dict
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, vgg16
-from common.errors import UserError
-from common.io import file_sha256
 
 MODEL_PREFIX = "model."
 
@@ -46,8 +46,12 @@ class LoadedModel:
 
 def build_model(label_space: LabelSpace, model_config: ModelConfig) -> VGG:
     """The VGG16 for a label space (one output per class of every task) and a config's `model` section."""
-    return vgg16(label_space.total_classes, width=model_config.width, batch_norm=model_config.batch_norm,
-                 dropout=model_config.dropout)
+    return vgg16(
+        label_space.total_classes,
+        width=model_config.width,
+        batch_norm=model_config.batch_norm,
+        dropout=model_config.dropout,
+    )
 
 
 def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
@@ -58,13 +62,17 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     if "config" not in hparams or "label_space" not in hparams:
-        raise UserError(f"{path} is not a specialize training checkpoint (no config/label_space); pass a .ckpt written by specialize train")
+        raise UserError(
+            f"{path} is not a specialize training checkpoint (no config/label_space); "
+            "pass a .ckpt written by specialize train"
+        )
     label_space = LabelSpace.from_dict(hparams["label_space"])
     config = config_from_dict(hparams["config"])
     model = build_model(label_space, config.model)
     load_weights(model, checkpoint["state_dict"], path)
-    return LoadedModel(model=model.eval(), label_space=label_space, config=config, checkpoint=path,
-                       sha256=file_sha256(path))
+    return LoadedModel(
+        model=model.eval(), label_space=label_space, config=config, checkpoint=path, sha256=file_sha256(path)
+    )
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
@@ -78,15 +86,21 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     except pickle.UnpicklingError as error:
         named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if named is None:  # not a pickle at all, or a damaged one
-            raise UserError(f"cannot read checkpoint {path} (not a checkpoint, or damaged); pass a .ckpt written by "
-                            "specialize train") from None
-        raise UserError(f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, "
-                        f"which could run code when loaded (it asks for {named.group(1)}); load only .ckpt files "
-                        "written by specialize train") from None
+            raise UserError(
+                f"cannot read checkpoint {path} (not a checkpoint, or damaged); pass a .ckpt written by "
+                "specialize train"
+            ) from None
+        raise UserError(
+            f"refused to load checkpoint {path}: it holds Python objects other than tensors and plain data, "
+            f"which could run code when loaded (it asks for {named.group(1)}); load only .ckpt files "
+            "written by specialize train"
+        ) from None
     except Exception as error:  # a truncated or foreign file: report it in one line
         first_line = str(error).splitlines()[0].split(". ")[0] if str(error) else ""  # its first sentence
-        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}: {first_line}); pass a .ckpt written "
-                        "by specialize train") from None
+        raise UserError(
+            f"cannot read checkpoint {path} ({type(error).__name__}: {first_line}); pass a .ckpt written "
+            "by specialize train"
+        ) from None
 
 
 def is_complete_checkpoint(path: str | os.PathLike) -> bool:
@@ -101,14 +115,21 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
 
 def load_weights(model: VGG, state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """Copy a TaskModule state dict into `model`; UserError when the architectures differ."""
-    weights = {key.removeprefix(MODEL_PREFIX): value for key, value in state_dict.items() if key.startswith(MODEL_PREFIX)}
+    weights = {
+        key.removeprefix(MODEL_PREFIX): value for key, value in state_dict.items() if key.startswith(MODEL_PREFIX)
+    }
     expected = model.state_dict()
-    mismatched = sorted(key for key in expected.keys() | weights.keys()
-                        if key not in weights or key not in expected or weights[key].shape != expected[key].shape)
+    mismatched = sorted(
+        key
+        for key in expected.keys() | weights.keys()
+        if key not in weights or key not in expected or weights[key].shape != expected[key].shape
+    )
     if mismatched:
         key = mismatched[0]
         found = tuple(weights[key].shape) if key in weights else "missing"
         wanted = tuple(expected[key].shape) if key in expected else "absent"
-        raise UserError(f"{path} does not match the VGG16 its config describes ({key}: checkpoint {found}, model {wanted}); "
-                        "the checkpoint is of another architecture")
+        raise UserError(
+            f"{path} does not match the VGG16 its config describes ({key}: checkpoint {found}, model {wanted}); "
+            "the checkpoint is of another architecture"
+        )
     model.load_state_dict(weights)

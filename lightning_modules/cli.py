@@ -13,23 +13,35 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
     parser = subparsers.add_parser(
-        "train", help="train a single- or multi-task VGG16 (Lightning; DDP over devices and nodes)",
-        description="Train from a YAML config; a run directory that already holds a checkpoint is continued.")
+        "train",
+        help="train a single- or multi-task VGG16 (Lightning; DDP over devices and nodes)",
+        description="Train from a YAML config; a run directory that already holds a checkpoint is continued.",
+    )
     parser.add_argument("--config", help="YAML training config, e.g. configs/tiny_face_object.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. trainer.epochs=5 data.dir=data/synth tasks=[face,object]")
-    parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config")
-    parser.add_argument("--print-config", nargs="?", const="", metavar="KEY",
-                        help="print the resolved config as YAML (or the value of one dotted KEY, or run_dir) and exit "
-                             "without training")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. trainer.epochs=5 data.dir=data/synth tasks=[face,object]",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--print-config",
+        nargs="?",
+        const="",
+        metavar="KEY",
+        help="print the resolved config as YAML (or the value of one dotted KEY, or run_dir) and exit without training",
+    )
     parser.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Resolve the config (file + overrides, or a run directory's saved config) and train."""
     from common.errors import UserError
-
     from lightning_modules.config import load_config, read_run_config
     from lightning_modules.preemption import REQUEUE_EXIT_CODE, Preempted
     from lightning_modules.train import train
@@ -54,7 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def resumed_config(saved: "TrainConfig", run_dir: str, overrides: list[str]) -> "TrainConfig":
+def resumed_config(saved: TrainConfig, run_dir: str, overrides: list[str]) -> TrainConfig:
     """A run directory's saved config, placed at that directory, with `overrides` applied (e.g. more epochs)."""
     from pathlib import Path
 
@@ -69,7 +81,7 @@ def resumed_config(saved: "TrainConfig", run_dir: str, overrides: list[str]) -> 
     return config_from_dict(data)
 
 
-def print_config(config: "TrainConfig", key: str) -> None:
+def print_config(config: TrainConfig, key: str) -> None:
     """Print the resolved config as YAML, or the value of one dotted key (or `run_dir`): a string as its bytes
     (so that cluster/launch.sh reads paths in any encoding), anything else as JSON."""
     import json

@@ -8,9 +8,10 @@ each of the `trainer.devices * trainer.num_nodes` processes loads `batch_size / 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -147,18 +148,26 @@ def validate(config: TrainConfig) -> None:
         raise UserError("config key tasks is empty; list one or more tasks, e.g. tasks=[face,object]")
     if len(set(config.tasks)) != len(config.tasks):
         raise UserError(f"config key tasks repeats a task: {config.tasks}; list each task once")
-    for key, value in (("data.resolution", config.data.resolution), ("data.batch_size", config.data.batch_size),
-                       ("trainer.epochs", config.trainer.epochs), ("trainer.devices", config.trainer.devices),
-                       ("trainer.num_nodes", config.trainer.num_nodes), ("model.width", config.model.width),
-                       ("optim.lr", config.optim.lr)):
+    for key, value in (
+        ("data.resolution", config.data.resolution),
+        ("data.batch_size", config.data.batch_size),
+        ("trainer.epochs", config.trainer.epochs),
+        ("trainer.devices", config.trainer.devices),
+        ("trainer.num_nodes", config.trainer.num_nodes),
+        ("model.width", config.model.width),
+        ("optim.lr", config.optim.lr),
+    ):
         if value <= 0:
             raise UserError(f"config key {key} must be positive, got {value}")
     if config.data.resolution < 32:
-        raise UserError(f"config key data.resolution must be at least 32 (VGG16 pools 5 times), got {config.data.resolution}")
+        raise UserError(
+            f"config key data.resolution must be at least 32 (VGG16 pools 5 times), got {config.data.resolution}"
+        )
     if config.data.batch_size % config.world_size:
         raise UserError(
             f"data.batch_size={config.data.batch_size} (global) is not divisible by the {config.world_size} processes "
-            "(trainer.devices x trainer.num_nodes); choose a multiple")
+            "(trainer.devices x trainer.num_nodes); choose a multiple"
+        )
 
 
 def write_config(config: TrainConfig, run_dir: str | Path) -> None:
@@ -173,5 +182,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The resolved config saved in a run directory."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created")
+        raise UserError(
+            f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created"
+        )
     return config_from_dict(read_json(path))

@@ -25,7 +25,7 @@ class OutputHeads:
     sizes: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, label_space: LabelSpace, heads: str) -> "OutputHeads":
+    def of(cls, label_space: LabelSpace, heads: str) -> OutputHeads:
         """The heads of a network over `label_space` with `model.heads` = `heads` (shared or separate)."""
         if heads == "separate":
             return cls(tuple(label_space.num_classes(task) for task in label_space.tasks))

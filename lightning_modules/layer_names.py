@@ -4,11 +4,19 @@ Kept free of torch so that command-line parsers can offer them as choices withou
 """
 
 CONV_LAYERS: tuple[str, ...] = (
-    "conv1_1", "conv1_2",
-    "conv2_1", "conv2_2",
-    "conv3_1", "conv3_2", "conv3_3",
-    "conv4_1", "conv4_2", "conv4_3",
-    "conv5_1", "conv5_2", "conv5_3",
+    "conv1_1",
+    "conv1_2",
+    "conv2_1",
+    "conv2_2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
 )
 FC_LAYERS: tuple[str, ...] = ("fc6", "fc7", "output")
 LAYER_NAMES: tuple[str, ...] = CONV_LAYERS + FC_LAYERS

@@ -30,9 +30,16 @@ def make_loggers(config: TrainConfig, run_dir: Path, resume_step: int = 0) -> li
         return loggers
     wandb = redact(config.to_dict()["wandb"])
     wandb_logger = WandbLogger(
-        project=wandb["project"], group=wandb["group"], name=wandb["name"] or run_dir.name,
-        job_type=wandb["job_type"], tags=wandb["tags"], id=wandb_run_id(run_dir), resume="allow",
-        save_dir=str(run_dir), offline=config.wandb.mode == "offline", config=redact(wandb_run_config(config)),
+        project=wandb["project"],
+        group=wandb["group"],
+        name=wandb["name"] or run_dir.name,
+        job_type=wandb["job_type"],
+        tags=wandb["tags"],
+        id=wandb_run_id(run_dir),
+        resume="allow",
+        save_dir=str(run_dir),
+        offline=config.wandb.mode == "offline",
+        config=redact(wandb_run_config(config)),
     )
     if rank_zero_only.rank == 0:
         with redacted_sys_argv():  # W&B records the command line when its run starts: start it here
@@ -47,7 +54,8 @@ def wandb_run_config(config: TrainConfig) -> dict[str, Any]:
 
 
 class WandbSummaryMetrics(Callback):
-    """Declare the summaries W&B dashboards compare: the lowest validation loss and each task's best validation top-1."""
+    """Declare the summaries W&B dashboards compare: the lowest validation loss and each task's best validation
+    top-1."""
 
     def __init__(self, tasks: list[str]):
         self.tasks = list(tasks)

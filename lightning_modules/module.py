@@ -79,10 +79,16 @@ class TaskModule(pl.LightningModule):
         losses = self.heads.loss(logits, labels)
         with torch.no_grad():
             own_logits = logits.detach().masked_fill(~self.own_mask[task_index], float("-inf"))
-            values = torch.stack([
-                losses.detach(), topk_hits(logits.detach(), labels, 1), topk_hits(logits.detach(), labels, 5),
-                topk_hits(own_logits, labels, 1), topk_hits(own_logits, labels, 5),
-            ], dim=1)
+            values = torch.stack(
+                [
+                    losses.detach(),
+                    topk_hits(logits.detach(), labels, 1),
+                    topk_hits(logits.detach(), labels, 5),
+                    topk_hits(own_logits, labels, 1),
+                    topk_hits(own_logits, labels, 5),
+                ],
+                dim=1,
+            )
             self._stage_metrics(stage).update(task_index, values)
         return losses.mean()
 
@@ -122,12 +128,16 @@ class TaskModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.config.optim
-        optimizer = torch.optim.SGD(self.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                    weight_decay=optim.weight_decay)
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay
+        )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}
+            optimizer, mode="min", factor=optim.plateau_factor, patience=optim.plateau_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the Python, NumPy and torch RNG states so a resumed run draws the same random numbers."""

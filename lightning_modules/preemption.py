@@ -29,13 +29,17 @@ class Preempted(Exception):
 
 def next_hpc_checkpoint(run_dir: Path) -> Path:
     """run_dir/hpc_ckpt_<n+1>.ckpt after the highest existing n (Lightning's naming)."""
-    numbers = [int(path.stem.removeprefix(HPC_PREFIX)) for path in run_dir.glob(f"{HPC_PREFIX}*.ckpt")
-               if path.stem.removeprefix(HPC_PREFIX).isdigit()]
+    numbers = [
+        int(path.stem.removeprefix(HPC_PREFIX))
+        for path in run_dir.glob(f"{HPC_PREFIX}*.ckpt")
+        if path.stem.removeprefix(HPC_PREFIX).isdigit()
+    ]
     return run_dir / f"{HPC_PREFIX}{max(numbers, default=0) + 1}.ckpt"
 
 
 class SaveOnSignal(pl.Callback):
-    """On `signum`, save a checkpoint into `run_dir` at the next batch end (all ranks together) and raise `Preempted`."""
+    """On `signum`, save a checkpoint into `run_dir` at the next batch end (all ranks together) and raise
+    `Preempted`."""
 
     def __init__(self, run_dir: Path, signum: int = signal.SIGUSR1):
         self.run_dir = Path(run_dir)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -34,8 +35,9 @@ from lightning_modules.checkpoint import read_checkpoint
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O with atomic writes and data-only reads (whatever `weights_only` it is asked for)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
         """Serialise in memory, then write the bytes under a temporary name renamed onto `path` when complete."""
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
@@ -44,8 +46,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as tmp:
             tmp.write_bytes(buffer.getbuffer())
 
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Callable | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Callable | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """The checkpoint's contents on the CPU, tensors and plain data only (UserError otherwise)."""
         return read_checkpoint(path)
 
@@ -63,7 +66,7 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self) -> "ResumableExperimentWriter":
+    def experiment(self) -> ResumableExperimentWriter:
         """The writer, created on first use (rank 0 only)."""
         if self._experiment is None:
             self._experiment = ResumableExperimentWriter(self.log_dir, self._resume_step)
@@ -113,5 +116,8 @@ def rows_before(path: Path, step: float) -> list[dict[str, str]]:
         return []
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return [{key: value for key, value in row.items() if value not in ("", None)}
-            for row in rows if row.get("step") and float(row["step"]) < step]
+    return [
+        {key: value for key, value in row.items() if value not in ("", None)}
+        for row in rows
+        if row.get("step") and float(row["step"]) < step
+    ]

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from common.errors import UserError
 from common.io import file_sha256, read_json, remove_temporaries, write_json
@@ -36,11 +37,22 @@ from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, mak
 CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
 # lives neither: `--resume RUN_DIR` names it by its directory).
-RESUMABLE_KEYS = frozenset({
-    "trainer.epochs", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
-    "trainer.progress_bar", "data.num_workers", "data.os_cache", "data.dir", "output.root", "output.run_name",
-    "wandb.mode",
-})
+RESUMABLE_KEYS = frozenset(
+    {
+        "trainer.epochs",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.accelerator",
+        "trainer.strategy",
+        "trainer.progress_bar",
+        "data.num_workers",
+        "data.os_cache",
+        "data.dir",
+        "output.root",
+        "output.run_name",
+        "wandb.mode",
+    }
+)
 
 
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
@@ -89,8 +101,10 @@ def label_space_for(data_dir: DataDir, config: TrainConfig) -> LabelSpace:
         if task not in config.tasks:
             raise UserError(f"config key data.classes.{task} names a task not in tasks ({', '.join(config.tasks)})")
         if label_space.num_classes(task) != expected:
-            raise UserError(f"the data in {config.data.dir} has {label_space.num_classes(task)} classes for task {task!r} "
-                            f"but data.classes.{task}={expected}; rebuild the data or fix the config")
+            raise UserError(
+                f"the data in {config.data.dir} has {label_space.num_classes(task)} classes for task {task!r} "
+                f"but data.classes.{task}={expected}; rebuild the data or fix the config"
+            )
     data_dir.check_labels(config.tasks, "train")
     data_dir.tasks_beton(config.tasks, "val")  # training watches the val split: refuse data built without one
     return label_space
@@ -107,11 +121,17 @@ def check_existing_run(run_dir: Path, config: TrainConfig, label_space: dict[str
     stored = None
     if (run_dir / "config.json").is_file():
         saved_label_space = run_dir / "label_space.json"
-        stored = run_identity(read_run_config(run_dir),
-                              read_json(saved_label_space) if saved_label_space.is_file() else label_space)
-    check_same_job(run_dir, "training run", stored, run_identity(config, label_space),
-                   "continue it unchanged with --resume, set output.run_name to start a new run, "
-                   "or point data.dir at the data the run used")
+        stored = run_identity(
+            read_run_config(run_dir), read_json(saved_label_space) if saved_label_space.is_file() else label_space
+        )
+    check_same_job(
+        run_dir,
+        "training run",
+        stored,
+        run_identity(config, label_space),
+        "continue it unchanged with --resume, set output.run_name to start a new run, "
+        "or point data.dir at the data the run used",
+    )
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -126,7 +146,9 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     for path in existing:
         if is_complete_checkpoint(path):
             return str(path)
-        warnings.warn(f"checkpoint {path} is cut short (incomplete file); continuing from an older one if any")
+        warnings.warn(
+            f"checkpoint {path} is cut short (incomplete file); continuing from an older one if any", stacklevel=2
+        )
     return None
 
 
@@ -155,10 +177,17 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
 
     trainer_config = config.trainer
     # Two callbacks: Lightning's save_last only writes last.ckpt in epochs that also improve the best one.
-    best = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor="val/loss", mode="min",
-                           save_top_k=1, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
-                           enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename="best",
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
     plugins: list[Any] = [SafeCheckpointIO()]
     if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
@@ -187,19 +216,32 @@ def make_datamodule(config: TrainConfig, world_size: int) -> Any:
     """The FFCV DataModule for the configured tasks, loading `batch_size / world_size` images per process."""
     from data_pipeline.datamodule import TaskDataModule
 
-    return TaskDataModule(config.data.dir, list(config.tasks), batch_size=config.data.batch_size // world_size,
-                          resolution=config.data.resolution, num_workers=config.data.num_workers,
-                          seed=config.seed, os_cache=config.data.os_cache, augment=config.data.augment)
+    return TaskDataModule(
+        config.data.dir,
+        list(config.tasks),
+        batch_size=config.data.batch_size // world_size,
+        resolution=config.data.resolution,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+        os_cache=config.data.os_cache,
+        augment=config.data.augment,
+    )
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, label_space: dict[str, Any], data_path: Path) -> None:
     """Resolved config, the label space and the manifest (versions, seed, data manifest hash)."""
     write_config(config, run_dir)
     write_json(run_dir / "label_space.json", label_space)
-    write_manifest(run_dir / "manifest.json", "train", seed=config.seed, data=str(data_path),
-                   data_manifest_sha256=file_sha256(Path(data_path) / "manifest.json"),
-                   world_size=config.world_size, tasks=list(config.tasks),
-                   slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    write_manifest(
+        run_dir / "manifest.json",
+        "train",
+        seed=config.seed,
+        data=str(data_path),
+        data_manifest_sha256=file_sha256(Path(data_path) / "manifest.json"),
+        world_size=config.world_size,
+        tasks=list(config.tasks),
+        slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+    )
 
 
 def write_summary(run_dir: Path, trainer: Any) -> None:
@@ -210,9 +252,14 @@ def write_summary(run_dir: Path, trainer: Any) -> None:
     best, last = trainer.checkpoint_callbacks
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key or key == "lr"}
     metrics = metrics or last_logged_metrics(run_dir / "metrics.csv")
-    write_json(run_dir / "summary.json", {
-        "epochs": trainer.current_epoch, "global_step": trainer.global_step,
-        "best_checkpoint": best.best_model_path, "last_checkpoint": last.best_model_path,
-        "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
-        "metrics": metrics,
-    })
+    write_json(
+        run_dir / "summary.json",
+        {
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "best_checkpoint": best.best_model_path,
+            "last_checkpoint": last.best_model_path,
+            "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+            "metrics": metrics,
+        },
+    )

@@ -11,7 +11,26 @@ from torch import nn
 
 from lightning_modules.layer_names import CONV_LAYERS, FC_LAYERS
 
-CONFIG_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+CONFIG_D: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 HIDDEN_FC = 4096
 
 
@@ -23,7 +42,9 @@ def scaled(channels: int, width: float) -> int:
 class VGG(nn.Module):
     """torchvision-style VGG: `features`, `avgpool` (adaptive, 7x7) and `classifier`."""
 
-    def __init__(self, features: nn.Sequential, num_classes: int, hidden: int, last_channels: int, dropout: float = 0.5):
+    def __init__(
+        self, features: nn.Sequential, num_classes: int, hidden: int, last_channels: int, dropout: float = 0.5
+    ):
         super().__init__()
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
@@ -82,7 +103,9 @@ def init_weights(model: nn.Module, width: float = 1.0) -> None:
 def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> VGG:
     """VGG16 configuration D with `num_classes` outputs; `width` scales every conv and hidden FC layer."""
     features = make_features(width, batch_norm)
-    model = VGG(features, num_classes, hidden=scaled(HIDDEN_FC, width), last_channels=scaled(512, width), dropout=dropout)
+    model = VGG(
+        features, num_classes, hidden=scaled(HIDDEN_FC, width), last_channels=scaled(512, width), dropout=dropout
+    )
     init_weights(model, width)
     return model
 

@@ -21,8 +21,8 @@ SUBCOMMAND_MODULES = (
     "data_pipeline.cli",
     "lightning_modules.cli",
     "sweeps.cli",
-    "analysis.cli",
-    "analysis.representation_cli",
+    "analysis.segregation.cli",
+    "analysis.representations.cli",
     "analysis.report.cli",
     "specialize.study",
     "specialize.demo",
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every subsystem's subcommands registered."""
     parser = OneLineErrorParser(
         prog="specialize",
-        description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.")
+        description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         if error.errno not in DISK_FULL_ERRNOS:
             raise
         where = f" while writing {error.filename}" if error.filename else ""
-        return fail(args.prog, f"{os.strerror(error.errno)}{where}; free space (or raise the quota or file-size "
-                               "limit) or choose another --out, then rerun the same command to resume")
+        return fail(
+            args.prog,
+            f"{os.strerror(error.errno)}{where}; free space (or raise the quota or file-size "
+            "limit) or choose another --out, then rerun the same command to resume",
+        )
     except KeyboardInterrupt:
         print(f"{args.prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

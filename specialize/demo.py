@@ -33,20 +33,32 @@ VISUALIZED_LAYER = "conv5_3"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `demo` subcommand."""
-    parser = subparsers.add_parser("demo", help="run the whole study on built-in synthetic data (resumable)",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "demo", help="run the whole study on built-in synthetic data (resumable)", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", default="runs/demo", help="demo directory (default: %(default)s)")
     parser.add_argument("--classes", type=int, default=60, help="classes per task (default: %(default)s)")
-    parser.add_argument("--train-per-class", type=int, default=100,
-                        help="training images per class, a tenth of them set aside for validation (default: %(default)s)")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=100,
+        help="training images per class, a tenth of them set aside for validation (default: %(default)s)",
+    )
     parser.add_argument("--test-per-class", type=int, default=30, help="test images per class (default: %(default)s)")
     parser.add_argument("--resolution", type=int, default=48, help="image side the networks see (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
-    parser.add_argument("--images-per-task", type=int, default=400,
-                        help="lesion-sweep images per task (default: %(default)s)")
-    parser.add_argument("--bootstraps", type=int, default=1000, help="bootstrap resamples for the CIs (default: %(default)s)")
-    parser.add_argument("--visualize-steps", type=int, default=500,
-                        help="gradient-ascent steps of the feature visualisation (default: %(default)s)")
+    parser.add_argument(
+        "--images-per-task", type=int, default=400, help="lesion-sweep images per task (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--bootstraps", type=int, default=1000, help="bootstrap resamples for the CIs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--visualize-steps",
+        type=int,
+        default=500,
+        help="gradient-ascent steps of the feature visualisation (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -56,12 +68,24 @@ def make_data(out: Path, args: argparse.Namespace) -> Path:
     from data_pipeline.synth import generate
 
     images, data = out / "images", out / "data"
-    generate(images, seed=0, tasks=TASKS, classes_per_task=args.classes, train_per_class=args.train_per_class,
-             test_per_class=args.test_per_class, heldout_classes=HELDOUT_CLASSES, size=max(64, args.resolution))
+    generate(
+        images,
+        seed=0,
+        tasks=TASKS,
+        classes_per_task=args.classes,
+        train_per_class=args.train_per_class,
+        test_per_class=args.test_per_class,
+        heldout_classes=HELDOUT_CLASSES,
+        size=max(64, args.resolution),
+    )
     if not (data / "manifest.json").is_file():
         validation = max(1, args.train_per_class // 10)  # a tenth of each class's training images
-        build_dataset({task: images / task for task in TASKS}, data,
-                      counts=ImageCounts(test=args.test_per_class, val=validation), heldout_classes=HELDOUT_CLASSES)
+        build_dataset(
+            {task: images / task for task in TASKS},
+            data,
+            counts=ImageCounts(test=args.test_per_class, val=validation),
+            heldout_classes=HELDOUT_CLASSES,
+        )
     return data
 
 
@@ -70,9 +94,16 @@ def train_networks(out: Path, data: Path, args: argparse.Namespace) -> dict[str,
     from lightning_modules.config import load_config
     from lightning_modules.train import train
 
-    overrides = [f"data.dir={data}", f"output.root={out / 'train'}", "wandb.group=demo",
-                 f"data.resolution={args.resolution}", f"trainer.epochs={args.epochs}"]
-    return {name: train(load_config(REPO / "configs" / f"{config}.yaml", overrides)) for name, config in NETWORKS.items()}
+    overrides = [
+        f"data.dir={data}",
+        f"output.root={out / 'train'}",
+        "wandb.group=demo",
+        f"data.resolution={args.resolution}",
+        f"trainer.epochs={args.epochs}",
+    ]
+    return {
+        name: train(load_config(REPO / "configs" / f"{config}.yaml", overrides)) for name, config in NETWORKS.items()
+    }
 
 
 def validation_accuracies(run_dir: Path) -> dict[str, float]:
@@ -80,43 +111,56 @@ def validation_accuracies(run_dir: Path) -> dict[str, float]:
     from common.io import read_json
 
     metrics = read_json(run_dir / "summary.json")["metrics"]
-    return {key.split("/")[1]: value for key, value in metrics.items()
-            if key.startswith("val/") and key.endswith("/top1") and key.count("/") == 2}
+    return {
+        key.split("/")[1]: value
+        for key, value in metrics.items()
+        if key.startswith("val/") and key.endswith("/top1") and key.count("/") == 2
+    }
 
 
 def segregate(out: Path, data: Path, dual: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Stages 4-5: the sweep of the dual-task network's best checkpoint, segregation and the random-task control."""
-    from analysis.segregation import run_segregation
-    from analysis.settings import SegregationSettings
+    from analysis.segregation.run import run_segregation
+    from analysis.segregation.settings import SegregationSettings
     from sweeps.distributed import run_sweep
 
     sweep = run_sweep(dual / "checkpoints" / "best.ckpt", data, out / "lesion", images_per_task=args.images_per_task)
     print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
-    return {name: run_segregation(out / "lesion", out / name, data,
-                                  SegregationSettings(n_bootstraps=args.bootstraps, random_tasks=random_tasks))
-            for name, random_tasks in (("segregation", False), ("segregation_random", True))}
+    return {
+        name: run_segregation(
+            out / "lesion",
+            out / name,
+            data,
+            SegregationSettings(n_bootstraps=args.bootstraps, random_tasks=random_tasks),
+        )
+        for name, random_tasks in (("segregation", False), ("segregation_random", True))
+    }
 
 
 def plot_against_control(out: Path) -> list[Path]:
     """OUT/figures/segregation_vs_control.png|svg: the dual-task network's segregation index per layer beside the
     random-task control's, each with its 95% band."""
     from analysis.figures import plot_segregation_by_layer
-    from analysis.segregation import segregation_curves
+    from analysis.segregation.run import segregation_curves
 
-    curves = segregation_curves([f"{out / 'segregation'}=dual-task network",
-                                 f"{out / 'segregation_random'}=random split of its classes"])
-    return plot_segregation_by_layer(curves, out / "figures" / "segregation_vs_control",
-                                     title="Segregation of the dual-task network's filters (synthetic data)")
+    curves = segregation_curves(
+        [f"{out / 'segregation'}=dual-task network", f"{out / 'segregation_random'}=random split of its classes"]
+    )
+    return plot_segregation_by_layer(
+        curves,
+        out / "figures" / "segregation_vs_control",
+        title="Segregation of the dual-task network's filters (synthetic data)",
+    )
 
 
 def representations(out: Path, data: Path, runs: dict[str, Path], args: argparse.Namespace) -> None:
     """Stages 6-8: decoding of held-out classes, RSA against synthetic participants, feature visualisation."""
-    from analysis.activations import Network
-    from analysis.decoding import run_decoding
-    from analysis.representation_cli import format_decoding, format_rsa
-    from analysis.rsa import run_rsa
-    from analysis.settings import RSASettings, VisualizeSettings
-    from analysis.visualize import run_visualize
+    from analysis.representations.activations import Network
+    from analysis.representations.cli import format_decoding, format_rsa
+    from analysis.representations.decoding import run_decoding
+    from analysis.representations.rsa import run_rsa
+    from analysis.representations.settings import RSASettings, VisualizeSettings
+    from analysis.representations.visualize import run_visualize
     from data_pipeline.behaviour import write_stimulus_list
     from data_pipeline.synth_behaviour import generate_behaviour
 
@@ -127,8 +171,17 @@ def representations(out: Path, data: Path, runs: dict[str, Path], args: argparse
     behaviour = generate_behaviour(out / "behaviour", stimuli, participants=14, noise=1.0, seed=0)
     rsa = run_rsa(networks, behaviour / "stimuli.txt", behaviour, out / "rsa", progress=False)
     print("\nRSA with 14 synthetic participants who judge face identity:\n" + format_rsa(rsa, RSASettings().comparison))
-    run_visualize(networks[-1], VISUALIZED_LAYER, out / "visualize", top=4, tasks=TASKS, sweep_dir=out / "lesion",
-                  data_dir=data, settings=VisualizeSettings(steps=args.visualize_steps), progress=False)
+    run_visualize(
+        networks[-1],
+        VISUALIZED_LAYER,
+        out / "visualize",
+        top=4,
+        tasks=TASKS,
+        sweep_dir=out / "lesion",
+        data_dir=data,
+        settings=VisualizeSettings(steps=args.visualize_steps),
+        progress=False,
+    )
 
 
 def format_segregation(summaries: dict[str, dict[str, Any]]) -> str:
@@ -138,15 +191,23 @@ def format_segregation(summaries: dict[str, dict[str, Any]]) -> str:
     scope = network["default_scope"]
     [rows] = network["segregation_index"][scope].values()
     [random_rows] = control["segregation_index"][scope].values()
-    lines = [f"segregation index, top {network['fraction']:.0%} lesions, {network['confidence_level']:.0%} CI "
-             f"from {network['n_bootstraps']} resamples ({scope}):",
-             f"  {'layer':<8} {'face vs object':>26}   {'random pseudo-tasks':>26}"]
+    lines = [
+        f"segregation index, top {network['fraction']:.0%} lesions, {network['confidence_level']:.0%} CI "
+        f"from {network['n_bootstraps']} resamples ({scope}):",
+        f"  {'layer':<8} {'face vs object':>26}   {'random pseudo-tasks':>26}",
+    ]
     for row, random_row in zip(rows, random_rows):
-        lines.append(f"  {row['layer']:<8} {_interval(row['si'], row['low'], row['high']):>26}   "
-                     f"{_interval(random_row['si'], random_row['low'], random_row['high']):>26}")
+        lines.append(
+            f"  {row['layer']:<8} {_interval(row['si'], row['low'], row['high']):>26}   "
+            f"{_interval(random_row['si'], random_row['low'], random_row['high']):>26}"
+        )
     intact = network["intact_accuracy"][scope]
-    lines.append("dual-task network, intact test top-1: " + ", ".join(
-        f"{task} {_interval(value['accuracy'], value['low'], value['high'])}" for task, value in intact.items()))
+    lines.append(
+        "dual-task network, intact test top-1: "
+        + ", ".join(
+            f"{task} {_interval(value['accuracy'], value['low'], value['high'])}" for task, value in intact.items()
+        )
+    )
     return "\n".join(lines)
 
 

@@ -74,11 +74,21 @@ def trial_training_config(study: StudyConfig, trial: Trial) -> Any:
 
     spec = study.networks[trial.network]
     directory = trial.directory(study)
-    overrides = [f"wandb.project={study.wandb.project}", f"wandb.mode={study.wandb.mode}",
-                 *study.overrides, *spec.overrides, f"seed={trial.seed}", f"name={trial.network}",
-                 f"output.root={directory}", "output.run_name=train", "trainer.progress_bar=false",
-                 f"wandb.group={study.wandb_group}", f"wandb.name={trial.name}", "wandb.job_type=train",
-                 *accelerator_overrides(study.resources.train)]
+    overrides = [
+        f"wandb.project={study.wandb.project}",
+        f"wandb.mode={study.wandb.mode}",
+        *study.overrides,
+        *spec.overrides,
+        f"seed={trial.seed}",
+        f"name={trial.network}",
+        f"output.root={directory}",
+        "output.run_name=train",
+        "trainer.progress_bar=false",
+        f"wandb.group={study.wandb_group}",
+        f"wandb.name={trial.name}",
+        "wandb.job_type=train",
+        *accelerator_overrides(study.resources.train),
+    ]
     if spec.data:
         overrides.append(f"data.dir={spec.data}")
     config = load_config(spec.config, overrides)
@@ -93,9 +103,13 @@ def accelerator_overrides(resources: StageResources) -> list[str]:
 
 def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTarget:
     """Where a trial's lesion and segregation stages log: the study's group, the trial's name and labels."""
-    return WandbTarget(project=study.wandb.project, mode=study.wandb.mode, group=study.wandb_group, name=trial.name,
-                       labels={"pair": trial.network, "tasks": "+".join(tasks), "seed": trial.seed,
-                               "study": study.name})
+    return WandbTarget(
+        project=study.wandb.project,
+        mode=study.wandb.mode,
+        group=study.wandb_group,
+        name=trial.name,
+        labels={"pair": trial.network, "tasks": "+".join(tasks), "seed": trial.seed, "study": study.name},
+    )
 
 
 # ----------------------------------------------------------------------------------------- one trial
@@ -124,40 +138,62 @@ def run_trial(params: dict[str, Any], study: dict[str, Any], trials: dict[str, d
     if study.analyses.representations(trial.network):
         metrics.update(analyse_representations(study, trial, config, run_dir))
         tune.report(metrics)
-    write_json(trial.directory(study) / TRIAL_FILE, {**dataclasses.asdict(trial), "directory": str(trial.directory(study)),
-                                                     "tasks": list(config.tasks), **metrics})
+    write_json(
+        trial.directory(study) / TRIAL_FILE,
+        {**dataclasses.asdict(trial), "directory": str(trial.directory(study)), "tasks": list(config.tasks), **metrics},
+    )
 
 
 def analyse_pair(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -> dict[str, Any]:
     """The lesion sweep of the trial's chosen checkpoint, then segregation and the random-task control."""
-    from analysis.segregation import run_segregation, summary_scalars
-    from analysis.settings import SegregationSettings
+    from analysis.segregation.run import run_segregation, summary_scalars
+    from analysis.segregation.settings import SegregationSettings
     from sweeps.distributed import run_sweep
     from sweeps.settings import SweepSettings
 
     lesion, segregation = study.analyses.lesion, study.analyses.segregation
     directory, target = trial.directory(study), wandb_target(study, trial, config.tasks)
     checkpoint = run_dir / "checkpoints" / f"{lesion.checkpoint}.ckpt"
-    settings = SweepSettings(layers=tuple(lesion.layers), ranking=lesion.ranking,
-                             filters_per_task=lesion.filters_per_task,
-                             resources=study.task_resources(study.resources.sweep_task))
+    settings = SweepSettings(
+        layers=tuple(lesion.layers),
+        ranking=lesion.ranking,
+        filters_per_task=lesion.filters_per_task,
+        resources=study.task_resources(study.resources.sweep_task),
+    )
     logged = (directory / "lesion" / "manifest.json").is_file()
-    sweep = run_sweep(checkpoint, config.data.dir, directory / "lesion", lesion.images_per_task, lesion.seed,
-                      settings, progress=False)
+    sweep = run_sweep(
+        checkpoint, config.data.dir, directory / "lesion", lesion.images_per_task, lesion.seed, settings, progress=False
+    )
     if not logged:
-        log_stage(target, "lesion", sweep.out_dir, {"checkpoint": str(checkpoint), **dataclasses.asdict(lesion)},
-                  tables={"ranking": sweep.ranking}, summary=intact_scalars(sweep.filter_losses))
+        log_stage(
+            target,
+            "lesion",
+            sweep.out_dir,
+            {"checkpoint": str(checkpoint), **dataclasses.asdict(lesion)},
+            tables={"ranking": sweep.ranking},
+            summary=intact_scalars(sweep.filter_losses),
+        )
     metrics: dict[str, Any] = {"stage": "lesion"}
     if not segregation.enabled:
         return metrics
     for random_tasks, name in ((False, "segregation"), (True, "segregation_random")):
         if random_tasks and not segregation.random_tasks:
             continue
-        result = run_segregation(sweep.out_dir, directory / name, config.data.dir, SegregationSettings(
-            fraction=segregation.fraction, fractions=tuple(segregation.fractions), n_bootstraps=segregation.bootstraps,
-            seed=segregation.seed, random_tasks=random_tasks, batch_size=segregation.batch_size,
-            resources=study.task_resources(study.resources.eval_task)),
-            wandb=dataclasses.replace(target, name=f"{trial.name}-random" if random_tasks else trial.name))
+        result = run_segregation(
+            sweep.out_dir,
+            directory / name,
+            config.data.dir,
+            SegregationSettings(
+                fraction=segregation.fraction,
+                fractions=tuple(segregation.fractions),
+                n_bootstraps=segregation.bootstraps,
+                seed=segregation.seed,
+                random_tasks=random_tasks,
+                batch_size=segregation.batch_size,
+                resources=study.task_resources(study.resources.eval_task),
+            ),
+            wandb=dataclasses.replace(target, name=f"{trial.name}-random" if random_tasks else trial.name),
+        )
         prefix = "random/" if random_tasks else ""
         metrics.update({f"{prefix}{key}": value for key, value in summary_scalars(result).items()})
     metrics["stage"] = "segregation"
@@ -167,10 +203,10 @@ def analyse_pair(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -
 def analyse_representations(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -> dict[str, Any]:
     """Decoding of held-out classes and RSA against behaviour, of the trial's chosen checkpoint (as `specialize
     decode` and `specialize rsa` write them, under the trial's decode/ and rsa/)."""
-    from analysis.activations import Network
-    from analysis.decoding import run_decoding
-    from analysis.rsa import run_rsa
-    from analysis.settings import ActivationSettings
+    from analysis.representations.activations import Network
+    from analysis.representations.decoding import run_decoding
+    from analysis.representations.rsa import run_rsa
+    from analysis.representations.settings import ActivationSettings
 
     analyses, directory = study.analyses, trial.directory(study)
     network = [Network(trial.network, run_dir / "checkpoints" / f"{analyses.lesion.checkpoint}.ckpt")]
@@ -178,22 +214,37 @@ def analyse_representations(study: StudyConfig, trial: Trial, config: Any, run_d
     metrics: dict[str, Any] = {}
     if analyses.decoding.runs_on(trial.network):
         extraction = ActivationSettings(layers=tuple(analyses.decoding.layers), pooling="mean", resources=resources)
-        table = run_decoding(network, config.data.dir, directory / "decode", settings=analyses.decoding.settings(),
-                             extraction=extraction, progress=False)
+        table = run_decoding(
+            network,
+            config.data.dir,
+            directory / "decode",
+            settings=analyses.decoding.settings(),
+            extraction=extraction,
+            progress=False,
+        )
         metrics.update({f"decode/{row.task}/{row.layer}": float(row.accuracy) for row in table.itertuples()})
     if analyses.rsa.runs_on(trial.network):
         extraction = ActivationSettings(layers=tuple(analyses.rsa.layers), resources=resources)
-        table = run_rsa(network, analyses.rsa.stimuli, analyses.rsa.behaviour, directory / "rsa",
-                        analyses.rsa.settings(), extraction, progress=False)
+        table = run_rsa(
+            network,
+            analyses.rsa.stimuli,
+            analyses.rsa.behaviour,
+            directory / "rsa",
+            analyses.rsa.settings(),
+            extraction,
+            progress=False,
+        )
         metrics.update({f"rsa/{row.layer}": float(row.correlation) for row in table.itertuples()})
     return {**metrics, "stage": "representations"}
 
 
-def intact_scalars(filter_losses: "pd.DataFrame") -> dict[str, float]:
+def intact_scalars(filter_losses: pd.DataFrame) -> dict[str, float]:
     """The intact network's loss and accuracy per task on the sweep's images, as W&B summary keys."""
     intact = filter_losses.drop_duplicates("task")
-    return {**{f"intact/{row.task}/loss": float(row.intact_loss) for row in intact.itertuples()},
-            **{f"intact/{row.task}/accuracy": float(row.intact_accuracy) for row in intact.itertuples()}}
+    return {
+        **{f"intact/{row.task}/loss": float(row.intact_loss) for row in intact.itertuples()},
+        **{f"intact/{row.task}/accuracy": float(row.intact_accuracy) for row in intact.itertuples()},
+    }
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -209,8 +260,10 @@ def trial_resources(study: StudyConfig, trial: Trial) -> Any:
     resources = study.resources
     bundles = [bundle(resources.train.cpus, resources.train.gpus)]
     if (trial.pair and study.analyses.lesion.enabled) or study.analyses.representations(trial.network):
-        task = bundle(max(resources.sweep_task.cpus, resources.eval_task.cpus),
-                      max(resources.sweep_task.gpus, resources.eval_task.gpus))
+        task = bundle(
+            max(resources.sweep_task.cpus, resources.eval_task.cpus),
+            max(resources.sweep_task.gpus, resources.eval_task.gpus),
+        )
         bundles += [task] * resources.tasks_per_trial
     return tune.PlacementGroupFactory(bundles)
 
@@ -221,16 +274,22 @@ def study_identity(study: StudyConfig) -> dict[str, Any]:
     return {key: data[key] for key in ("name", "pairs", "controls", "overrides", "analyses")}
 
 
-def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bool = False,
-              only_seeds: list[int] | None = None) -> "pd.DataFrame":
+def run_study(
+    study: StudyConfig, address: str | None = None, aggregate_only: bool = False, only_seeds: list[int] | None = None
+) -> pd.DataFrame:
     """Run (or continue) every unfinished trial with Ray Tune, then aggregate; returns the per-trial table.
 
     `only_seeds` runs the trials of those seeds alone and leaves the aggregation to a later `--aggregate-only`
     (one job of a Slurm array per seed: the jobs then never write the same files).
     """
     out = study.out_dir
-    check_same_job(out, "study", recorded_identity(out / "config.json"), study_identity(study),
-                   "rerun the same study config (adding seeds is fine), or give the study another name")
+    check_same_job(
+        out,
+        "study",
+        recorded_identity(out / "config.json"),
+        study_identity(study),
+        "rerun the same study config (adding seeds is fine), or give the study another name",
+    )
     write_json(out / "config.json", {**study.to_dict(), "identity": study_identity(study)})
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]
     pending = [trial for trial in chosen if not (trial.directory(study) / TRIAL_FILE).is_file()]
@@ -243,11 +302,25 @@ def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bo
         from analysis.seeds import aggregate_study
 
         write_parquet(out / "trials.parquet", table)
-        aggregate_study(out / "aggregate", table, study.analyses.segregation.fraction,
-                        WandbTarget(study.wandb.project, study.wandb.mode, study.wandb_group, f"{study.name}-aggregate",
-                                    {"study": study.name}))
-    write_manifest(out / "manifest.json", "study", seeds=list(study.seeds), networks=list(study.networks),
-                   trials=table["name"].tolist() if not table.empty else [])
+        aggregate_study(
+            out / "aggregate",
+            table,
+            study.analyses.segregation.fraction,
+            WandbTarget(
+                study.wandb.project,
+                study.wandb.mode,
+                study.wandb_group,
+                f"{study.name}-aggregate",
+                {"study": study.name},
+            ),
+        )
+    write_manifest(
+        out / "manifest.json",
+        "study",
+        seeds=list(study.seeds),
+        networks=list(study.networks),
+        trials=table["name"].tolist() if not table.empty else [],
+    )
     report_failures(failed, pending, out)
     return table
 
@@ -255,8 +328,10 @@ def run_study(study: StudyConfig, address: str | None = None, aggregate_only: bo
 def report_failures(failed: list[str], pending: list[Trial], out: Path) -> None:
     """UserError naming the first failed trial, when any failed."""
     if failed:
-        raise UserError(f"{len(failed)} of {len(pending)} trials failed (first: {failed[0]}); their logs are in "
-                        f"{out / 'ray_tune'}; rerun the same command to retry them")
+        raise UserError(
+            f"{len(failed)} of {len(pending)} trials failed (first: {failed[0]}); their logs are in "
+            f"{out / 'ray_tune'}; rerun the same command to retry them"
+        )
 
 
 def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) -> list[str]:
@@ -264,28 +339,42 @@ def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) ->
     from ray import tune
 
     by_name = {trial.name: trial for trial in trials}
-    entries = {name: {"trial": dataclasses.asdict(trial), "config": redact(trial_training_config(study, trial).to_dict())}
-               for name, trial in by_name.items()}  # Ray Tune may write trial parameters into its own files
+    entries = {
+        name: {"trial": dataclasses.asdict(trial), "config": redact(trial_training_config(study, trial).to_dict())}
+        for name, trial in by_name.items()
+    }  # Ray Tune may write trial parameters into its own files
     with ray_session(address):
-        trainable = tune.with_resources(tune.with_parameters(run_trial, study=study.to_dict(), trials=entries),
-                                        lambda params: trial_resources(study, by_name[params["trial"]]))
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, study=study.to_dict(), trials=entries),
+            lambda params: trial_resources(study, by_name[params["trial"]]),
+        )
         results = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search(list(by_name))},
+            trainable,
+            param_space={"trial": tune.grid_search(list(by_name))},
             run_config=tune.RunConfig(
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                 storage_path=str((study.out_dir / "ray_tune").resolve()),
-                failure_config=tune.FailureConfig(max_failures=study.resources.max_failures), verbose=1),
+                failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
+                verbose=1,
+            ),
         ).fit()
-    return [f"{result.config['trial']}: {str(result.error).splitlines()[-1]}" for result in results
-            if result.error is not None]
+    return [
+        f"{result.config['trial']}: {str(result.error).splitlines()[-1]}"
+        for result in results
+        if result.error is not None
+    ]
 
 
-def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> "pd.DataFrame":
+def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> pd.DataFrame:
     """One row per finished trial of the study's networks and seeds (or `seeds`): its final metrics (trial.json)."""
     import pandas as pd
 
-    rows = [read_json(path) for trial in trials_of(study) if seeds is None or trial.seed in seeds
-            if (path := trial.directory(study) / TRIAL_FILE).is_file()]
+    rows = [
+        read_json(path)
+        for trial in trials_of(study)
+        if seeds is None or trial.seed in seeds
+        if (path := trial.directory(study) / TRIAL_FILE).is_file()
+    ]
     return pd.DataFrame([{"name": f"{row['network']}-seed{row['seed']}", **row} for row in rows])
 
 
@@ -295,26 +384,40 @@ def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> "pd.DataF
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `study` and `tune` subcommands."""
     parser = subparsers.add_parser(
-        "study", help="a whole study: networks x seeds as Ray Tune trials (train, lesion, segregation, decoding, "
-                      "RSA), aggregated",
+        "study",
+        help="a whole study: networks x seeds as Ray Tune trials (train, lesion, segregation, decoding, "
+        "RSA), aggregated",
         description="Run every (network, seed) of a study config as a Ray Tune trial: train, then for task pairs the "
-                    "lesion sweep, segregation and its random-task control, and decoding and RSA where the config "
-                    "enables them; then aggregate across seeds. Rerun the same command to continue: finished trials "
-                    "and stages are not redone.")
+        "lesion sweep, segregation and its random-task control, and decoding and RSA where the config "
+        "enables them; then aggregate across seeds. Rerun the same command to continue: finished trials "
+        "and stages are not redone.",
+    )
     parser.add_argument("--config", required=True, help="study YAML, e.g. studies/tiny.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. seeds=[3] output=runs/x")
-    parser.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures from finished trials")
-    parser.add_argument("--seeds", help="run only these comma-separated seeds of the study, without aggregating (one "
-                                        "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)")
+    parser.add_argument(
+        "--aggregate-only", action="store_true", help="only rebuild tables and figures from finished trials"
+    )
+    parser.add_argument(
+        "--seeds",
+        help="run only these comma-separated seeds of the study, without aggregating (one "
+        "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)",
+    )
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     parser.set_defaults(run=run_study_command)
 
     parser = subparsers.add_parser(
-        "tune", help="train configs x seeds as parallel Ray Tune trials (a study without analyses)",
+        "tune",
+        help="train configs x seeds as parallel Ray Tune trials (a study without analyses)",
         description="Train every --config for every seed as a Ray Tune trial (a study whose analyses are off), into "
-                    "OUT/trials/<name>-seed<N>/train; the table of final metrics goes to OUT/trials.parquet.")
-    parser.add_argument("--config", dest="configs", action="append", required=True,
-                        help="YAML training config; repeat for several task pairs")
+        "OUT/trials/<name>-seed<N>/train; the table of final metrics goes to OUT/trials.parquet.",
+    )
+    parser.add_argument(
+        "--config",
+        dest="configs",
+        action="append",
+        required=True,
+        help="YAML training config; repeat for several task pairs",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument("--out", required=True, help="directory of the trials and the results table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every config")
@@ -352,12 +455,22 @@ def tune_study(args: argparse.Namespace) -> StudyConfig:
     if len(set(names)) != len(names):
         raise UserError("two --config files share a `name`; give each task pair's config its own name")
     out = Path(args.out)
-    return with_absolute_paths(study_from_dict({
-        "name": out.name, "output": str(out.parent), "seeds": parse_seeds(args.seeds),
-        "pairs": {name: {"config": path} for name, path in zip(names, args.configs)}, "overrides": list(args.overrides),
-        "analyses": {"lesion": {"enabled": False}, "segregation": {"enabled": False}},
-        "resources": {"train": {"cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial},
-                      "max_failures": args.max_failures}}))
+    return with_absolute_paths(
+        study_from_dict(
+            {
+                "name": out.name,
+                "output": str(out.parent),
+                "seeds": parse_seeds(args.seeds),
+                "pairs": {name: {"config": path} for name, path in zip(names, args.configs)},
+                "overrides": list(args.overrides),
+                "analyses": {"lesion": {"enabled": False}, "segregation": {"enabled": False}},
+                "resources": {
+                    "train": {"cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial},
+                    "max_failures": args.max_failures,
+                },
+            }
+        )
+    )
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -371,9 +484,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def print_trials(table: "pd.DataFrame", out: Path) -> None:
+def print_trials(table: pd.DataFrame, out: Path) -> None:
     """The finished trials' validation loss and top-1 per task, and where the results are."""
-    columns = [c for c in table.columns if c in ("name", "best_val_loss") or c.startswith("val/") and c.endswith("/top1")]
+    columns = [
+        c for c in table.columns if c in ("name", "best_val_loss") or c.startswith("val/") and c.endswith("/top1")
+    ]
     if not table.empty:
         print(table[columns].to_string(index=False))
     print(f"trials: {out / 'trials.parquet'}; seed aggregation: {out / 'aggregate'}")

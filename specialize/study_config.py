@@ -9,12 +9,14 @@ RSA against behaviour. Loaded strictly like training configs: unknown keys and w
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from analysis.settings import (CLASSIFIERS, COMPARISONS, DEFAULT_BATCH_SIZE, DEFAULT_RESAMPLES, DISTANCES,
-                               DecodingSettings, RSASettings)
+from analysis.bootstrap import DEFAULT_RESAMPLES
+from analysis.representations.settings import CLASSIFIERS, COMPARISONS, DISTANCES, DecodingSettings, RSASettings
+from analysis.segregation.settings import DEFAULT_BATCH_SIZE
 from common.errors import UserError
 from common.ray_runner import Resources
 from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
@@ -194,17 +196,23 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 def with_absolute_paths(study: StudyConfig) -> StudyConfig:
     """The study with its training configs, data directories and output resolved against the working directory."""
+
     def resolved(spec: NetworkSpec) -> NetworkSpec:
-        return dataclasses.replace(spec, config=str(Path(spec.config).resolve()),
-                                   data=str(Path(spec.data).resolve()) if spec.data else None)
+        return dataclasses.replace(
+            spec, config=str(Path(spec.config).resolve()), data=str(Path(spec.data).resolve()) if spec.data else None
+        )
 
     rsa = study.analyses.rsa
-    rsa = dataclasses.replace(rsa, **{key: str(Path(getattr(rsa, key)).resolve())
-                                      for key in ("stimuli", "behaviour") if getattr(rsa, key)})
-    return dataclasses.replace(study, output=str(Path(study.output).resolve()),
-                               pairs={name: resolved(spec) for name, spec in study.pairs.items()},
-                               controls={name: resolved(spec) for name, spec in study.controls.items()},
-                               analyses=dataclasses.replace(study.analyses, rsa=rsa))
+    rsa = dataclasses.replace(
+        rsa, **{key: str(Path(getattr(rsa, key)).resolve()) for key in ("stimuli", "behaviour") if getattr(rsa, key)}
+    )
+    return dataclasses.replace(
+        study,
+        output=str(Path(study.output).resolve()),
+        pairs={name: resolved(spec) for name, spec in study.pairs.items()},
+        controls={name: resolved(spec) for name, spec in study.controls.items()},
+        analyses=dataclasses.replace(study.analyses, rsa=rsa),
+    )
 
 
 def study_from_dict(data: Mapping[str, Any]) -> StudyConfig:
@@ -217,8 +225,10 @@ def study_from_dict(data: Mapping[str, Any]) -> StudyConfig:
 def validate(study: StudyConfig) -> None:
     """Check what types alone cannot: names, seeds, choices, counts and that every training config exists."""
     if not study.pairs and not study.controls:
-        raise UserError("the study has no networks; list task pairs under `pairs` and/or single-task networks under "
-                        "`controls`, each with its training `config`")
+        raise UserError(
+            "the study has no networks; list task pairs under `pairs` and/or single-task networks under "
+            "`controls`, each with its training `config`"
+        )
     if not study.seeds or len(set(study.seeds)) != len(study.seeds):
         raise UserError(f"config key seeds must list distinct seeds, e.g. [0, 1, 2], not {study.seeds}")
     shared = set(study.pairs) & set(study.controls)
@@ -234,11 +244,15 @@ def validate(study: StudyConfig) -> None:
     check_choice("wandb.mode", study.wandb.mode, WANDB_MODES)
     unknown = [layer for layer in study.analyses.lesion.layers if layer not in CONV_LAYERS]
     if unknown or not study.analyses.lesion.layers:
-        raise UserError(f"analyses.lesion.layers: unknown or no layers ({unknown}); choose from {', '.join(CONV_LAYERS)}")
+        raise UserError(
+            f"analyses.lesion.layers: unknown or no layers ({unknown}); choose from {', '.join(CONV_LAYERS)}"
+        )
     if study.resources.train.gpus > 1:
-        raise UserError(f"resources.train.gpus={study.resources.train.gpus}: a study trial trains on at most one GPU; "
-                        "train multi-GPU networks with `cluster/launch.sh ... specialize train` (Lightning DDP) and "
-                        "analyse their checkpoints with `specialize lesion` and `segregation`")
+        raise UserError(
+            f"resources.train.gpus={study.resources.train.gpus}: a study trial trains on at most one GPU; "
+            "train multi-GPU networks with `cluster/launch.sh ... specialize train` (Lightning DDP) and "
+            "analyse their checkpoints with `specialize lesion` and `segregation`"
+        )
     if study.resources.tasks_per_trial < 1:
         raise UserError("resources.tasks_per_trial must be at least 1")
     if study.analyses.segregation.enabled and not study.analyses.lesion.enabled:
@@ -251,12 +265,15 @@ def validate_representations(analyses: Analyses, networks: list[str]) -> None:
     for name, stage in (("decoding", analyses.decoding), ("rsa", analyses.rsa)):
         strangers = [network for network in stage.networks if network not in networks]
         if strangers:
-            raise UserError(f"analyses.{name}.networks: {strangers[0]!r} is not a network of the study; choose from "
-                            f"{', '.join(networks)}")
+            raise UserError(
+                f"analyses.{name}.networks: {strangers[0]!r} is not a network of the study; choose from "
+                f"{', '.join(networks)}"
+            )
         unknown = [layer for layer in stage.layers if layer not in LAYER_NAMES]
         if unknown or not stage.layers:
-            raise UserError(f"analyses.{name}.layers: unknown or no layers ({unknown}); choose from "
-                            f"{', '.join(LAYER_NAMES)}")
+            raise UserError(
+                f"analyses.{name}.layers: unknown or no layers ({unknown}); choose from {', '.join(LAYER_NAMES)}"
+            )
     decoding, rsa = analyses.decoding, analyses.rsa
     check_choice("analyses.decoding.classifier", decoding.classifier, CLASSIFIERS)
     if decoding.folds < 2:
@@ -265,8 +282,12 @@ def validate_representations(analyses: Analyses, networks: list[str]) -> None:
     check_choice("analyses.rsa.comparison", rsa.comparison, COMPARISONS)
     if rsa.enabled:
         if not rsa.stimuli or not Path(rsa.stimuli).is_file():
-            raise UserError(f"analyses.rsa.stimuli: stimulus list {rsa.stimuli!r} is not a file; give the list of "
-                            "stimulus images (one path per line)")
+            raise UserError(
+                f"analyses.rsa.stimuli: stimulus list {rsa.stimuli!r} is not a file; give the list of "
+                "stimulus images (one path per line)"
+            )
         if not rsa.behaviour or not Path(rsa.behaviour).is_dir():
-            raise UserError(f"analyses.rsa.behaviour: {rsa.behaviour!r} is not a folder; give a behaviour directory "
-                            "(README, Behavioural data)")
+            raise UserError(
+                f"analyses.rsa.behaviour: {rsa.behaviour!r} is not a folder; give a behaviour directory "
+                "(README, Behavioural data)"
+            )

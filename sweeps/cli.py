@@ -11,26 +11,41 @@ from sweeps.settings import DEFAULT_FILTERS_PER_TASK, DEFAULT_IMAGES_PER_TASK, R
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `lesion` subcommand."""
     parser = subparsers.add_parser(
-        "lesion", help="lesion every conv filter of a trained network and rank filters per task",
+        "lesion",
+        help="lesion every conv filter of a trained network and rank filters per task",
         description="Lesion each conv filter (output map set to 0 after its ReLU), measure the loss on a fixed set "
-                    "of training images of every task, and rank filters per layer and task. Resumable: rerun the "
-                    "same command to continue a killed sweep.")
+        "of training images of every task, and rank filters per layer and task. Resumable: rerun the "
+        "same command to continue a killed sweep.",
+    )
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `specialize train`")
     parser.add_argument("--data", required=True, help="the data directory the model was trained on")
     parser.add_argument("--out", required=True, help="output directory (resumes the sweep already there)")
-    parser.add_argument("--images-per-task", type=int, default=DEFAULT_IMAGES_PER_TASK,
-                        help="training-split images per task, eval transform (default: %(default)s)")
+    parser.add_argument(
+        "--images-per-task",
+        type=int,
+        default=DEFAULT_IMAGES_PER_TASK,
+        help="training-split images per task, eval transform (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: %(default)s)")
-    parser.add_argument("--ranking", choices=RANKINGS, default=RANKINGS[0],
-                        help="oneshot: each filter alone (default); greedy: METHOD's rounds of 1.6%% up to 20%%")
+    parser.add_argument(
+        "--ranking",
+        choices=RANKINGS,
+        default=RANKINGS[0],
+        help="oneshot: each filter alone (default); greedy: METHOD's rounds of 1.6%% up to 20%%",
+    )
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
     add_ray_arguments(parser)
-    parser.add_argument("--filters-per-task", type=int, default=DEFAULT_FILTERS_PER_TASK,
-                        help="filters per Ray task (default: %(default)s)")
+    parser.add_argument(
+        "--filters-per-task",
+        type=int,
+        default=DEFAULT_FILTERS_PER_TASK,
+        help="filters per Ray task (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 128, or fewer to fit memory)")
     parser.add_argument("--lesions-per-pass", type=int, help="lesions folded into one pass (default: fit memory)")
-    parser.add_argument("--memory-budget-gb", type=float,
-                        help="memory per task in GiB (default: half of the free memory a task sees)")
+    parser.add_argument(
+        "--memory-budget-gb", type=float, help="memory per task in GiB (default: half of the free memory a task sees)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -43,11 +58,26 @@ def run(args: argparse.Namespace) -> int:
 
     budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
     settings = SweepSettings(
-        layers=tuple(args.layers or CONV_LAYERS), ranking=args.ranking, filters_per_task=args.filters_per_task,
-        batch_size=args.batch_size, lesions_per_pass=args.lesions_per_pass, memory_budget=budget,
-        resources=Resources.from_args(args))
-    result = run_sweep(args.checkpoint, args.data, args.out, images_per_task=args.images_per_task, seed=args.seed,
-                       settings=settings, address=args.address, progress=not args.no_progress)
-    print(f"lesion sweep: {len(result.filter_losses)} rows -> {result.out_dir / 'filter_losses.parquet'}, "
-          f"{result.out_dir / 'ranking.parquet'}")
+        layers=tuple(args.layers or CONV_LAYERS),
+        ranking=args.ranking,
+        filters_per_task=args.filters_per_task,
+        batch_size=args.batch_size,
+        lesions_per_pass=args.lesions_per_pass,
+        memory_budget=budget,
+        resources=Resources.from_args(args),
+    )
+    result = run_sweep(
+        args.checkpoint,
+        args.data,
+        args.out,
+        images_per_task=args.images_per_task,
+        seed=args.seed,
+        settings=settings,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    print(
+        f"lesion sweep: {len(result.filter_losses)} rows -> {result.out_dir / 'filter_losses.parquet'}, "
+        f"{result.out_dir / 'ranking.parquet'}"
+    )
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -24,7 +24,8 @@ def tf32(allowed: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def on_device(model: VGG, device: torch.device | str | None) -> Iterator[tuple[VGG, torch.device]]:
-    """`model` in eval mode on `device` (default: where it is); a copy when it has to move, so the caller's stays put."""
+    """`model` in eval mode on `device` (default: where it is); a copy when it has to move, so the caller's stays
+    put."""
     current = next(model.parameters()).device
     target = torch.device(device) if device is not None else current
     if target.type == "cuda" and target.index is None:

@@ -15,9 +15,10 @@ inside and resumable between.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import ray
@@ -52,13 +53,22 @@ class Chunk:
         """Where the chunk's result lives under `out_dir`."""
         if self.task is None:
             return out_dir / "chunks" / "oneshot" / f"{self.layer}_{self.part:04d}.parquet"
-        return out_dir / "chunks" / "greedy" / f"round_{self.round:02d}" / self.task / f"{self.layer}_{self.part:04d}.parquet"
+        return (
+            out_dir
+            / "chunks"
+            / "greedy"
+            / f"round_{self.round:02d}"
+            / self.task
+            / f"{self.layer}_{self.part:04d}.parquet"
+        )
 
 
 def chunks_of(layer: str, candidates: Sequence[int], size: int, **fields: Any) -> list[Chunk]:
     """`candidates` of `layer` cut into chunks of `size` filters."""
-    return [Chunk(layer, part, tuple(candidates[start:start + size]), **fields)
-            for part, start in enumerate(range(0, len(candidates), size))]
+    return [
+        Chunk(layer, part, tuple(candidates[start : start + size]), **fields)
+        for part, start in enumerate(range(0, len(candidates), size))
+    ]
 
 
 # ------------------------------------------------------------------------------------------ Ray tasks
@@ -76,8 +86,16 @@ def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSetting
     """Loss and accuracy rows (layer, layer_index, filter, task, loss, accuracy) of one chunk (a Ray task)."""
     images = stimuli.only(chunk.task) if chunk.task else stimuli
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
-        plan = layer_plan(net, chunk.layer, len(images.labels), len(chunk.filters), settings.batch_size,
-                          settings.lesions_per_pass, settings.memory_budget, images.images.shape[1:])
+        plan = layer_plan(
+            net,
+            chunk.layer,
+            len(images.labels),
+            len(chunk.filters),
+            settings.batch_size,
+            settings.lesions_per_pass,
+            settings.memory_budget,
+            images.images.shape[1:],
+        )
         totals = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base, heads=heads)
     return lesion_frame(chunk.layer, chunk.filters, totals, images)
 
@@ -94,8 +112,9 @@ def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings, heads: Out
 class ChunkRunner:
     """Runs a sweep's chunks through the Ray runner: the model and images go into the object store once."""
 
-    def __init__(self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool,
-                 heads: OutputHeads):
+    def __init__(
+        self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool, heads: OutputHeads
+    ):
         self.out_dir = out_dir
         self.settings = settings
         self.progress = progress
@@ -106,14 +125,25 @@ class ChunkRunner:
     def intact(self) -> pd.DataFrame:
         """The intact loss and accuracy per task, computed once per output directory."""
         path = self.out_dir / "chunks" / "intact.parquet"
-        run_units(run_intact, [WorkUnit(path, (self.model_ref, self.stimuli_ref, self.settings, self.heads))],
-                  self.settings.resources, "intact network", progress=False)
+        run_units(
+            run_intact,
+            [WorkUnit(path, (self.model_ref, self.stimuli_ref, self.settings, self.heads))],
+            self.settings.resources,
+            "intact network",
+            progress=False,
+        )
         return pd.read_parquet(path)
 
     def run(self, chunks: Sequence[Chunk], description: str) -> pd.DataFrame:
         """All chunks' rows, computing the missing ones in parallel."""
-        units = [WorkUnit(chunk.path(self.out_dir), (self.model_ref, self.stimuli_ref, chunk, self.settings, self.heads),
-                          size=len(chunk.filters)) for chunk in chunks]
+        units = [
+            WorkUnit(
+                chunk.path(self.out_dir),
+                (self.model_ref, self.stimuli_ref, chunk, self.settings, self.heads),
+                size=len(chunk.filters),
+            )
+            for chunk in chunks
+        ]
         run_units(run_chunk, units, self.settings.resources, description, self.progress, unit_name="filter")
         return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
 
@@ -121,29 +151,46 @@ class ChunkRunner:
 def oneshot_chunks(model: VGG, settings: SweepSettings) -> list[Chunk]:
     """Every filter of the chosen layers, in chunks."""
     sizes = filters_per_layer(model)
-    return [chunk for layer in settings.layers
-            for chunk in chunks_of(layer, range(sizes[layer]), settings.filters_per_task)]
+    return [
+        chunk for layer in settings.layers for chunk in chunks_of(layer, range(sizes[layer]), settings.filters_per_task)
+    ]
 
 
 def greedy_rankings(runner: ChunkRunner, model: VGG, tasks: Sequence[str], oneshot: pd.DataFrame) -> pd.DataFrame:
     """METHOD's greedy ranking of every (layer, task), round by round; round 0 is the one-shot sweep."""
     settings, sizes = runner.settings, filters_per_layer(model)
     schedules = {layer: GreedySchedule.for_layer(sizes[layer]) for layer in settings.layers}
-    rounds = {(layer, task): [oneshot[(oneshot.layer == layer) & (oneshot.task == task)]]
-              for layer in settings.layers for task in tasks}
+    rounds = {
+        (layer, task): [oneshot[(oneshot.layer == layer) & (oneshot.task == task)]]
+        for layer in settings.layers
+        for task in tasks
+    }
     for round_index in range(1, max(s.rounds for s in schedules.values())):
-        chunks = [chunk for (layer, task), done in rounds.items() if schedules[layer].rounds > round_index
-                  for chunk in next_round_chunks(layer, task, done, schedules[layer], sizes[layer], round_index, settings)]
+        chunks = [
+            chunk
+            for (layer, task), done in rounds.items()
+            if schedules[layer].rounds > round_index
+            for chunk in next_round_chunks(layer, task, done, schedules[layer], sizes[layer], round_index, settings)
+        ]
         frame = runner.run(chunks, f"greedy round {round_index}")
         for (layer, task), done in rounds.items():
             if schedules[layer].rounds > round_index:
                 done.append(frame[(frame.layer == layer) & (frame.task == task)])
-    return pd.concat([greedy_ranking(layer, task, done, schedules[layer]) for (layer, task), done in rounds.items()],
-                     ignore_index=True)
+    return pd.concat(
+        [greedy_ranking(layer, task, done, schedules[layer]) for (layer, task), done in rounds.items()],
+        ignore_index=True,
+    )
 
 
-def next_round_chunks(layer: str, task: str, rounds: Sequence[pd.DataFrame], schedule: GreedySchedule,
-                      num_filters: int, round_index: int, settings: SweepSettings) -> list[Chunk]:
+def next_round_chunks(
+    layer: str,
+    task: str,
+    rounds: Sequence[pd.DataFrame],
+    schedule: GreedySchedule,
+    num_filters: int,
+    round_index: int,
+    settings: SweepSettings,
+) -> list[Chunk]:
     """The chunks of one greedy round for one layer and task: every remaining filter on top of the chosen."""
     chosen = chosen_filters(rounds, schedule)
     remaining = [f for f in range(num_filters) if f not in set(chosen)]
@@ -163,20 +210,35 @@ def resolve_settings(out_dir: Path, settings: SweepSettings, identity: Mapping[s
         if settings.memory_budget is None:
             settings = replace(settings, memory_budget=recorded["settings"]["memory_budget"])
         stored = {**recorded["identity"], **{key: recorded["settings"][key] for key in SweepSettings.RESULT_FIELDS}}
-    check_same_job(out_dir, "lesion sweep", stored, {**identity, **settings.result_fields()},
-                   "rerun with the same inputs and settings or choose another --out")
+    check_same_job(
+        out_dir,
+        "lesion sweep",
+        stored,
+        {**identity, **settings.result_fields()},
+        "rerun with the same inputs and settings or choose another --out",
+    )
     if settings.memory_budget is None:
         resources = settings.resources
-        settings = replace(settings, memory_budget=ray.get(probe_budget.options(
-            num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings)))
+        settings = replace(
+            settings,
+            memory_budget=ray.get(
+                probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings)
+            ),
+        )
     return settings
 
 
-def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | os.PathLike,
-                      settings: SweepSettings = SweepSettings(), identity: Mapping[str, Any] | None = None,
-                      address: str | None = None, progress: bool = True,
-                      config_extra: Mapping[str, Any] | None = None,
-                      heads: OutputHeads = OutputHeads()) -> tuple[pd.DataFrame, pd.DataFrame]:
+def distributed_sweep(
+    model: VGG,
+    images_by_task: ImagesByTask,
+    out_dir: str | os.PathLike,
+    settings: SweepSettings = SweepSettings(),
+    identity: Mapping[str, Any] | None = None,
+    address: str | None = None,
+    progress: bool = True,
+    config_extra: Mapping[str, Any] | None = None,
+    heads: OutputHeads = OutputHeads(),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
 
@@ -198,8 +260,11 @@ def distributed_sweep(model: VGG, images_by_task: ImagesByTask, out_dir: str | o
         intact = runner.intact()
         lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")
         filter_losses = with_intact(lesions, intact)
-        ranking = (greedy_rankings(runner, model, stimuli.tasks, lesions) if settings.ranking == "greedy"
-                   else oneshot_ranking(filter_losses))
+        ranking = (
+            greedy_rankings(runner, model, stimuli.tasks, lesions)
+            if settings.ranking == "greedy"
+            else oneshot_ranking(filter_losses)
+        )
     write_parquet(out / "filter_losses.parquet", filter_losses)
     write_parquet(out / "ranking.parquet", ranking)
     return filter_losses, ranking
@@ -229,16 +294,24 @@ def training_images(loaded: Any, data_dir: str | os.PathLike, images_per_task: i
     images = {}
     for task in loaded.label_space.tasks:
         try:
-            images[task] = sample_images(data, task, "train", images_per_task, seed, resolution,
-                                         label_space=loaded.label_space, normalise=False)
+            images[task] = sample_images(
+                data, task, "train", images_per_task, seed, resolution, label_space=loaded.label_space, normalise=False
+            )
         except UserError as error:
             raise UserError(f"--images-per-task {images_per_task} for task {task}: {error}") from None
     return images
 
 
-def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-              images_per_task: int = DEFAULT_IMAGES_PER_TASK, seed: int = 0, settings: SweepSettings = SweepSettings(),
-              address: str | None = None, progress: bool = True) -> SweepResult:
+def run_sweep(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    images_per_task: int = DEFAULT_IMAGES_PER_TASK,
+    seed: int = 0,
+    settings: SweepSettings = SweepSettings(),
+    address: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
     """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet,
     config.json and manifest.json into `out_dir`, resuming a sweep already there."""
     from lightning_modules.checkpoint import load_model
@@ -247,16 +320,41 @@ def run_sweep(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_di
         raise UserError(f"--images-per-task must be at least 1, not {images_per_task}")
     loaded = load_model(checkpoint)
     images = training_images(loaded, data_dir, images_per_task, seed)
-    identity = {"checkpoint_sha256": loaded.sha256, "data": str(Path(data_dir).resolve()),
-                "images_per_task": images_per_task, "seed": seed, "tasks": list(loaded.label_space.tasks)}
+    identity = {
+        "checkpoint_sha256": loaded.sha256,
+        "data": str(Path(data_dir).resolve()),
+        "images_per_task": images_per_task,
+        "seed": seed,
+        "tasks": list(loaded.label_space.tasks),
+    }
     arguments = {"checkpoint": str(Path(checkpoint).resolve()), "out": str(Path(out_dir).resolve()), "address": address}
-    filter_losses, ranking = distributed_sweep(loaded.model, images, out_dir, settings, identity, address, progress,
-                                               config_extra=arguments, heads=loaded.output_heads)
+    filter_losses, ranking = distributed_sweep(
+        loaded.model,
+        images,
+        out_dir,
+        settings,
+        identity,
+        address,
+        progress,
+        config_extra=arguments,
+        heads=loaded.output_heads,
+    )
     if (Path(out_dir) / "manifest.json").is_file():
         return SweepResult(filter_losses, ranking, Path(out_dir))
-    write_manifest(Path(out_dir) / "manifest.json", "lesion_sweep", checkpoint=arguments["checkpoint"],
-                   checkpoint_sha256=loaded.sha256, data=identity["data"], images_per_task=images_per_task,
-                   seeds={"images": seed}, tasks=identity["tasks"], layers=list(settings.layers),
-                   ranking=settings.ranking, images_split="train", transform="eval",
-                   resolution=loaded.config.data.resolution, heads=loaded.config.model.heads)
+    write_manifest(
+        Path(out_dir) / "manifest.json",
+        "lesion_sweep",
+        checkpoint=arguments["checkpoint"],
+        checkpoint_sha256=loaded.sha256,
+        data=identity["data"],
+        images_per_task=images_per_task,
+        seeds={"images": seed},
+        tasks=identity["tasks"],
+        layers=list(settings.layers),
+        ranking=settings.ranking,
+        images_split="train",
+        transform="eval",
+        resolution=loaded.config.data.resolution,
+        heads=loaded.config.model.heads,
+    )
     return SweepResult(filter_losses, ranking, Path(out_dir))

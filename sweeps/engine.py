@@ -17,7 +17,7 @@ forward pass per filter); tests and the benchmark hold `lesion_sweep` to it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,10 +36,19 @@ from sweeps.stimuli import ImagesByTask, Stimuli
 RESULT_COLUMNS = ("layer", "layer_index", "filter", "task", "loss", "accuracy", "intact_loss", "intact_accuracy")
 
 
-def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str] | None = None,
-                 batch_size: int | None = None, device: torch.device | str | None = None, *,
-                 memory_budget: int | None = None, lesions_per_pass: int | None = None,
-                 allow_tf32: bool = False, progress: bool = False, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
+def lesion_sweep(
+    model: VGG,
+    images_by_task: ImagesByTask,
+    layers: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    *,
+    memory_budget: int | None = None,
+    lesions_per_pass: int | None = None,
+    allow_tf32: bool = False,
+    progress: bool = False,
+    heads: OutputHeads = OutputHeads(),
+) -> pd.DataFrame:
     """Lesion every filter of `layers` (default: all 13 conv layers) alone; one row per (layer, filter, task).
 
     `images_by_task` maps a task to (images, labels), labels in the model's output space. Columns: layer,
@@ -55,22 +64,46 @@ def lesion_sweep(model: VGG, images_by_task: ImagesByTask, layers: Sequence[str]
         check_lesions(net, {layer: [] for layer in layers})
         budget = memory_budget or default_budget(target)
         sizes = filters_per_layer(net)
-        plans = {layer: layer_plan(net, layer, len(stimuli.labels), sizes[layer], batch_size, lesions_per_pass,
-                                   budget, stimuli.images.shape[1:]) for layer in layers}
+        plans = {
+            layer: layer_plan(
+                net,
+                layer,
+                len(stimuli.labels),
+                sizes[layer],
+                batch_size,
+                lesions_per_pass,
+                budget,
+                stimuli.images.shape[1:],
+            )
+            for layer in layers
+        }
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
         with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
             intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass, heads)
-            frames = [lesion_frame(layer, range(sizes[layer]),
-                                   sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar,
-                                               heads=heads),
-                                   stimuli) for layer in layers]
+            frames = [
+                lesion_frame(
+                    layer,
+                    range(sizes[layer]),
+                    sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar, heads=heads),
+                    stimuli,
+                )
+                for layer in layers
+            ]
     frame = with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))
     frame.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
     return frame
 
 
-def sweep_layer(model: VGG, layer: str, filters: Sequence[int], stimuli: Stimuli, plan: PassPlan,
-                base: Sequence[int] = (), progress: tqdm | None = None, heads: OutputHeads = OutputHeads()) -> TaskTotals:
+def sweep_layer(
+    model: VGG,
+    layer: str,
+    filters: Sequence[int],
+    stimuli: Stimuli,
+    plan: PassPlan,
+    base: Sequence[int] = (),
+    progress: tqdm | None = None,
+    heads: OutputHeads = OutputHeads(),
+) -> TaskTotals:
     """Loss and correct-answer sums per task with each of `filters` lesioned in `layer`, on top of `base`.
 
     `base` filters stay lesioned throughout (greedy ranking); `model` must be in eval mode on its device.
@@ -141,14 +174,16 @@ def lesion_frame(layer: str, filters: Sequence[int], totals: TaskTotals, stimuli
     """Rows (layer, layer_index, filter, task, loss, accuracy) of lesions of one layer."""
     loss, accuracy = totals.means(stimuli.counts())
     num_tasks = len(stimuli.tasks)
-    return pd.DataFrame({
-        "layer": layer,
-        "layer_index": CONV_LAYERS.index(layer) + 1,
-        "filter": np.repeat(np.asarray(filters, dtype=np.int64), num_tasks),
-        "task": np.tile(np.asarray(stimuli.tasks, dtype=object), len(filters)),
-        "loss": loss.ravel(),
-        "accuracy": accuracy.ravel(),
-    })
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "layer_index": CONV_LAYERS.index(layer) + 1,
+            "filter": np.repeat(np.asarray(filters, dtype=np.int64), num_tasks),
+            "task": np.tile(np.asarray(stimuli.tasks, dtype=object), len(filters)),
+            "loss": loss.ravel(),
+            "accuracy": accuracy.ravel(),
+        }
+    )
 
 
 def intact_frame(totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:

@@ -62,11 +62,11 @@ def split_at(model: VGG, layer: str) -> LayerSplit:
     tail = nn.Sequential(model.avgpool, nn.Flatten(1))
     if convs:
         nxt = convs[0]
-        channelwise = model.features[relu + 1: nxt]
+        channelwise = model.features[relu + 1 : nxt]
         linear = model.features[nxt]
-        suffix = nn.Sequential(*model.features[nxt + 1:], *tail, *model.classifier)
+        suffix = nn.Sequential(*model.features[nxt + 1 :], *tail, *model.classifier)
     else:
-        channelwise = nn.Sequential(*model.features[relu + 1:], model.avgpool)
+        channelwise = nn.Sequential(*model.features[relu + 1 :], model.avgpool)
         linear = model.classifier[0]
         suffix = nn.Sequential(*model.classifier[1:])
     _check_channelwise(channelwise, layer)
@@ -78,5 +78,7 @@ def split_at(model: VGG, layer: str) -> LayerSplit:
 def _check_channelwise(modules: nn.Sequential, layer: str) -> None:
     for module in modules:
         if not isinstance(module, CHANNELWISE_MODULES):
-            raise ValueError(f"{type(module).__name__} after {layer}'s ReLU mixes or shifts channels; "
-                             "the lesion engine supports only pooling there")
+            raise ValueError(
+                f"{type(module).__name__} after {layer}'s ReLU mixes or shifts channels; "
+                "the lesion engine supports only pooling there"
+            )

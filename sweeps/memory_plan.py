@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import psutil
 import torch
@@ -61,8 +61,15 @@ def _record_numel(sizes: dict[int, int], index: int):
     return hook
 
 
-def plan_passes(per_lesion_floats: int, shared_floats: int, num_images: int, num_lesions: int,
-                batch_size: int | None, lesions_per_pass: int | None, budget_bytes: int) -> PassPlan:
+def plan_passes(
+    per_lesion_floats: int,
+    shared_floats: int,
+    num_images: int,
+    num_lesions: int,
+    batch_size: int | None,
+    lesions_per_pass: int | None,
+    budget_bytes: int,
+) -> PassPlan:
     """Fit a pass (B images x K lesions) into `budget_bytes`; given sizes are used as they are."""
     images = min(batch_size or DEFAULT_BATCH_SIZE, num_images)
     if lesions_per_pass is not None:
@@ -74,12 +81,21 @@ def plan_passes(per_lesion_floats: int, shared_floats: int, num_images: int, num
     return PassPlan(images, int(max(1, min(fits, num_lesions))))
 
 
-def layer_plan(model: VGG, layer: str, num_images: int, num_lesions: int, batch_size: int | None,
-               lesions_per_pass: int | None, budget_bytes: int, image_shape: Sequence[int]) -> PassPlan:
+def layer_plan(
+    model: VGG,
+    layer: str,
+    num_images: int,
+    num_lesions: int,
+    batch_size: int | None,
+    lesions_per_pass: int | None,
+    budget_bytes: int,
+    image_shape: Sequence[int],
+) -> PassPlan:
     """The pass plan of one layer for `model` at `image_shape` (C, H, W) within `budget_bytes`."""
     sizes = activation_sizes(model, image_shape)
-    return plan_passes(sizes[layer], sizes[f"{layer}:shared"], num_images, num_lesions, batch_size,
-                       lesions_per_pass, budget_bytes)
+    return plan_passes(
+        sizes[layer], sizes[f"{layer}:shared"], num_images, num_lesions, batch_size, lesions_per_pass, budget_bytes
+    )
 
 
 def free_memory(device: torch.device) -> int:

@@ -9,8 +9,8 @@ they were chosen, `loss` being the loss with that filter lesioned together with 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 
@@ -34,22 +34,27 @@ def oneshot_ranking(filter_losses: pd.DataFrame) -> pd.DataFrame:
 
 def ranked(layer: str, task: str, ordered: pd.DataFrame) -> pd.DataFrame:
     """Ranking rows of one layer and task from rows already in rank order (columns filter, loss)."""
-    return pd.DataFrame({
-        "layer": layer,
-        "layer_index": CONV_LAYERS.index(layer) + 1,
-        "task": task,
-        "rank": range(len(ordered)),
-        "filter": ordered["filter"].to_numpy(),
-        "loss": ordered["loss"].to_numpy(),
-    }, columns=list(RANKING_COLUMNS))
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "layer_index": CONV_LAYERS.index(layer) + 1,
+            "task": task,
+            "rank": range(len(ordered)),
+            "filter": ordered["filter"].to_numpy(),
+            "loss": ordered["loss"].to_numpy(),
+        },
+        columns=list(RANKING_COLUMNS),
+    )
 
 
 def _groups(frame: pd.DataFrame):
     """(layer, task) groups in layer order, then task order of first appearance."""
     tasks = list(dict.fromkeys(frame["task"]))
     layer_order = {layer: i for i, layer in enumerate(CONV_LAYERS)}
-    keys = sorted({(layer, task) for layer, task in zip(frame["layer"], frame["task"])},
-                  key=lambda key: (layer_order[key[0]], tasks.index(key[1])))
+    keys = sorted(
+        {(layer, task) for layer, task in zip(frame["layer"], frame["task"])},
+        key=lambda key: (layer_order[key[0]], tasks.index(key[1])),
+    )
     grouped = frame.groupby(["layer", "task"], sort=False)
     return [(key, grouped.get_group(key)) for key in keys]
 
@@ -62,8 +67,12 @@ class GreedySchedule:
     target: int
 
     @classmethod
-    def for_layer(cls, num_filters: int, step_fraction: float = GREEDY_STEP_FRACTION,
-                  target_fraction: float = GREEDY_TARGET_FRACTION) -> "GreedySchedule":
+    def for_layer(
+        cls,
+        num_filters: int,
+        step_fraction: float = GREEDY_STEP_FRACTION,
+        target_fraction: float = GREEDY_TARGET_FRACTION,
+    ) -> GreedySchedule:
         """`step_fraction` of the layer per round (at least 1) until `target_fraction` (at least 1) are chosen."""
         return cls(step=max(1, round(step_fraction * num_filters)), target=max(1, round(target_fraction * num_filters)))
 

@@ -9,7 +9,7 @@ the logits that holds its head, cut out by hand.
 from __future__ import annotations
 
 import copy
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -23,10 +23,15 @@ from sweeps.lesions import lesioned
 Images = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def reference_lesion_sweep(model: VGG, images_by_task: Images, layers: Sequence[str] | None = None,
-                           batch_size: int = 128, device: torch.device | str | None = None,
-                           filters: Mapping[str, Sequence[int]] | None = None,
-                           heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
+def reference_lesion_sweep(
+    model: VGG,
+    images_by_task: Images,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    filters: Mapping[str, Sequence[int]] | None = None,
+    heads: OutputHeads = OutputHeads(),
+) -> pd.DataFrame:
     """One row per (layer, filter, task): mean loss and top-1 accuracy with that filter lesioned, and intact.
 
     `filters` optionally restricts each layer to some filters (the benchmark times a sample). Loss and top-1 are
@@ -42,12 +47,21 @@ def reference_lesion_sweep(model: VGG, images_by_task: Images, layers: Sequence[
         sizes = filters_per_layer(net)
         rows = []
         for layer in layers or CONV_LAYERS:
-            for index in (filters[layer] if filters else range(sizes[layer])):
+            for index in filters[layer] if filters else range(sizes[layer]):
                 lesioned_scores = _loss_and_accuracy(net, images_by_task, {layer: [index]}, batch_size, target, bounds)
                 for task, (loss, accuracy) in lesioned_scores.items():
-                    rows.append({"layer": layer, "layer_index": CONV_LAYERS.index(layer) + 1, "filter": int(index),
-                                 "task": task, "loss": loss, "accuracy": accuracy,
-                                 "intact_loss": intact[task][0], "intact_accuracy": intact[task][1]})
+                    rows.append(
+                        {
+                            "layer": layer,
+                            "layer_index": CONV_LAYERS.index(layer) + 1,
+                            "filter": int(index),
+                            "task": task,
+                            "loss": loss,
+                            "accuracy": accuracy,
+                            "intact_loss": intact[task][0],
+                            "intact_accuracy": intact[task][1],
+                        }
+                    )
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     return pd.DataFrame(rows)
@@ -61,15 +75,21 @@ def _head_bounds(heads: OutputHeads) -> list[tuple[int, int]] | None:
     return [(end - size, end) for end, size in zip(ends, heads.sizes)]
 
 
-def _loss_and_accuracy(net: VGG, images_by_task: Images, lesions: Mapping[str, Sequence[int]], batch_size: int,
-                       device: torch.device, head_bounds: list[tuple[int, int]] | None) -> dict[str, tuple[float, float]]:
+def _loss_and_accuracy(
+    net: VGG,
+    images_by_task: Images,
+    lesions: Mapping[str, Sequence[int]],
+    batch_size: int,
+    device: torch.device,
+    head_bounds: list[tuple[int, int]] | None,
+) -> dict[str, tuple[float, float]]:
     """Per task: mean cross-entropy and top-1 accuracy of `net` with `lesions`, one plain batch at a time."""
     scores = {}
     for task, (images, labels) in images_by_task.items():
         loss_sum, correct = 0.0, 0
         for start in range(0, len(labels), batch_size):
-            batch = images[start: start + batch_size].float().to(device)
-            targets = labels[start: start + batch_size].long().to(device)
+            batch = images[start : start + batch_size].float().to(device)
+            targets = labels[start : start + batch_size].long().to(device)
             with torch.inference_mode(), lesioned(net, lesions):
                 logits = net(batch)
             for first, end in head_bounds or [(0, logits.shape[1])]:

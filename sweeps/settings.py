@@ -38,8 +38,12 @@ class SweepSettings:
             raise UserError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(CONV_LAYERS)}")
         if self.ranking not in RANKINGS:
             raise UserError(f"unknown ranking {self.ranking!r}; use one of {', '.join(RANKINGS)}")
-        counts = {"filters per task": self.filters_per_task, "batch size": self.batch_size,
-                  "lesions per pass": self.lesions_per_pass, "memory budget": self.memory_budget}
+        counts = {
+            "filters per task": self.filters_per_task,
+            "batch size": self.batch_size,
+            "lesions per pass": self.lesions_per_pass,
+            "memory budget": self.memory_budget,
+        }
         for name, value in counts.items():
             if value is not None and value < 1:
                 raise UserError(f"{name} must be at least 1, not {value}")

@@ -9,8 +9,8 @@ bit for bit as the loader would have (`data_pipeline.normalise`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Stimuli:
-    """All tasks' images in one tensor (uint8 as stored, or float normalised), with each image's label and task index."""
+    """All tasks' images in one tensor (uint8 as stored, or float normalised), with each image's label and task
+    index."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -30,12 +31,14 @@ class Stimuli:
     tasks: tuple[str, ...]
 
     @classmethod
-    def from_tasks(cls, images_by_task: ImagesByTask) -> "Stimuli":
+    def from_tasks(cls, images_by_task: ImagesByTask) -> Stimuli:
         """Concatenate the (images, labels) of each task, in mapping order; images all uint8 or all float."""
         if not images_by_task:
             raise ValueError("images_by_task is empty: give at least one task's (images, labels)")
         if len({task_images.dtype == torch.uint8 for task_images, _ in images_by_task.values()}) > 1:
-            raise ValueError("some tasks' images are uint8 and some float; give all as stored (uint8) or all normalised")
+            raise ValueError(
+                "some tasks' images are uint8 and some float; give all as stored (uint8) or all normalised"
+            )
         images, labels, task_ids = [], [], []
         for index, (task, (task_images, task_labels)) in enumerate(images_by_task.items()):
             if len(task_images) != len(task_labels) or len(task_images) == 0:
@@ -45,15 +48,20 @@ class Stimuli:
             task_ids.append(torch.full((len(task_labels),), index, dtype=torch.long))
         return cls(torch.cat(images), torch.cat(labels), torch.cat(task_ids), tuple(images_by_task))
 
-    def batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(images as normalised float, labels, task ids) in consecutive batches, on `device`."""
         for start in range(0, len(self.labels), batch_size):
             stop = start + batch_size
             images = self.images[start:stop].to(device)
-            yield (normalise_uint8(images) if images.dtype == torch.uint8 else images, self.labels[start:stop].to(device),
-                   self.task_ids[start:stop].to(device))
+            yield (
+                normalise_uint8(images) if images.dtype == torch.uint8 else images,
+                self.labels[start:stop].to(device),
+                self.task_ids[start:stop].to(device),
+            )
 
-    def only(self, task: str) -> "Stimuli":
+    def only(self, task: str) -> Stimuli:
         """The images of one task alone (views: tasks are stored one after another)."""
         index = self.tasks.index(task)
         counts = self.counts()
@@ -70,8 +78,9 @@ class Stimuli:
         return _stimuli_from_numpy, (self.images.numpy(), self.labels, self.task_ids, self.tasks)
 
 
-def _stimuli_from_numpy(images: np.ndarray, labels: torch.Tensor, task_ids: torch.Tensor,
-                        tasks: tuple[str, ...]) -> Stimuli:
+def _stimuli_from_numpy(
+    images: np.ndarray, labels: torch.Tensor, task_ids: torch.Tensor, tasks: tuple[str, ...]
+) -> Stimuli:
     """Unpickle `Stimuli`; the images stay in the (possibly read-only, shared) numpy buffer, which is only read."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -1,6 +1,7 @@
 """Known-answer networks for the segregation tests: tiny VGG16s trained on generated two-task images.
 
-Task "face": classes are smooth random colour blobs; task "object": classes are patchy textures, two-tone in each colour channel.
+Task "face": classes are smooth random colour blobs; task "object": classes are patchy textures, two-tone in each
+colour channel.
 Each image is its class prototype, randomly shifted, with pixel noise. A tiny single-task VGG16
 (width 1/32, 32 px) learns either task's 64 classes to over 90% in about 20 seconds. The many classes put
 chance at 1/64, so a lesion that abolishes a task drops its accuracy by about 98%; the narrow width and the
@@ -50,7 +51,9 @@ def task_images(task: str, per_class: int, seed: int, noise: float = 0.5) -> tup
     labels = torch.arange(CLASSES).repeat_interleave(per_class)
     images = prototypes[labels]
     shifts = torch.randint(-2, 3, (len(labels), 2), generator=generator)
-    images = torch.stack([torch.roll(image, tuple(shift.tolist()), dims=(1, 2)) for image, shift in zip(images, shifts)])
+    images = torch.stack(
+        [torch.roll(image, tuple(shift.tolist()), dims=(1, 2)) for image, shift in zip(images, shifts)]
+    )
     images = images + noise * torch.randn(images.shape, generator=generator)
     silent = [c for c in range(3) if c not in CHANNELS[task]]
     images[:, silent] = 0.0
@@ -73,7 +76,7 @@ def train_single_task(task: str, seed: int = 0, epochs: int = 12) -> VGG:
     for _ in range(epochs):
         order = torch.randperm(len(labels))
         for start in range(0, len(labels), 32):
-            batch = order[start: start + 32]
+            batch = order[start : start + 32]
             optimiser.zero_grad()
             F.cross_entropy(model(images[batch]), labels[batch]).backward()
             optimiser.step()
@@ -90,7 +93,7 @@ def _block_diagonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """[[a, 0], [0, b]] over the first two dimensions."""
     out = a.new_zeros(a.shape[0] + b.shape[0], a.shape[1] + b.shape[1], *a.shape[2:])
     out[: a.shape[0], : a.shape[1]] = a
-    out[a.shape[0]:, a.shape[1]:] = b
+    out[a.shape[0] :, a.shape[1] :] = b
     return out
 
 

@@ -13,16 +13,41 @@ from data_pipeline.build import ImageCounts, build_dataset
 from data_pipeline.synth import generate
 
 
-def make_tiny_data_dir(root: Path, tasks: tuple[str, ...] = ("face", "object"), classes: int = 3, train: int = 6,
-                       test: int = 3, heldout: int = 2, size: int = 32, write_mode: str = "raw", seed: int = 1,
-                       pools: Sequence[str] | None = None, val: int = 2) -> Path:
+def make_tiny_data_dir(
+    root: Path,
+    tasks: tuple[str, ...] = ("face", "object"),
+    classes: int = 3,
+    train: int = 6,
+    test: int = 3,
+    heldout: int = 2,
+    size: int = 32,
+    write_mode: str = "raw",
+    seed: int = 1,
+    pools: Sequence[str] | None = None,
+    val: int = 2,
+) -> Path:
     """Synthetic folders under root/synth (`train` + `val` training images per class, of which the build sets `val`
     apart for validation), built into root/data (raw pixels by default); returns the data dir."""
-    generate(root / "synth", seed=seed, tasks=tasks, classes_per_task=classes, train_per_class=train + val,
-             test_per_class=test, heldout_classes=heldout, size=size, workers=2)
-    build_dataset({task: root / "synth" / task for task in tasks}, root / "data", counts=ImageCounts(test=test, val=val),
-                  heldout_classes=heldout, encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
-                  pools=pools, workers=2)
+    generate(
+        root / "synth",
+        seed=seed,
+        tasks=tasks,
+        classes_per_task=classes,
+        train_per_class=train + val,
+        test_per_class=test,
+        heldout_classes=heldout,
+        size=size,
+        workers=2,
+    )
+    build_dataset(
+        {task: root / "synth" / task for task in tasks},
+        root / "data",
+        counts=ImageCounts(test=test, val=val),
+        heldout_classes=heldout,
+        encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
+        pools=pools,
+        workers=2,
+    )
     return root / "data"
 
 
@@ -47,8 +72,14 @@ def stored_images(beton: Path) -> tuple[np.ndarray, np.ndarray]:
     from data_pipeline.ffcv_fixes import install_ffcv_fixes
 
     install_ffcv_fixes()
-    loader = Loader(str(beton), batch_size=64, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False,
-                    pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    loader = Loader(
+        str(beton),
+        batch_size=64,
+        num_workers=1,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,
+        pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]},
+    )
     images, labels = zip(*((np.array(x), np.array(y).reshape(-1)) for x, y in loader))
     return np.concatenate(images), np.concatenate(labels)
 

@@ -14,8 +14,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import psutil
 import pytest
@@ -37,20 +37,36 @@ def command_env(**extra: str) -> dict[str, str]:
     """The environment for a command under test: this checkout first on the path, W&B offline in its own service
     (a killed client leaves its run "in use" in a shared one), torch on one thread (as the tests), and `extra`."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    return {**env, "PYTHONPATH": f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}", "WANDB_MODE": "offline",
-            "OMP_NUM_THREADS": "1", **extra}
+    return {
+        **env,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
 
 
-def run_until(command: Sequence[str], ready: Callable[[], bool], timeout: float = 300, cwd: Path = ROOT,
-              env: Mapping[str, str] | None = None) -> bool:
+def run_until(
+    command: Sequence[str],
+    ready: Callable[[], bool],
+    timeout: float = 300,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> bool:
     """Run `command` in its own process group and SIGKILL the whole group (as a scheduler cancelling a job does)
     the moment `ready()` is true.
 
     True when it was killed; False when it finished first (it must then have succeeded).
     """
     with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(command, cwd=cwd, env=dict(env or command_env()), start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env or command_env()),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
         deadline = time.monotonic() + timeout
         try:
             while process.poll() is None and time.monotonic() < deadline:
@@ -69,11 +85,13 @@ def run_until(command: Sequence[str], ready: Callable[[], bool], timeout: float 
     return False
 
 
-def run_to_end(command: Sequence[str], timeout: float = 600, cwd: Path = ROOT,
-               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_to_end(
+    command: Sequence[str], timeout: float = 600, cwd: Path = ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `command` to its end; it must succeed."""
-    result = subprocess.run(command, cwd=cwd, env=dict(env or command_env()), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        command, cwd=cwd, env=dict(env or command_env()), capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -142,14 +160,21 @@ FOREIGN_FOLDERS = ("wandb", "ray_tune")  # written by W&B and Ray Tune themselve
 
 def damaged_files(root: Path) -> list[Path]:
     """The result files under `root` that do not read back whole (temporaries and W&B's, Ray Tune's files aside)."""
+
     def damaged(path: Path) -> bool:
         try:
             return not WHOLE[path.suffix](path)
         except (ValueError, OSError, UnicodeDecodeError, yaml.YAMLError):
             return True
 
-    return sorted(path for path in root.rglob("*") if path.suffix in WHOLE and not path.name.startswith(".")
-                  and not set(FOREIGN_FOLDERS) & set(path.relative_to(root).parts) and damaged(path))
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix in WHOLE
+        and not path.name.startswith(".")
+        and not set(FOREIGN_FOLDERS) & set(path.relative_to(root).parts)
+        and damaged(path)
+    )
 
 
 @contextlib.contextmanager
@@ -157,8 +182,9 @@ def small_disk(root: Path, size: str = "256m") -> Iterator[Path]:
     """A real file system that fills up: a tmpfs of `size` mounted at `root` for the block (root only; the test is
     skipped where mounting is not allowed)."""
     root.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True,
-                             text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root")
     try:

@@ -8,16 +8,17 @@ numbers are made up (seeded): lesioning a task's top filters hurts that task mor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from helpers_train import ROOT
 
 from analysis.figures import save_figure
 from common.io import write_json, write_parquet
 from common.manifest import write_manifest
-from helpers_train import ROOT
 
 LAYERS = ("conv1_1", "conv5_3")
 FILTERS = {"conv1_1": 4, "conv5_3": 32}  # VGG16 at width 1/16
@@ -26,25 +27,50 @@ CLASSES, IMAGES_PER_CLASS, EPOCHS, BOOTSTRAPS = 3, 6, 3, 20
 
 def write_data(directory: Path, tasks: Sequence[str], skipped: int = 0) -> Path:
     """A data directory's manifest: classes and counts per task and split, a pool, `skipped` skipped files."""
-    entries = {task: {"root": f"/images/{task}", "format": "split", "classes": [f"{task}_{i:03d}" for i in range(CLASSES)],
-                      "heldout_classes": [],
-                      "counts": {"train": 12 * CLASSES, "test": IMAGES_PER_CLASS * CLASSES, "heldout": 0,
-                                 "per_class": {"train": {f"{task}_{i:03d}": 12 for i in range(CLASSES)},
-                                               "test": {f"{task}_{i:03d}": IMAGES_PER_CLASS for i in range(CLASSES)},
-                                               "heldout": {}}}}
-               for task in tasks}
+    entries = {
+        task: {
+            "root": f"/images/{task}",
+            "format": "split",
+            "classes": [f"{task}_{i:03d}" for i in range(CLASSES)],
+            "heldout_classes": [],
+            "counts": {
+                "train": 12 * CLASSES,
+                "test": IMAGES_PER_CLASS * CLASSES,
+                "heldout": 0,
+                "per_class": {
+                    "train": {f"{task}_{i:03d}": 12 for i in range(CLASSES)},
+                    "test": {f"{task}_{i:03d}": IMAGES_PER_CLASS for i in range(CLASSES)},
+                    "heldout": {},
+                },
+            },
+        }
+        for task in tasks
+    }
     pool = "+".join(tasks[:2])
     write_json(directory / "config.json", {"tasks": {task: f"/images/{task}" for task in tasks}, "seed": 0})
-    write_manifest(directory / "manifest.json", "data", seed=0, tasks=entries,
-                   pools={pool: {"tasks": list(tasks[:2]), "counts": {"train": 24 * CLASSES, "test": 12 * CLASSES}}},
-                   skipped=[{"path": f"/images/face/train/face_000/broken_{i}.jpg",
-                             "reason": "cannot decode (truncated)" if i % 2 else "empty file"} for i in range(skipped)],
-                   converted=[], parameters={}, hashes={})
+    write_manifest(
+        directory / "manifest.json",
+        "data",
+        seed=0,
+        tasks=entries,
+        pools={pool: {"tasks": list(tasks[:2]), "counts": {"train": 24 * CLASSES, "test": 12 * CLASSES}}},
+        skipped=[
+            {
+                "path": f"/images/face/train/face_000/broken_{i}.jpg",
+                "reason": "cannot decode (truncated)" if i % 2 else "empty file",
+            }
+            for i in range(skipped)
+        ],
+        converted=[],
+        parameters={},
+        hashes={},
+    )
     return directory
 
 
-def write_train(directory: Path, config_name: str, data: Path, seed: int = 0, finished: bool = True,
-                name: str | None = None) -> Path:
+def write_train(
+    directory: Path, config_name: str, data: Path, seed: int = 0, finished: bool = True, name: str | None = None
+) -> Path:
     """A training run: config.json (a tiny config), manifest, metrics.csv in Lightning's CSV layout, summary.json."""
     from lightning_modules.config import load_config
 
@@ -56,10 +82,19 @@ def write_train(directory: Path, config_name: str, data: Path, seed: int = 0, fi
     rows, last = [], {}
     for epoch in range(EPOCHS if finished else EPOCHS - 1):
         for split in ("val", "train"):
-            metrics = {f"{split}/{task}/{metric}": value for task in config["tasks"] for metric, value in (
-                ("loss", 1.8 - 0.4 * epoch + 0.05 * rng.random()), ("top1", 0.3 + 0.2 * epoch + 0.05 * rng.random()),
-                ("top1_own", 0.4 + 0.2 * epoch), ("top5", 0.9))}
-            rows.append({"epoch": epoch, "step": 2 * epoch + 1, **({"lr": 0.005} if split == "train" else {}), **metrics})
+            metrics = {
+                f"{split}/{task}/{metric}": value
+                for task in config["tasks"]
+                for metric, value in (
+                    ("loss", 1.8 - 0.4 * epoch + 0.05 * rng.random()),
+                    ("top1", 0.3 + 0.2 * epoch + 0.05 * rng.random()),
+                    ("top1_own", 0.4 + 0.2 * epoch),
+                    ("top5", 0.9),
+                )
+            }
+            rows.append(
+                {"epoch": epoch, "step": 2 * epoch + 1, **({"lr": 0.005} if split == "train" else {}), **metrics}
+            )
             last.update(metrics)
     pd.DataFrame(rows).to_csv(directory / "metrics.csv", index=False)
     if finished:
@@ -72,16 +107,39 @@ def write_sweep(directory: Path, checkpoint: Path, data: Path, tasks: Sequence[s
     from sweeps.ranking import oneshot_ranking
 
     rng = np.random.default_rng(seed)
-    rows = [{"layer": layer, "layer_index": 1 if layer == "conv1_1" else 13, "filter": f, "task": task,
-             "loss": 1.0 + rng.exponential(0.2), "accuracy": 0.5, "intact_loss": 1.0, "intact_accuracy": 0.6}
-            for layer in LAYERS for f in range(FILTERS[layer]) for task in tasks]
+    rows = [
+        {
+            "layer": layer,
+            "layer_index": 1 if layer == "conv1_1" else 13,
+            "filter": f,
+            "task": task,
+            "loss": 1.0 + rng.exponential(0.2),
+            "accuracy": 0.5,
+            "intact_loss": 1.0,
+            "intact_accuracy": 0.6,
+        }
+        for layer in LAYERS
+        for f in range(FILTERS[layer])
+        for task in tasks
+    ]
     losses = pd.DataFrame(rows)
     write_parquet(directory / "filter_losses.parquet", losses)
     write_parquet(directory / "ranking.parquet", oneshot_ranking(losses))
     write_json(directory / "config.json", {"checkpoint": str(checkpoint), "settings": {"layers": list(LAYERS)}})
-    write_manifest(directory / "manifest.json", "lesion_sweep", checkpoint=str(checkpoint), data=str(data),
-                   images_per_task=12, seeds={"images": 0}, tasks=list(tasks), layers=list(LAYERS), ranking="oneshot",
-                   images_split="train", transform="eval", resolution=32)
+    write_manifest(
+        directory / "manifest.json",
+        "lesion_sweep",
+        checkpoint=str(checkpoint),
+        data=str(data),
+        images_per_task=12,
+        seeds={"images": 0},
+        tasks=list(tasks),
+        layers=list(LAYERS),
+        ranking="oneshot",
+        images_split="train",
+        transform="eval",
+        resolution=32,
+    )
     return directory
 
 
@@ -97,19 +155,38 @@ def predictions(tasks: Sequence[str], seed: int, failed: Sequence[str] = ()) -> 
             for image in range(CLASSES * IMAGES_PER_CLASS):
                 label = offset * CLASSES + image // IMAGES_PER_CLASS
                 correct = bool(rng.random() < accuracy)
-                rows.append({"layer": layer, "lesioned_task": lesioned, "fraction": fraction, "eval_task": task,
-                             "image": image, "class": f"{task}_{label % CLASSES:03d}", "label": label,
-                             "prediction": label if correct else (label + 1) % (CLASSES * len(tasks)), "correct": correct,
-                             "prediction_within_task": label if correct else label, "correct_within_task": correct})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "lesioned_task": lesioned,
+                        "fraction": fraction,
+                        "eval_task": task,
+                        "image": image,
+                        "class": f"{task}_{label % CLASSES:03d}",
+                        "label": label,
+                        "prediction": label if correct else (label + 1) % (CLASSES * len(tasks)),
+                        "correct": correct,
+                        "prediction_within_task": label if correct else label,
+                        "correct_within_task": correct,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def write_segregation(directory: Path, sweep: Path, data: Path, tasks: Sequence[str], random_tasks: bool = False,
-                      seed: int = 0, failed: Sequence[str] = ()) -> dict[str, Any]:
-    """A segregation analysis of `sweep` with the analysis' own tables, summary.json and figures; returns the summary."""
-    from analysis.indices import segregation_tables
-    from analysis.segregation import TABLES, draw_figures, summarise
-    from analysis.settings import SegregationSettings
+def write_segregation(
+    directory: Path,
+    sweep: Path,
+    data: Path,
+    tasks: Sequence[str],
+    random_tasks: bool = False,
+    seed: int = 0,
+    failed: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A segregation analysis of `sweep` with the analysis' own tables, summary.json and figures; returns the
+    summary."""
+    from analysis.segregation.indices import segregation_tables
+    from analysis.segregation.run import TABLES, draw_figures, summarise
+    from analysis.segregation.settings import SegregationSettings
 
     analysed = [f"pseudo{i + 1}" for i in range(len(tasks))] if random_tasks else list(tasks)
     frame = predictions(analysed, seed + (7 if random_tasks else 0), failed)
@@ -122,13 +199,28 @@ def write_segregation(directory: Path, sweep: Path, data: Path, tasks: Sequence[
     write_json(directory / "summary.json", summary)
     draw_figures(tables, directory, settings, list(LAYERS), label="random tasks" if random_tasks else "network")
     write_json(directory / "config.json", {"sweep": str(sweep), "random_tasks": random_tasks, "fraction": 0.2})
-    write_manifest(directory / "manifest.json", "segregation", sweep=str(sweep.resolve()), data=str(data),
-                   tasks=analysed, n_bootstraps=BOOTSTRAPS, fractions=[0.2])
+    write_manifest(
+        directory / "manifest.json",
+        "segregation",
+        sweep=str(sweep.resolve()),
+        data=str(data),
+        tasks=analysed,
+        n_bootstraps=BOOTSTRAPS,
+        fractions=[0.2],
+    )
     return summary
 
 
-def write_pair_runs(directory: Path, train: Path, data: Path, config_name: str, tasks: Sequence[str], seed: int = 0,
-                    control: bool = True, name: str | None = None) -> None:
+def write_pair_runs(
+    directory: Path,
+    train: Path,
+    data: Path,
+    config_name: str,
+    tasks: Sequence[str],
+    seed: int = 0,
+    control: bool = True,
+    name: str | None = None,
+) -> None:
     """A dual-task network's training run in `train`, and its lesion/, segregation/ and (with `control`)
     segregation_random/ directories in `directory`."""
     write_train(train, config_name, data, seed, name=name)
@@ -145,8 +237,9 @@ def make_demo_dir(root: Path, control: bool = True, skipped: int = 3) -> Path:
     write_manifest(demo / "images" / "manifest.json", "synth", seed=0, images=100)
     for config_name in ("tiny_face", "tiny_object"):
         write_train(demo / "train" / config_name, config_name, data)
-    write_pair_runs(demo, demo / "train" / "tiny_face_object", data, "tiny_face_object", ("face", "object"),
-                    control=control)
+    write_pair_runs(
+        demo, demo / "train" / "tiny_face_object", data, "tiny_face_object", ("face", "object"), control=control
+    )
     return demo
 
 
@@ -158,15 +251,25 @@ def make_study_dir(root: Path) -> Path:
 
     data = write_data(root / "data", ("face", "object"))
     study = root / "study"
-    config = {"name": "tiny", "seeds": [0, 1], "output": str(root),
-              "pairs": {"face_object": {"config": "configs/tiny_face_object.yaml"}},
-              "controls": {"face": {"config": "configs/tiny_face.yaml"}}, "overrides": [],
-              "analyses": {"lesion": {"images_per_task": 12, "ranking": "oneshot", "checkpoint": "best"},
-                           "segregation": {"fraction": 0.2, "bootstraps": BOOTSTRAPS}}}
+    config = {
+        "name": "tiny",
+        "seeds": [0, 1],
+        "output": str(root),
+        "pairs": {"face_object": {"config": "configs/tiny_face_object.yaml"}},
+        "controls": {"face": {"config": "configs/tiny_face.yaml"}},
+        "overrides": [],
+        "analyses": {
+            "lesion": {"images_per_task": 12, "ranking": "oneshot", "checkpoint": "best"},
+            "segregation": {"fraction": 0.2, "bootstraps": BOOTSTRAPS},
+        },
+    }
     write_json(study / "config.json", config)
     rows = []
-    for network, config_name, seed in (("face_object", "tiny_face_object", 0), ("face_object", "tiny_face_object", 1),
-                                       ("face", "tiny_face", 0)):
+    for network, config_name, seed in (
+        ("face_object", "tiny_face_object", 0),
+        ("face_object", "tiny_face_object", 1),
+        ("face", "tiny_face", 0),
+    ):
         trial = study / "trials" / f"{network}-seed{seed}"
         if network == "face_object":
             write_pair_runs(trial, trial / "train", data, config_name, ("face", "object"), seed=seed, name=network)
@@ -174,16 +277,24 @@ def make_study_dir(root: Path) -> Path:
             write_train(trial / "train", config_name, data, seed, name=network)
         tasks = ["face", "object"] if network == "face_object" else ["face"]
         metrics = {f"val/{task}/top1": 0.5 + 0.1 * seed for task in tasks}
-        row = {"network": network, "seed": seed, "pair": network == "face_object", "directory": str(trial),
-               "tasks": tasks, "stage": "segregation" if network == "face_object" else "train",
-               "best_val_loss": 1.0, **metrics}
+        row = {
+            "network": network,
+            "seed": seed,
+            "pair": network == "face_object",
+            "directory": str(trial),
+            "tasks": tasks,
+            "stage": "segregation" if network == "face_object" else "train",
+            "best_val_loss": 1.0,
+            **metrics,
+        }
         write_json(trial / "trial.json", row)
         rows.append({"name": f"{network}-seed{seed}", **row})
     trials = pd.DataFrame(rows)
     write_parquet(study / "trials.parquet", trials)
     aggregate_study(study / "aggregate", trials, 0.2, WandbTarget())
-    write_manifest(study / "manifest.json", "study", seeds=[0, 1], networks=["face_object", "face"],
-                   trials=trials["name"].tolist())
+    write_manifest(
+        study / "manifest.json", "study", seeds=[0, 1], networks=["face_object", "face"], trials=trials["name"].tolist()
+    )
     return study
 
 
@@ -191,8 +302,15 @@ def write_analysis(directory: Path, kind: str, small_rows: int = 4, big_rows: in
     """A representation analysis as they write it: a summary table, a big per-fold table, summary.json, figures."""
     import matplotlib.pyplot as plt
 
-    summary = pd.DataFrame({"network": ["dual"] * small_rows, "layer": ["fc7"] * small_rows,
-                            "accuracy": np.linspace(0.2, 0.8, small_rows), "sem": 0.01, "chance": 0.2})
+    summary = pd.DataFrame(
+        {
+            "network": ["dual"] * small_rows,
+            "layer": ["fc7"] * small_rows,
+            "accuracy": np.linspace(0.2, 0.8, small_rows),
+            "sem": 0.01,
+            "chance": 0.2,
+        }
+    )
     folds = pd.DataFrame({"network": "dual", "fold": np.arange(big_rows), "accuracy": np.linspace(0, 1, big_rows)})
     write_parquet(directory / f"{kind}.parquet", summary)
     write_parquet(directory / f"{kind}_folds.parquet", folds)
@@ -207,8 +325,16 @@ def write_analysis(directory: Path, kind: str, small_rows: int = 4, big_rows: in
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's browser (scripts/setup_system.sh), never one Playwright downloads
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 # Whether an image decoded in full: its last row of pixels is opaque on a canvas (figures have an opaque background;
@@ -244,12 +370,16 @@ def open_in_browser(page_path: Path, screenshot: Path) -> dict[str, Any]:
             page.on("requestfailed", lambda request: failed.append(request.url))
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.goto(page_path.resolve().as_uri(), wait_until="load")
-            rendered = page.evaluate("() => {" + DRAWN_IN_FULL + """return {
+            rendered = page.evaluate(
+                "() => {"
+                + DRAWN_IN_FULL
+                + """return {
                 headings: [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].map(h => h.textContent.trim()),
                 images: [...document.images].map(image => [image.complete, image.naturalWidth, drawnInFull(image)]),
                 tables: [...document.querySelectorAll('div.table')].map(t => [t.querySelector('h5').textContent,
                                                                                t.querySelectorAll('tbody tr').length]),
-            }; }""")
+            }; }"""
+            )
             page.evaluate("() => document.querySelectorAll('details').forEach(details => details.open = true)")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:

@@ -3,13 +3,13 @@ as a `specialize train`-style checkpoint, and image sets held in memory."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import torch
+from helpers_data import make_tiny_data_dir
 
 from data_pipeline.label_space import LabelSpace
-from helpers_data import make_tiny_data_dir
 from lightning_modules.config import TrainConfig
 from lightning_modules.vgg import VGG
 
@@ -24,12 +24,20 @@ def session_heldout_data(tmp_path_factory) -> Path:
     data = root / "data"
     if (data / "manifest.json").is_file():
         return data
-    return make_tiny_data_dir(root, classes=4, train=6, test=HELDOUT_PER_CLASS, heldout=HELDOUT_CLASSES, size=32,
-                              seed=0)
+    return make_tiny_data_dir(
+        root, classes=4, train=6, test=HELDOUT_PER_CLASS, heldout=HELDOUT_CLASSES, size=32, seed=0
+    )
 
 
-def save_checkpoint(model: VGG, classes: Mapping[str, Sequence[str]], path: Path, data_dir: Path, width: float,
-                    batch_norm: bool, resolution: int = 32) -> Path:
+def save_checkpoint(
+    model: VGG,
+    classes: Mapping[str, Sequence[str]],
+    path: Path,
+    data_dir: Path,
+    width: float,
+    batch_norm: bool,
+    resolution: int = 32,
+) -> Path:
     """`model` as a checkpoint `load_model` reads (as `specialize train` writes it), trained on `classes`."""
     config = TrainConfig(tasks=list(classes))
     config.data.dir, config.data.resolution = str(data_dir), resolution
@@ -55,8 +63,8 @@ class MemoryImages:
 
     def batches(self, resolution: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self.images), batch_size):
-            self.served.append(len(self.images[start: start + batch_size]))
-            yield self.images[start: start + batch_size], self.labels[start: start + batch_size]
+            self.served.append(len(self.images[start : start + batch_size]))
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
 
     def identity(self) -> dict:
         return {"images": len(self.images)}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from helpers_data import make_tiny_data_dir
+
 from lightning_modules.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +19,19 @@ CLASSES_PER_TASK = 4
 def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16, val_per_class: int = 8) -> Path:
     """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool, per class
     `train_per_class` training, `val_per_class` validation and `test_per_class` test images; returns it."""
-    return make_tiny_data_dir(root, tasks=TASKS, classes=CLASSES_PER_TASK, train=train_per_class, test=test_per_class,
-                              heldout=0, size=40, write_mode="jpg", seed=0, pools=["+".join(TASKS)], val=val_per_class)
+    return make_tiny_data_dir(
+        root,
+        tasks=TASKS,
+        classes=CLASSES_PER_TASK,
+        train=train_per_class,
+        test=test_per_class,
+        heldout=0,
+        size=40,
+        write_mode="jpg",
+        seed=0,
+        pools=["+".join(TASKS)],
+        val=val_per_class,
+    )
 
 
 def untrained_checkpoint(root: Path, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:
@@ -51,16 +63,21 @@ def wandb_records(run_dir: Path) -> list[list[dict]]:
     wandb = Path(sys.executable).parent / "wandb"
     runs = []
     for log in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):
-        out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(log)], capture_output=True, text=True,
-                             check=True, timeout=120).stdout
+        out = subprocess.run(
+            [str(wandb), "leet", "inspect", "--json", str(log)], capture_output=True, text=True, check=True, timeout=120
+        ).stdout
         runs.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
     return runs
 
 
 def wandb_history(run_dir: Path) -> list[dict]:
     """The history rows of a run's offline W&B logs (all its offline-run folders)."""
-    return [record["history"]["item"] for records in wandb_records(run_dir) for record in records
-            if record.get("type") == "history"]
+    return [
+        record["history"]["item"]
+        for records in wandb_records(run_dir)
+        for record in records
+        if record.get("type") == "history"
+    ]
 
 
 def wandb_run(run_dir: Path) -> dict:
@@ -72,8 +89,13 @@ def wandb_run(run_dir: Path) -> dict:
     for record in records:
         if record.get("type") == "summary":
             summary.update(record["summary"].get("update", {}))
-    return {"group": run.get("run_group"), "job_type": run.get("job_type"), "name": run.get("display_name"),
-            "config": run["config"]["update"], "summary": summary}
+    return {
+        "group": run.get("run_group"),
+        "job_type": run.get("job_type"),
+        "name": run.get("display_name"),
+        "config": run["config"]["update"],
+        "summary": summary,
+    }
 
 
 def session_tiny_data(tmp_path_factory) -> Path:

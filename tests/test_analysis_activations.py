@@ -5,12 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from analysis.activations import Activations, forward_layers, parse_network, check_unique, pooled, write_activations
-from analysis.settings import ActivationSettings
-from common.errors import UserError
 from helpers_representation import MemoryImages
 from helpers_sweeps import tiny_vgg
+
+from analysis.representations.activations import (
+    Activations,
+    check_unique,
+    forward_layers,
+    parse_network,
+    pooled,
+    write_activations,
+)
+from analysis.representations.settings import ActivationSettings
+from common.errors import UserError
 from lightning_modules.layer_names import LAYER_NAMES
 from lightning_modules.vgg import fc_indices, relu_indices
 
@@ -88,8 +95,13 @@ def test_an_interrupted_extraction_leaves_no_file_behind(model, tmp_path):
 
     (tmp_path / ".fc7.npy.old.tmp").write_bytes(b"left by a killed task")
     with pytest.raises(RuntimeError, match="killed"):
-        write_activations(model, Failing(torch.randn(6, 3, 32, 32), torch.zeros(6, dtype=torch.long)), 32, tmp_path,
-                          ActivationSettings(layers=("fc7",), batch_size=4))
+        write_activations(
+            model,
+            Failing(torch.randn(6, 3, 32, 32), torch.zeros(6, dtype=torch.long)),
+            32,
+            tmp_path,
+            ActivationSettings(layers=("fc7",), batch_size=4),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -99,8 +111,13 @@ def test_fewer_images_than_announced_is_an_error_not_a_short_file(model, tmp_pat
             return super().count() + 1
 
     with pytest.raises(ValueError, match="wrote 4 rows of 5"):
-        write_activations(model, Short(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)), 32, tmp_path,
-                          ActivationSettings(layers=("fc6",)))
+        write_activations(
+            model,
+            Short(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)),
+            32,
+            tmp_path,
+            ActivationSettings(layers=("fc6",)),
+        )
     assert list(tmp_path.iterdir()) == []
 
 

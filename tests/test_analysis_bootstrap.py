@@ -58,4 +58,3 @@ def test_all_conditions_share_the_resamples_and_the_seed_fixes_them():
     np.testing.assert_allclose(first[:, 0] + first[:, 2], 1.0, atol=1e-6)
     other = bootstrap_accuracies(correct, classes, 500, task_rng(7, "object"))
     assert not np.array_equal(first, other)
-

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from analysis.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_process
-from analysis.segregation import beton_sources
-from analysis.task_groups import eval_sets, random_grouping, regroup
-from specialize.cli import main
 from helpers_train import untrained_checkpoint, wandb_history
+
+from analysis.segregation.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_process
+from analysis.segregation.run import beton_sources
+from analysis.segregation.task_groups import eval_sets, random_grouping, regroup
+from specialize.cli import main
 
 LAYERS = ("conv1_1", "conv5_3")
 
@@ -31,8 +31,25 @@ def sweep(checkpoint, ray_cluster) -> tuple[Path, Path]:
     """The data directory and a two-layer lesion sweep of the tiny model on it (on the module's one Ray)."""
     data, checkpoint = checkpoint
     out = data.parent / "sweep"
-    assert main(["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
-                 "--images-per-task", "8", "--layers", *LAYERS, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "lesion",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--images-per-task",
+                "8",
+                "--layers",
+                *LAYERS,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return data, out
 
 
@@ -44,7 +61,17 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
     assert "conv5_3" in capsys.readouterr().out
     predictions = pd.read_parquet(out / "predictions.parquet")
-    for column in ("layer", "lesioned_task", "fraction", "eval_task", "image", "class", "label", "prediction", "correct"):
+    for column in (
+        "layer",
+        "lesioned_task",
+        "fraction",
+        "eval_task",
+        "image",
+        "class",
+        "label",
+        "prediction",
+        "correct",
+    ):
         assert column in predictions
     # intact + 2 layers x 2 lesioned tasks x 3 fractions, each on 4 classes x 3 test images of both tasks
     assert len(predictions) == (1 + 2 * 2 * 3) * 2 * 12
@@ -79,13 +106,27 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     assert "another fractions" in capsys.readouterr().err
 
 
-
 @pytest.mark.slow
 def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
     _, sweep_dir = sweep
     out = tmp_path / "random"
-    assert main(["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4",
-                 "--bootstraps", "50"]) == 0
+    assert (
+        main(
+            [
+                "segregation",
+                "--sweep",
+                str(sweep_dir),
+                "--out",
+                str(out),
+                "--random-tasks",
+                "--seed",
+                "4",
+                "--bootstraps",
+                "50",
+            ]
+        )
+        == 0
+    )
     tasks = pd.read_parquet(out / "tasks.parquet")
     # the pseudo-tasks partition all 8 classes, 4 each like face and object, and mix the originals
     assert sorted(tasks.label) == list(range(8))
@@ -113,10 +154,20 @@ def finished_analysis(path: Path, headline: float, base: float) -> Path:
     """A finished segregation analysis as `specialize figures` reads it (segregation.parquet, summary.json), with
     its index different at every layer, fraction and scope: base + layer/100 + fraction + 0.3 in task_outputs."""
     path.mkdir()
-    rows = [{"layer": layer, "layer_index": index, "fraction": fraction, "scope": scope, "task_a": "face",
-             "task_b": "object", "si": base + index / 100 + fraction + (0.3 if scope == "task_outputs" else 0.0)}
-            for index, layer in [(13, "conv5_3"), (1, "conv1_1"), (7, "conv3_3")]  # not in layer order
-            for fraction in (0.2, 0.5) for scope in ("all_outputs", "task_outputs")]
+    rows = [
+        {
+            "layer": layer,
+            "layer_index": index,
+            "fraction": fraction,
+            "scope": scope,
+            "task_a": "face",
+            "task_b": "object",
+            "si": base + index / 100 + fraction + (0.3 if scope == "task_outputs" else 0.0),
+        }
+        for index, layer in [(13, "conv5_3"), (1, "conv1_1"), (7, "conv3_3")]  # not in layer order
+        for fraction in (0.2, 0.5)
+        for scope in ("all_outputs", "task_outputs")
+    ]
     table = pd.DataFrame(rows)
     table["si_low"], table["si_high"] = table["si"] - 0.05, table["si"] + 0.07
     table.to_parquet(path / "segregation.parquet")
@@ -151,14 +202,19 @@ def test_figures_draw_each_analysis_as_its_own_labelled_curve(tmp_path, monkeypa
 
     def expected(base: float, fraction: float, scope_offset: float = 0.0):
         si = [round(base + index / 100 + fraction + scope_offset, 6) for index in (1, 7, 13)]
-        band = {(x, round(y - 0.05, 6)) for x, y in zip((1, 7, 13), si)} | {(x, round(y + 0.07, 6)) for x, y in zip((1, 7, 13), si)}
+        band = {(x, round(y - 0.05, 6)) for x, y in zip((1, 7, 13), si)} | {
+            (x, round(y + 0.07, 6)) for x, y in zip((1, 7, 13), si)
+        }
         return [1, 7, 13], si, band
 
     # default: each analysis at its own headline fraction, scope all_outputs
     assert main(["figures", f"{network}=network", f"{control}=control", "--out", str(tmp_path / "fig")]) == 0
     [figure] = drawn
     assert figure["legend"] == ["network: face vs object", "control: face vs object"]
-    for label, (base, fraction) in {"network: face vs object": (0.1, 0.2), "control: face vs object": (-0.4, 0.5)}.items():
+    for label, (base, fraction) in {
+        "network: face vs object": (0.1, 0.2),
+        "control: face vs object": (-0.4, 0.5),
+    }.items():
         xs, ys, band = figure["curves"][label]
         exp_x, exp_y, exp_band = expected(base, fraction)
         assert (xs, ys) == (exp_x, exp_y), label
@@ -167,8 +223,22 @@ def test_figures_draw_each_analysis_as_its_own_labelled_curve(tmp_path, monkeypa
     assert "network: face vs object" in svg and "control: face vs object" in svg and (tmp_path / "fig.png").is_file()
 
     # one fraction and the other scope for both
-    assert main(["figures", str(network), f"{control}=control", "--out", str(tmp_path / "fig2"), "--fraction", "0.5",
-                 "--scope", "task_outputs"]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                str(network),
+                f"{control}=control",
+                "--out",
+                str(tmp_path / "fig2"),
+                "--fraction",
+                "0.5",
+                "--scope",
+                "task_outputs",
+            ]
+        )
+        == 0
+    )
     curves = drawn[1]["curves"]
     assert list(curves) == ["network: face vs object", "control: face vs object"]  # a bare DIR is labelled by its name
     assert curves["network: face vs object"][:2] == tuple(expected(0.1, 0.5, 0.3)[:2])
@@ -190,11 +260,15 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     loaded = load_model(path)
     grouping, batch_size = random_grouping(loaded.label_space, seed=4), 5
     resolution = loaded.config.data.resolution
-    whole = {task: sample.sample_images(data, task, "test", None, 0, resolution, label_space=loaded.label_space)
-             for task in loaded.label_space.tasks}
+    whole = {
+        task: sample.sample_images(data, task, "test", None, 0, resolution, label_space=loaded.label_space)
+        for task in loaded.label_space.tasks
+    }
     names = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.label_space)[0].class_names
-    in_memory = [EvalSet(task, (TensorSource(images, labels),), torch.from_numpy(grouping[task]).long(), names)
-                 for task, (images, labels) in regroup(whole, grouping).items()]
+    in_memory = [
+        EvalSet(task, (TensorSource(images, labels),), torch.from_numpy(grouping[task]).long(), names)
+        for task, (images, labels) in regroup(whole, grouping).items()
+    ]
     plan = {Unit("conv1_1", "pseudo1"): {0.0: [], 0.5: [0, 1]}, Unit("conv5_3", "pseudo2"): {0.5: [3, 4, 5]}}
     expected = evaluate_in_process(loaded.model, in_memory, plan, batch_size)
 
@@ -222,7 +296,13 @@ def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):
     """A task the intact network never gets right leaves every drop undefined (NaN): the heat map still draws."""
     from analysis.figures import plot_drop_heatmap
 
-    drops = pd.DataFrame([{"eval_task": x, "lesioned_task": y, "layer_index": i, "drop": np.nan}
-                          for x in ("face", "object") for y in ("face", "object") for i in (1, 2)])
+    drops = pd.DataFrame(
+        [
+            {"eval_task": x, "lesioned_task": y, "layer_index": i, "drop": np.nan}
+            for x in ("face", "object")
+            for y in ("face", "object")
+            for i in (1, 2)
+        ]
+    )
     paths = plot_drop_heatmap(drops, tmp_path / "heatmap")
     assert [path.suffix for path in paths] == [".png", ".svg"] and all(path.stat().st_size > 0 for path in paths)

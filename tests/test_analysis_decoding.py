@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.decoding import decode, headline_layer, summarise
-from analysis.settings import DecodingSettings
+from analysis.representations.decoding import decode, headline_layer, summarise
+from analysis.representations.settings import DecodingSettings
 from common.errors import UserError
 
 CLASSES, PER_CLASS, DIMENSIONS = 10, 20, 40
@@ -49,8 +49,18 @@ def test_too_few_images_per_class_for_the_folds_is_a_clear_error():
 
 
 def test_summary_gives_mean_sem_and_chance_per_network_task_and_layer():
-    folds = pd.DataFrame({"network": "face", "task": "object", "layer": "fc7", "fold": range(4),
-                          "accuracy": [0.5, 0.6, 0.7, 0.8], "train_images": 30, "test_images": 10, "converged": True})
+    folds = pd.DataFrame(
+        {
+            "network": "face",
+            "task": "object",
+            "layer": "fc7",
+            "fold": range(4),
+            "accuracy": [0.5, 0.6, 0.7, 0.8],
+            "train_images": 30,
+            "test_images": 10,
+            "converged": True,
+        }
+    )
     [row] = summarise(folds, {"object": 20}, DecodingSettings()).to_dict(orient="records")
     assert row["accuracy"] == pytest.approx(0.65)
     assert row["sem"] == pytest.approx(np.std([0.5, 0.6, 0.7, 0.8], ddof=1) / 2)

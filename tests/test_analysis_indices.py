@@ -6,15 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
-from analysis.task_groups import random_grouping
+from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS, segregation_tables
+from analysis.segregation.task_groups import random_grouping
 from data_pipeline.label_space import LabelSpace
 
 CLASSES, PER_CLASS = 10, 10
 
 
-def predictions(accuracy_of, tasks=("face", "object"), layers=("conv1_1", "conv5_3"), fraction=0.2,
-                within_task_accuracy_of=None) -> pd.DataFrame:
+def predictions(
+    accuracy_of, tasks=("face", "object"), layers=("conv1_1", "conv5_3"), fraction=0.2, within_task_accuracy_of=None
+) -> pd.DataFrame:
     """Exact per-image predictions: the first round(accuracy * n) images of each class are right, over all outputs
     (`accuracy_of(layer, lesioned, evaluated)`) and within the task's outputs (`within_task_accuracy_of`, default
     the same); an image right over all outputs is right within its task's outputs too when the latter is higher."""
@@ -27,38 +28,60 @@ def predictions(accuracy_of, tasks=("face", "object"), layers=("conv1_1", "conv5
         for layer, lesioned, frac in conditions:
             right = position < round(accuracy_of(layer, lesioned, eval_task) * PER_CLASS)
             right_within = position < round(within_task_accuracy_of(layer, lesioned, eval_task) * PER_CLASS)
-            frames.append(pd.DataFrame({
-                "layer": layer, "lesioned_task": lesioned, "fraction": frac, "eval_task": eval_task,
-                "image": np.arange(labels.size), "class": labels.astype(str), "label": labels,
-                "prediction": np.where(right, labels, -1), "correct": right,
-                "prediction_within_task": np.where(right_within, labels, -1), "correct_within_task": right_within},
-                columns=list(PREDICTION_COLUMNS)))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "layer": layer,
+                        "lesioned_task": lesioned,
+                        "fraction": frac,
+                        "eval_task": eval_task,
+                        "image": np.arange(labels.size),
+                        "class": labels.astype(str),
+                        "label": labels,
+                        "prediction": np.where(right, labels, -1),
+                        "correct": right,
+                        "prediction_within_task": np.where(right_within, labels, -1),
+                        "correct_within_task": right_within,
+                    },
+                    columns=list(PREDICTION_COLUMNS),
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
 def accuracies_from(intact: dict[str, float], lesions: dict[str, dict[tuple[str, str], float]]):
-    """accuracy_of(layer, lesioned, evaluated) from intact accuracies and, per layer, (lesioned, evaluated) -> accuracy."""
+    """accuracy_of(layer, lesioned, evaluated) from intact accuracies and, per layer, (lesioned, evaluated) ->
+    accuracy."""
+
     def accuracy_of(layer, lesioned, evaluated):
         return intact[evaluated] if layer == INTACT_LAYER else lesions[layer][(lesioned, evaluated)]
+
     return accuracy_of
 
 
 # Asymmetric on purpose, so that dividing by the other task's intact accuracy, swapping d(X|Y) with d(Y|X) or
 # mixing the two accuracy scopes each changes a number below. Keys: (lesioned task, evaluated task).
-ALL_OUTPUTS = accuracies_from({"face": 0.8, "object": 0.5}, {
-    "conv5_3": {("face", "face"): 0.2, ("face", "object"): 0.4, ("object", "face"): 0.6, ("object", "object"): 0.1},
-    # conv1_1: a lesion of either task's filters gives the same predictions on each evaluated task
-    "conv1_1": {("face", "face"): 0.4, ("face", "object"): 0.2, ("object", "face"): 0.4, ("object", "object"): 0.2},
-})
-TASK_OUTPUTS = accuracies_from({"face": 1.0, "object": 0.9}, {
-    "conv5_3": {("face", "face"): 0.3, ("face", "object"): 0.6, ("object", "face"): 0.9, ("object", "object"): 0.3},
-    "conv1_1": {("face", "face"): 0.5, ("face", "object"): 0.6, ("object", "face"): 0.5, ("object", "object"): 0.6},
-})
+ALL_OUTPUTS = accuracies_from(
+    {"face": 0.8, "object": 0.5},
+    {
+        "conv5_3": {("face", "face"): 0.2, ("face", "object"): 0.4, ("object", "face"): 0.6, ("object", "object"): 0.1},
+        # conv1_1: a lesion of either task's filters gives the same predictions on each evaluated task
+        "conv1_1": {("face", "face"): 0.4, ("face", "object"): 0.2, ("object", "face"): 0.4, ("object", "object"): 0.2},
+    },
+)
+TASK_OUTPUTS = accuracies_from(
+    {"face": 1.0, "object": 0.9},
+    {
+        "conv5_3": {("face", "face"): 0.3, ("face", "object"): 0.6, ("object", "face"): 0.9, ("object", "object"): 0.3},
+        "conv1_1": {("face", "face"): 0.5, ("face", "object"): 0.6, ("object", "face"): 0.5, ("object", "object"): 0.6},
+    },
+)
 
 
 def test_drops_and_index_match_their_definitions_worked_by_hand():
-    tables = segregation_tables(predictions(ALL_OUTPUTS, within_task_accuracy_of=TASK_OUTPUTS), ["face", "object"],
-                                n_bootstraps=200, seed=0)
+    tables = segregation_tables(
+        predictions(ALL_OUTPUTS, within_task_accuracy_of=TASK_OUTPUTS), ["face", "object"], n_bootstraps=200, seed=0
+    )
     drops = tables["drops"].set_index(["scope", "layer", "lesioned_task", "eval_task"])
     by_hand = {  # d(X|Y) = 1 - accuracy on X with Y's filters lesioned / intact accuracy on X
         ("all_outputs", "face", "face"): 1 - 0.2 / 0.8,  # 0.75
@@ -95,20 +118,38 @@ def test_more_than_two_tasks_give_every_pair_from_its_own_drops():
     tasks = ("face", "object", "food")
     intact = {"face": 0.8, "object": 0.5, "food": 1.0}
     drop = {  # d(evaluated | lesioned), all different
-        ("face", "face"): 0.75, ("face", "object"): 0.25, ("face", "food"): 0.5,
-        ("object", "face"): 0.2, ("object", "object"): 0.8, ("object", "food"): 0.4,
-        ("food", "face"): 0.1, ("food", "object"): 0.3, ("food", "food"): 0.9,
+        ("face", "face"): 0.75,
+        ("face", "object"): 0.25,
+        ("face", "food"): 0.5,
+        ("object", "face"): 0.2,
+        ("object", "object"): 0.8,
+        ("object", "food"): 0.4,
+        ("food", "face"): 0.1,
+        ("food", "object"): 0.3,
+        ("food", "food"): 0.9,
     }
-    lesions = {layer: {(lesioned, evaluated): intact[evaluated] * (1 - drop[(evaluated, lesioned)])
-                       for lesioned in tasks for evaluated in tasks} for layer in ("conv1_1", "conv5_3")}
+    lesions = {
+        layer: {
+            (lesioned, evaluated): intact[evaluated] * (1 - drop[(evaluated, lesioned)])
+            for lesioned in tasks
+            for evaluated in tasks
+        }
+        for layer in ("conv1_1", "conv5_3")
+    }
     tables = segregation_tables(predictions(accuracies_from(intact, lesions), tasks=tasks), tasks, n_bootstraps=50)
     assert len(tables["drops"].query("scope == 'all_outputs' and layer == 'conv1_1'")) == 9  # the full d matrix
-    si = tables["segregation"].query("scope == 'all_outputs' and layer == 'conv5_3'").set_index(["task_a", "task_b"])["si"]
-    assert si.to_dict() == pytest.approx({
-        ("face", "object"): 0.5 * (0.75 - 0.2 + 0.8 - 0.25),  # 0.55
-        ("face", "food"): 0.5 * (0.75 - 0.1 + 0.9 - 0.5),  # 0.525
-        ("object", "food"): 0.5 * (0.8 - 0.3 + 0.9 - 0.4),  # 0.5
-    })
+    si = (
+        tables["segregation"]
+        .query("scope == 'all_outputs' and layer == 'conv5_3'")
+        .set_index(["task_a", "task_b"])["si"]
+    )
+    assert si.to_dict() == pytest.approx(
+        {
+            ("face", "object"): 0.5 * (0.75 - 0.2 + 0.8 - 0.25),  # 0.55
+            ("face", "food"): 0.5 * (0.75 - 0.1 + 0.9 - 0.5),  # 0.525
+            ("object", "food"): 0.5 * (0.8 - 0.3 + 0.9 - 0.4),  # 0.5
+        }
+    )
 
 
 def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():
@@ -121,8 +162,8 @@ def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():
 
 
 def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
-    from analysis.lesion_eval import Unit, lesion_count, lesion_plan
-    from analysis.settings import SegregationSettings
+    from analysis.segregation.lesion_eval import Unit, lesion_count, lesion_plan
+    from analysis.segregation.settings import SegregationSettings
     from common.errors import UserError
     from specialize.cli import build_parser
 

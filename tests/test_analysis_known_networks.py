@@ -22,18 +22,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
-from analysis.indices import segregation_tables
-from analysis.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
-from analysis.task_groups import Grouping, eval_sets, label_space_grouping, random_grouping, regroup
+from analysis.segregation.indices import segregation_tables
+from analysis.segregation.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
+from analysis.segregation.task_groups import Grouping, eval_sets, label_space_grouping, random_grouping, regroup
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.engine import lesion_sweep
 from sweeps.ranking import oneshot_ranking
-from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
 pytestmark = pytest.mark.slow  # each network trains for about 20 seconds
-LABEL_SPACE = LabelSpace.from_classes({"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]})
+LABEL_SPACE = LabelSpace.from_classes(
+    {"face": [f"f{i}" for i in range(CLASSES)], "object": [f"o{i}" for i in range(CLASSES)]}
+)
 FRACTION = 0.4
 RENAMED = torch.roll(torch.arange(CLASSES), 1)  # object class j is face class RENAMED[j]
 
@@ -61,8 +63,11 @@ def block_diagonal_tables(joined):
 def global_images(seed: int, per_class: int, same_task: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Both tasks' images with labels in the label space's output space; `same_task`: 'object' = renamed face images."""
     if not same_task:
-        return {task: (images, labels + LABEL_SPACE.offset(task))
-                for task in LABEL_SPACE.tasks for images, labels in [task_images(task, per_class, seed)]}
+        return {
+            task: (images, labels + LABEL_SPACE.offset(task))
+            for task in LABEL_SPACE.tasks
+            for images, labels in [task_images(task, per_class, seed)]
+        }
     faces, face_labels = task_images("face", per_class, seed)
     renamed, renamed_labels = task_images("face", per_class, seed + 1)
     return {"face": (faces, face_labels), "object": (renamed, torch.argsort(RENAMED)[renamed_labels] + CLASSES)}
@@ -99,8 +104,11 @@ def test_block_diagonal_network_segregates_in_every_layer(block_diagonal_tables,
 
 def test_network_serving_both_tasks_alike_has_index_near_zero(face_network):
     network = duplicated_network(face_network, RENAMED)
-    tables = analyse(network, global_images(seed=200, per_class=8, same_task=True),
-                     global_images(seed=300, per_class=20, same_task=True))
+    tables = analyse(
+        network,
+        global_images(seed=200, per_class=8, same_task=True),
+        global_images(seed=300, per_class=20, same_task=True),
+    )
     drops = pivot_drops(tables, "task_outputs")
     assert drops[("face", "face")].mean() > 0.2  # lesions hurt...
     si = tables["segregation"].query("scope == 'task_outputs'")
@@ -113,8 +121,9 @@ def test_random_pseudo_tasks_on_the_segregated_network_give_an_index_near_zero(j
     mixed = [np.isin(members, np.arange(CLASSES)).mean() for members in grouping.values()]  # share of face classes
     assert all(0.3 < share < 0.7 for share in mixed)
     layers = ("conv1_2", "conv3_1", "conv4_2", "conv5_3")
-    tables = analyse(joined, global_images(seed=200, per_class=8), global_images(seed=300, per_class=20), grouping,
-                     layers)
+    tables = analyse(
+        joined, global_images(seed=200, per_class=8), global_images(seed=300, per_class=20), grouping, layers
+    )
     random_si = tables["segregation"].query("scope == 'all_outputs'").set_index("layer")["si"]
     real_si = block_diagonal_tables["segregation"].query("scope == 'all_outputs'").set_index("layer")["si"]
     assert list(random_si.index) == list(layers)

@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_representation import HELDOUT_CLASSES, save_checkpoint, session_heldout_data
+from helpers_train import session_tiny_data
 
-from analysis.activations import Activations, forward_layers
-from analysis.decoding import decode
-from analysis.settings import DecodingSettings
+from analysis.representations.activations import Activations, forward_layers
+from analysis.representations.decoding import decode
+from analysis.representations.settings import DecodingSettings
 from common.io import write_json, write_parquet
 from data_pipeline.behaviour import write_stimulus_list
 from data_pipeline.data_dir import DataDir
 from data_pipeline.sample import sample_images
-from helpers_representation import HELDOUT_CLASSES, save_checkpoint, session_heldout_data
-from helpers_train import session_tiny_data
 from lightning_modules.checkpoint import load_model
 from lightning_modules.vgg import vgg16
 from specialize.cli import main
@@ -60,8 +60,18 @@ def checkpoints(paths: dict[str, Path]) -> list[str]:
 def test_decode_three_networks_on_both_held_out_sets(networks, tmp_path, capsys):
     data, paths = networks
     out = tmp_path / "decode"
-    common = ["decode", *checkpoints(paths), "--data", str(data), "--layers", "conv5_3", "fc7", "--out", str(out),
-              "--no-progress"]
+    common = [
+        "decode",
+        *checkpoints(paths),
+        "--data",
+        str(data),
+        "--layers",
+        "conv5_3",
+        "fc7",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     args = [*common, "--folds", "3"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -83,7 +93,9 @@ def test_decode_three_networks_on_both_held_out_sets(networks, tmp_path, capsys)
     np.testing.assert_allclose(stored.layer("fc7"), fc7, rtol=1e-5, atol=1e-5)
     assert stored.images()["label"].tolist() == labels.tolist()
     folds = decode(stored.layer("fc7"), labels.numpy(), DecodingSettings(folds=3))
-    table = pd.read_parquet(out / "decoding_folds.parquet").query("network == 'dual' and task == 'object' and layer == 'fc7'")
+    table = pd.read_parquet(out / "decoding_folds.parquet").query(
+        "network == 'dual' and task == 'object' and layer == 'fc7'"
+    )
     assert table["accuracy"].tolist() == folds["accuracy"].tolist()
 
     # a rerun resumes: nothing is extracted or decoded again
@@ -96,7 +108,7 @@ def test_decode_three_networks_on_both_held_out_sets(networks, tmp_path, capsys)
 
     assert main([*common, "--folds", "2"]) == 2
     assert "holds a decoding with another decoding.folds (3, now 2)" in capsys.readouterr().err
-    rest = common[1 + len(checkpoints(paths)):]
+    rest = common[1 + len(checkpoints(paths)) :]
     swapped = ["decode", "--checkpoint", f"face={paths['object']}", *checkpoints(paths)[2:], *rest]
     assert main([*swapped, "--folds", "3"]) == 2  # another checkpoint under a finished network's name is refused
     assert "holds a decoding with another networks.face" in capsys.readouterr().err
@@ -107,8 +119,11 @@ def test_decode_errors_are_one_line(networks, tmp_path_factory, tmp_path, capsys
     without = session_tiny_data(tmp_path_factory)  # built without held-out classes
     capsys.readouterr()
     cases = [
-        (["--data", str(without)], "has no held-out classes for task 'face'; decoding needs classes the networks "
-                                   "never saw: rebuild it with `specialize data build ... --heldout-classes 100`"),
+        (
+            ["--data", str(without)],
+            "has no held-out classes for task 'face'; decoding needs classes the networks "
+            "never saw: rebuild it with `specialize data build ... --heldout-classes 100`",
+        ),
         (["--data", str(data), "--layers", "fc9"], "unknown layer 'fc9'"),
         (["--data", str(data), "--folds", "7"], "has only 6 images for 7 folds; lower --folds to at most 6"),
         (["--data", str(data), "--classifier", "forest"], "--classifier must be one of logistic, svm"),
@@ -130,11 +145,41 @@ def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tm
     dual = {"dual": paths["dual"]}
     layers = ["--layers", "conv1_2", "conv3_1", "conv4_3", "fc6"]
     classes = tmp_path / "classes"
-    assert main(["data", "behaviour", "--stimuli", str(stimulus_list(data, tmp_path / "list.txt")), "--out",
-                 str(classes), "--participants", "8", "--noise", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "behaviour",
+                "--stimuli",
+                str(stimulus_list(data, tmp_path / "list.txt")),
+                "--out",
+                str(classes),
+                "--participants",
+                "8",
+                "--noise",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     first = tmp_path / "rsa_classes"
-    assert main(["rsa", *checkpoints(paths), "--stimuli", str(classes / "stimuli.txt"), "--behaviour", str(classes),
-                 *layers, "--out", str(first), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "rsa",
+                *checkpoints(paths),
+                "--stimuli",
+                str(classes / "stimuli.txt"),
+                "--behaviour",
+                str(classes),
+                *layers,
+                "--out",
+                str(first),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = pd.read_parquet(first / "rsa.parquet")
     per_participant = pd.read_parquet(first / "rsa_participants.parquet")
     assert len(summary) == 3 * 4 and len(per_participant) == 3 * 4 * 8
@@ -146,11 +191,43 @@ def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tm
     assert "noise ceiling (spearman)" in capsys.readouterr().out
 
     planted = tmp_path / "planted"
-    assert main(["data", "behaviour", "--stimuli", str(classes / "stimuli.txt"), "--out", str(planted),
-                 "--plant", str(first / "rdms" / "dual" / "conv3_1.npy"), "--participants", "8", "--noise", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "behaviour",
+                "--stimuli",
+                str(classes / "stimuli.txt"),
+                "--out",
+                str(planted),
+                "--plant",
+                str(first / "rdms" / "dual" / "conv3_1.npy"),
+                "--participants",
+                "8",
+                "--noise",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     second = tmp_path / "rsa_planted"
-    assert main(["rsa", *checkpoints(dual), "--stimuli", str(planted / "stimuli.txt"), "--behaviour", str(planted),
-                 *layers, "--out", str(second), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "rsa",
+                *checkpoints(dual),
+                "--stimuli",
+                str(planted / "stimuli.txt"),
+                "--behaviour",
+                str(planted),
+                *layers,
+                "--out",
+                str(second),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((second / "summary.json").read_text())["best_layer"] == {"dual": "conv3_1"}
     assert "dual best layer conv3_1" in capsys.readouterr().out
 
@@ -160,21 +237,52 @@ def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tm
     for index, participant in enumerate(np.load(planted / "participant_1.npy")[None].repeat(2, 0)):
         participant[0, 1] = np.nan if index else participant[0, 1]
         np.save(bad / f"p{index}.npy", participant)
-    assert main(["rsa", *checkpoints(dual), "--stimuli", str(tmp_path / "list.txt"), "--behaviour", str(bad),
-                 "--out", str(tmp_path / "o1"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "rsa",
+                *checkpoints(dual),
+                "--stimuli",
+                str(tmp_path / "list.txt"),
+                "--behaviour",
+                str(bad),
+                "--out",
+                str(tmp_path / "o1"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "NaN or infinite entries" in capsys.readouterr().err
     short = tmp_path / "short.txt"
     short.write_text("".join((tmp_path / "list.txt").read_text().splitlines(keepends=True)[:-1]))
-    assert main(["rsa", *checkpoints(dual), "--stimuli", str(short), "--behaviour", str(planted),
-                 "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "rsa",
+                *checkpoints(dual),
+                "--stimuli",
+                str(short),
+                "--behaviour",
+                str(planted),
+                "--out",
+                str(tmp_path / "o2"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "1 behavioural stimuli are missing from the stimulus list" in err and len(err.splitlines()) == 1
 
 
 def fake_sweep(directory: Path, checkpoint: Path, ranks: dict[str, list[int]]) -> Path:
     """A lesion-sweep output directory holding only what `visualize --top` reads: the ranking and the manifest."""
-    rows = [{"layer": "conv5_3", "task": task, "filter": f, "rank": rank} for task, order in ranks.items()
-            for rank, f in enumerate(order)]
+    rows = [
+        {"layer": "conv5_3", "task": task, "filter": f, "rank": rank}
+        for task, order in ranks.items()
+        for rank, f in enumerate(order)
+    ]
     write_parquet(directory / "ranking.parquet", pd.DataFrame(rows))
     write_json(directory / "manifest.json", {"checkpoint_sha256": load_model(checkpoint).sha256})
     write_json(directory / "config.json", {})
@@ -184,14 +292,25 @@ def fake_sweep(directory: Path, checkpoint: Path, ranks: dict[str, list[int]]) -
 def test_visualize_chosen_and_top_ranked_filters_with_natural_images(networks, tmp_path, capsys):
     data, paths = networks
     out = tmp_path / "vis"
-    base = ["visualize", "--checkpoint", f"dual={paths['dual']}", "--layer", "conv5_3", "--steps", "20",
-            "--natural-images", "2", "--no-progress"]
+    base = [
+        "visualize",
+        "--checkpoint",
+        f"dual={paths['dual']}",
+        "--layer",
+        "conv5_3",
+        "--steps",
+        "20",
+        "--natural-images",
+        "2",
+        "--no-progress",
+    ]
     assert main([*base, "--filters", "1,4", "--out", str(out)]) == 0
     summary = pd.read_parquet(out / "conv5_3_chosen.parquet")
     assert summary["filter"].tolist() == [1, 4]
     natural = pd.read_parquet(out / "conv5_3_chosen_natural.parquet")
-    stored = np.concatenate([Activations(out / "activations" / "dual" / f"{task}_test").layer("conv5_3")
-                             for task in ("face", "object")])
+    stored = np.concatenate(
+        [Activations(out / "activations" / "dual" / f"{task}_test").layer("conv5_3") for task in ("face", "object")]
+    )
     for f in (1, 4):
         top = natural[natural["filter"] == f]["activation"].to_numpy()
         np.testing.assert_allclose(top, np.sort(stored[:, f])[::-1][:2], rtol=1e-6)
@@ -201,7 +320,10 @@ def test_visualize_chosen_and_top_ranked_filters_with_natural_images(networks, t
 
     sweep = fake_sweep(tmp_path / "sweep", paths["dual"], {"face": [7, 2, 9], "object": [3, 0, 5]})
     ranked = tmp_path / "ranked"
-    assert main([*base, "--top", "2", "--task", "face", "--task", "object", "--sweep", str(sweep), "--out", str(ranked)]) == 0
+    assert (
+        main([*base, "--top", "2", "--task", "face", "--task", "object", "--sweep", str(sweep), "--out", str(ranked)])
+        == 0
+    )
     assert pd.read_parquet(ranked / "conv5_3_face.parquet")["filter"].tolist() == [7, 2]
     assert pd.read_parquet(ranked / "conv5_3_object.parquet")[["filter", "rank"]].values.tolist() == [[3, 0], [0, 1]]
     assert (ranked / "conv5_3_face.png").exists() and (ranked / "conv5_3_object.png").exists()
@@ -224,19 +346,69 @@ def test_visualize_chosen_and_top_ranked_filters_with_natural_images(networks, t
 def test_activations_command_for_a_split_and_a_stimulus_list(networks, tmp_path, capsys):
     data, paths = networks
     out = tmp_path / "acts"
-    assert main(["activations", "--checkpoint", f"face={paths['face']}", "--data", str(data), "--split", "test",
-                 "--layers", "conv1_1", "output", "--pooling", "mean", "--dtype", "float16", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "activations",
+                "--checkpoint",
+                f"face={paths['face']}",
+                "--data",
+                str(data),
+                "--split",
+                "test",
+                "--layers",
+                "conv1_1",
+                "output",
+                "--pooling",
+                "mean",
+                "--dtype",
+                "float16",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for task in ("face", "object"):
         stored = Activations(out / "face" / f"{task}_test")
         assert stored.layer("conv1_1").dtype == np.float16 and stored.layer("conv1_1").shape == (24, 4)
         assert stored.layer("output").shape == (24, 4)
     listed = tmp_path / "stimuli"
-    assert main(["activations", "--checkpoint", f"face={paths['face']}", "--stimuli",
-                 str(stimulus_list(data, tmp_path / "list.txt")), "--layers", "fc7", "--out", str(listed),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "activations",
+                "--checkpoint",
+                f"face={paths['face']}",
+                "--stimuli",
+                str(stimulus_list(data, tmp_path / "list.txt")),
+                "--layers",
+                "fc7",
+                "--out",
+                str(listed),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     names = Activations(listed / "face" / "stimuli").images()["name"].tolist()
     assert len(names) == HELDOUT_CLASSES * 4 and names[0].endswith("0000.jpg")
-    assert main(["activations", "--checkpoint", f"face={paths['face']}", "--data", str(data), "--layers", "fc7",
-                 "--out", str(out), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "activations",
+                "--checkpoint",
+                f"face={paths['face']}",
+                "--data",
+                str(data),
+                "--layers",
+                "fc7",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "holds a activation extraction with another" in capsys.readouterr().err

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_sweeps import tiny_vgg
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
-from analysis.activations import forward_layers
-from analysis.rsa import compare_with_participants, gram_statistics, noise_ceiling, rdm_from_features
+from analysis.representations.activations import forward_layers
+from analysis.representations.rsa import compare_with_participants, gram_statistics, noise_ceiling, rdm_from_features
 from data_pipeline.synth_behaviour import noisy_participants
-from helpers_sweeps import tiny_vgg
 from lightning_modules.layer_names import LAYER_NAMES
 
 
@@ -20,8 +20,9 @@ def upper(rdm: np.ndarray) -> np.ndarray:
     return rdm[np.triu_indices(len(rdm), 1)]
 
 
-@pytest.mark.parametrize("distance, metric", [("correlation", "correlation"), ("euclidean", "euclidean"),
-                                              ("cosine", "cosine")])
+@pytest.mark.parametrize(
+    "distance, metric", [("correlation", "correlation"), ("euclidean", "euclidean"), ("cosine", "cosine")]
+)
 def test_layer_rdms_equal_scipy_distances_in_any_chunking(distance, metric):
     features = np.random.default_rng(0).standard_normal((9, 4, 3, 5)).astype(np.float32) + 0.3
     expected = squareform(pdist(features.reshape(9, -1).astype(np.float64), metric))

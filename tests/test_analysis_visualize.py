@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from analysis.activations import forward_layers
-from analysis.settings import VisualizeSettings
-from analysis.visualize import (check_filters, filter_activations, optimise_images, own_filter, parse_filters,
-                                preactivation, random_images)
-from common.errors import UserError
 from helpers_analysis import task_images, train_single_task
 from helpers_sweeps import tiny_vgg
+
+from analysis.representations.activations import forward_layers
+from analysis.representations.settings import VisualizeSettings
+from analysis.representations.visualize import (
+    check_filters,
+    filter_activations,
+    optimise_images,
+    own_filter,
+    parse_filters,
+    preactivation,
+    random_images,
+)
+from common.errors import UserError
 from lightning_modules.vgg import relu_indices
 
 

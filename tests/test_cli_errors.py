@@ -19,23 +19,35 @@ def run_specialize(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(SPECIALIZE), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, prefix, message", [
-    ((), "specialize", "the following arguments are required: COMMAND"),
-    (("bogus",), "specialize", "argument COMMAND: invalid choice: 'bogus'"),
-    (("data",), "specialize data", "the following arguments are required: SUBCOMMAND"),
-    (("data", "build", "--task", "face=x", "--out", "o", "--seed", "x"), "specialize data build",
-     "argument --seed: invalid int value: 'x'"),
-    (("data", "synth", "--out", "o", "--size"), "specialize data synth", "argument --size: expected one argument"),
-    (("train", "--config", "c.yaml", "--bogus"), "specialize train", "unrecognized arguments: --bogus"),
-    (("lesion", "--data", "d"), "specialize lesion", "the following arguments are required: --checkpoint, --out"),
-    (("lesion", "--checkpoint", "c", "--data", "d", "--out", "o", "--ranking", "best"), "specialize lesion",
-     "argument --ranking: invalid choice: 'best'"),
-    (("tune", "--out", "o"), "specialize tune", "the following arguments are required: --config"),
-    (("segregation", "--sweep", "s", "--out", "o", "--fractions", "a,b"), "specialize segregation",
-     "argument --fractions: expected comma-separated numbers such as 0,0.1,0.2,0.3, not 'a,b'"),
-    (("figures", "--out", "f"), "specialize figures", "the following arguments are required: DIR[=LABEL]"),
-    (("demo", "--epochs", "two"), "specialize demo", "argument --epochs: invalid int value: 'two'"),
-])
+@pytest.mark.parametrize(
+    "args, prefix, message",
+    [
+        ((), "specialize", "the following arguments are required: COMMAND"),
+        (("bogus",), "specialize", "argument COMMAND: invalid choice: 'bogus'"),
+        (("data",), "specialize data", "the following arguments are required: SUBCOMMAND"),
+        (
+            ("data", "build", "--task", "face=x", "--out", "o", "--seed", "x"),
+            "specialize data build",
+            "argument --seed: invalid int value: 'x'",
+        ),
+        (("data", "synth", "--out", "o", "--size"), "specialize data synth", "argument --size: expected one argument"),
+        (("train", "--config", "c.yaml", "--bogus"), "specialize train", "unrecognized arguments: --bogus"),
+        (("lesion", "--data", "d"), "specialize lesion", "the following arguments are required: --checkpoint, --out"),
+        (
+            ("lesion", "--checkpoint", "c", "--data", "d", "--out", "o", "--ranking", "best"),
+            "specialize lesion",
+            "argument --ranking: invalid choice: 'best'",
+        ),
+        (("tune", "--out", "o"), "specialize tune", "the following arguments are required: --config"),
+        (
+            ("segregation", "--sweep", "s", "--out", "o", "--fractions", "a,b"),
+            "specialize segregation",
+            "argument --fractions: expected comma-separated numbers such as 0,0.1,0.2,0.3, not 'a,b'",
+        ),
+        (("figures", "--out", "f"), "specialize figures", "the following arguments are required: DIR[=LABEL]"),
+        (("demo", "--epochs", "two"), "specialize demo", "argument --epochs: invalid int value: 'two'"),
+    ],
+)
 def test_usage_errors_are_one_line_naming_the_command(tmp_path, args, prefix, message):
     result = run_specialize(*args, cwd=tmp_path)
     assert result.returncode == 2

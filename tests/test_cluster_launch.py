@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers_train import ROOT
 
 LAUNCH = ROOT / "cluster" / "launch.sh"
@@ -21,10 +20,12 @@ FAKES = {
     # records its arguments and the job script, answers with a job id
     "sbatch": 'printf "%s\\n" "$@" > "$FAKE_LOG/sbatch.argv"; cp "${@: -1}" "$FAKE_LOG/job.sbatch"; echo 4242',
     # records every call with the task's OMP_NUM_THREADS; runs `bash -c` steps (the data copy), not the command
-    "srun": ('{ echo "OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"; printf "%s\\n" "$@"; echo ---; } >> "$FAKE_LOG/srun.log"\n'
-             'while [[ $1 == -* ]]; do shift; done\n'
-             'if [[ $1 == bash ]]; then exec "$@"; fi\n'
-             'exit "${FAKE_SRUN_EXIT:-0}"'),
+    "srun": (
+        '{ echo "OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"; printf "%s\\n" "$@"; echo ---; } >> "$FAKE_LOG/srun.log"\n'
+        "while [[ $1 == -* ]]; do shift; done\n"
+        'if [[ $1 == bash ]]; then exec "$@"; fi\n'
+        'exit "${FAKE_SRUN_EXIT:-0}"'
+    ),
     "scontrol": 'printf "%s\\n" "$*" >> "$FAKE_LOG/scontrol.log"',
 }
 
@@ -41,13 +42,18 @@ def fake_slurm(tmp_path) -> dict[str, str]:
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "SPECIALIZE_SITE"))}
     env.pop("OMP_NUM_THREADS", None)
-    return {**env, "PATH": f"{bin_dir}:{env['PATH']}", "FAKE_LOG": str(log),
-            "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
+    return {
+        **env,
+        "PATH": f"{bin_dir}:{env['PATH']}",
+        "FAKE_LOG": str(log),
+        "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs"),
+    }
 
 
 def launch(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check,
-                          timeout=120)
+    return subprocess.run(
+        [str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check, timeout=120
+    )
 
 
 def directives(script: str) -> list[str]:
@@ -67,16 +73,24 @@ def srun_calls(env: dict) -> list[list[str]]:
 
 
 def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
-    result = launch(fake_slurm, "--nodes", "2", "--gpus-per-node", "2", "--time", "1:00:00", "--", *TRAIN,
-                    "data.num_workers=3")
+    result = launch(
+        fake_slurm, "--nodes", "2", "--gpus-per-node", "2", "--time", "1:00:00", "--", *TRAIN, "data.num_workers=3"
+    )
     log = Path(fake_slurm["FAKE_LOG"])
     script_path = Path(fake_slurm["SPECIALIZE_SLURM_DIR"]) / Path((log / "sbatch.argv").read_text().split()[-1]).name
     assert result.stdout.strip() == "4242"
     assert (log / "sbatch.argv").read_text().splitlines() == ["--parsable", "--time", "1:00:00", str(script_path)]
     assert directives((log / "job.sbatch").read_text()) == [
-        "--job-name=specialize", "--nodes=2", "--ntasks-per-node=2", "--gpus-per-node=2",
+        "--job-name=specialize",
+        "--nodes=2",
+        "--ntasks-per-node=2",
+        "--gpus-per-node=2",
         "--cpus-per-task=4",  # the config's 3 loader workers + the rank
-        "--signal=USR1@90", "--requeue", "--open-mode=append", f"--output={script_path.parent}/%x-%j.out"]
+        "--signal=USR1@90",
+        "--requeue",
+        "--open-mode=append",
+        f"--output={script_path.parent}/%x-%j.out",
+    ]
 
     assert run_job(fake_slurm, SLURM_CPUS_PER_TASK="4", FAKE_SRUN_EXIT="3") == 3
     [call] = srun_calls(fake_slurm)
@@ -102,10 +116,33 @@ def test_array_job_trains_each_seed_into_its_own_run(fake_slurm):
 
 
 def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fake_slurm):
-    script = launch(fake_slurm, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "16", "--dry-run", "--",
-                    "specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o").stdout
-    assert directives(script)[:6] == ["--job-name=specialize", "--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=4",
-                                      "--cpus-per-task=16", "--signal=B:USR1@90"]
+    script = launch(
+        fake_slurm,
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+        "--cpus-per-task",
+        "16",
+        "--dry-run",
+        "--",
+        "specialize",
+        "lesion",
+        "--checkpoint",
+        "c.ckpt",
+        "--data",
+        "d",
+        "--out",
+        "o",
+    ).stdout
+    assert directives(script)[:6] == [
+        "--job-name=specialize",
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--gpus-per-node=4",
+        "--cpus-per-task=16",
+        "--signal=B:USR1@90",
+    ]
     lines = script.splitlines()
 
     def line_of(text: str) -> int:
@@ -113,7 +150,7 @@ def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fak
         return index
 
     head = line_of("start --head")
-    assert '--nodelist="$SLURMD_NODENAME"' in lines[head - 1] and "--num-gpus=\"$ray_gpus\"" in script
+    assert '--nodelist="$SLURMD_NODENAME"' in lines[head - 1] and '--num-gpus="$ray_gpus"' in script
     workers = line_of('start --address="$ray_address"')
     assert '--exclude="$SLURMD_NODENAME"' in lines[workers - 1]
     assert "--nodes=$((SLURM_JOB_NUM_NODES - 1))" in lines[workers - 2]
@@ -139,8 +176,14 @@ def test_site_file_sets_partition_and_environment_and_copies_the_data_to_node_lo
     (data / "manifest.json").write_text('{"tasks": {}}')
     (data / "face" / "train.beton").write_bytes(b"\x00" * 1000)
     scratch = tmp_path / "local"
-    site = site_file(tmp_path / "site.env", SITE_PARTITION="gpu", SITE_ACCOUNT="lab", SITE_QOS="",
-                     SITE_ACTIVATE="export ACTIVATED=yes", SITE_SCRATCH=f'"{scratch}/$USER"')
+    site = site_file(
+        tmp_path / "site.env",
+        SITE_PARTITION="gpu",
+        SITE_ACCOUNT="lab",
+        SITE_QOS="",
+        SITE_ACTIVATE="export ACTIVATED=yes",
+        SITE_SCRATCH=f'"{scratch}/$USER"',
+    )
     launch(fake_slurm, "--site", str(site), "--gpus-per-node", "0", "--", *TRAIN, f"data.dir={data}")
     script = (Path(fake_slurm["FAKE_LOG"]) / "job.sbatch").read_text()
     assert "--partition=gpu" in directives(script) and "--account=lab" in directives(script)
@@ -164,20 +207,27 @@ COMPLETE_SITE = {"SITE_PARTITION": "", "SITE_ACCOUNT": "", "SITE_QOS": "", "SITE
 LESION = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"]
 
 
-@pytest.mark.parametrize("args, env, message", [
-    (["--gpus-per-node", "0", "--", *LESION], {"SBATCH": "/no/sbatch"}, "no sbatch on this host"),
-    (["--nodes", "2", *LESION], {}, "no command: put it after --"),
-    (["--ray", "--"], {}, "no command after --"),
-    (["--nodes", "two", "--", *LESION], {}, "--nodes takes a whole number"),
-    (["--ntasks-per-node", "4", "--", *LESION], {}, "one Slurm task per node"),
-    (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
-    (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
-    (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
-    (["--", *TRAIN, "--bad"], {}, "cannot resolve the training config: "),
-    (["--site", "SITE", "--", *LESION], {"drop": "SITE_QOS"}, "does not set SITE_QOS"),
-    (["--site", "SITE", "--", *LESION], {"add": "SITE_PARTITON=gpu"}, "unknown key SITE_PARTITON"),
-    (["--site", "SITE", "--", *TRAIN, "data.dir=/no/such/data"], {"add": "SITE_SCRATCH=/tmp"}, "/no/such/data does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--gpus-per-node", "0", "--", *LESION], {"SBATCH": "/no/sbatch"}, "no sbatch on this host"),
+        (["--nodes", "2", *LESION], {}, "no command: put it after --"),
+        (["--ray", "--"], {}, "no command after --"),
+        (["--nodes", "two", "--", *LESION], {}, "--nodes takes a whole number"),
+        (["--ntasks-per-node", "4", "--", *LESION], {}, "one Slurm task per node"),
+        (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
+        (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
+        (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
+        (["--", *TRAIN, "--bad"], {}, "cannot resolve the training config: "),
+        (["--site", "SITE", "--", *LESION], {"drop": "SITE_QOS"}, "does not set SITE_QOS"),
+        (["--site", "SITE", "--", *LESION], {"add": "SITE_PARTITON=gpu"}, "unknown key SITE_PARTITON"),
+        (
+            ["--site", "SITE", "--", *TRAIN, "data.dir=/no/such/data"],
+            {"add": "SITE_SCRATCH=/tmp"},
+            "/no/such/data does not exist",
+        ),
+    ],
+)
 def test_bad_input_gives_one_line_and_submits_nothing(fake_slurm, tmp_path, args, env, message):
     values = dict(COMPLETE_SITE)
     values.pop(env.pop("drop", ""), None)

@@ -18,8 +18,8 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-
 from helpers_train import ROOT, session_tiny_data, tiny_config, untrained_checkpoint
+
 from lightning_modules.checkpoint import load_model
 from lightning_modules.config import write_config
 from sweeps.distributed import training_images
@@ -32,7 +32,9 @@ pytestmark = pytest.mark.slow
 
 def scontrol_jobs(job_id: str, env: dict) -> list[dict[str, str]]:
     """`scontrol show job` as key -> value, one dict per job record (an array job has one per index)."""
-    out = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", job_id], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return [dict(re.findall(r"(\w+)=(\S*)", record)) for record in out.split("\n\n") if record.strip()]
 
 
@@ -49,7 +51,9 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def ended(job: str, env: dict) -> bool:
-    return all(record["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for record in scontrol_jobs(job, env))
+    return all(
+        record["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for record in scontrol_jobs(job, env)
+    )
 
 
 def signal_until_requeued(job: str, env: dict, batch_shell: bool) -> None:
@@ -91,8 +95,12 @@ def local_slurm(tmp_path_factory):
     if shutil.which("slurmctld") is None or os.geteuid() != 0:
         pytest.skip("needs root and Debian's slurm-wlm + munge (scripts/setup_system.sh)")
     state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "SLURM_LOCAL_PORT": str(random.randrange(20000, 29998, 2)), "WANDB_MODE": "offline",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "SLURM_LOCAL_PORT": str(random.randrange(20000, 29998, 2)),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("SPECIALIZE_SITE", None)
     script = ROOT / "cluster" / "local_slurm.sh"
     subprocess.run([str(script), "start", str(state)], env=env, check=True, capture_output=True, timeout=120)
@@ -101,16 +109,33 @@ def local_slurm(tmp_path_factory):
 
 
 def submit(env: dict, *args: str) -> str:
-    return subprocess.run([str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_srun_ddp_job_requeues_on_sigusr1_and_continues_from_its_checkpoint(local_slurm, tmp_path_factory, tmp_path):
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
     config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=8", "trainer.strategy=ddp"])
     write_config(config, tmp_path / "config")
-    job = submit(env, "--gpus-per-node", "0", "--ntasks-per-node", "2", "--cpus-per-task", "1", "--time", "15", "--",
-                 sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "config/config.yaml"))
+    job = submit(
+        env,
+        "--gpus-per-node",
+        "0",
+        "--ntasks-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "15",
+        "--",
+        sys.executable,
+        "-m",
+        "specialize.cli",
+        "train",
+        "--config",
+        str(tmp_path / "config/config.yaml"),
+    )
     wait_for((config.run_dir / "checkpoints" / "last.ckpt").exists, 300, "the first epoch's checkpoint")
     signal_until_requeued(job, env, batch_shell=False)
     start_now(job, env)
@@ -131,8 +156,21 @@ def test_srun_ddp_job_requeues_on_sigusr1_and_continues_from_its_checkpoint(loca
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log
 
 
-SWEEP = ["--images-per-task", "12", "--layers", "conv1_1", "conv3_1", "conv5_3", "--filters-per-task", "2",
-         "--batch-size", "8", "--lesions-per-pass", "1", "--no-progress"]
+SWEEP = [
+    "--images-per-task",
+    "12",
+    "--layers",
+    "conv1_1",
+    "conv3_1",
+    "conv5_3",
+    "--filters-per-task",
+    "2",
+    "--batch-size",
+    "8",
+    "--lesions-per-pass",
+    "1",
+    "--no-progress",
+]
 
 
 def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_direct_sweep(local_slurm, tmp_path):
@@ -142,8 +180,23 @@ def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
     out = tmp_path / "sweep"
     lesion = [sys.executable, "-m", "specialize.cli", "lesion", "--checkpoint", str(checkpoint), "--out"]
-    job = submit(env, "--site", str(site), "--gpus-per-node", "0", "--cpus-per-task", "2", "--time", "15", "--",
-                 *lesion, str(out), "--data", str(data), *SWEEP)
+    job = submit(
+        env,
+        "--site",
+        str(site),
+        "--gpus-per-node",
+        "0",
+        "--cpus-per-task",
+        "2",
+        "--time",
+        "15",
+        "--",
+        *lesion,
+        str(out),
+        "--data",
+        str(data),
+        *SWEEP,
+    )
     chunks = out / "chunks" / "oneshot"
     wait_for(lambda: len(list(chunks.glob("*.parquet"))) >= 3, 300, "three chunks")
     signal_until_requeued(job, env, batch_shell=True)  # what --signal=B:USR1@90 does
@@ -168,8 +221,9 @@ def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_
 
     # The same sweep run directly, in this process: the same images, batches and lesions per pass.
     loaded = load_model(checkpoint)
-    direct = lesion_sweep(loaded.model, training_images(loaded, data, 12, seed=0), layers=SWEEP[3:6], batch_size=8,
-                          lesions_per_pass=1)
+    direct = lesion_sweep(
+        loaded.model, training_images(loaded, data, 12, seed=0), layers=SWEEP[3:6], batch_size=8, lesions_per_pass=1
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(out / "filter_losses.parquet"), direct)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "ranking.parquet"), oneshot_ranking(direct))
 
@@ -178,23 +232,48 @@ def test_job_array_trains_one_network_per_seed(local_slurm, tmp_path_factory, tm
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
     config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=1"])
     write_config(config, tmp_path / "config")
-    job = submit(env, "--array", "0-1", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "15", "--",
-                 sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "config/config.yaml"))
+    job = submit(
+        env,
+        "--array",
+        "0-1",
+        "--gpus-per-node",
+        "0",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "15",
+        "--",
+        sys.executable,
+        "-m",
+        "specialize.cli",
+        "train",
+        "--config",
+        str(tmp_path / "config/config.yaml"),
+    )
     wait_for(lambda: ended(job, env), 400, "both array jobs to end")
-    assert [record["JobState"] for record in scontrol_jobs(job, env)] == ["COMPLETED", "COMPLETED"], job_log(tmp_path / "jobs")
+    assert [record["JobState"] for record in scontrol_jobs(job, env)] == ["COMPLETED", "COMPLETED"], job_log(
+        tmp_path / "jobs"
+    )
     weights = []
     for seed in (0, 1):
         run = tmp_path / f"tiny_face_object-seed{seed}"
         assert json.loads((run / "config.json").read_text())["seed"] == seed
         assert json.loads((run / "summary.json").read_text())["epochs"] == 1
-        weights.append(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"])
+        weights.append(
+            torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        )
     assert any(not torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 def test_an_option_sbatch_does_not_know_is_one_line_and_submits_nothing(local_slurm, tmp_path):
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
-    result = subprocess.run([str(LAUNCH), "--nodez", "2", "--gpus-per-node", "0", "--", "true"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(LAUNCH), "--nodez", "2", "--gpus-per-node", "0", "--", "true"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "sbatch refused the job" in result.stderr and "nodez" in result.stderr
     assert subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True).stdout.strip() == ""

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_data import stored_images
+from helpers_representation import session_heldout_data
 from PIL import Image
 from scipy.spatial.distance import squareform
 from scipy.stats import spearmanr
@@ -17,8 +19,6 @@ from common.errors import UserError
 from data_pipeline.behaviour import read_behaviour, read_stimulus_list, write_behaviour
 from data_pipeline.sample import eval_transform, stream_batches, stream_image_files
 from data_pipeline.synth_behaviour import generate_behaviour, noisy_participants
-from helpers_data import stored_images
-from helpers_representation import session_heldout_data
 
 STIMULI = ["a.png", "b.png", "c.png", "d.png"]
 
@@ -64,12 +64,15 @@ def broken(kind: str) -> np.ndarray:
     return matrix
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("shape", "RDM of shape (3, 3), but stimuli.txt lists 4 stimuli; it must be 4 x 4"),
-    ("asymmetric", "not symmetric ('a.png', 'c.png'"),
-    ("diagonal", "non-zero diagonal ('b.png' has dissimilarity 0.2 to itself)"),
-    ("nan", "NaN or infinite entries (first at 'b.png', 'd.png')"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("shape", "RDM of shape (3, 3), but stimuli.txt lists 4 stimuli; it must be 4 x 4"),
+        ("asymmetric", "not symmetric ('a.png', 'c.png'"),
+        ("diagonal", "non-zero diagonal ('b.png' has dissimilarity 0.2 to itself)"),
+        ("nan", "NaN or infinite entries (first at 'b.png', 'd.png')"),
+    ],
+)
 def test_each_bad_rdm_is_one_clear_error(tmp_path, kind, message):
     root = behaviour_dir(tmp_path, {"p01": rdm(0), "p02": broken(kind)})
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
@@ -84,12 +87,15 @@ def test_participants_with_another_stimulus_set_are_refused(tmp_path):
         read_behaviour(root)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("one participant", "holds 1 participant RDM\\(s\\)"),
-    ("two files", "participant 'p01' has two RDM files"),
-    ("no stimuli", "has no stimuli.txt"),
-    ("text", "holds a value that is not a number"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("one participant", "holds 1 participant RDM\\(s\\)"),
+        ("two files", "participant 'p01' has two RDM files"),
+        ("no stimuli", "has no stimuli.txt"),
+        ("text", "holds a value that is not a number"),
+    ],
+)
 def test_directory_level_problems_are_clear_errors(tmp_path, case, message):
     root = behaviour_dir(tmp_path, {"p01": rdm(0)})
     if case == "two files":
@@ -142,7 +148,9 @@ def test_stimulus_lists_match_names_by_line_or_file_name_in_any_encoding(tmp_pat
     assert stimuli.locate(["../other/y.png"], directory=tmp_path / "behaviour") == [3]  # the same file
     with pytest.raises(UserError, match="'y.png' matches 2 files"):
         stimuli.locate(["y.png"])
-    with pytest.raises(UserError, match="2 behavioural stimuli are missing from the stimulus list \\(first: 'z.png'\\)"):
+    with pytest.raises(
+        UserError, match="2 behavioural stimuli are missing from the stimulus list \\(first: 'z.png'\\)"
+    ):
         stimuli.locate(["x.png", "z.png", "w.png"])
     images, labels = next(stream_image_files(stimuli.paths, 16))
     assert images.shape == (4, 3, 16, 16) and labels.tolist() == [0, 1, 2, 3]
@@ -174,8 +182,9 @@ def test_synthetic_participants_are_valid_rdms_closer_to_the_planted_one_when_le
         for participant in participants:
             assert np.allclose(participant, participant.T) and np.all(np.diag(participant) == 0)
             assert participant.min() >= 0 and participant.max() <= 1
-        correlations.append(np.mean([spearmanr(squareform(planted), squareform(p, checks=False)).statistic
-                                     for p in participants]))
+        correlations.append(
+            np.mean([spearmanr(squareform(planted), squareform(p, checks=False)).statistic for p in participants])
+        )
     assert correlations[0] < correlations[1] < correlations[2] and correlations[2] > 0.95
     with pytest.raises(UserError, match="constant"):
         noisy_participants(np.ones((4, 4)) - np.eye(4), 3, 1.0, seed=0)

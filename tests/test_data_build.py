@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_data import make_tiny_data_dir, pixel_hash, stored_images, tiny_jpeg
 from PIL import Image
 
+from common.errors import UserError
+from common.io import read_json
 from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
 from specialize.cli import main
-from common.errors import UserError
-from common.io import read_json
-from helpers_data import make_tiny_data_dir, pixel_hash, stored_images, tiny_jpeg
 
 # FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -50,14 +50,33 @@ def _bad_folder(root: Path) -> None:
 
 def test_bad_files_are_converted_or_skipped_with_reasons(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _bad_folder(tmp_path / "src")
-    code = main(["data", "build", "--task", "face=" + str(tmp_path / "src"), "--out", str(tmp_path / "out"),
-                 "--test-per-class", "1", "--val-per-class", "1", "--workers", "2"])
+    code = main(
+        [
+            "data",
+            "build",
+            "--task",
+            "face=" + str(tmp_path / "src"),
+            "--out",
+            str(tmp_path / "out"),
+            "--test-per-class",
+            "1",
+            "--val-per-class",
+            "1",
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0
     manifest = read_json(tmp_path / "out" / "manifest.json")
     reasons = {Path(entry["path"]).name: entry["reason"].split(" (")[0] for entry in manifest["skipped"]}
-    assert reasons == {"truncated.jpg": "truncated or corrupt image", "corrupt.jpg": "truncated or corrupt image",
-                       "empty.jpg": "empty file", "notes.txt": "not an image file",
-                       "unreadable.jpg": "unreadable file", "class_empty": "empty class folder"}
+    assert reasons == {
+        "truncated.jpg": "truncated or corrupt image",
+        "corrupt.jpg": "truncated or corrupt image",
+        "empty.jpg": "empty file",
+        "notes.txt": "not an image file",
+        "unreadable.jpg": "unreadable file",
+        "class_empty": "empty class folder",
+    }
     converted = {Path(entry["path"]).name: entry["conversion"] for entry in manifest["converted"]}
     assert sorted(converted) == ["alpha.png", "cmyk.jpg", "deep.png", "gray.png"]
     assert "16-bit" in converted["deep.png"] and "alpha" in converted["alpha.png"]
@@ -77,12 +96,16 @@ def test_conversions_give_sensible_pixels(tmp_path: Path) -> None:
     assert decode_rgb(tmp_path / "class_a" / "cmyk.jpg")[0].shape == (24, 24, 3)
 
 
-@pytest.mark.parametrize("make_root, message", [
-    (lambda root: None, "does not exist"),
-    (lambda root: (root / "empty_class").mkdir(parents=True), "no class folders"),
-])
-def test_missing_root_or_no_classes_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                      make_root, message: str) -> None:
+@pytest.mark.parametrize(
+    "make_root, message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: (root / "empty_class").mkdir(parents=True), "no class folders"),
+    ],
+)
+def test_missing_root_or_no_classes_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, make_root, message: str
+) -> None:
     make_root(tmp_path / "root")
     code = main(["data", "build", "--task", f"face={tmp_path / 'root'}", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
@@ -107,7 +130,9 @@ def test_round_trip_is_exact_in_raw_mode_and_labels_match_folders(built: Path) -
     synth = built.parent / "synth"
     for task in data.task_names:
         images, labels = stored_images(data.beton(task, "test"))
-        sources = sorted((synth / task / "test").glob("*/*.jpg"), key=lambda p: (data.classes(task).index(p.parent.name), p))
+        sources = sorted(
+            (synth / task / "test").glob("*/*.jpg"), key=lambda p: (data.classes(task).index(p.parent.name), p)
+        )
         assert len(sources) == len(images) == 9
         for image, label, source in zip(images, labels, sources):
             assert data.classes(task)[label] == source.parent.name
@@ -115,8 +140,9 @@ def test_round_trip_is_exact_in_raw_mode_and_labels_match_folders(built: Path) -
 
 
 def test_round_trip_within_jpeg_tolerance(tmp_path: Path) -> None:
-    data_dir = make_tiny_data_dir(tmp_path, tasks=("car",), classes=2, train=2, test=2, heldout=0, write_mode="jpg",
-                                  val=1)
+    data_dir = make_tiny_data_dir(
+        tmp_path, tasks=("car",), classes=2, train=2, test=2, heldout=0, write_mode="jpg", val=1
+    )
     images, labels = stored_images(DataDir(data_dir).beton("car", "test"))
     sources = sorted((tmp_path / "synth" / "car" / "test").glob("*/*.jpg"))
     errors = [np.abs(image.astype(int) - decode_rgb(src)[0].astype(int)).mean() for image, src in zip(images, sources)]
@@ -129,7 +155,9 @@ def test_heldout_classes_never_in_train_or_test(built: Path) -> None:
     synth = built.parent / "synth"
     for task in data.task_names:
         assert data.heldout_classes(task) and not set(data.heldout_classes(task)) & set(data.classes(task))
-        trained = {pixel_hash(x) for split in ("train", "val", "test") for x in stored_images(data.beton(task, split))[0]}
+        trained = {
+            pixel_hash(x) for split in ("train", "val", "test") for x in stored_images(data.beton(task, split))[0]
+        }
         heldout_images, heldout_labels = stored_images(data.beton(task, "heldout"))
         assert not trained & {pixel_hash(x) for x in heldout_images}
         assert sorted(set(heldout_labels.tolist())) == list(range(len(data.heldout_classes(task))))
@@ -152,13 +180,18 @@ def test_pool_has_global_labels(built: Path) -> None:
 
 
 def test_rebuild_skips_finished_files(built: Path, tmp_path: Path) -> None:
-    from data_pipeline.build import ImageCounts, build_dataset
     from data_pipeline.beton import ImageEncoding
+    from data_pipeline.build import ImageCounts, build_dataset
 
     before = {p: p.stat().st_mtime_ns for p in built.rglob("*.beton")}
-    manifest = build_dataset({t: built.parent / "synth" / t for t in ("face", "object")}, built,
-                             counts=ImageCounts(test=3, val=2), heldout_classes=2,
-                             encoding=ImageEncoding(write_mode="raw", max_resolution=None), workers=1)
+    manifest = build_dataset(
+        {t: built.parent / "synth" / t for t in ("face", "object")},
+        built,
+        counts=ImageCounts(test=3, val=2),
+        heldout_classes=2,
+        encoding=ImageEncoding(write_mode="raw", max_resolution=None),
+        workers=1,
+    )
     assert {p: p.stat().st_mtime_ns for p in built.rglob("*.beton")} == before
     assert set(manifest["hashes"]) == {str(p.relative_to(built)) for p in before}
 
@@ -167,7 +200,10 @@ def test_validation_images_come_from_training_images_apart_from_train_and_test(b
     data = DataDir(built)
     synth = built.parent / "synth"
     for task in data.task_names:
-        hashes = {split: [pixel_hash(x) for x in stored_images(data.beton(task, split))[0]] for split in ("train", "val", "test")}
+        hashes = {
+            split: [pixel_hash(x) for x in stored_images(data.beton(task, split))[0]]
+            for split in ("train", "val", "test")
+        }
         assert len(hashes["val"]) == 2 * len(data.classes(task)) == 2 * 3
         assert not set(hashes["val"]) & set(hashes["train"]) and not set(hashes["val"]) & set(hashes["test"])
         sources = {pixel_hash(decode_rgb(path)[0]) for path in (synth / task / "train").glob("*/*.jpg")}
@@ -177,8 +213,26 @@ def test_validation_images_come_from_training_images_apart_from_train_and_test(b
 
 def test_building_other_inputs_into_a_built_directory_is_refused(built: Path, capsys: pytest.CaptureFixture) -> None:
     before = {p: p.stat().st_mtime_ns for p in built.rglob("*") if p.is_file()}
-    code = main(["data", "build", "--task", f"face={built.parent / 'synth' / 'face'}", "--out", str(built),
-                 "--test-per-class", "3", "--val-per-class", "2", "--heldout-classes", "2", "--write-mode", "raw", "--max-resolution", "0"])
+    code = main(
+        [
+            "data",
+            "build",
+            "--task",
+            f"face={built.parent / 'synth' / 'face'}",
+            "--out",
+            str(built),
+            "--test-per-class",
+            "3",
+            "--val-per-class",
+            "2",
+            "--heldout-classes",
+            "2",
+            "--write-mode",
+            "raw",
+            "--max-resolution",
+            "0",
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1
     assert "holds a data build with another pools" in error and "new --out" in error
@@ -186,7 +240,9 @@ def test_building_other_inputs_into_a_built_directory_is_refused(built: Path, ca
 
 
 @pytest.mark.parametrize("command", [["data", "build", "--task", "face=SRC"], ["data", "synth", "--tasks", "face"]])
-def test_output_path_under_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]) -> None:
+def test_output_path_under_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]
+) -> None:
     _bad_folder(tmp_path / "src")
     (tmp_path / "file.txt").write_text("a file, not a folder\n")
     command = [part.replace("SRC", str(tmp_path / "src")) for part in command]
@@ -206,15 +262,35 @@ def test_file_names_in_any_encoding_are_used_or_skipped_and_recorded_readably(tm
         handle.write(tiny_jpeg(50))
     with open(os.fsencode(source / "a") + b"/notes\xff.txt", "wb") as handle:
         handle.write(b"not an image\n")
-    assert main(["data", "build", "--task", f"face={source}", "--out", str(tmp_path / "out"), "--test-per-class", "1",
-                 "--val-per-class", "1", "--write-mode", "raw"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "build",
+                "--task",
+                f"face={source}",
+                "--out",
+                str(tmp_path / "out"),
+                "--test-per-class",
+                "1",
+                "--val-per-class",
+                "1",
+                "--write-mode",
+                "raw",
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "out" / "manifest.json").read_text()
     assert "\\udc" not in text  # no lone surrogates: the names are written readably
     manifest = read_json(tmp_path / "out" / "manifest.json")
     assert [entry["path"] for entry in manifest["skipped"]] == [str(source / "a" / "notes\\xff.txt")]
     assert manifest["tasks"]["face"]["counts"]["per_class"]["train"] == {"a": 2, "b": 1}
-    stored = {pixel_hash(x) for split in ("train", "val", "test")
-              for x in stored_images(DataDir(tmp_path / "out").beton("face", split))[0]}
+    stored = {
+        pixel_hash(x)
+        for split in ("train", "val", "test")
+        for x in stored_images(DataDir(tmp_path / "out").beton("face", split))[0]
+    }
     assert pixel_hash(decode_rgb(os.fsdecode(latin1_image))[0]) in stored
 
 
@@ -232,14 +308,28 @@ def test_classes_and_heldout_classes_are_drawn_among_readable_ones(tmp_path: Pat
     good, bad = ("c0", "c2", "c4"), ("c1", "c3", "c5")
     _classes_some_unreadable(tmp_path / "src", good, bad)
     for seed in range(3):
-        manifest = build_dataset({"face": tmp_path / "src"}, tmp_path / f"out{seed}", classes=2, heldout_classes=1,
-                                 counts=ImageCounts(test=1, val=1), seed=seed, workers=1)
+        manifest = build_dataset(
+            {"face": tmp_path / "src"},
+            tmp_path / f"out{seed}",
+            classes=2,
+            heldout_classes=1,
+            counts=ImageCounts(test=1, val=1),
+            seed=seed,
+            workers=1,
+        )
         task = manifest["tasks"]["face"]
         assert len(task["classes"]) == 2 and len(task["heldout_classes"]) == 1
         assert set(task["classes"] + task["heldout_classes"]) == set(good)
     with pytest.raises(UserError, match="asked for 4 held-out classes but only 3 of the 6"):
-        build_dataset({"face": tmp_path / "src"}, tmp_path / "four", heldout_classes=4, counts=ImageCounts(test=1, val=1))
+        build_dataset(
+            {"face": tmp_path / "src"}, tmp_path / "four", heldout_classes=4, counts=ImageCounts(test=1, val=1)
+        )
     with pytest.raises(UserError, match="asked for 3 classes but 2 of the 5 classes besides the 1 held out"):
-        build_dataset({"face": tmp_path / "src"}, tmp_path / "three", classes=3, heldout_classes=1,
-                      counts=ImageCounts(test=1, val=1))
+        build_dataset(
+            {"face": tmp_path / "src"},
+            tmp_path / "three",
+            classes=3,
+            heldout_classes=1,
+            counts=ImageCounts(test=1, val=1),
+        )
     assert not list((tmp_path / "four").glob("*/*.beton")) and not list((tmp_path / "three").glob("*/*.beton"))

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers_data import make_tiny_data_dir, stored_images
 
+from common.errors import UserError
 from data_pipeline.data_dir import DataDir
 from data_pipeline.datamodule import TaskDataModule
 from data_pipeline.loaders import make_loader
 from data_pipeline.sample import sample_images
-from common.errors import UserError
-from helpers_data import make_tiny_data_dir, stored_images
 
 # FFCV's numba dispatchers raise harmless KeyErrors in finalizers at garbage collection.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -32,8 +32,9 @@ def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_eval_loader_is_normalised_centre_crop(data: DataDir) -> None:
     stored, labels = stored_images(data.beton("face", "test"))
-    images, loaded_labels = _epoch(make_loader(data.beton("face", "test"), train=False, batch_size=4,
-                                               resolution=28, num_workers=1, label_offset=5))
+    images, loaded_labels = _epoch(
+        make_loader(data.beton("face", "test"), train=False, batch_size=4, resolution=28, num_workers=1, label_offset=5)
+    )
     assert images.shape == (9, 3, 28, 28) and images.dtype == torch.float32 and images.is_contiguous()
     expected = torch.from_numpy(stored[:, 2:30, 2:30].astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
     assert torch.allclose(images, expected, atol=1e-5)
@@ -48,8 +49,9 @@ def test_loaders_leave_torch_threads_alone(data: DataDir) -> None:
 
 
 def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
-    loader = make_loader(data.beton("face", "train"), train=True, batch_size=6, resolution=24, num_workers=1,
-                         drop_last=False)
+    loader = make_loader(
+        data.beton("face", "train"), train=True, batch_size=6, resolution=24, num_workers=1, drop_last=False
+    )
     epochs = [_epoch(loader) for _ in range(8)]
     images = torch.cat([x for x, _ in epochs])
     assert images.shape == (8 * 18, 3, 24, 24) and images.min() >= -1.0 - 1e-6 and images.max() <= 1.0 + 1e-6
@@ -60,8 +62,15 @@ def test_train_loader_crops_randomly_and_grays_a_fifth(data: DataDir) -> None:
 
 
 def test_quasi_random_order_without_os_cache_sees_every_sample(data: DataDir) -> None:
-    loader = make_loader(data.beton("object", "train"), train=True, batch_size=5, resolution=16, num_workers=1,
-                         os_cache=False, drop_last=False)
+    loader = make_loader(
+        data.beton("object", "train"),
+        train=True,
+        batch_size=5,
+        resolution=16,
+        num_workers=1,
+        os_cache=False,
+        drop_last=False,
+    )
     assert type(loader.traversal_order).__name__ == "QuasiRandom"
     assert sorted(_epoch(loader)[1].tolist()) == sorted(stored_images(data.beton("object", "train"))[1].tolist())
 
@@ -106,10 +115,13 @@ def test_datamodule_reads_task_or_pool(data: DataDir) -> None:
 def _rank_worker(rank: int, beton: str, out: str) -> None:
     """One of two gloo ranks: record the labels (= sample ids) this rank loads in two epochs."""
     import torch.distributed as dist
+
     dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{out}/rendezvous")
     from data_pipeline.datamodule import distributed_world
-    loader = make_loader(beton, train=True, batch_size=3, resolution=16, num_workers=1, distributed=distributed_world(),
-                         drop_last=False)
+
+    loader = make_loader(
+        beton, train=True, batch_size=3, resolution=16, num_workers=1, distributed=distributed_world(), drop_last=False
+    )
     epochs = [torch.cat([y for _, y in loader]).tolist() for _ in range(2)]
     Path(out, f"rank{rank}.json").write_text(json.dumps(epochs))
     dist.destroy_process_group()
@@ -123,8 +135,7 @@ def test_two_rank_distributed_loading_sees_each_sample_once(data: DataDir, tmp_p
     sources = sorted((data.path.parent / "synth" / "face" / "train").glob("*/*.jpg"))[:14]
     beton = tmp_path / "ids.beton"
     write_beton(beton, [Item(str(path), index) for index, path in enumerate(sources)], ImageEncoding("raw"), workers=1)
-    torch.multiprocessing.start_processes(_rank_worker, args=(str(beton), str(tmp_path)), nprocs=2,
-                                          start_method="fork")
+    torch.multiprocessing.start_processes(_rank_worker, args=(str(beton), str(tmp_path)), nprocs=2, start_method="fork")
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
         seen = ranks[0][epoch] + ranks[1][epoch]
@@ -144,8 +155,9 @@ def ids_beton(data: DataDir, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _seeded_epochs(beton: Path, seed: int, epochs: int, num_workers: int = 1, epoch=None) -> list:
-    loader = make_loader(beton, train=True, batch_size=5, resolution=24, num_workers=num_workers, seed=seed,
-                         drop_last=False, epoch=epoch)
+    loader = make_loader(
+        beton, train=True, batch_size=5, resolution=24, num_workers=num_workers, seed=seed, drop_last=False, epoch=epoch
+    )
     return [_epoch(loader) for _ in range(epochs)]
 
 
@@ -180,6 +192,8 @@ def test_gpu_grayscale_takes_the_cpu_paths_decisions(ids_beton: Path) -> None:
         assert gray.tolist() == grayscale_draws(key(), labels.numpy(), GRAYSCALE_PROBABILITY).tolist()
         colour = torch.rand(len(labels), 3, 4, 4, generator=torch.Generator().manual_seed(epoch))
         on_gpu_path = SeededGrayscale(GRAYSCALE_PROBABILITY, key).generate_code()(colour, None, labels.numpy())
-        gpu_gray = ((on_gpu_path[:, 0] == on_gpu_path[:, 1]) & (on_gpu_path[:, 1] == on_gpu_path[:, 2])).flatten(1).all(1)
+        gpu_gray = (
+            ((on_gpu_path[:, 0] == on_gpu_path[:, 1]) & (on_gpu_path[:, 1] == on_gpu_path[:, 2])).flatten(1).all(1)
+        )
         assert torch.equal(gpu_gray, gray)
     assert 0 < sum(int(((x[:, 0] == x[:, 1]).flatten(1).all(1)).sum()) for x, _ in epochs) < 6 * 14

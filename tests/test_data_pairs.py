@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers_data import pixel_hash, stored_images, tiny_jpeg
+from helpers_train import ROOT
 
 from common.io import read_json
 from data_pipeline.beton import ImageEncoding
 from data_pipeline.build import ImageCounts, build_dataset, read_name_list
 from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
-from helpers_data import pixel_hash, stored_images, tiny_jpeg
-from helpers_train import ROOT
 
 EXCLUSIONS = ROOT / "configs" / "exclusions" / "imagenet_food_like.txt"
 OBJECTS = ("n02690373", "n03014705", "n07873807", "n04596742", "n07749582")  # airliner, chest, pizza, wok, lemon
@@ -48,7 +48,9 @@ def food101(root: Path) -> Path:
     Three classes of five images (four train, one test); one listed image is missing and one image is unlisted."""
     classes = ("apple_pie", "baby_back_ribs", "baklava")
     ids = {name: [f"{100 * c + n}" for n in range(5)] for c, name in enumerate(classes)}
-    _images(root, [f"images/{name}/{i}.jpg" for name in classes for i in ids[name]] + ["images/baklava/999.jpg"], seed=4)
+    _images(
+        root, [f"images/{name}/{i}.jpg" for name in classes for i in ids[name]] + ["images/baklava/999.jpg"], seed=4
+    )
     meta = root / "meta"
     meta.mkdir()
     train = {name: [f"{name}/{i}" for i in ids[name][:4]] for name in classes}
@@ -65,8 +67,12 @@ def food101(root: Path) -> Path:
 def stanford_cars(root: Path) -> Path:
     """Stanford Cars' image folders (cars_train/, cars_test/, numbered files) and a CSV of path,class,split."""
     models = ("AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Audi S4, Sedan 2007")
-    rows = [(f"cars_{split}/{split[:2]}{m}{n}.jpg", model, split)
-            for m, model in enumerate(models) for split, count in (("train", 3), ("test", 2)) for n in range(count)]
+    rows = [
+        (f"cars_{split}/{split[:2]}{m}{n}.jpg", model, split)
+        for m, model in enumerate(models)
+        for split, count in (("train", 3), ("test", 2))
+        for n in range(count)
+    ]
     _images(root, [path for path, _, _ in rows], seed=5)
     lines = ["path,class,split"] + [f'{path},"{model}",{split}' for path, model, split in rows]
     (root / "cars.csv").write_text("\n".join(lines) + "\n")
@@ -74,11 +80,20 @@ def stanford_cars(root: Path) -> Path:
 
 
 def test_faces_as_one_class_builds_from_vggface2_and_serves_the_segregation_analysis(tmp_path: Path) -> None:
-    manifest = build_dataset({"face": vggface2(tmp_path / "vggface2"), "object": imagenet(tmp_path / "imagenet")},
-                             tmp_path / "data", counts=COUNTS, heldout_classes=1, one_class=["face"], encoding=RAW,
-                             workers=1)
+    manifest = build_dataset(
+        {"face": vggface2(tmp_path / "vggface2"), "object": imagenet(tmp_path / "imagenet")},
+        tmp_path / "data",
+        counts=COUNTS,
+        heldout_classes=1,
+        one_class=["face"],
+        encoding=RAW,
+        workers=1,
+    )
     data = DataDir(tmp_path / "data")
-    assert data.task_names == ["face", "object", "face1"] and sorted(manifest["pools"]) == ["face+object", "face1+object"]
+    assert data.task_names == ["face", "object", "face1"] and sorted(manifest["pools"]) == [
+        "face+object",
+        "face1+object",
+    ]
     assert data.classes("face1") == ["face"] and manifest["tasks"]["face1"]["merged_from"] == "face"
     assert len(data.classes("face")) == 3 and len(data.heldout_classes("face")) == 1  # a test/ identity
     for split in ("train", "val", "test"):
@@ -92,11 +107,12 @@ def test_faces_as_one_class_builds_from_vggface2_and_serves_the_segregation_anal
 
 def _segregation_runs_on(data: DataDir, tasks: list[str], tmp_path: Path) -> None:
     """A tiny untrained model on `tasks`: lesioned predictions on every task's test split and the segregation tables."""
-    from analysis.indices import segregation_tables
-    from analysis.lesion_eval import INTACT_UNIT, EvalSet, TensorSource, Unit, evaluate_in_process
-    from analysis.task_groups import label_space_grouping
-    from data_pipeline.sample import sample_images
     from helpers_train import tiny_config
+
+    from analysis.segregation.indices import segregation_tables
+    from analysis.segregation.lesion_eval import INTACT_UNIT, EvalSet, TensorSource, Unit, evaluate_in_process
+    from analysis.segregation.task_groups import label_space_grouping
+    from data_pipeline.sample import sample_images
     from lightning_modules.checkpoint import build_model
 
     config = tiny_config(data.path, tmp_path / "runs", [f"tasks=[{','.join(tasks)}]"])
@@ -104,10 +120,19 @@ def _segregation_runs_on(data: DataDir, tasks: list[str], tmp_path: Path) -> Non
     torch.manual_seed(0)
     model = build_model(label_space, config.model).eval()
     names = np.array([name for classes in label_space.classes for name in classes])
-    sets = [EvalSet(task, (TensorSource(*sample_images(data, task, "test", None, 0, config.data.resolution,
-                                                       label_space=label_space)),),
-                    torch.from_numpy(labels).long(), names)
-            for task, labels in label_space_grouping(label_space).items()]
+    sets = [
+        EvalSet(
+            task,
+            (
+                TensorSource(
+                    *sample_images(data, task, "test", None, 0, config.data.resolution, label_space=label_space)
+                ),
+            ),
+            torch.from_numpy(labels).long(),
+            names,
+        )
+        for task, labels in label_space_grouping(label_space).items()
+    ]
     plan = {INTACT_UNIT: {0.0: []}, **{Unit("conv1_1", task): {0.5: [0, 1]} for task in tasks}}
     predictions = evaluate_in_process(model, sets, plan, batch_size=4)
     assert len(predictions) == 3 * sum(data.counts(task)["test"] for task in tasks)
@@ -128,13 +153,18 @@ def test_food101_builds_from_its_meta_split_or_resplit(tmp_path: Path) -> None:
     meta_test = {Path(line).name for line in (root / "meta" / "test.txt").read_text().split()} - {"404"}
     assert _split_files(DataDir(tmp_path / "meta"), "food", "test", root) == meta_test
     counts = manifest["tasks"]["food"]["counts"]
-    assert (counts["train"], counts["val"], counts["test"]) == (9, 3, 3) and manifest["tasks"]["food"]["split"] == "premade"
+    assert (counts["train"], counts["val"], counts["test"]) == (9, 3, 3) and manifest["tasks"]["food"][
+        "split"
+    ] == "premade"
     assert {(Path(entry["path"]).name, entry["reason"]) for entry in manifest["skipped"]} == {
-        ("404", "listed in meta/test.txt but missing"), ("999.jpg", "not listed in meta/train.txt or meta/test.txt")}
+        ("404", "listed in meta/test.txt but missing"),
+        ("999.jpg", "not listed in meta/train.txt or meta/test.txt"),
+    }
 
     # METHOD's 900 train / 100 test per class from Food-101's 750 / 250, here 4 / 1 -> 3 / 2 (validation from the 3)
-    resplit = build_dataset({"food": root}, tmp_path / "resplit", counts=ImageCounts(test=2, val=1), split="seed",
-                            encoding=RAW, workers=1)
+    resplit = build_dataset(
+        {"food": root}, tmp_path / "resplit", counts=ImageCounts(test=2, val=1), split="seed", encoding=RAW, workers=1
+    )
     counts = resplit["tasks"]["food"]["counts"]
     assert (counts["train"], counts["val"], counts["test"]) == (6, 3, 6) and resplit["tasks"]["food"]["split"] == "seed"
     resplit_test = _split_files(DataDir(tmp_path / "resplit"), "food", "test", root)
@@ -145,9 +175,16 @@ def test_car_csv_and_object_exclusions_build_a_balanced_car_object_pair(tmp_path
     table = stanford_cars(tmp_path / "stanford_cars")
     face_object_classes = tmp_path / "classes.txt"  # as data/face_object/object/classes.txt lists them
     face_object_classes.write_text("\n".join(OBJECTS) + "\n")
-    manifest = build_dataset({"car": table, "object": imagenet(tmp_path / "imagenet")}, tmp_path / "data",
-                             counts=COUNTS, class_lists={"object": str(face_object_classes)},
-                             exclude={"object": str(EXCLUSIONS)}, balance=True, encoding=RAW, workers=1)
+    manifest = build_dataset(
+        {"car": table, "object": imagenet(tmp_path / "imagenet")},
+        tmp_path / "data",
+        counts=COUNTS,
+        class_lists={"object": str(face_object_classes)},
+        exclude={"object": str(EXCLUSIONS)},
+        balance=True,
+        encoding=RAW,
+        workers=1,
+    )
     data = DataDir(tmp_path / "data")
     assert data.classes("car") == ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Audi S4, Sedan 2007"]
     assert manifest["tasks"]["car"]["format"] == "csv" and manifest["tasks"]["car"]["split"] == "premade"

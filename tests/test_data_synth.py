@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline.synth import class_name, generate, render_image
 from common.errors import UserError
+from data_pipeline.synth import class_name, generate, render_image
 
-SMALL = dict(tasks=("face", "object", "food", "car"), classes_per_task=2, train_per_class=3, test_per_class=2,
-             heldout_classes=1, size=32)
+SMALL = dict(
+    tasks=("face", "object", "food", "car"),
+    classes_per_task=2,
+    train_per_class=3,
+    test_per_class=2,
+    heldout_classes=1,
+    size=32,
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -66,9 +72,17 @@ def test_unknown_task_is_a_user_error(tmp_path: Path) -> None:
 def test_face_identity_is_not_told_apart_by_colour() -> None:
     """The colour at the image centre (skin and hair: a coarse cue) decodes object categories but not face identities
     (10 classes, chance 0.1): identity lies in the face's structure."""
+
     def centre_colour_decoding(task: str) -> float:
-        features = np.array([[np.median(render_image(0, task, identity, "train", number, 32)[10:22, 10:22]
-                                        .reshape(-1, 3), axis=0) for number in range(16)] for identity in range(10)])
+        features = np.array(
+            [
+                [
+                    np.median(render_image(0, task, identity, "train", number, 32)[10:22, 10:22].reshape(-1, 3), axis=0)
+                    for number in range(16)
+                ]
+                for identity in range(10)
+            ]
+        )
         correct = 0
         for held in range(16):  # leave one image of every class out, nearest class-mean colour
             centroids = np.delete(features, held, axis=1).mean(axis=1)

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
-
 from helpers_report import open_in_browser
+
 from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
-
 
 STAGE_FILES = {  # what each stage leaves, relative to the demo directory
     "images": "images/**/*.jpg",
@@ -30,19 +29,40 @@ STAGE_FILES = {  # what each stage leaves, relative to the demo directory
 
 def stage_stamps(out: Path) -> dict[str, dict[Path, int]]:
     """Per stage, the modification time of each of its files."""
-    return {stage: {path: path.stat().st_mtime_ns for path in out.glob(pattern)} for stage, pattern in STAGE_FILES.items()}
+    return {
+        stage: {path: path.stat().st_mtime_ns for path in out.glob(pattern)} for stage, pattern in STAGE_FILES.items()
+    }
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_runs_every_stage_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The demo starts one local Ray per run, for all its Ray stages, after the stages that fork worker processes
     # (a process forked beside a running Ray driver can deadlock), so this test cannot share a module's Ray.
     starts, start_ray = [], ray.init
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
-    args = ["demo", "--out", str(tmp_path), "--classes", "3", "--train-per-class", "12", "--test-per-class", "6",
-            "--epochs", "1", "--images-per-task", "12", "--bootstraps", "50", "--resolution", "32",
-            "--visualize-steps", "20"]
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path),
+        "--classes",
+        "3",
+        "--train-per-class",
+        "12",
+        "--test-per-class",
+        "6",
+        "--epochs",
+        "1",
+        "--images-per-task",
+        "12",
+        "--bootstraps",
+        "50",
+        "--resolution",
+        "32",
+        "--visualize-steps",
+        "20",
+    ]
     assert main(args) == 0
     assert len(starts) == 1 and not ray.is_initialized()
     printed = capsys.readouterr().out
@@ -74,9 +94,17 @@ def test_demo_runs_every_stage_and_resumes(tmp_path: Path, capsys: pytest.Captur
     # train/val/test; best and last of 3 runs; intact + one-shot chunks of 16 filters (7 layers of at most 16, 6 of
     # 32); intact + 13 layers x 2 (pseudo-)tasks, twice; decoding's folds and summary; RSA's per participant and
     # summary tables; one visualisation grid per task
-    assert counts == {"images": 2 * (3 * 18 + 5 * 6), ".beton files": 2 * 4 + 3, "training": 6,
-                      "sweep": 1 + 7 + 6 * 2, "segregation units": 1 + 26, "random-task control units": 1 + 26,
-                      "decoding": 2, "RSA": 2, "visualisation": 2}
+    assert counts == {
+        "images": 2 * (3 * 18 + 5 * 6),
+        ".beton files": 2 * 4 + 3,
+        "training": 6,
+        "sweep": 1 + 7 + 6 * 2,
+        "segregation units": 1 + 26,
+        "random-task control units": 1 + 26,
+        "decoding": 2,
+        "RSA": 2,
+        "visualisation": 2,
+    }
     for name in ("decode", "rsa", "visualize", "segregation_random"):
         assert json.loads((tmp_path / name / "manifest.json").read_text())["kind"]
     losses = pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_train import session_tiny_data, tiny_config
 
 from common.errors import UserError
-from helpers_train import session_tiny_data, tiny_config
 from lightning_modules.checkpoint import load_model
 from lightning_modules.run_io import SafeCheckpointIO
 from lightning_modules.train import train
@@ -43,7 +43,9 @@ def test_payload_runs_when_unpickled_as_torch_did_before(tmp_path):
 def test_load_model_and_lesion_refuse_a_crafted_checkpoint(tmp_path, capsys):
     marker = tmp_path / "ran"
     path = crafted({"state_dict": {}, "hyper_parameters": {}}, tmp_path / "crafted.ckpt", marker)
-    with pytest.raises(UserError, match=r"refused to load checkpoint .*crafted.ckpt.*could run code .*asks for io.open\)"):
+    with pytest.raises(
+        UserError, match=r"refused to load checkpoint .*crafted.ckpt.*could run code .*asks for io.open\)"
+    ):
         load_model(path)
     assert main(["lesion", "--checkpoint", str(path), "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]) == 2
     error = capsys.readouterr().err.strip()

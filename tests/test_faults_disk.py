@@ -8,15 +8,18 @@ import resource
 from pathlib import Path
 
 import pytest
+from helpers_faults import damaged_files, fill, small_disk, temporaries
+from helpers_train import ROOT, session_tiny_data
 
 from common.io import read_json
 from data_pipeline.synth import generate
-from helpers_faults import damaged_files, fill, small_disk, temporaries
-from helpers_train import ROOT, session_tiny_data
 from specialize.cli import main
 
 DISK_FULL = "error: No space left on device while writing "
-ADVICE = "; free space (or raise the quota or file-size limit) or choose another --out, then rerun the same command to resume"
+ADVICE = (
+    "; free space (or raise the quota or file-size limit) or choose another --out, "
+    "then rerun the same command to resume"
+)
 
 
 @pytest.fixture
@@ -28,14 +31,39 @@ def disk(tmp_path):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("full_disk_images")
-    generate(root, seed=1, tasks=("face", "object"), classes_per_task=2, train_per_class=6, test_per_class=2,
-             heldout_classes=0, size=32, workers=1)
+    generate(
+        root,
+        seed=1,
+        tasks=("face", "object"),
+        classes_per_task=2,
+        train_per_class=6,
+        test_per_class=2,
+        heldout_classes=0,
+        size=32,
+        workers=1,
+    )
     return root
 
 
 def build_args(images: Path, out: Path) -> list[str]:
-    return ["data", "build", "--task", f"face={images / 'face'}", "--task", f"object={images / 'object'}", "--out",
-            str(out), "--test-per-class", "2", "--val-per-class", "1", "--write-mode", "raw", "--workers", "1"]
+    return [
+        "data",
+        "build",
+        "--task",
+        f"face={images / 'face'}",
+        "--task",
+        f"object={images / 'object'}",
+        "--out",
+        str(out),
+        "--test-per-class",
+        "2",
+        "--val-per-class",
+        "1",
+        "--write-mode",
+        "raw",
+        "--workers",
+        "1",
+    ]
 
 
 def last_error_line(capsys) -> str:
@@ -53,7 +81,9 @@ def test_data_build_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_f
     assert not damaged_files(out) and not temporaries(out)  # no .beton cut short, no temporary left behind
     ballast.unlink()
     assert main(build_args(images, out)) == 0
-    assert not damaged_files(out) and len(read_json(out / "manifest.json")["hashes"]) == 9  # 3 splits x (2 tasks + pool)
+    assert (
+        not damaged_files(out) and len(read_json(out / "manifest.json")["hashes"]) == 9
+    )  # 3 splits x (2 tasks + pool)
 
 
 def test_a_file_size_limit_is_reported_like_a_full_disk(images, tmp_path, capsys):
@@ -69,9 +99,17 @@ def test_a_file_size_limit_is_reported_like_a_full_disk(images, tmp_path, capsys
 
 @pytest.mark.slow
 def test_train_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path_factory, disk, capsys):
-    args = ["train", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"),
-            f"data.dir={session_tiny_data(tmp_path_factory)}", f"output.root={disk}", "trainer.epochs=2",
-            "data.num_workers=1", "trainer.progress_bar=false", "wandb.mode=disabled"]
+    args = [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "tiny_face_object.yaml"),
+        f"data.dir={session_tiny_data(tmp_path_factory)}",
+        f"output.root={disk}",
+        "trainer.epochs=2",
+        "data.num_workers=1",
+        "trainer.progress_bar=false",
+        "wandb.mode=disabled",
+    ]
     capsys.readouterr()
     ballast = fill(disk, leave=2 << 20)  # less than a checkpoint (4 MiB)
     assert main(args) == 2

@@ -11,20 +11,34 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers_faults import (
+    count_at_least,
+    damaged_files,
+    exists,
+    killed_after,
+    mtimes,
+    run_to_end,
+    run_until,
+    specialize,
+    temporaries,
+)
+from helpers_train import ROOT, session_tiny_data, tiny_config
 
 from common.io import file_sha256, read_json
 from data_pipeline.beton import ImageEncoding
 from data_pipeline.build import ImageCounts, build_dataset
 from data_pipeline.synth import generate
-from helpers_faults import (count_at_least, damaged_files, exists, killed_after, mtimes, run_to_end, run_until,
-                            specialize, temporaries)
-from helpers_train import ROOT, session_tiny_data, tiny_config
 from lightning_modules.train import train
 from specialize.cli import main
 
 # augmentation on (seeded per sample), dropout on (RNG state), a plateau that fires (scheduler state)
-TRAIN_OVERRIDES = ("trainer.epochs=4", "model.dropout=0.5", "optim.plateau_patience=0", "optim.plateau_factor=0.5",
-                   "wandb.mode=disabled")
+TRAIN_OVERRIDES = (
+    "trainer.epochs=4",
+    "model.dropout=0.5",
+    "optim.plateau_patience=0",
+    "optim.plateau_factor=0.5",
+    "wandb.mode=disabled",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +48,17 @@ def data_dir(tmp_path_factory) -> Path:
 
 def train_command(data_dir: Path, out: Path, name: str) -> list[str]:
     """`specialize train` of tiny_config's run."""
-    return specialize("train", "--config", ROOT / "configs" / "tiny_face_object.yaml", f"data.dir={data_dir}",
-                      f"output.root={out}", f"output.run_name={name}", "data.num_workers=1",
-                      "trainer.progress_bar=false", *TRAIN_OVERRIDES)
+    return specialize(
+        "train",
+        "--config",
+        ROOT / "configs" / "tiny_face_object.yaml",
+        f"data.dir={data_dir}",
+        f"output.root={out}",
+        f"output.run_name={name}",
+        "data.num_workers=1",
+        "trainer.progress_bar=false",
+        *TRAIN_OVERRIDES,
+    )
 
 
 def saved_epoch(run_dir: Path) -> int:
@@ -67,20 +89,55 @@ def test_train_killed_at_any_point_resumes_to_the_uninterrupted_run(data_dir, tm
     assert len(rows) == len(merged[merged["_merge"] == "both"]) and not rows.duplicated().any()
     assert merged[merged["_merge"] == "left_only"]["lr"].notna().all()
     for name in ("last.ckpt", "best.ckpt"):
-        weights = [torch.load(run / "checkpoints" / name, weights_only=True)["state_dict"] for run in (reference, run_dir)]
+        weights = [
+            torch.load(run / "checkpoints" / name, weights_only=True)["state_dict"] for run in (reference, run_dir)
+        ]
         assert weights[0].keys() == weights[1].keys()
         assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-SYNTH_OPTIONS = ("--seed", 3, "--tasks", "face,object", "--classes-per-task", 3, "--train-per-class", 40,
-                 "--test-per-class", 6, "--heldout-classes", 1, "--size", 32, "--workers", 2)  # 288 images
+SYNTH_OPTIONS = (
+    "--seed",
+    3,
+    "--tasks",
+    "face,object",
+    "--classes-per-task",
+    3,
+    "--train-per-class",
+    40,
+    "--test-per-class",
+    6,
+    "--heldout-classes",
+    1,
+    "--size",
+    32,
+    "--workers",
+    2,
+)  # 288 images
 
 
 def build_command(images: Path, out: Path) -> list[str]:
     """`specialize data build` of the synthetic face and object folders (one writer: byte-identical files)."""
-    return specialize("data", "build", "--task", f"face={images / 'face'}", "--task", f"object={images / 'object'}",
-                      "--out", out, "--test-per-class", 6, "--heldout-classes", 1, "--write-mode", "raw",
-                      "--max-resolution", 0, "--workers", 1)
+    return specialize(
+        "data",
+        "build",
+        "--task",
+        f"face={images / 'face'}",
+        "--task",
+        f"object={images / 'object'}",
+        "--out",
+        out,
+        "--test-per-class",
+        6,
+        "--heldout-classes",
+        1,
+        "--write-mode",
+        "raw",
+        "--max-resolution",
+        0,
+        "--workers",
+        1,
+    )
 
 
 @pytest.mark.slow
@@ -119,8 +176,10 @@ def test_data_synth_and_build_killed_at_any_point_resume_to_the_uninterrupted_da
 @pytest.mark.slow
 def test_a_checkpoint_cut_short_is_passed_over_and_a_finished_run_is_left_as_it_is(data_dir, tmp_path):
     reference = train(tiny_config(data_dir, tmp_path, [*TRAIN_OVERRIDES, "output.run_name=reference"]))
-    finished = {path: path.read_bytes() for path in (reference / "summary.json", reference / "metrics.csv",
-                                                      reference / "checkpoints" / "last.ckpt")}
+    finished = {
+        path: path.read_bytes()
+        for path in (reference / "summary.json", reference / "metrics.csv", reference / "checkpoints" / "last.ckpt")
+    }
     train(tiny_config(data_dir, tmp_path, [*TRAIN_OVERRIDES, "output.run_name=reference"]))  # finished: trains nothing
     assert {path: path.read_bytes() for path in finished} == finished
 
@@ -131,18 +190,34 @@ def test_a_checkpoint_cut_short_is_passed_over_and_a_finished_run_is_left_as_it_
     with pytest.warns(UserWarning, match="last.ckpt is cut short"):
         train(tiny_config(data_dir, tmp_path, [*TRAIN_OVERRIDES, "output.run_name=damaged"]))  # on to 4 epochs
     assert read_json(run_dir / "summary.json")["metrics"] == read_json(reference / "summary.json")["metrics"]
-    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (reference, run_dir)]
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (reference, run_dir)
+    ]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
-    generate(tmp_path / "images", seed=1, tasks=("face", "object"), classes_per_task=2, train_per_class=6,
-             test_per_class=2, heldout_classes=0, size=32, workers=1)
+    generate(
+        tmp_path / "images",
+        seed=1,
+        tasks=("face", "object"),
+        classes_per_task=2,
+        train_per_class=6,
+        test_per_class=2,
+        heldout_classes=0,
+        size=32,
+        workers=1,
+    )
     roots = {task: tmp_path / "images" / task for task in ("face", "object")}
 
     def build() -> dict:
-        return build_dataset(roots, tmp_path / "data", counts=ImageCounts(test=2, val=1), workers=1,
-                             encoding=ImageEncoding(write_mode="raw", max_resolution=None))["hashes"]
+        return build_dataset(
+            roots,
+            tmp_path / "data",
+            counts=ImageCounts(test=2, val=1),
+            workers=1,
+            encoding=ImageEncoding(write_mode="raw", max_resolution=None),
+        )["hashes"]
 
     hashes = build()
     data = tmp_path / "data"
@@ -157,8 +232,16 @@ def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
 
 
 def test_a_synthetic_jpeg_cut_short_is_drawn_again(tmp_path):
-    options = dict(seed=2, tasks=("car",), classes_per_task=2, train_per_class=3, test_per_class=1,
-                   heldout_classes=0, size=32, workers=1)
+    options = dict(
+        seed=2,
+        tasks=("car",),
+        classes_per_task=2,
+        train_per_class=3,
+        test_per_class=1,
+        heldout_classes=0,
+        size=32,
+        workers=1,
+    )
     generate(tmp_path, **options)
     images = sorted(tmp_path.glob("car/*/*/*.jpg"))
     victim, content = images[3], images[3].read_bytes()
@@ -177,7 +260,9 @@ def test_damaged_json_and_ranking_are_one_line_errors(tmp_path, capsys):
     (run_dir / "config.json").write_text('{"name": "tiny", "tas')  # cut short
     assert main(["train", "--resume", str(run_dir)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"specialize train: error: {run_dir / 'config.json'} is not valid JSON") and "\n" not in error
+    assert (
+        error.startswith(f"specialize train: error: {run_dir / 'config.json'} is not valid JSON") and "\n" not in error
+    )
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     for name in ("manifest.json", "config.json"):

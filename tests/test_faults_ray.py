@@ -17,16 +17,28 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+from helpers_faults import (
+    count_at_least,
+    damaged_files,
+    exists,
+    fill,
+    kill_first_process,
+    mtimes,
+    on_disk_bytes,
+    run_to_end,
+    run_until,
+    small_disk,
+    specialize,
+    temporaries,
+)
+from helpers_train import ROOT, build_tiny_data, untrained_checkpoint
 
-from analysis.segregation import SegregationSettings, run_segregation
+from analysis.segregation.run import SegregationSettings, run_segregation
 from common.io import read_json
 from common.redact import REDACTED
-from helpers_faults import (count_at_least, damaged_files, exists, fill, kill_first_process, mtimes, on_disk_bytes,
-                            run_to_end, run_until, small_disk, specialize, temporaries)
-from helpers_train import ROOT, build_tiny_data, untrained_checkpoint
+from specialize.cli import main
 from sweeps.distributed import run_sweep
 from sweeps.settings import SweepSettings
-from specialize.cli import main
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -34,8 +46,19 @@ pytestmark = pytest.mark.slow
 LAYERS = ("conv1_1", "conv5_3")
 SWEEP = dict(images_per_task=16, seed=0)
 SWEEP_SETTINGS = SweepSettings(layers=LAYERS, filters_per_task=4, lesions_per_pass=1, batch_size=8)
-SWEEP_OPTIONS = ("--images-per-task", 16, "--layers", *LAYERS, "--filters-per-task", 4, "--lesions-per-pass", 1,
-                 "--batch-size", 8, "--no-progress")
+SWEEP_OPTIONS = (
+    "--images-per-task",
+    16,
+    "--layers",
+    *LAYERS,
+    "--filters-per-task",
+    4,
+    "--lesions-per-pass",
+    1,
+    "--batch-size",
+    8,
+    "--no-progress",
+)
 FRACTIONS = (0.0, 0.1, 0.3, 0.5)
 SEGREGATION = SegregationSettings(fractions=FRACTIONS, n_bootstraps=100, batch_size=16)
 SEGREGATION_OPTIONS = ("--fractions", ",".join(map(str, FRACTIONS)), "--bootstraps", 100, "--batch-size", 16)
@@ -74,18 +97,22 @@ def segregation(sweep, ray_address) -> Path:
 
 def assert_same_tables(directory: Path, reference: Path, names: tuple[str, ...]) -> None:
     for name in names:
-        pd.testing.assert_frame_equal(pd.read_parquet(directory / f"{name}.parquet"),
-                                      pd.read_parquet(reference / f"{name}.parquet"))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(directory / f"{name}.parquet"), pd.read_parquet(reference / f"{name}.parquet")
+        )
 
 
 def test_lesion_killed_at_any_point_resumes_to_the_uninterrupted_sweep(trained, sweep, ray_address, tmp_path):
     data, checkpoint = trained
     out = tmp_path / "sweep"
-    command = specialize("lesion", "--checkpoint", checkpoint, "--data", data, "--out", out, "--address", ray_address,
-                         *SWEEP_OPTIONS)
+    command = specialize(
+        "lesion", "--checkpoint", checkpoint, "--data", data, "--out", out, "--address", ray_address, *SWEEP_OPTIONS
+    )
     chunks = out / "chunks"
-    kill_points = [count_at_least(chunks, "oneshot/*.parquet", 3),  # among the chunks (9 in all)
-                   exists(out / "filter_losses.parquet")]  # before the ranking and manifest
+    kill_points = [
+        count_at_least(chunks, "oneshot/*.parquet", 3),  # among the chunks (9 in all)
+        exists(out / "filter_losses.parquet"),
+    ]  # before the ranking and manifest
     finished = {}
     for ready in kill_points:
         assert run_until(command, ready)
@@ -99,10 +126,10 @@ def test_lesion_killed_at_any_point_resumes_to_the_uninterrupted_sweep(trained, 
 
 
 def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_uninterrupted_analysis(
-        sweep, segregation, ray_address, tmp_path):
+    sweep, segregation, ray_address, tmp_path
+):
     out = tmp_path / "segregation"
-    command = specialize("segregation", "--sweep", sweep, "--out", out, "--address", ray_address,
-                         *SEGREGATION_OPTIONS)
+    command = specialize("segregation", "--sweep", sweep, "--out", out, "--address", ray_address, *SEGREGATION_OPTIONS)
     units = out / "units"
     assert run_until(command, count_at_least(units, "*.parquet", 1))  # among the units (5 in all)
     assert not damaged_files(out)
@@ -127,7 +154,10 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
     data, checkpoint = trained
     damaged_sweep = shutil.copytree(sweep, tmp_path / "sweep")
     (damaged_sweep / "ranking.parquet").unlink()  # killed before its last write: the chunks are its resume state
-    chunk, intact = damaged_sweep / "chunks" / "oneshot" / "conv5_3_0001.parquet", damaged_sweep / "chunks" / "intact.parquet"
+    chunk, intact = (
+        damaged_sweep / "chunks" / "oneshot" / "conv5_3_0001.parquet",
+        damaged_sweep / "chunks" / "intact.parquet",
+    )
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # cut short
     intact.write_bytes(b"PAR1" + bytes(300))  # garbage
     kept = mtimes(path for path in (damaged_sweep / "chunks").rglob("*.parquet") if path not in (chunk, intact))
@@ -148,23 +178,45 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
 def wait_for_trials_to_die(timeout: float = 60) -> None:
     """Wait until Ray has killed the trial workers of a killed Tune driver (so none still writes)."""
     deadline = time.monotonic() + timeout
-    while any("ImplicitFunc" in " ".join(process.info["cmdline"] or [])
-              for process in psutil.process_iter(["cmdline"])):
+    while any(
+        "ImplicitFunc" in " ".join(process.info["cmdline"] or []) for process in psutil.process_iter(["cmdline"])
+    ):
         assert time.monotonic() < deadline, "Ray left the killed driver's trials running"
         time.sleep(0.2)
 
 
 def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address, tmp_path):
     data = build_tiny_data(tmp_path, train_per_class=16, test_per_class=8)
-    overrides = (f"data.dir={data}", "trainer.epochs=2", "data.augment=false", "data.num_workers=1",
-                 "wandb.mode=disabled")
+    overrides = (
+        f"data.dir={data}",
+        "trainer.epochs=2",
+        "data.augment=false",
+        "data.num_workers=1",
+        "wandb.mode=disabled",
+    )
     config = ROOT / "configs" / "tiny_face_object.yaml"
-    assert main(["tune", "--config", str(config), "--seeds", "0,1", "--out", str(tmp_path / "reference"),
-                 "--address", ray_address, *overrides]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--config",
+                str(config),
+                "--seeds",
+                "0,1",
+                "--out",
+                str(tmp_path / "reference"),
+                "--address",
+                ray_address,
+                *overrides,
+            ]
+        )
+        == 0
+    )
     reference = pd.read_parquet(tmp_path / "reference" / "trials.parquet")
     out = tmp_path / "runs"
-    command = specialize("tune", "--config", config, "--seeds", "0,1", "--out", out, "--address", ray_address,
-                         *overrides)
+    command = specialize(
+        "tune", "--config", config, "--seeds", "0,1", "--out", out, "--address", ray_address, *overrides
+    )
     runs = [out / "trials" / f"tiny_face_object-seed{seed}" / "train" for seed in (0, 1)]
     assert run_until(command, count_at_least(out, "trials/*/train/summary.json", 1))  # one finished, one not yet
     wait_for_trials_to_die()
@@ -177,12 +229,23 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
 
 
 def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_space_is_freed(
-        trained, sweep, segregation, ray_address, tmp_path, capsys):
+    trained, sweep, segregation, ray_address, tmp_path, capsys
+):
     data, checkpoint = trained
     with small_disk(tmp_path / "disk") as disk:
         out = disk / "sweep"
-        lesion = ["lesion", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), "--address",
-                  ray_address, *map(str, SWEEP_OPTIONS)]
+        lesion = [
+            "lesion",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--address",
+            ray_address,
+            *map(str, SWEEP_OPTIONS),
+        ]
         ballast = fill(disk, leave=6 * 4096)  # room for config.json, intact.parquet and a few chunks
         assert main(lesion) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]
@@ -193,10 +256,21 @@ def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_
         assert_same_tables(out, sweep, ("filter_losses", "ranking"))
 
         out = disk / "segregation"
-        analysis = ["segregation", "--sweep", str(sweep), "--out", str(out), "--address", ray_address,
-                    *map(str, SEGREGATION_OPTIONS)]
-        before_figures = on_disk_bytes(path for path in segregation.rglob("*") if path.is_file()
-                                       and "figures" not in path.parts and path.name != "manifest.json")
+        analysis = [
+            "segregation",
+            "--sweep",
+            str(sweep),
+            "--out",
+            str(out),
+            "--address",
+            ray_address,
+            *map(str, SEGREGATION_OPTIONS),
+        ]
+        before_figures = on_disk_bytes(
+            path
+            for path in segregation.rglob("*")
+            if path.is_file() and "figures" not in path.parts and path.name != "manifest.json"
+        )
         ballast = fill(disk, leave=before_figures + 2 * 4096)  # the figures do not fit
         assert main(analysis) == 2
         error = capsys.readouterr().err.strip().splitlines()[-1]
@@ -219,17 +293,55 @@ def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, 
         monkeypatch.setattr(sys, "argv", ["specialize", *map(str, args)])
         assert main(list(map(str, args))) == 0
 
-    specialize_main("train", "--config", ROOT / "configs" / "tiny_face_object.yaml", f"data.dir={data}",
-                    f"output.root={tmp_path / 'train'}", "trainer.epochs=1", "data.num_workers=1",
-                    "trainer.progress_bar=false", "wandb.mode=offline", f"wandb.group=lab-{key}", f"wandb.tags=[{token}]")
-    specialize_main("lesion", "--checkpoint", checkpoint, "--data", data, "--out", tmp_path / "sweep", "--address",
-                    ray_address, "--images-per-task", 8, "--layers", "conv5_3", "--no-progress")
-    specialize_main("segregation", "--sweep", tmp_path / "sweep", "--out", tmp_path / "segregation", "--address",
-                    ray_address, "--bootstraps", 20, "--wandb-project", f"p-{key}")
+    specialize_main(
+        "train",
+        "--config",
+        ROOT / "configs" / "tiny_face_object.yaml",
+        f"data.dir={data}",
+        f"output.root={tmp_path / 'train'}",
+        "trainer.epochs=1",
+        "data.num_workers=1",
+        "trainer.progress_bar=false",
+        "wandb.mode=offline",
+        f"wandb.group=lab-{key}",
+        f"wandb.tags=[{token}]",
+    )
+    specialize_main(
+        "lesion",
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        data,
+        "--out",
+        tmp_path / "sweep",
+        "--address",
+        ray_address,
+        "--images-per-task",
+        8,
+        "--layers",
+        "conv5_3",
+        "--no-progress",
+    )
+    specialize_main(
+        "segregation",
+        "--sweep",
+        tmp_path / "sweep",
+        "--out",
+        tmp_path / "segregation",
+        "--address",
+        ray_address,
+        "--bootstraps",
+        20,
+        "--wandb-project",
+        f"p-{key}",
+    )
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert len([path for path in written if "wandb" in path.parts]) > 4  # both W&B offline runs are there
-    leaked = [path.relative_to(tmp_path) for path in written
-              if key.encode() in path.read_bytes() or token.encode() in path.read_bytes()]
+    leaked = [
+        path.relative_to(tmp_path)
+        for path in written
+        if key.encode() in path.read_bytes() or token.encode() in path.read_bytes()
+    ]
     assert not leaked
     for manifest in ("train/tiny_face_object/manifest.json", "segregation/manifest.json"):
         assert REDACTED in read_json(tmp_path / manifest)["command"]

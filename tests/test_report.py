@@ -14,13 +14,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_report import (
+    make_demo_dir,
+    make_study_dir,
+    open_in_browser,
+    write_analysis,
+    write_segregation,
+    write_train,
+)
+from helpers_train import ROOT
 
 from analysis.report.build import report_sections, write_report
 from analysis.report.discover import discover_runs
 from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
-from helpers_report import (make_demo_dir, make_study_dir, open_in_browser, write_analysis, write_segregation,
-                            write_train)
-from helpers_train import ROOT
 from specialize.cli import main
 
 DEMO_SECTIONS = ["What was run", "Data", "Training", "Intact accuracy", "Lesion sweep", "Segregation", "Decoding"]
@@ -64,14 +70,21 @@ def test_demo_gets_every_stage_with_the_control_beside_its_analysis(demo: Path) 
     [analysis] = find(sections, "Segregation").subsections  # the control is paired, not a second analysis
     assert analysis.title == "face vs object: segregation"
     assert dict(analysis.facts)["random-task control"] == "segregation_random"
-    assert [sub.title for sub in analysis.subsections] == ["Segregation by layer", "Drop heatmap",
-                                                           "Normalised performance"]
+    assert [sub.title for sub in analysis.subsections] == [
+        "Segregation by layer",
+        "Drop heatmap",
+        "Normalised performance",
+    ]
     by_layer = table(analysis.subsections[0], "Segregation index [95% CI], top-1 over all outputs")
     assert by_layer.columns == ["layer", "network: face vs object", "random tasks: pseudo1 vs pseudo2"]
-    for name, directory in (("network: face vs object", "segregation"),
-                            ("random tasks: pseudo1 vs pseudo2", "segregation_random")):
+    for name, directory in (
+        ("network: face vs object", "segregation"),
+        ("random tasks: pseudo1 vs pseudo2", "segregation_random"),
+    ):
         stored = pd.read_parquet(demo / directory / "segregation.parquet").query("scope == 'all_outputs'")
-        assert column(by_layer, name) == [interval(*row) for row in zip(stored["si"], stored["si_low"], stored["si_high"])]
+        assert column(by_layer, name) == [
+            interval(*row) for row in zip(stored["si"], stored["si_low"], stored["si_high"])
+        ]
     figure = analysis.subsections[0].figures[0]  # drawn with both curves, not the analysis' own one-curve figure
     assert "random-task control" in figure.title
     assert figure.png != (demo / "segregation" / "figures" / "segregation_by_layer.png").read_bytes()
@@ -80,14 +93,21 @@ def test_demo_gets_every_stage_with_the_control_beside_its_analysis(demo: Path) 
 def test_demo_training_data_and_sweep_sections(demo: Path) -> None:
     sections = sections_of(demo)
     training = find(sections, "Training").subsections
-    assert [run.title for run in training] == ["tiny_face: train/tiny_face", "tiny_face_object: train/tiny_face_object",
-                                               "tiny_object: train/tiny_object", "unfinished: train/unfinished"]
+    assert [run.title for run in training] == [
+        "tiny_face: train/tiny_face",
+        "tiny_face_object: train/tiny_face_object",
+        "tiny_object: train/tiny_object",
+        "unfinished: train/unfinished",
+    ]
     assert all(len(run.figures) == 1 for run in training)  # curves, also of the unfinished run's epochs so far
     assert any("Unfinished" in text for text in training[-1].text) and not training[-1].tables
     intact = table(find(sections, "Intact accuracy"), "Validation top-1 per task and network")
     assert sorted(zip(column(intact, "network"), column(intact, "kind"))) == [
-        ("tiny_face", "single-task"), ("tiny_face_object", "dual-task"), ("tiny_face_object", "dual-task"),
-        ("tiny_object", "single-task")]  # the unfinished run has no final metrics
+        ("tiny_face", "single-task"),
+        ("tiny_face_object", "dual-task"),
+        ("tiny_face_object", "dual-task"),
+        ("tiny_object", "single-task"),
+    ]  # the unfinished run has no final metrics
     data = find(sections, "Data: data")
     assert dict(data.facts)["skipped files"] == "3"
     assert table(data, "Skipped files by reason").rows == [["empty file", "2"], ["cannot decode", "1"]]
@@ -98,19 +118,31 @@ def test_demo_training_data_and_sweep_sections(demo: Path) -> None:
 
 def test_other_analysis_kinds_get_generic_sections(demo: Path) -> None:
     [decoding] = find(sections_of(demo), "Decoding").subsections
-    assert dict(decoding.facts) == {"headline_layer": "fc7", "folds": "5"}  # plain summary values; lists of rows are tables
+    assert dict(decoding.facts) == {
+        "headline_layer": "fc7",
+        "folds": "5",
+    }  # plain summary values; lists of rows are tables
     assert [found.title for found in decoding.tables] == ["decoding.parquet", "decoding_folds.parquet"]
     assert len(decoding.tables[0].rows) == 4  # small: listed
     assert "60 rows: summarised" in decoding.tables[1].note and len(decoding.tables[1].rows) == 3  # big: per column
-    assert sorted(figure.caption for figure in decoding.figures) == ["decoding/conv5_3_face.png",
-                                                                    "decoding/figures/decoding_by_layer.png"]
+    assert sorted(figure.caption for figure in decoding.figures) == [
+        "decoding/conv5_3_face.png",
+        "decoding/figures/decoding_by_layer.png",
+    ]
 
 
 def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) -> None:
     sections = sections_of(study)
     data = str((study.parent / "data").resolve())
-    assert [section.title for section in sections] == ["What was run", "Data", "Study tiny", "Training",
-                                                       "Intact accuracy", "Lesion sweep", "Segregation"]
+    assert [section.title for section in sections] == [
+        "What was run",
+        "Data",
+        "Study tiny",
+        "Training",
+        "Intact accuracy",
+        "Lesion sweep",
+        "Segregation",
+    ]
     assert find(sections, "Data").subsections[0].title == f"Data: {data}"
     assert dict(find(sections, "Study tiny").facts)["trials finished"] == "3 of 4; missing: face-seed1"
     aggregation = find(sections, "Seed aggregation")
@@ -118,21 +150,25 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     pairs = pd.read_parquet(study / "aggregate" / "pairs.parquet").query("condition == 'network'")
     by_layer = aggregation.tables[0]
     assert by_layer.columns == ["layer", "face_object, network", "face_object, random tasks"]
-    assert column(by_layer, "face_object, network") == [f"{interval(row.mean_si, row.low, row.high)} ({row.n_seeds})"
-                                                        for row in pairs.itertuples()]
+    assert column(by_layer, "face_object, network") == [
+        f"{interval(row.mean_si, row.low, row.high)} ({row.n_seeds})" for row in pairs.itertuples()
+    ]
     intact = find(sections, "Intact accuracy").figures[0]
     assert intact.png == (study / "aggregate" / "figures" / "intact_accuracy.png").read_bytes()
     assert len(find(sections, "Segregation").subsections) == 2
 
 
-@pytest.mark.parametrize("directory, expected", [
-    ("train/tiny_face", ["What was run", "Data", "Training", "Intact accuracy"]),
-    ("lesion", ["What was run", "Data", "Lesion sweep"]),
-    ("segregation", ["What was run", "Data", "Segregation"]),
-    ("segregation_random", ["What was run", "Data", "Segregation"]),
-    ("data", ["What was run", "Data"]),
-    ("decoding", ["What was run", "Decoding"]),
-])
+@pytest.mark.parametrize(
+    "directory, expected",
+    [
+        ("train/tiny_face", ["What was run", "Data", "Training", "Intact accuracy"]),
+        ("lesion", ["What was run", "Data", "Lesion sweep"]),
+        ("segregation", ["What was run", "Data", "Segregation"]),
+        ("segregation_random", ["What was run", "Data", "Segregation"]),
+        ("data", ["What was run", "Data"]),
+        ("decoding", ["What was run", "Decoding"]),
+    ],
+)
 def test_single_run_directories(demo: Path, directory: str, expected: list[str]) -> None:
     sections = sections_of(demo / directory)
     assert [section.title for section in sections] == expected
@@ -160,22 +196,27 @@ def test_the_page_is_self_contained_and_holds_every_figure_and_table(demo: Path,
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed when complete
 
 
-def test_command_writes_into_an_out_directory_and_prints_the_path(demo: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_command_writes_into_an_out_directory_and_prints_the_path(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["report", str(demo / "segregation"), "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'report.html'}"
     assert "face vs object: segregation" in (tmp_path / "report.html").read_text()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: root / "missing", "is not a directory"),
-    (lambda root: (root / "file.txt").write_text("x") and root / "file.txt", "is not a directory"),
-    (lambda root: root, "holds no run directory"),
-    (lambda root: (root / "manifest.json").write_text('{"created": "today"}') and root, "holds no run directory"),
-    (lambda root: (root / "manifest.json").write_text("{not json") and root, "manifest.json is not valid JSON"),
-])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture, make,
-                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root / "missing", "is not a directory"),
+        (lambda root: (root / "file.txt").write_text("x") and root / "file.txt", "is not a directory"),
+        (lambda root: root, "holds no run directory"),
+        (lambda root: (root / "manifest.json").write_text('{"created": "today"}') and root, "holds no run directory"),
+        (lambda root: (root / "manifest.json").write_text("{not json") and root, "manifest.json is not valid JSON"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, make, message: str
+) -> None:
     target = make(tmp_path)
     before = sorted(tmp_path.rglob("*"))
     assert main(["report", str(target), "--out", str(tmp_path / "out" / "report.html")]) == 2
@@ -193,7 +234,17 @@ def test_file_names_in_any_encoding(demo: Path, tmp_path: Path) -> None:
 
 def test_cells_are_rounded_and_big_tables_summarised() -> None:
     assert [cell(value) for value in (0.123456, 1234567, float("nan"), 0.0625, True, 2.5e-5, None, 250.25, [], {})] == [
-        "0.123", "1,234,567", "–", "0.0625", "yes", "2.50e-05", "–", "250.2", "–", "–"]
+        "0.123",
+        "1,234,567",
+        "–",
+        "0.0625",
+        "yes",
+        "2.50e-05",
+        "–",
+        "250.2",
+        "–",
+        "–",
+    ]
     frame = pd.DataFrame({"layer": ["conv1_1"], "si": [0.5], "si_low": [0.1], "si_high": [0.9]})
     merged = frame_table(frame, "index")
     assert merged.columns == ["layer", "si [95% CI]"] and merged.rows == [["conv1_1", "0.500 [0.100, 0.900]"]]
@@ -206,10 +257,30 @@ def test_cells_are_rounded_and_big_tables_summarised() -> None:
 
 ANALYSIS_HEADINGS = ["Segregation by layer", "Drop heatmap", "Normalised performance"]
 BROWSER_HEADINGS = {
-    "demo": ["Contents", *DEMO_SECTIONS, "Configs and manifests", "Data: data", "Lesion sweep: lesion",
-             "tiny_face_object: train/tiny_face_object", "face vs object: segregation", *ANALYSIS_HEADINGS, "decoding"],
-    "study": ["Contents", "What was run", "Data", "Study tiny", "Seed aggregation", "Training", "Intact accuracy",
-              "Lesion sweep", "Segregation", "face vs object: trials/face_object-seed1/segregation", *ANALYSIS_HEADINGS],
+    "demo": [
+        "Contents",
+        *DEMO_SECTIONS,
+        "Configs and manifests",
+        "Data: data",
+        "Lesion sweep: lesion",
+        "tiny_face_object: train/tiny_face_object",
+        "face vs object: segregation",
+        *ANALYSIS_HEADINGS,
+        "decoding",
+    ],
+    "study": [
+        "Contents",
+        "What was run",
+        "Data",
+        "Study tiny",
+        "Seed aggregation",
+        "Training",
+        "Intact accuracy",
+        "Lesion sweep",
+        "Segregation",
+        "face vs object: trials/face_object-seed1/segregation",
+        *ANALYSIS_HEADINGS,
+    ],
 }
 
 
@@ -234,10 +305,16 @@ def test_report_renders_in_a_real_browser(request: pytest.FixtureRequest, tmp_pa
 
 
 def test_big_settings_are_counted_not_listed() -> None:
-    manifest = {"seed": 0, "tasks": {"face": {"root": "/faces", "counts": {
-        "per_class": {"train": {f"id{i}": 247 for i in range(1714)}}}}}}
+    manifest = {
+        "seed": 0,
+        "tasks": {"face": {"root": "/faces", "counts": {"per_class": {"train": {f"id{i}": 247 for i in range(1714)}}}}},
+    }
     shown = settings_table(manifest, "manifest.json")
-    assert shown.rows == [["seed", "0"], ["tasks.face.root", "/faces"], ["tasks.face.counts.per_class.train", "1,714 settings"]]
+    assert shown.rows == [
+        ["seed", "0"],
+        ["tasks.face.root", "/faces"],
+        ["tasks.face.counts.per_class.train", "1,714 settings"],
+    ]
     assert "counted, not listed" in shown.note
     assert len(settings_table({"a": {"b": 1}}, "config.json").rows) == 1 and not settings_table({"a": 1}, "c").note
 
@@ -250,8 +327,23 @@ def test_the_template_is_installed_with_the_package(tmp_path: Path) -> None:
         shutil.copy(ROOT / name, source / name)
     for package in ("common", "specialize", "data_pipeline", "lightning_modules", "sweeps", "analysis"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [wheel] = (tmp_path / "wheel").glob("*.whl")
     assert "analysis/report/templates/report.html.j2" in zipfile.ZipFile(wheel).namelist()
 
@@ -261,7 +353,11 @@ def test_an_index_undefined_by_a_task_at_zero_is_explained(demo: Path, tmp_path:
     write_segregation(tmp_path / "segregation", sweep, demo / "data", ("face", "object"), failed=["face"])
     [analysis] = find(sections_of(tmp_path), "Segregation").subsections
     assert any("no face test image right" in text for text in analysis.text)
-    assert set(column(table(analysis.subsections[0], "Segregation index [95% CI], top-1 over all outputs"),
-                      "network: face vs object")) == {"–"}
+    assert set(
+        column(
+            table(analysis.subsections[0], "Segregation index [95% CI], top-1 over all outputs"),
+            "network: face vs object",
+        )
+    ) == {"–"}
     [analysis] = find(sections_of(demo / "segregation"), "Segregation").subsections
     assert not any("test image right" in text for text in analysis.text)

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_train import session_tiny_data, tiny_config
 
-from analysis.segregation import run_segregation
-from analysis.settings import SegregationSettings
+from analysis.segregation.run import run_segregation
+from analysis.segregation.settings import SegregationSettings
 from data_pipeline.normalise import normalise_uint8
 from data_pipeline.sample import sample_images
-from helpers_train import session_tiny_data, tiny_config
 from lightning_modules.checkpoint import load_model
 from lightning_modules.train import train
 from sweeps.distributed import run_sweep, training_images
@@ -33,8 +33,11 @@ def two_heads(tmp_path_factory) -> tuple[Path, Path]:
     """The tiny face+object data and a tiny network trained two epochs with one softmax per task."""
     data = session_tiny_data(tmp_path_factory)
     out = tmp_path_factory.mktemp("separate_heads")
-    run_dir = train(tiny_config(data, out, ["model.heads=separate", "trainer.epochs=2", "data.augment=false",
-                                            "wandb.mode=disabled"]))
+    run_dir = train(
+        tiny_config(
+            data, out, ["model.heads=separate", "trainer.epochs=2", "data.augment=false", "wandb.mode=disabled"]
+        )
+    )
     return data, run_dir
 
 
@@ -72,8 +75,14 @@ def test_training_loss_and_accuracy_are_per_head(two_heads):
 def sweep(two_heads, ray_cluster) -> Path:
     data, run_dir = two_heads
     out = run_dir.parent / "sweep"
-    run_sweep(run_dir / "checkpoints" / "last.ckpt", data, out, images_per_task=12,
-              settings=SweepSettings(layers=LAYERS, filters_per_task=16), progress=False)
+    run_sweep(
+        run_dir / "checkpoints" / "last.ckpt",
+        data,
+        out,
+        images_per_task=12,
+        settings=SweepSettings(layers=LAYERS, filters_per_task=16),
+        progress=False,
+    )
     return out
 
 
@@ -116,10 +125,16 @@ def test_segregation_answers_are_the_images_own_head(two_heads, sweep, tmp_path)
                 with lesioned(loaded.model, {"conv5_3": filters}):
                     logits = loaded.model(images)
                 _, answer = scores_by_hand(logits, labels, loaded.label_space)
-                rows = predictions[(predictions.layer == layer) & (predictions.lesioned_task == lesioned_task)
-                                   & (predictions.eval_task == task) & (predictions.fraction == (0.0 if layer == "intact" else 0.2))]
+                rows = predictions[
+                    (predictions.layer == layer)
+                    & (predictions.lesioned_task == lesioned_task)
+                    & (predictions.eval_task == task)
+                    & (predictions.fraction == (0.0 if layer == "intact" else 0.2))
+                ]
                 assert rows.sort_values("image")["prediction"].tolist() == answer.tolist()
                 any_answer_outside_head |= bool((logits.argmax(1).numpy() != answer).any())
             intact = predictions[(predictions.layer == "intact") & (predictions.eval_task == task)]
-            assert summary["intact_accuracy"]["all_outputs"][task]["accuracy"] == pytest.approx(intact["correct"].mean())
+            assert summary["intact_accuracy"]["all_outputs"][task]["accuracy"] == pytest.approx(
+                intact["correct"].mean()
+            )
     assert any_answer_outside_head  # the top output over all outputs lies in the other head for some images

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from analysis.seeds import across_seeds
 from helpers_data import make_tiny_data_dir
 from helpers_train import ROOT, wandb_run
+
+from analysis.seeds import across_seeds
 from specialize.cli import main
 
 LAYERS = ["conv1_1", "conv5_3"]
@@ -24,14 +24,20 @@ LAYERS = ["conv1_1", "conv5_3"]
 
 def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
     """A tiny study: two pairs and one control, two seeds, one epoch, two swept layers, few images."""
-    study = {"name": "tiny", "seeds": [0, 1], "output": str(out),
-             "pairs": {"face_object": {"config": str(ROOT / "configs/tiny_face_object.yaml")},
-                       "food_object": {"config": str(ROOT / "configs/tiny_food_object.yaml")}},
-             "controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
-             "overrides": [f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1"],
-             "analyses": {"lesion": {"images_per_task": 12, "layers": LAYERS}, "segregation": {"bootstraps": 50}},
-             "resources": {"train": {"cpus": 0.5}, "sweep_task": {"cpus": 0.5}, "eval_task": {"cpus": 0.5}},
-             **changes}
+    study = {
+        "name": "tiny",
+        "seeds": [0, 1],
+        "output": str(out),
+        "pairs": {
+            "face_object": {"config": str(ROOT / "configs/tiny_face_object.yaml")},
+            "food_object": {"config": str(ROOT / "configs/tiny_food_object.yaml")},
+        },
+        "controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
+        "overrides": [f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1"],
+        "analyses": {"lesion": {"images_per_task": 12, "layers": LAYERS}, "segregation": {"bootstraps": 50}},
+        "resources": {"train": {"cpus": 0.5}, "sweep_task": {"cpus": 0.5}, "eval_task": {"cpus": 0.5}},
+        **changes,
+    }
     path.write_text(yaml.safe_dump(study))
     return path
 
@@ -43,8 +49,11 @@ def study_command(config: Path, *extra: str) -> list[str]:
 def stamps(directory: Path) -> dict[Path, int]:
     """Modification times of every file under `directory` but W&B's own (its service may still flush logs of a
     killed run)."""
-    return {path: path.stat().st_mtime_ns for path in directory.rglob("*") if path.is_file()
-            and "wandb" not in path.relative_to(directory).parts}
+    return {
+        path: path.stat().st_mtime_ns
+        for path in directory.rglob("*")
+        if path.is_file() and "wandb" not in path.relative_to(directory).parts
+    }
 
 
 def changed(before: dict[Path, int], after: dict[Path, int]) -> list[Path]:
@@ -54,22 +63,39 @@ def changed(before: dict[Path, int], after: dict[Path, int]) -> list[Path]:
 
 @pytest.mark.slow
 def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
-    data = make_tiny_data_dir(tmp_path, tasks=("face", "object", "food"), classes=3, train=12, test=6, heldout=0,
-                              pools=["face+object", "food+object"])
+    data = make_tiny_data_dir(
+        tmp_path,
+        tasks=("face", "object", "food"),
+        classes=3,
+        train=12,
+        test=6,
+        heldout=0,
+        pools=["face+object", "food+object"],
+    )
     config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs")
     study = tmp_path / "runs" / "tiny"
     env = {**os.environ, "WANDB_MODE": "offline"}
 
     # One seed alone (as one job of a Slurm array does): its trials, no aggregation.
-    subprocess.run(study_command(config, "--seeds", "0"), cwd=ROOT, env=env, check=True, timeout=1500,
-                   capture_output=True)
+    subprocess.run(
+        study_command(config, "--seeds", "0"), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True
+    )
     assert sorted(path.parent.name for path in study.glob("trials/*/trial.json")) == [
-        "face-seed0", "face_object-seed0", "food_object-seed0"]
+        "face-seed0",
+        "face_object-seed0",
+        "food_object-seed0",
+    ]
     assert not (study / "aggregate").exists()
 
     # Killed (the driver, its Ray and its trials) once a trial of the other seed has finished.
-    first = subprocess.Popen(study_command(config), cwd=ROOT, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        study_command(config),
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 900
     while len(list(study.glob("trials/*/trial.json"))) < 4 and first.poll() is None and time.time() < deadline:
         time.sleep(0.5)
@@ -78,8 +104,11 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     finished = [path.parent for path in study.glob("trials/*/trial.json")]
     assert 4 <= len(finished) < 6
     before = {trial: stamps(trial) for trial in finished}
-    done_stages = {stage: stamps(stage) for stage in study.glob("trials/*/*") if (stage / "manifest.json").is_file()
-                   and (stage.name != "train" or (stage / "summary.json").is_file())}
+    done_stages = {
+        stage: stamps(stage)
+        for stage in study.glob("trials/*/*")
+        if (stage / "manifest.json").is_file() and (stage.name != "train" or (stage / "summary.json").is_file())
+    }
 
     subprocess.run(study_command(config), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True)
     # Finished trials and finished stages of unfinished ones were not redone.
@@ -89,11 +118,17 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
         assert not changed(files, stamps(stage)), stage
 
     trials = pd.read_parquet(study / "trials.parquet")
-    assert sorted(trials["name"]) == sorted(f"{n}-seed{s}" for n in ("face_object", "food_object", "face") for s in (0, 1))
+    assert sorted(trials["name"]) == sorted(
+        f"{n}-seed{s}" for n in ("face_object", "food_object", "face") for s in (0, 1)
+    )
     for pair in ("face_object", "food_object"):
         for seed in (0, 1):
-            for stage in ("train/checkpoints/best.ckpt", "lesion/ranking.parquet", "segregation/summary.json",
-                          "segregation_random/summary.json"):
+            for stage in (
+                "train/checkpoints/best.ckpt",
+                "lesion/ranking.parquet",
+                "segregation/summary.json",
+                "segregation_random/summary.json",
+            ):
                 assert (study / "trials" / f"{pair}-seed{seed}" / stage).is_file()
     assert not (study / "trials" / "face-seed0" / "lesion").exists()  # controls only train
 
@@ -107,18 +142,26 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     # each trial's index is the one its own segregation analysis reports
     own = pd.read_parquet(study / "trials" / "food_object-seed1" / "segregation" / "segregation.parquet")
     own = own[(own.fraction == 0.2) & (own.scope == "all_outputs")].set_index("layer")["si"]
-    mine = seeds[(seeds.pair == "food_object") & (seeds.seed == 1) & (seeds.condition == "network")].set_index("layer")["si"]
+    mine = seeds[(seeds.pair == "food_object") & (seeds.seed == 1) & (seeds.condition == "network")].set_index("layer")[
+        "si"
+    ]
     pd.testing.assert_series_equal(mine.sort_index(), own.sort_index(), check_names=False)
     intact = pd.read_parquet(study / "aggregate" / "intact.parquet")
-    assert set(zip(intact.network, intact.task)) == {("face_object", "face"), ("face_object", "object"),
-                                                     ("food_object", "food"), ("food_object", "object"), ("face", "face")}
+    assert set(zip(intact.network, intact.task)) == {
+        ("face_object", "face"),
+        ("face_object", "object"),
+        ("food_object", "food"),
+        ("food_object", "object"),
+        ("face", "face"),
+    }
     for figure in ("segregation_by_pair", "intact_accuracy"):
         assert (study / "aggregate" / "figures" / f"{figure}.png").stat().st_size > 0
 
     # --aggregate-only rebuilds the same tables from the finished trials and touches no trial
     trial_files = stamps(study / "trials")
-    subprocess.run(study_command(config, "--aggregate-only"), cwd=ROOT, env=env, check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        study_command(config, "--aggregate-only"), cwd=ROOT, env=env, check=True, timeout=300, capture_output=True
+    )
     assert not changed(trial_files, stamps(study / "trials"))
     pd.testing.assert_frame_equal(pd.read_parquet(study / "aggregate" / "pairs.parquet"), pairs)
 
@@ -126,7 +169,11 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     trial = study / "trials" / "face_object-seed1"
     train = wandb_run(trial / "train")
     assert (train["group"], train["job_type"], train["name"]) == ("tiny", "train", "face_object-seed1")
-    assert (train["config"]["pair"], train["config"]["tasks"], train["config"]["seed"]) == ("face_object", "face+object", 1)
+    assert (train["config"]["pair"], train["config"]["tasks"], train["config"]["seed"]) == (
+        "face_object",
+        "face+object",
+        1,
+    )
     assert set(train["summary"]["val/loss"]) == {"min"} and set(train["summary"]["val/face/top1"]) == {"max"}
     lesion = wandb_run(trial / "lesion")
     assert (lesion["group"], lesion["job_type"], lesion["config"]["pair"]) == ("tiny", "lesion", "face_object")
@@ -139,8 +186,18 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
 
 
 def test_across_seeds_is_the_mean_with_a_t_interval():
-    seeds = pd.DataFrame({"pair": "p", "condition": "network", "layer": "conv1_1", "layer_index": 1, "task_a": "a",
-                          "task_b": "b", "seed": [0, 1, 2], "si": [0.2, 0.4, 0.9]})
+    seeds = pd.DataFrame(
+        {
+            "pair": "p",
+            "condition": "network",
+            "layer": "conv1_1",
+            "layer_index": 1,
+            "task_a": "a",
+            "task_b": "b",
+            "seed": [0, 1, 2],
+            "si": [0.2, 0.4, 0.9],
+        }
+    )
     [row] = across_seeds(seeds).itertuples()
     sd = np.std([0.2, 0.4, 0.9], ddof=1)
     assert row.n_seeds == 3 and row.mean_si == pytest.approx(0.5)
@@ -159,20 +216,26 @@ def test_shipped_study_configs_load(name):
     if name == "paper":  # the paper's scale: 3 pairs and 2 controls x 5 seeds; the face/object networks decode
         assert (len(study.pairs), len(study.controls), len(study.seeds)) == (3, 2, 5)
         assert [network for network in study.networks if study.analyses.decoding.runs_on(network)] == [
-            "face_object", "face", "object"]
+            "face_object",
+            "face",
+            "object",
+        ]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"pairs": {}, "controls": {}}, "the study has no networks"),
-    ({"seeds": [1, 1]}, "distinct seeds"),
-    ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
-    ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
-    ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
-    ({"analyses": {"decoding": {"enabled": True, "layers": ["conv9_1"]}}}, "analyses.decoding.layers: unknown"),
-    ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
-    ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
-    ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pairs": {}, "controls": {}}, "the study has no networks"),
+        ({"seeds": [1, 1]}, "distinct seeds"),
+        ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
+        ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
+        ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
+        ({"analyses": {"decoding": {"enabled": True, "layers": ["conv9_1"]}}}, "analyses.decoding.layers: unknown"),
+        ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
+        ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
+        ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
+    ],
+)
 def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):
     config = study_yaml(tmp_path / "study.yaml", tmp_path / "data", tmp_path / "runs", **change)
     assert main(["study", "--config", str(config)]) == 2
@@ -190,10 +253,10 @@ def test_seeds_outside_the_study_are_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_seeds(tmp_path):
-    from analysis.activations import Network
-    from analysis.decoding import run_decoding
-    from analysis.rsa import run_rsa
-    from analysis.settings import ActivationSettings, DecodingSettings
+    from analysis.representations.activations import Network
+    from analysis.representations.decoding import run_decoding
+    from analysis.representations.rsa import run_rsa
+    from analysis.representations.settings import ActivationSettings, DecodingSettings
     from data_pipeline.behaviour import write_stimulus_list
     from data_pipeline.synth_behaviour import generate_behaviour
 
@@ -202,12 +265,25 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
     stimuli = write_stimulus_list(tmp_path / "stimuli.txt", [path for path in faces if int(path.stem) < 3])
     behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, participants=4, noise=1.0, seed=0)
     layers = ["conv5_3", "fc7"]
-    analyses = {"lesion": {"enabled": False}, "segregation": {"enabled": False},
-                "decoding": {"enabled": True, "networks": ["face"], "layers": layers, "folds": 3},
-                "rsa": {"enabled": True, "stimuli": str(behaviour / "stimuli.txt"), "behaviour": str(behaviour),
-                        "layers": layers}}
-    config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs", pairs={}, analyses=analyses,
-                        controls={"face": {"config": str(ROOT / "configs/tiny_face.yaml")}})
+    analyses = {
+        "lesion": {"enabled": False},
+        "segregation": {"enabled": False},
+        "decoding": {"enabled": True, "networks": ["face"], "layers": layers, "folds": 3},
+        "rsa": {
+            "enabled": True,
+            "stimuli": str(behaviour / "stimuli.txt"),
+            "behaviour": str(behaviour),
+            "layers": layers,
+        },
+    }
+    config = study_yaml(
+        tmp_path / "study.yaml",
+        data,
+        tmp_path / "runs",
+        pairs={},
+        analyses=analyses,
+        controls={"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
+    )
     assert main(["study", "--config", str(config)]) == 0
     study = tmp_path / "runs" / "tiny"
     trials = pd.read_parquet(study / "trials.parquet")
@@ -215,13 +291,27 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
     for seed in (0, 1):  # each trial's outputs are what `specialize decode` and `rsa` write for its checkpoint
         trial = study / "trials" / f"face-seed{seed}"
         network = [Network("face", trial / "train" / "checkpoints" / "best.ckpt")]
-        run_decoding(network, data, tmp_path / f"decode{seed}", settings=DecodingSettings(folds=3),
-                     extraction=ActivationSettings(layers=tuple(layers), pooling="mean"), progress=False)
-        run_rsa(network, behaviour / "stimuli.txt", behaviour, tmp_path / f"rsa{seed}",
-                extraction=ActivationSettings(layers=tuple(layers)), progress=False)
+        run_decoding(
+            network,
+            data,
+            tmp_path / f"decode{seed}",
+            settings=DecodingSettings(folds=3),
+            extraction=ActivationSettings(layers=tuple(layers), pooling="mean"),
+            progress=False,
+        )
+        run_rsa(
+            network,
+            behaviour / "stimuli.txt",
+            behaviour,
+            tmp_path / f"rsa{seed}",
+            extraction=ActivationSettings(layers=tuple(layers)),
+            progress=False,
+        )
         for stage, table in (("decode", "decoding"), ("rsa", "rsa")):
-            pd.testing.assert_frame_equal(pd.read_parquet(trial / stage / f"{table}.parquet"),
-                                          pd.read_parquet(tmp_path / f"{stage}{seed}" / f"{table}.parquet"))
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(trial / stage / f"{table}.parquet"),
+                pd.read_parquet(tmp_path / f"{stage}{seed}" / f"{table}.parquet"),
+            )
     decoding = pd.read_parquet(study / "aggregate" / "decoding.parquet").set_index(["task", "layer"])
     assert set(decoding.index) == {(task, layer) for task in ("face", "object") for layer in layers}
     assert (decoding["n_seeds"] == 2).all()

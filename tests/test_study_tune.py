@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_train import ROOT, build_tiny_data
 
 from specialize.cli import main
-from helpers_train import ROOT, build_tiny_data
 
 
 def test_bad_seeds_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["tune", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"), "--seeds", "0,x",
-                 "--out", str(tmp_path)])
+    code = main(
+        ["tune", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"), "--seeds", "0,x", "--out", str(tmp_path)]
+    )
     assert code == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
 
@@ -21,20 +22,33 @@ def test_bad_seeds_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.slow
 def test_tune_trains_every_seed_and_reruns_without_retraining(tmp_path: Path) -> None:
     data = build_tiny_data(tmp_path, train_per_class=16, test_per_class=8)
-    args = ["tune", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"), "--seeds", "0,1",
-            "--out", str(tmp_path / "runs"), f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1",
-            "wandb.mode=disabled"]
+    args = [
+        "tune",
+        "--config",
+        str(ROOT / "configs" / "tiny_face_object.yaml"),
+        "--seeds",
+        "0,1",
+        "--out",
+        str(tmp_path / "runs"),
+        f"data.dir={data}",
+        "trainer.epochs=1",
+        "data.num_workers=1",
+        "wandb.mode=disabled",
+    ]
     assert main(args) == 0
     table = pd.read_parquet(tmp_path / "runs" / "trials.parquet")
     assert sorted(table["seed"]) == [0, 1]
     assert [list(tasks) for tasks in table["tasks"]] == [["face", "object"]] * 2
     for column in ("val/face/top1", "val/object/top1"):
         assert table[column].between(0, 1).all()
-    checkpoints = {seed: tmp_path / "runs" / "trials" / f"tiny_face_object-seed{seed}" / "train" / "checkpoints" / "last.ckpt"
-                   for seed in (0, 1)}
+    checkpoints = {
+        seed: tmp_path / "runs" / "trials" / f"tiny_face_object-seed{seed}" / "train" / "checkpoints" / "last.ckpt"
+        for seed in (0, 1)
+    }
     mtimes = {seed: path.stat().st_mtime_ns for seed, path in checkpoints.items()}
     # The two seeds give different networks.
     import torch
+
     weights = [torch.load(path, map_location="cpu", weights_only=False)["state_dict"] for path in checkpoints.values()]
     key = next(k for k in weights[0] if k.endswith("weight"))
     assert not torch.equal(weights[0][key], weights[1][key])
@@ -44,8 +58,17 @@ def test_tune_trains_every_seed_and_reruns_without_retraining(tmp_path: Path) ->
 
 
 def test_more_than_one_gpu_per_trial_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["tune", "--config", str(ROOT / "configs" / "tiny_face_object.yaml"), "--gpus-per-trial", "2",
-                 "--out", str(tmp_path / "runs")])
+    code = main(
+        [
+            "tune",
+            "--config",
+            str(ROOT / "configs" / "tiny_face_object.yaml"),
+            "--gpus-per-trial",
+            "2",
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert "at most one GPU" in error and "\n" not in error and not (tmp_path / "runs").exists()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers_train import untrained_checkpoint
 
 from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
 from specialize.cli import main
 from sweeps.engine import lesion_sweep
-from helpers_train import untrained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,9 @@ def test_bad_inputs_fail_with_one_line(trained, tmp_path, capsys):
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", face_only, "--out", tmp_path / "o")
     assert code == 2 and "lacks task 'object'" in err and len(err.splitlines()) == 1
 
-    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--out", tmp_path / "o",
-                        "--images-per-task", 10_000)
+    code, err = run_cli(
+        capsys, "--checkpoint", checkpoint, "--data", data, "--out", tmp_path / "o", "--images-per-task", 10_000
+    )
     assert code == 2 and "--images-per-task 10000" in err and "at most 24" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
@@ -52,8 +53,21 @@ def test_bad_inputs_fail_with_one_line(trained, tmp_path, capsys):
 def test_cli_sweep_writes_tables_and_manifest(trained, ray_cluster, tmp_path, capsys):
     data, checkpoint = trained
     out = tmp_path / "sweep"
-    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--data", data, "--out", out, "--images-per-task", 12,
-                        "--layers", "conv1_2", "conv5_3", "--no-progress")
+    code, err = run_cli(
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--images-per-task",
+        12,
+        "--layers",
+        "conv1_2",
+        "conv5_3",
+        "--no-progress",
+    )
     assert code == 0, err
     filter_losses = pd.read_parquet(out / "filter_losses.parquet")
     ranking = pd.read_parquet(out / "ranking.parquet")
@@ -64,7 +78,10 @@ def test_cli_sweep_writes_tables_and_manifest(trained, ray_cluster, tmp_path, ca
     assert config["settings"]["layers"] == ["conv1_2", "conv5_3"] and config["identity"]["images_per_task"] == 12
 
     loaded = load_model(checkpoint)
-    images = {task: sample_images(data, task, "train", 12, 0, 32, label_space=loaded.label_space) for task in loaded.label_space.tasks}
+    images = {
+        task: sample_images(data, task, "train", 12, 0, 32, label_space=loaded.label_space)
+        for task in loaded.label_space.tasks
+    }
     expected = lesion_sweep(loaded.model, images, layers=["conv1_2", "conv5_3"])
     assert len(filter_losses) == len(expected) == 2 * (4 + 32)
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
@@ -78,9 +95,13 @@ def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
     from sweeps.settings import SweepSettings
 
     stored = SweepSettings(filters_per_task=8, memory_budget=10**9)
-    write_json(tmp_path / "config.json", {"identity": {"images_per_task": 12},
-                                          "settings": {k: getattr(stored, k) for k in SweepSettings.RESULT_FIELDS}
-                                          | {"layers": list(stored.layers)}})
+    write_json(
+        tmp_path / "config.json",
+        {
+            "identity": {"images_per_task": 12},
+            "settings": {k: getattr(stored, k) for k in SweepSettings.RESULT_FIELDS} | {"layers": list(stored.layers)},
+        },
+    )
     resumed = resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 12})
     assert resumed.memory_budget == 10**9  # a budget left to default is the stored one
     with pytest.raises(UserError, match="another images_per_task"):

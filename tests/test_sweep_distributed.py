@@ -17,6 +17,8 @@ import psutil
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_faults import kill_first_process
+from helpers_sweeps import tiny_images, tiny_vgg
 from torch import nn
 
 from common.errors import UserError
@@ -28,8 +30,6 @@ from sweeps.distributed import distributed_sweep
 from sweeps.engine import lesion_sweep
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import Stimuli
-from helpers_faults import kill_first_process
-from helpers_sweeps import tiny_images, tiny_vgg
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -59,7 +59,9 @@ def test_ray_sweep_equals_in_process_sweep(ray_cluster, tmp_path):
     filter_losses, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(filters_per_task=8), progress=False)
     expected = lesion_sweep(model, data)
     assert list(filter_losses.columns) == list(expected.columns)
-    assert (filter_losses[["layer", "filter", "task"]].to_numpy() == expected[["layer", "filter", "task"]].to_numpy()).all()
+    assert (
+        filter_losses[["layer", "filter", "task"]].to_numpy() == expected[["layer", "filter", "task"]].to_numpy()
+    ).all()
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
     assert (filter_losses.accuracy == expected.accuracy).all()
     assert abs(filter_losses.intact_loss - expected.intact_loss).max() < 1e-5
@@ -71,8 +73,9 @@ def test_ray_sweep_equals_in_process_sweep(ray_cluster, tmp_path):
     assert {"filter_losses.parquet", "ranking.parquet", "config.json"} <= {p.name for p in tmp_path.iterdir()}
 
 
-def losses_with_lesions(model, layer: str, lesion_sets: list[list[int]], images: torch.Tensor,
-                        labels: torch.Tensor) -> np.ndarray:
+def losses_with_lesions(
+    model, layer: str, lesion_sets: list[list[int]], images: torch.Tensor, labels: torch.Tensor
+) -> np.ndarray:
     """Mean cross-entropy with each set of `layer`'s filters zeroed after its ReLU, in plain torch (no lesion code):
     the maps up to the layer's ReLU once, then the rest of the network on every lesioned copy."""
     relu = [i for i, module in enumerate(model.features) if isinstance(module, nn.ReLU)][CONV_LAYERS.index(layer)]
@@ -80,23 +83,27 @@ def losses_with_lesions(model, layer: str, lesion_sets: list[list[int]], images:
     with torch.inference_mode():
         maps = model.features[: relu + 1](images)
         for start in range(0, len(lesion_sets), 16):
-            group = lesion_sets[start: start + 16]
+            group = lesion_sets[start : start + 16]
             copies = maps.unsqueeze(0).repeat(len(group), 1, 1, 1, 1)
             for copy, filters in zip(copies, group):
                 copy[:, filters] = 0.0
-            features = model.features[relu + 1:](copies.flatten(0, 1))
+            features = model.features[relu + 1 :](copies.flatten(0, 1))
             logits = model.classifier(torch.flatten(model.avgpool(features), 1))
-            losses.append(F.cross_entropy(logits, labels.repeat(len(group)), reduction="none").view(len(group), -1).mean(1))
+            losses.append(
+                F.cross_entropy(logits, labels.repeat(len(group)), reduction="none").view(len(group), -1).mean(1)
+            )
     return torch.cat(losses).numpy()
 
 
 def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_path):
     # Width 3/16: conv5_3 has 96 filters, so METHOD's rounds pick round(1.6% x 96) = 2 filters each up to
-    # round(20% x 96) = 19: nine rounds of 2, then a shorter last round of 1. conv1_1 (12 filters): 1 per round, 2 rounds.
+    # round(20% x 96) = 19: nine rounds of 2, then a shorter last round of 1.
+    # conv1_1 (12 filters): 1 per round, 2 rounds.
     model, data = tiny_vgg(seed=5, width=3 / 16), tiny_images(seed=6)
     layers, picks_per_round = ("conv1_1", "conv5_3"), {"conv1_1": [1, 1], "conv5_3": [2] * 9 + [1]}
-    _, ranking = distributed_sweep(model, data, tmp_path, SweepSettings(layers=layers, filters_per_task=64,
-                                                                        ranking="greedy"), progress=False)
+    _, ranking = distributed_sweep(
+        model, data, tmp_path, SweepSettings(layers=layers, filters_per_task=64, ranking="greedy"), progress=False
+    )
     sizes = filters_per_layer(model)
     for layer in layers:
         for task, (images, labels) in data.items():
@@ -107,15 +114,19 @@ def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_
             for round_index, count in enumerate(picks_per_round[layer]):
                 base, remaining = order[:chosen], order[chosen:]
                 if round_index:  # round r lesioned every remaining filter on top of those chosen before it
-                    lesioned_in_round = pd.concat(pd.read_parquet(path) for path in (
-                        tmp_path / "chunks" / "greedy" / f"round_{round_index:02d}" / task).glob(f"{layer}_*.parquet"))
+                    lesioned_in_round = pd.concat(
+                        pd.read_parquet(path)
+                        for path in (tmp_path / "chunks" / "greedy" / f"round_{round_index:02d}" / task).glob(
+                            f"{layer}_*.parquet"
+                        )
+                    )
                     assert sorted(lesioned_in_round["filter"]) == sorted(remaining)
                 losses = losses_with_lesions(model, layer, [[*base, f] for f in remaining], images, labels)
                 picked, others = losses[:count], losses[count:]
                 # the round's picks are its highest-loss filters, highest first, recorded with that loss
                 assert picked.min() >= others.max() - 1e-5, (layer, task, round_index)
                 assert (np.diff(picked) <= 1e-5).all()
-                np.testing.assert_allclose(recorded[chosen: chosen + count], picked, atol=1e-5)
+                np.testing.assert_allclose(recorded[chosen : chosen + count], picked, atol=1e-5)
                 chosen += count
             # filters never chosen follow, by their loss in the last round
             np.testing.assert_allclose(recorded[chosen:], others, atol=1e-5)
@@ -123,12 +134,15 @@ def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_
     rounds = sorted(path.name for path in (tmp_path / "chunks" / "greedy").iterdir())
     assert rounds == [f"round_{r:02d}" for r in range(1, 10)]
     # conv1_1's two rounds are over after round 1; conv5_3 goes on alone
-    assert {path.stem.rsplit("_", 1)[0] for path in (tmp_path / "chunks" / "greedy" / "round_02" / "a").iterdir()} == {"conv5_3"}
+    assert {path.stem.rsplit("_", 1)[0] for path in (tmp_path / "chunks" / "greedy" / "round_02" / "a").iterdir()} == {
+        "conv5_3"
+    }
     # Greedy differs from one-shot somewhere, or the test would not tell them apart.
     oneshot = lesion_sweep(model, data, layers=list(layers))
     firsts = oneshot.sort_values("loss", ascending=False).groupby(["layer", "task"]).head(19)
     assert set(map(tuple, firsts[firsts.layer == "conv5_3"][["task", "filter"]].to_numpy())) != set(
-        map(tuple, ranking[(ranking["rank"] < 19) & (ranking.layer == "conv5_3")][["task", "filter"]].to_numpy()))
+        map(tuple, ranking[(ranking["rank"] < 19) & (ranking.layer == "conv5_3")][["task", "filter"]].to_numpy())
+    )
 
 
 def test_sweep_scored_by_other_heads_is_not_resumed(ray_cluster, tmp_path):
@@ -146,10 +160,12 @@ KILL_TEST_COUNTS = {"a": 24, "b": 24}
 
 def sweep_script(out: Path, address: str) -> list[str]:
     """A driver process running the sweep that the test kills."""
-    code = ("from helpers_sweeps import tiny_vgg, tiny_images; from common.ray_runner import Resources; "
-            "from sweeps.distributed import distributed_sweep; from sweeps.settings import SweepSettings; "
-            f"distributed_sweep(tiny_vgg(), tiny_images(counts={KILL_TEST_COUNTS!r}), {str(out)!r}, "
-            f"{KILL_TEST_SETTINGS!r}, address={address!r}, progress=False)")
+    code = (
+        "from helpers_sweeps import tiny_vgg, tiny_images; from common.ray_runner import Resources; "
+        "from sweeps.distributed import distributed_sweep; from sweeps.settings import SweepSettings; "
+        f"distributed_sweep(tiny_vgg(), tiny_images(counts={KILL_TEST_COUNTS!r}), {str(out)!r}, "
+        f"{KILL_TEST_SETTINGS!r}, address={address!r}, progress=False)"
+    )
     return [sys.executable, "-c", code]
 
 
@@ -168,16 +184,22 @@ def test_killed_driver_resumes_to_the_same_table(ray_cluster, tmp_path):
     subprocess.run(sweep_script(killed, ray_cluster), cwd=TESTS, check=True, timeout=300)
     after = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.parquet")}
     assert all(after[name] == mtime for name, mtime in before.items())  # finished chunks were not redone
-    uninterrupted = distributed_sweep(tiny_vgg(), tiny_images(counts=KILL_TEST_COUNTS), clean,
-                                      KILL_TEST_SETTINGS, progress=False)
+    uninterrupted = distributed_sweep(
+        tiny_vgg(), tiny_images(counts=KILL_TEST_COUNTS), clean, KILL_TEST_SETTINGS, progress=False
+    )
     pd.testing.assert_frame_equal(pd.read_parquet(killed / "filter_losses.parquet"), uninterrupted[0])
     pd.testing.assert_frame_equal(pd.read_parquet(killed / "ranking.parquet"), uninterrupted[1])
 
 
 def test_sweep_completes_when_a_worker_dies_mid_task(ray_cluster, tmp_path):
     model, data = tiny_vgg(seed=2), tiny_images(seed=3, counts={"a": 40, "b": 40})
-    settings = SweepSettings(layers=("conv1_1", "conv3_1", "conv5_3"), filters_per_task=4, lesions_per_pass=1,
-                             batch_size=8, resources=Resources(max_retries=3))
+    settings = SweepSettings(
+        layers=("conv1_1", "conv3_1", "conv5_3"),
+        filters_per_task=4,
+        lesions_per_pass=1,
+        batch_size=8,
+        resources=Resources(max_retries=3),
+    )
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:
         killer = pool.submit(kill_first_process, "run_chunk", stop)

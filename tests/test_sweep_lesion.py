@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_sweeps import tiny_images, tiny_vgg
 from torch import nn
 
 from lightning_modules.heads import OutputHeads
@@ -13,8 +14,6 @@ from lightning_modules.vgg import filters_per_layer, relu_indices
 from sweeps.engine import RESULT_COLUMNS, lesion_sweep
 from sweeps.lesions import lesioned
 from sweeps.reference import reference_lesion_sweep
-from helpers_sweeps import tiny_images, tiny_vgg
-
 
 KEYS = ["layer", "filter", "task"]
 
@@ -56,7 +55,7 @@ def plain_forward(model, images: torch.Tensor, layer: str | None = None, filters
     """
     x, convs_seen = images, 0
     modules = list(model.features)
-    for position, module in enumerate(modules):
+    for module in modules:
         if isinstance(module, nn.Conv2d):
             x = F.conv2d(x, module.weight, module.bias, padding=1)
             convs_seen += 1
@@ -66,7 +65,9 @@ def plain_forward(model, images: torch.Tensor, layer: str | None = None, filters
                 x[:, list(filters)] = 0.0
         elif isinstance(module, nn.BatchNorm2d):
             scale = module.weight / torch.sqrt(module.running_var + module.eps)
-            x = (x - module.running_mean[None, :, None, None]) * scale[None, :, None, None] + module.bias[None, :, None, None]
+            x = (x - module.running_mean[None, :, None, None]) * scale[None, :, None, None] + module.bias[
+                None, :, None, None
+            ]
         elif isinstance(module, nn.ReLU):
             x = torch.clamp(x, min=0.0)
             if this_layer and not before_batch_norm:
@@ -157,7 +158,7 @@ def test_separate_heads_score_each_image_within_its_own_head():
     with torch.inference_mode():  # the intact loss by hand: cross-entropy over the task's three outputs
         for task, offset in (("a", 0), ("b", 3)):
             images, labels = data[task]
-            logits = model(images)[:, offset: offset + 3]
+            logits = model(images)[:, offset : offset + 3]
             row = fast[fast.task == task].iloc[0]
             assert row["intact_loss"] == pytest.approx(F.cross_entropy(logits, labels - offset).item(), abs=1e-5)
             assert row["intact_accuracy"] == (logits.argmax(1) == labels - offset).sum().item() / len(labels)

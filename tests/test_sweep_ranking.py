@@ -9,12 +9,15 @@ import pytest
 from sweeps.ranking import GreedySchedule, greedy_picks, greedy_ranking
 
 
-@pytest.mark.parametrize("filters, step, target, rounds, last", [
-    (32, 1, 6, 6, 1),  # round(0.016 x 32) = 1 per round up to round(0.2 x 32) = 6
-    (96, 2, 19, 10, 1),  # 2 per round; 9 rounds reach 18, the 10th picks the 19th alone
-    (512, 8, 102, 13, 6),  # VGG16's conv4/5 layers: 12 rounds of 8 reach 96, the 13th picks 6
-    (4, 1, 1, 1, 1),  # at least one filter per round and in all
-])
+@pytest.mark.parametrize(
+    "filters, step, target, rounds, last",
+    [
+        (32, 1, 6, 6, 1),  # round(0.016 x 32) = 1 per round up to round(0.2 x 32) = 6
+        (96, 2, 19, 10, 1),  # 2 per round; 9 rounds reach 18, the 10th picks the 19th alone
+        (512, 8, 102, 13, 6),  # VGG16's conv4/5 layers: 12 rounds of 8 reach 96, the 13th picks 6
+        (4, 1, 1, 1, 1),  # at least one filter per round and in all
+    ],
+)
 def test_greedy_schedule_of_a_layer(filters, step, target, rounds, last):
     schedule = GreedySchedule.for_layer(filters)
     assert (schedule.step, schedule.target, schedule.rounds) == (step, target, rounds)

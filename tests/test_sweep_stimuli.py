@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_sweeps import RESOLUTION, tiny_vgg
+from helpers_train import session_tiny_data
 
 from data_pipeline.normalise import normalise_uint8
 from data_pipeline.sample import sample_images
-from helpers_sweeps import RESOLUTION, tiny_vgg
-from helpers_train import session_tiny_data
 from sweeps.engine import lesion_sweep
 from sweeps.stimuli import Stimuli
 
@@ -30,9 +30,13 @@ def test_uint8_crops_normalise_to_the_loaders_floats_bit_for_bit(tmp_path_factor
 
 def random_uint8_tasks(seed: int = 3) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    return {task: (torch.randint(0, 256, (count, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8, generator=generator),
-                   torch.randint(0, 3, (count,), generator=generator) + offset)
-            for task, count, offset in (("a", 9, 0), ("b", 7, 3))}
+    return {
+        task: (
+            torch.randint(0, 256, (count, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 3, (count,), generator=generator) + offset,
+        )
+        for task, count, offset in (("a", 9, 0), ("b", 7, 3))
+    }
 
 
 def normalised_in_numpy(images: torch.Tensor) -> torch.Tensor:
@@ -45,8 +49,10 @@ def test_sweep_of_uint8_images_equals_sweep_of_normalised_floats():
     model, crops = tiny_vgg(seed=4), random_uint8_tasks()
     floats = {task: (normalised_in_numpy(images), labels) for task, (images, labels) in crops.items()}
     layers = ["conv1_1", "conv3_2", "conv5_3"]
-    pd.testing.assert_frame_equal(lesion_sweep(model, crops, layers=layers, batch_size=8),
-                                  lesion_sweep(model, floats, layers=layers, batch_size=8))
+    pd.testing.assert_frame_equal(
+        lesion_sweep(model, crops, layers=layers, batch_size=8),
+        lesion_sweep(model, floats, layers=layers, batch_size=8),
+    )
 
 
 def test_uint8_stimuli_pickle_at_a_quarter_of_float_and_do_not_mix_with_floats():

@@ -16,27 +16,47 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_train import ROOT, session_tiny_data, tiny_config
+
 from lightning_modules.config import write_config
 from lightning_modules.train import train
 
-DETERMINISTIC = ["trainer.epochs=2", "data.augment=false", "model.dropout=0.0", "model.batch_norm=false",
-                 "wandb.mode=disabled", "data.batch_size=32"]
+DETERMINISTIC = [
+    "trainer.epochs=2",
+    "data.augment=false",
+    "model.dropout=0.0",
+    "model.batch_norm=false",
+    "wandb.mode=disabled",
+    "data.batch_size=32",
+]
 
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path_factory, tmp_path):
     data_dir = session_tiny_data(tmp_path_factory)
     single = train(tiny_config(data_dir, tmp_path, [*DETERMINISTIC, "output.run_name=single"]))
-    config = tiny_config(data_dir, tmp_path, [*DETERMINISTIC, "output.run_name=ddp", "trainer.devices=2",
-                                              "trainer.strategy=ddp"])
+    config = tiny_config(
+        data_dir, tmp_path, [*DETERMINISTIC, "output.run_name=ddp", "trainer.devices=2", "trainer.strategy=ddp"]
+    )
     write_config(config, tmp_path / "ddp_config")
     torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "specialize.cli", "train",
-                    "--config", str(tmp_path / "ddp_config/config.yaml")],
-                   cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, timeout=600,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "specialize.cli",
+            "train",
+            "--config",
+            str(tmp_path / "ddp_config/config.yaml"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True,
+        timeout=600,
+        stdout=subprocess.DEVNULL,
+    )
     states = [torch.load(run / "checkpoints/last.ckpt", weights_only=True) for run in (single, config.run_dir)]
     assert states[0]["global_step"] == states[1]["global_step"] == 2 * 384 // 32
     for key, reference in states[0]["state_dict"].items():

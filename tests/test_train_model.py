@@ -9,20 +9,23 @@ import pytest
 import torch
 import torchvision
 
+from common.errors import UserError
 from data_pipeline.label_space import LabelSpace
-from lightning_modules.vgg import vgg16
 from lightning_modules.config import load_config, write_config
 from lightning_modules.heads import OutputHeads
 from lightning_modules.module import METRICS, TaskMetrics, own_output_mask, topk_hits
-from common.errors import UserError
+from lightning_modules.vgg import vgg16
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def layer_signature(module: torch.nn.Module) -> list[tuple]:
     """(type, parameter shapes) of every leaf module, in order."""
-    return [(type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
-            for m in module.modules() if not list(m.children())]
+    return [
+        (type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
+        for m in module.modules()
+        if not list(m.children())
+    ]
 
 
 def test_vgg16_matches_torchvision_at_full_width():
@@ -77,7 +80,9 @@ def test_task_metrics_accumulate_per_task():
 
 
 def test_config_overrides_and_defaults(tmp_path):
-    config = load_config(CONFIGS / "tiny_face_object.yaml", ["trainer.epochs=3", "model.heads=separate", "tasks=[face]"])
+    config = load_config(
+        CONFIGS / "tiny_face_object.yaml", ["trainer.epochs=3", "model.heads=separate", "tasks=[face]"]
+    )
     assert (config.trainer.epochs, config.model.heads, config.tasks) == (3, "separate", ["face"])
     assert (config.optim.momentum, config.optim.weight_decay, config.optim.plateau_patience) == (0.9, 1e-4, 5)
     paper = load_config(CONFIGS / "face_object.yaml")
@@ -87,15 +92,18 @@ def test_config_overrides_and_defaults(tmp_path):
     assert load_config(tmp_path / "config.yaml") == config
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model.widht=1"], "unknown config key model.widht; valid keys here: batch_norm, dropout, heads, width"),
-    (["bogus=1"], "unknown config key bogus"),
-    (["model.heads=three"], "model.heads"),
-    (["trainer.epochs=many"], "trainer.epochs must be int"),
-    (["data.batch_size=30", "trainer.devices=4"], "not divisible"),
-    (["tasks=[]"], "tasks is empty"),
-    (["epochs"], "not key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.widht=1"], "unknown config key model.widht; valid keys here: batch_norm, dropout, heads, width"),
+        (["bogus=1"], "unknown config key bogus"),
+        (["model.heads=three"], "model.heads"),
+        (["trainer.epochs=many"], "trainer.epochs must be int"),
+        (["data.batch_size=30", "trainer.devices=4"], "not divisible"),
+        (["tasks=[]"], "tasks is empty"),
+        (["epochs"], "not key=value"),
+    ],
+)
 def test_bad_configs_raise_user_errors(overrides, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         load_config(CONFIGS / "tiny_face_object.yaml", overrides)

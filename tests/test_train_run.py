@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers_train import ROOT, session_tiny_data, tiny_config, wandb_history
+
+from common.errors import UserError
 from lightning_modules.checkpoint import load_model
 from lightning_modules.config import write_config
 from lightning_modules.train import train
 from specialize.cli import main
-from common.errors import UserError
 
 CHANCE_LOSS = math.log(8)  # 2 tasks x 4 classes
 
@@ -34,9 +34,9 @@ def summary(run_dir: Path) -> dict:
 
 
 def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
-    from data_pipeline.sample import sample_images
-
     import pandas as pd
+
+    from data_pipeline.sample import sample_images
 
     # training on the eval transform learns fastest, so 6 CPU epochs are enough to leave chance well behind
     run_dir = train(tiny_config(data_dir, tmp_path, ["trainer.epochs=6", "data.augment=false"]))
@@ -59,8 +59,9 @@ def test_tiny_dual_task_run_learns_and_loads(data_dir, tmp_path):
     # the logged validation accuracy is the accuracy on the val split (images set aside from training), not on test
     accuracy = {}
     for split in ("val", "test"):
-        images, labels = sample_images(data_dir, "object", split, n=None, seed=0, resolution=32,
-                                       label_space=loaded.label_space)
+        images, labels = sample_images(
+            data_dir, "object", split, n=None, seed=0, resolution=32, label_space=loaded.label_space
+        )
         with torch.no_grad():
             accuracy[split] = (loaded.model(images).argmax(1) == labels).float().mean().item()
     assert accuracy["val"] == pytest.approx(metrics["val/object/top1"], abs=1e-6)
@@ -78,9 +79,14 @@ def resume_overrides() -> list[str]:
 
 
 def test_two_runs_with_augmentation_and_the_same_seed_are_identical(data_dir, tmp_path):
-    runs = [train(tiny_config(data_dir, tmp_path, ["trainer.epochs=2", f"output.run_name=run{i}", "wandb.mode=disabled",
-                                                   "seed=5"]))
-            for i in range(2)]
+    runs = [
+        train(
+            tiny_config(
+                data_dir, tmp_path, ["trainer.epochs=2", f"output.run_name=run{i}", "wandb.mode=disabled", "seed=5"]
+            )
+        )
+        for i in range(2)
+    ]
     assert all(tiny_config(data_dir, tmp_path).data.augment for _ in runs)
     weights = [torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for run in runs]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
@@ -93,15 +99,21 @@ THREADS = 1
 
 def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     torch.set_num_threads(THREADS)  # the reference and the resumed run, in this process
-    reference = train(tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference",
-                                                       "wandb.mode=disabled"]))
+    reference = train(
+        tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference", "wandb.mode=disabled"])
+    )
     config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
     write_config(config, tmp_path / "killed_config")
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
     # its own wandb-core service (not this process's): a killed client leaves its run id "in use" in a shared one
     env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    process = subprocess.Popen(command, cwd=ROOT, env={**env, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(THREADS)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**env, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(THREADS)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = config.run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -119,17 +131,23 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
     for key, value in uninterrupted["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     assert resumed["metrics"]["lr"] < config.optim.lr  # the plateau scheduler fired: its state matters
-    weights = [torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"] for run in (reference, config.run_dir)]
+    weights = [
+        torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+        for run in (reference, config.run_dir)
+    ]
     for key in weights[0]:
         torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6)
     run_ids = {path.name.rsplit("-", 1)[1] for path in (config.run_dir / "wandb").glob("offline-run-*")}
     assert len(run_ids) == 1 and len(list((config.run_dir / "wandb").glob("offline-run-*"))) == 2
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["tasks=[face,dog]"], "config key tasks: unknown task 'dog'; the data in"),
-    (["data.classes.face=5"], "has 4 classes for task 'face' but data.classes.face=5"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["tasks=[face,dog]"], "config key tasks: unknown task 'dog'; the data in"),
+        (["data.classes.face=5"], "has 4 classes for task 'face' but data.classes.face=5"),
+    ],
+)
 def test_bad_training_input_is_one_line(data_dir, tmp_path, capsys, overrides, message):
     config_path = str(ROOT / "configs/tiny_face_object.yaml")
     assert main(["train", "--config", config_path, f"data.dir={data_dir}", f"output.root={tmp_path}", *overrides]) == 2
@@ -169,9 +187,22 @@ def test_other_architecture_is_refused(data_dir, tmp_path):
 
 
 def test_cli_exits_2_with_one_line_on_a_bad_config():
-    result = subprocess.run([sys.executable, "-m", "specialize.cli", "train", "--config",
-                             str(ROOT / "configs/tiny_face.yaml"), "optim.lrr=0.1"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "specialize.cli",
+            "train",
+            "--config",
+            str(ROOT / "configs/tiny_face.yaml"),
+            "optim.lrr=0.1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("specialize train: error: unknown config key optim.lrr; valid keys here: "
-                                     "lr, momentum, plateau_factor, plateau_patience, weight_decay")
+    assert result.stderr.strip() == (
+        "specialize train: error: unknown config key optim.lrr; valid keys here: "
+        "lr, momentum, plateau_factor, plateau_patience, weight_decay"
+    )

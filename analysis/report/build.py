@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from analysis.report.discover import Run, discover_runs, runs_of
 from analysis.report.elements import Section, display_text
@@ -36,7 +36,8 @@ def report_sections(runs: list[Run], root: Path, progress: bool = False) -> list
         (trains, lambda: [training_section(trains, root), intact_section(trains, intact_figure(studies))]),
         (sweeps, lambda: [lesion_section(sweeps, analyses, root)]),
         (analyses, lambda: [segregation_section(analyses, root)]),
-        *[(kind, lambda kind=kind: [generic_section(kind[0].kind, kind, root)]) for kind in others]]
+        *[(kind, lambda kind=kind: [generic_section(kind[0].kind, kind, root)]) for kind in others],
+    ]
     sections: list[Section | None] = [what_was_run(runs, root)]
     with tqdm(total=len(runs), desc="report", unit="run", disable=not progress) as bar:
         for covered, build in parts:
@@ -85,14 +86,20 @@ def render(title: str, sections: list[Section], about: dict) -> str:
     def finalize(value: object) -> object:  # rendered macros are Markup whose values were cleaned already
         return display_text(value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("analysis.report", "templates"),
-                                     autoescape=True, finalize=finalize, trim_blocks=True, lstrip_blocks=True,
-                                     undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("analysis.report", "templates"),
+        autoescape=True,
+        finalize=finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     return environment.get_template("report.html.j2").render(title=title, sections=sections, about=about)
 
 
-def write_report(directory: str | os.PathLike, out: str | os.PathLike | None = None, title: str | None = None,
-                 progress: bool = False) -> Path:
+def write_report(
+    directory: str | os.PathLike, out: str | os.PathLike | None = None, title: str | None = None, progress: bool = False
+) -> Path:
     """Write the report of a run, demo or study directory; returns its path. UserError on bad input, and then
     nothing is written. `progress` shows a bar over the runs."""
     root = Path(directory)

@@ -67,8 +67,10 @@ def discover_runs(root: str | os.PathLike) -> list[Run]:
         raise UserError(f"{os.fsdecode(root)} is not a directory; pass a run, demo or study directory")
     runs = _walk(root, 0, set())
     if not runs:
-        raise UserError(f"{os.fsdecode(root)} holds no run directory (no manifest.json with a `kind` within "
-                        f"{MAX_DEPTH} levels); pass the --out directory of a specialize command, a demo or a study")
+        raise UserError(
+            f"{os.fsdecode(root)} holds no run directory (no manifest.json with a `kind` within "
+            f"{MAX_DEPTH} levels); pass the --out directory of a specialize command, a demo or a study"
+        )
     return runs + referenced_data(runs)
 
 
@@ -117,4 +119,3 @@ def referenced_data(runs: list[Run]) -> list[Run]:
 def runs_of(runs: list[Run], kind: str) -> list[Run]:
     """The runs of one kind, in discovery order."""
     return [run for run in runs if run.kind == kind]
-

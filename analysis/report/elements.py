@@ -13,9 +13,10 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,11 +74,11 @@ class Section:
     facts: list[tuple[str, str]] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    subsections: list["Section"] = field(default_factory=list)
+    subsections: list[Section] = field(default_factory=list)
     collapsed: bool = False
     anchor: str = ""
 
-    def walk(self) -> Iterable["Section"]:
+    def walk(self) -> Iterable[Section]:
         """This section and all its subsections, depth first."""
         yield self
         for subsection in self.subsections:
@@ -184,8 +185,13 @@ def frame_table(frame: pd.DataFrame, title: str, note: str = "", max_rows: int =
         return frame_table(column_summary(frame), title, f"{summary_note}. {note}".strip(), max_rows=len(frame.columns))
     shown = merge_intervals(frame)
     rows = [[cell(value) for value in row] for row in shown.itertuples(index=False, name=None)]
-    return Table(title, [str(column) for column in shown.columns], rows,
-                 [is_numeric(shown[column]) for column in shown.columns], note)
+    return Table(
+        title,
+        [str(column) for column in shown.columns],
+        rows,
+        [is_numeric(shown[column]) for column in shown.columns],
+        note,
+    )
 
 
 def column_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -195,10 +201,16 @@ def column_summary(frame: pd.DataFrame) -> pd.DataFrame:
         series = frame[name]
         numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
         distinct = series.nunique(dropna=True) if not series.map(type).isin([list, np.ndarray, dict]).any() else None
-        rows.append({"column": str(name), "type": str(series.dtype), "values": int(series.notna().sum()),
-                     "distinct": distinct,
-                     **{name: cell(getattr(series, name)()) if numeric else MISSING for name in ("min", "mean", "max")},
-                     "examples": None if numeric else ", ".join(cell(v) for v in series.dropna().unique()[:4])})
+        rows.append(
+            {
+                "column": str(name),
+                "type": str(series.dtype),
+                "values": int(series.notna().sum()),
+                "distinct": distinct,
+                **{name: cell(getattr(series, name)()) if numeric else MISSING for name in ("min", "mean", "max")},
+                "examples": None if numeric else ", ".join(cell(v) for v in series.dropna().unique()[:4]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -255,8 +267,7 @@ def drawn_figure(draw: Callable[[Path], Sequence[Path]], title: str, caption: st
         return Figure(title, png.read_bytes(), caption)
 
 
-def figure_or_drawn(path: Path | None, draw: Callable[[Path], Sequence[Path]], title: str,
-                    caption: str = "") -> Figure:
+def figure_or_drawn(path: Path | None, draw: Callable[[Path], Sequence[Path]], title: str, caption: str = "") -> Figure:
     """The run's own PNG when there is one, else the same figure drawn from the run's tables."""
     if path is not None and path.is_file():
         return file_figure(path, title, caption)

@@ -24,8 +24,11 @@ def generic_section(kind: str, runs: list[Run], root: Path) -> Section | None:
     subsections = [section for run in runs if (section := generic_run(run, root, len(runs) > OPEN_RUNS))]
     if not subsections:
         return None
-    return Section(TITLES.get(kind, humanise(kind)), text=[f"Results of the `{kind}` runs: their summary values, "
-                                                           "tables and figures."], subsections=subsections)
+    return Section(
+        TITLES.get(kind, humanise(kind)),
+        text=[f"Results of the `{kind}` runs: their summary values, tables and figures."],
+        subsections=subsections,
+    )
 
 
 def generic_run(run: Run, root: Path, collapsed: bool) -> Section | None:

@@ -35,19 +35,33 @@ def expected_trials(config: dict) -> list[str]:
 def study_section(run: Run) -> Section:
     """The study's settings, its trials, and the segregation index across seeds."""
     config = run.config
-    trials = pd.read_parquet(run.path / "trials.parquet") if readable_parquet(run.path / "trials.parquet") \
+    trials = (
+        pd.read_parquet(run.path / "trials.parquet")
+        if readable_parquet(run.path / "trials.parquet")
         else pd.DataFrame()
+    )
     finished = list(trials["name"]) if "name" in trials.columns else []
     missing = [name for name in expected_trials(config) if name not in finished]
     lesion = (config.get("analyses") or {}).get("lesion") or {}
-    section = Section(f"Study {cell(config.get('name'))}", facts=[
-        ("seeds", cell(config.get("seeds"))), ("task pairs", cell(list(config.get("pairs") or {}))),
-        ("single-task controls", cell(list(config.get("controls") or {}))),
-        ("overrides", cell(config.get("overrides"))),
-        ("lesion sweep", f"{cell(lesion.get('images_per_task'))} images per task, {cell(lesion.get('ranking'))} "
-                         f"ranking, {cell(lesion.get('checkpoint'))} checkpoint"),
-        ("trials finished", f"{len(finished)} of {len(expected_trials(config)) or len(finished)}"
-                            + (f"; missing: {', '.join(missing)}" if missing else ""))])
+    section = Section(
+        f"Study {cell(config.get('name'))}",
+        facts=[
+            ("seeds", cell(config.get("seeds"))),
+            ("task pairs", cell(list(config.get("pairs") or {}))),
+            ("single-task controls", cell(list(config.get("controls") or {}))),
+            ("overrides", cell(config.get("overrides"))),
+            (
+                "lesion sweep",
+                f"{cell(lesion.get('images_per_task'))} images per task, {cell(lesion.get('ranking'))} "
+                f"ranking, {cell(lesion.get('checkpoint'))} checkpoint",
+            ),
+            (
+                "trials finished",
+                f"{len(finished)} of {len(expected_trials(config)) or len(finished)}"
+                + (f"; missing: {', '.join(missing)}" if missing else ""),
+            ),
+        ],
+    )
     if not trials.empty:
         section.tables.append(frame_table(trial_table(trials), "Trials", max_rows=len(trials)))
     section.subsections.append(seed_aggregation(run))
@@ -58,8 +72,13 @@ def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per trial: network, seed, kind, last stage finished, best validation loss and validation top-1 per task."""
     top1 = [column for column in trials.columns if column.startswith("val/") and column.endswith("/top1")]
     table = trials[[column for column in TRIAL_COLUMNS if column in trials.columns] + top1]
-    return table.rename(columns={"pair": "task pair", "best_val_loss": "best validation loss",
-                                 **{column: f"{column.split('/')[1]} top-1" for column in top1}})
+    return table.rename(
+        columns={
+            "pair": "task pair",
+            "best_val_loss": "best validation loss",
+            **{column: f"{column.split('/')[1]} top-1" for column in top1},
+        }
+    )
 
 
 def seed_aggregation(run: Run) -> Section:
@@ -67,28 +86,48 @@ def seed_aggregation(run: Run) -> Section:
     from analysis.seeds import plot_pairs
 
     directory = aggregate_dir(run)
-    pairs = pd.read_parquet(directory / "pairs.parquet") if readable_parquet(directory / "pairs.parquet") \
+    pairs = (
+        pd.read_parquet(directory / "pairs.parquet")
+        if readable_parquet(directory / "pairs.parquet")
         else pd.DataFrame()
+    )
     summary = run.json("aggregate/summary.json")
-    section = Section("Seed aggregation", text=[
-        f"The segregation index at the headline fraction ({cell(summary.get('fraction'))}, "
-        f"{cell(summary.get('scope'))}) of every trial, as the mean across seeds with a 95% t-interval "
-        "(mean ± t × SD / √n; no interval with one seed); the random-task control in grey."])
+    section = Section(
+        "Seed aggregation",
+        text=[
+            f"The segregation index at the headline fraction ({cell(summary.get('fraction'))}, "
+            f"{cell(summary.get('scope'))}) of every trial, as the mean across seeds with a 95% t-interval "
+            "(mean ± t × SD / √n; no interval with one seed); the random-task control in grey."
+        ],
+    )
     if pairs.empty:
         section.text.append("No aggregation yet: no pair trial has finished its segregation analysis.")
         return section
-    section.figures.append(figure_or_drawn(directory / "figures" / "segregation_by_pair.png",
-                                           lambda stem: plot_pairs(pairs, stem), "Segregation by pair across seeds"))
-    section.tables.append(frame_table(pairs_by_layer(pairs), "Segregation index across seeds: mean [95% interval] "
-                                                             "(seeds)", "per-seed values: aggregate/seeds.parquet"))
+    section.figures.append(
+        figure_or_drawn(
+            directory / "figures" / "segregation_by_pair.png",
+            lambda stem: plot_pairs(pairs, stem),
+            "Segregation by pair across seeds",
+        )
+    )
+    section.tables.append(
+        frame_table(
+            pairs_by_layer(pairs),
+            "Segregation index across seeds: mean [95% interval] (seeds)",
+            "per-seed values: aggregate/seeds.parquet",
+        )
+    )
     return section
 
 
 def pairs_by_layer(pairs: pd.DataFrame) -> pd.DataFrame:
     """One row per layer, one column per (pair, condition): mean [low, high] (n seeds)."""
-    text = [f"{interval(mean, low, high)} ({n})" for mean, low, high, n
-            in zip(pairs["mean_si"], pairs["low"], pairs["high"], pairs["n_seeds"])]
+    text = [
+        f"{interval(mean, low, high)} ({n})"
+        for mean, low, high, n in zip(pairs["mean_si"], pairs["low"], pairs["high"], pairs["n_seeds"])
+    ]
     columns = [f"{pair}, {condition}" for pair, condition in zip(pairs["pair"], pairs["condition"])]
-    wide = pairs.assign(value=text, column=columns).pivot(index=["layer_index", "layer"], columns="column",
-                                                          values="value")
+    wide = pairs.assign(value=text, column=columns).pivot(
+        index=["layer_index", "layer"], columns="column", values="value"
+    )
     return wide.reset_index().drop(columns="layer_index").rename_axis(columns=None)

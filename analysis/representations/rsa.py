@@ -11,7 +11,7 @@ Layer RDMs are computed from the stored activations in chunks of features (a Gra
 of large images never need to fit in memory.
 
 Output directory:
-  activations/                       the extracted activations of the stimuli (`analysis.activations`)
+  activations/                       the extracted activations of the stimuli (`analysis.representations.activations`)
   rdms/<network>/<layer>.npy         each layer's RDM, rows in rdms/<network>/stimuli.txt order (the behavioural
                                      data format: usable as a planted RDM for synthetic participants)
   rsa_participants.parquet           network, layer, layer_index, participant, correlation
@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.activations import FileImages, Network, extract_activations, network_hashes
-from analysis.settings import ActivationSettings, RSASettings
+from analysis.representations.activations import FileImages, Network, extract_activations, network_hashes
+from analysis.representations.settings import ActivationSettings, RSASettings
 from common.io import file_sha256, readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
@@ -49,7 +50,7 @@ def gram_statistics(features: np.ndarray, chunk_values: int = CHUNK_VALUES) -> t
     gram, sums = np.zeros((count, count)), np.zeros(count)
     step = max(1, chunk_values // max(1, count))
     for start in range(0, width, step):
-        block = np.asarray(flat[:, start: start + step], dtype=np.float64)
+        block = np.asarray(flat[:, start : start + step], dtype=np.float64)
         gram += block @ block.T
         sums += block.sum(axis=1)
     return gram, sums, width
@@ -74,7 +75,9 @@ def rdm_from_features(features: np.ndarray, distance: str = "correlation") -> np
     return rdm
 
 
-def compare_with_participants(model_rdm: np.ndarray, participant_rdms: np.ndarray, method: str = "spearman") -> np.ndarray:
+def compare_with_participants(
+    model_rdm: np.ndarray, participant_rdms: np.ndarray, method: str = "spearman"
+) -> np.ndarray:
     """rsatoolbox's comparison of one model RDM (N x N) with each participant's (P x N x N): P values. Stimulus
     pairs that are NaN in the model RDM are left out."""
     from rsatoolbox.rdm import RDMs, compare
@@ -99,8 +102,15 @@ def layer_correlations(network: str, layer: str, rdm: np.ndarray, behaviour: Any
     """The comparison of one layer's RDM with every participant: network, layer, layer_index, participant,
     correlation."""
     values = compare_with_participants(rdm, behaviour.rdms, method)
-    return pd.DataFrame({"network": network, "layer": layer, "layer_index": LAYER_NAMES.index(layer),
-                         "participant": list(behaviour.participants), "correlation": values})
+    return pd.DataFrame(
+        {
+            "network": network,
+            "layer": layer,
+            "layer_index": LAYER_NAMES.index(layer),
+            "participant": list(behaviour.participants),
+            "correlation": values,
+        }
+    )
 
 
 def summarise(per_participant: pd.DataFrame, ceiling: tuple[float, float]) -> pd.DataFrame:
@@ -109,20 +119,38 @@ def summarise(per_participant: pd.DataFrame, ceiling: tuple[float, float]) -> pd
     summary = grouped.agg(correlation="mean", sd="std", participants="count").reset_index()
     summary["sem"] = summary.pop("sd") / np.sqrt(summary["participants"])
     summary["noise_ceiling_lower"], summary["noise_ceiling_upper"] = ceiling
-    return summary[["network", "layer", "layer_index", "correlation", "sem", "participants",
-                    "noise_ceiling_lower", "noise_ceiling_upper"]]
+    return summary[
+        [
+            "network",
+            "layer",
+            "layer_index",
+            "correlation",
+            "sem",
+            "participants",
+            "noise_ceiling_lower",
+            "noise_ceiling_upper",
+        ]
+    ]
 
 
 def best_layers(summary: pd.DataFrame) -> dict[str, str]:
     """Per network, the layer whose RDM matches the participants best on average."""
-    return {network: str(rows.loc[rows["correlation"].idxmax(), "layer"])
-            for network, rows in summary.groupby("network", sort=False)}
+    return {
+        network: str(rows.loc[rows["correlation"].idxmax(), "layer"])
+        for network, rows in summary.groupby("network", sort=False)
+    }
 
 
-def run_rsa(networks: Sequence[Network], stimulus_list: str | os.PathLike, behaviour_dir: str | os.PathLike,
-            out_dir: str | os.PathLike, settings: RSASettings = RSASettings(),
-            extraction: ActivationSettings = ActivationSettings(layers=LAYER_NAMES), address: str | None = None,
-            progress: bool = True) -> pd.DataFrame:
+def run_rsa(
+    networks: Sequence[Network],
+    stimulus_list: str | os.PathLike,
+    behaviour_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    settings: RSASettings = RSASettings(),
+    extraction: ActivationSettings = ActivationSettings(layers=LAYER_NAMES),
+    address: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """RSA of every network's layers against the participants in `behaviour_dir` (see the module docstring);
     returns the summary table. The stimuli are the images of `stimulus_list` that the behavioural data names."""
     from analysis.figures import plot_layer_curves
@@ -134,34 +162,69 @@ def run_rsa(networks: Sequence[Network], stimulus_list: str | os.PathLike, behav
     positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
     images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
     hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
-    identity = {"networks": network_hashes(networks), "behaviour": hashes, "stimuli": images.identity(),
-                **extraction.result_fields(), "rsa": asdict(settings)}
-    check_same_job(out, "RSA", recorded_identity(out / "config.json"), identity,
-                   "rerun with the same inputs and settings or choose another --out")
+    identity = {
+        "networks": network_hashes(networks),
+        "behaviour": hashes,
+        "stimuli": images.identity(),
+        **extraction.result_fields(),
+        "rsa": asdict(settings),
+    }
+    check_same_job(
+        out,
+        "RSA",
+        recorded_identity(out / "config.json"),
+        identity,
+        "rerun with the same inputs and settings or choose another --out",
+    )
     if (out / "manifest.json").is_file() and readable_parquet(out / "rsa.parquet"):  # written last: finished
         return pd.read_parquet(out / "rsa.parquet")
-    write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
-                                     "stimulus_list": str(Path(stimulus_list).resolve()),
-                                     "behaviour": str(Path(behaviour_dir).resolve()), "identity": identity})
+    write_json(
+        out / "config.json",
+        {
+            "checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
+            "stimulus_list": str(Path(stimulus_list).resolve()),
+            "behaviour": str(Path(behaviour_dir).resolve()),
+            "identity": identity,
+        },
+    )
     stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
     ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
     frames = []
     for (network, _), activations in stored.items():
         rdms = {layer: rdm_from_features(activations.layer(layer), settings.distance) for layer in extraction.layers}
         write_behaviour(out / "rdms" / network, behaviour.stimuli, rdms)
-        frames += [layer_correlations(network, layer, rdm, behaviour, settings.comparison) for layer, rdm in rdms.items()]
+        frames += [
+            layer_correlations(network, layer, rdm, behaviour, settings.comparison) for layer, rdm in rdms.items()
+        ]
     per_participant = pd.concat(frames, ignore_index=True)
     summary = summarise(per_participant, ceiling)
     write_parquet(out / "rsa_participants.parquet", per_participant)
     write_parquet(out / "rsa.parquet", summary)
     title = f"{Path(behaviour_dir).resolve().name}: {len(behaviour.participants)} participants"
-    plot_layer_curves({title: summary.rename(columns={"correlation": "value"})}, out / "figures" / "rsa_by_layer",
-                      f"{settings.comparison} correlation with behaviour (mean ± SEM)", bands={title: ceiling},
-                      band_label="noise ceiling")
-    write_json(out / "summary.json", {"noise_ceiling": {"lower": ceiling[0], "upper": ceiling[1]},
-                                      "best_layer": best_layers(summary), "participants": list(behaviour.participants),
-                                      "stimuli": len(behaviour.stimuli), **asdict(settings),
-                                      "results": summary.to_dict(orient="records")})
-    write_manifest(out / "manifest.json", "rsa", behaviour_sha256=hashes, stimuli=len(behaviour.stimuli),
-                   checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks}, **extraction.result_fields())
+    plot_layer_curves(
+        {title: summary.rename(columns={"correlation": "value"})},
+        out / "figures" / "rsa_by_layer",
+        f"{settings.comparison} correlation with behaviour (mean ± SEM)",
+        bands={title: ceiling},
+        band_label="noise ceiling",
+    )
+    write_json(
+        out / "summary.json",
+        {
+            "noise_ceiling": {"lower": ceiling[0], "upper": ceiling[1]},
+            "best_layer": best_layers(summary),
+            "participants": list(behaviour.participants),
+            "stimuli": len(behaviour.stimuli),
+            **asdict(settings),
+            "results": summary.to_dict(orient="records"),
+        },
+    )
+    write_manifest(
+        out / "manifest.json",
+        "rsa",
+        behaviour_sha256=hashes,
+        stimuli=len(behaviour.stimuli),
+        checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks},
+        **extraction.result_fields(),
+    )
     return summary

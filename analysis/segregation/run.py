@@ -6,7 +6,7 @@ classifies the full test split of every task (Ray tasks per (layer, T), resumabl
 test .beton files in batches of --batch-size (file order, eval transform), so memory does not grow with the
 test set; only per-image predictions are kept. From the per-image
 predictions it computes accuracies, normalised performance, proportional drops d(X|Y) and the segregation
-index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.indices`).
+index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.segregation.indices`).
 
 Accuracy is the network's top-1 answer (scope "all_outputs", used by the summary and figures): over all outputs
 (METHOD's measure) for a shared output layer, over the outputs of the image's own head for `model.heads: separate`,
@@ -27,17 +27,25 @@ Output directory:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from analysis import figures
-from analysis.indices import INTACT_LAYER, segregation_tables
-from analysis.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
-from analysis.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
-from analysis.task_groups import Grouping, eval_sets, grouping_table, label_space_grouping, random_grouping, regroup
+from analysis.segregation.indices import INTACT_LAYER, segregation_tables
+from analysis.segregation.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
+from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
+from analysis.segregation.task_groups import (
+    Grouping,
+    eval_sets,
+    grouping_table,
+    label_space_grouping,
+    random_grouping,
+    regroup,
+)
 from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, remove_temporaries, write_json, write_parquet
 from common.manifest import write_manifest
@@ -72,14 +80,21 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     if not readable_parquet(path / "ranking.parquet"):
         missing.append("a readable ranking.parquet")
     if missing:
-        raise UserError(f"{path} is not a finished lesion sweep (missing {', '.join(missing)}); "
-                        "run `specialize lesion` first or pass its --out directory")
-    return Sweep(path, read_json(path / "manifest.json"), read_json(path / "config.json"),
-                 pd.read_parquet(path / "ranking.parquet"))
+        raise UserError(
+            f"{path} is not a finished lesion sweep (missing {', '.join(missing)}); "
+            "run `specialize lesion` first or pass its --out directory"
+        )
+    return Sweep(
+        path,
+        read_json(path / "manifest.json"),
+        read_json(path / "config.json"),
+        pd.read_parquet(path / "ranking.parquet"),
+    )
 
 
-def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grouping, out: Path,
-                        resources: Resources) -> pd.DataFrame:
+def pseudo_task_ranking(
+    loaded: Any, sweep: Sweep, data_dir: str, grouping: Grouping, out: Path, resources: Resources
+) -> pd.DataFrame:
     """Rank filters for the pseudo-tasks with the sweep engine, on the sweep's training images regrouped.
 
     Same images (seeded sample per real task), same ranking method and layers as the original sweep;
@@ -88,13 +103,21 @@ def pseudo_task_ranking(loaded: Any, sweep: Sweep, data_dir: str, grouping: Grou
     from sweeps.distributed import distributed_sweep, training_images
     from sweeps.settings import SweepSettings
 
-    images = training_images(loaded, data_dir, int(sweep.manifest["images_per_task"]), int(sweep.manifest["seeds"]["images"]))
-    identity = {"checkpoint_sha256": loaded.sha256, "data": data_dir, "source_sweep": str(sweep.path.resolve()),
-                "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()}}
-    settings = SweepSettings(layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"),
-                             resources=resources)
-    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, identity,
-                                   heads=loaded.output_heads)
+    images = training_images(
+        loaded, data_dir, int(sweep.manifest["images_per_task"]), int(sweep.manifest["seeds"]["images"])
+    )
+    identity = {
+        "checkpoint_sha256": loaded.sha256,
+        "data": data_dir,
+        "source_sweep": str(sweep.path.resolve()),
+        "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()},
+    }
+    settings = SweepSettings(
+        layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"), resources=resources
+    )
+    _, ranking = distributed_sweep(
+        loaded.model, regroup(images, grouping), out, settings, identity, heads=loaded.output_heads
+    )
     return ranking
 
 
@@ -103,8 +126,10 @@ def beton_sources(loaded: Any, data_dir: str) -> dict[str, BetonSource]:
     from data_pipeline.data_dir import DataDir
 
     data, resolution = DataDir(data_dir), loaded.config.data.resolution
-    return {task: BetonSource(str(data.beton(task, "test")), loaded.label_space.offset(task), resolution)
-            for task in loaded.label_space.tasks}
+    return {
+        task: BetonSource(str(data.beton(task, "test")), loaded.label_space.offset(task), resolution)
+        for task in loaded.label_space.tasks
+    }
 
 
 def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
@@ -112,8 +137,9 @@ def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
     return [INTACT_UNIT] + [Unit(layer, task) for layer in layers for task in tasks]
 
 
-def summarise(tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: SegregationSettings,
-              layers: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: SegregationSettings, layers: Sequence[str]
+) -> dict[str, Any]:
     """The JSON summary: intact accuracies and the segregation index per layer and pair at the headline fraction."""
     accuracy, segregation = tables["accuracy"], tables["segregation"]
     intact = accuracy[accuracy["layer"] == INTACT_LAYER]
@@ -128,16 +154,26 @@ def summarise(tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: S
         "default_scope": DEFAULT_SCOPE,
         "confidence_level": settings.level,
         "n_bootstraps": settings.n_bootstraps,
-        "intact_accuracy": {scope: {row.eval_task: _interval(row, "accuracy") for row in intact[intact["scope"] == scope].itertuples()}
-                            for scope in SCOPES},
-        "segregation_index": {scope: {f"{a}+{b}": [{"layer": row.layer, **_interval(row, "si")} for row in pair.itertuples()]
-                                      for (a, b), pair in headline[headline["scope"] == scope].groupby(["task_a", "task_b"], sort=False)}
-                              for scope in SCOPES},
+        "intact_accuracy": {
+            scope: {row.eval_task: _interval(row, "accuracy") for row in intact[intact["scope"] == scope].itertuples()}
+            for scope in SCOPES
+        },
+        "segregation_index": {
+            scope: {
+                f"{a}+{b}": [{"layer": row.layer, **_interval(row, "si")} for row in pair.itertuples()]
+                for (a, b), pair in headline[headline["scope"] == scope].groupby(["task_a", "task_b"], sort=False)
+            }
+            for scope in SCOPES
+        },
     }
 
 
 def _interval(row: Any, name: str) -> dict[str, float]:
-    return {name: float(getattr(row, name)), "low": float(getattr(row, f"{name}_low")), "high": float(getattr(row, f"{name}_high"))}
+    return {
+        name: float(getattr(row, name)),
+        "low": float(getattr(row, f"{name}_low")),
+        "high": float(getattr(row, f"{name}_high")),
+    }
 
 
 def headline_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -145,8 +181,9 @@ def headline_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
     return table[(table["fraction"] == fraction) & (table["scope"] == DEFAULT_SCOPE)]
 
 
-def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: SegregationSettings,
-                 layers: Sequence[str], label: str) -> dict[str, Path]:
+def draw_figures(
+    tables: dict[str, pd.DataFrame], out: Path, settings: SegregationSettings, layers: Sequence[str], label: str
+) -> dict[str, Path]:
     """The three figures of one analysis at the headline fraction and default scope; name -> PNG path."""
     directory = out / "figures"
     segregation, drops = (headline_rows(tables[name], settings.fraction) for name in ("segregation", "drops"))
@@ -154,15 +191,22 @@ def draw_figures(tables: dict[str, pd.DataFrame], out: Path, settings: Segregati
     layer = settings.figure_layer or layers[-1]
     paths = {
         "segregation_by_layer": figures.plot_segregation_by_layer(curves, directory / "segregation_by_layer"),
-        "normalised_performance": figures.plot_normalised_performance(drops, layer, directory / f"normalised_performance_{layer}"),
+        "normalised_performance": figures.plot_normalised_performance(
+            drops, layer, directory / f"normalised_performance_{layer}"
+        ),
         "drop_heatmap": figures.plot_drop_heatmap(drops, directory / "drop_heatmap"),
     }
     return {name: written[0] for name, written in paths.items()}
 
 
-def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                    settings: SegregationSettings = SegregationSettings(), address: str | None = None,
-                    wandb: WandbTarget = WandbTarget()) -> dict[str, Any]:
+def run_segregation(
+    sweep_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    settings: SegregationSettings = SegregationSettings(),
+    address: str | None = None,
+    wandb: WandbTarget = WandbTarget(),
+) -> dict[str, Any]:
     """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary.
 
     An analysis already finished in `out_dir` (same inputs) is not redone. With a W&B project (or inside an active
@@ -177,16 +221,36 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     out = Path(out_dir)
-    identity = {"checkpoint_sha256": loaded.sha256, "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
-                "data": data, "fractions": settings.all_fractions, "rounding": settings.rounding, "seed": settings.seed,
-                "random_tasks": settings.random_tasks}
-    check_same_job(out, "segregation analysis", recorded_identity(out / "config.json"), identity,
-                   "rerun with the same inputs or choose another --out")
+    identity = {
+        "checkpoint_sha256": loaded.sha256,
+        "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
+        "data": data,
+        "fractions": settings.all_fractions,
+        "rounding": settings.rounding,
+        "seed": settings.seed,
+        "random_tasks": settings.random_tasks,
+    }
+    check_same_job(
+        out,
+        "segregation analysis",
+        recorded_identity(out / "config.json"),
+        identity,
+        "rerun with the same inputs or choose another --out",
+    )
     if (out / "manifest.json").is_file():  # written last: the analysis is finished
         return read_json(out / "summary.json")
     remove_temporaries(out)
-    write_json(out / "config.json", {"sweep": str(sweep.path.resolve()), "out": str(out.resolve()), "address": address,
-                                     "wandb": asdict(wandb), **asdict(settings), "identity": identity})
+    write_json(
+        out / "config.json",
+        {
+            "sweep": str(sweep.path.resolve()),
+            "out": str(out.resolve()),
+            "address": address,
+            "wandb": asdict(wandb),
+            **asdict(settings),
+            "identity": identity,
+        },
+    )
     with ray_session(address):
         if settings.random_tasks:
             grouping = random_grouping(loaded.label_space, settings.seed)
@@ -194,9 +258,12 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
         else:
             grouping, ranking = label_space_grouping(loaded.label_space), sweep.ranking
         sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.label_space)
-        plan = lesion_plan(ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding)
-        predictions = evaluate_with_ray(loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size,
-                                        loaded.output_heads)
+        plan = lesion_plan(
+            ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding
+        )
+        predictions = evaluate_with_ray(
+            loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size, loaded.output_heads
+        )
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
     tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
@@ -204,12 +271,26 @@ def run_segregation(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, da
         write_parquet(out / f"{name}.parquet", tables[name])
     summary = summarise(tables, list(grouping), settings, sweep.layers)
     write_json(out / "summary.json", summary)
-    pngs = draw_figures(tables, out, settings, sweep.layers, label="random tasks" if settings.random_tasks else "network")
-    write_manifest(out / "manifest.json", "segregation", sweep=str(sweep.path.resolve()), checkpoint=str(loaded.checkpoint),
-                   checkpoint_sha256=loaded.sha256, data=data, seeds={"bootstrap": settings.seed, "test_images": settings.seed,
-                   "random_tasks": settings.seed if settings.random_tasks else None}, tasks=list(grouping),
-                   heads=loaded.config.model.heads,
-                   n_bootstraps=settings.n_bootstraps, fractions=settings.all_fractions)
+    pngs = draw_figures(
+        tables, out, settings, sweep.layers, label="random tasks" if settings.random_tasks else "network"
+    )
+    write_manifest(
+        out / "manifest.json",
+        "segregation",
+        sweep=str(sweep.path.resolve()),
+        checkpoint=str(loaded.checkpoint),
+        checkpoint_sha256=loaded.sha256,
+        data=data,
+        seeds={
+            "bootstrap": settings.seed,
+            "test_images": settings.seed,
+            "random_tasks": settings.seed if settings.random_tasks else None,
+        },
+        tasks=list(grouping),
+        heads=loaded.config.model.heads,
+        n_bootstraps=settings.n_bootstraps,
+        fractions=settings.all_fractions,
+    )
     log_stage(wandb, "segregation", out, asdict(settings), pngs, tables, summary_scalars(summary))
     return summary
 
@@ -221,8 +302,9 @@ def summary_scalars(summary: dict[str, Any]) -> dict[str, float]:
     return {f"si/{pair}/{row['layer']}": row["si"] for pair, layers in rows.items() for row in layers}
 
 
-def segregation_curves(inputs: Sequence[str], fraction: float | None = None,
-                       scope: str = DEFAULT_SCOPE) -> dict[str, pd.DataFrame]:
+def segregation_curves(
+    inputs: Sequence[str], fraction: float | None = None, scope: str = DEFAULT_SCOPE
+) -> dict[str, pd.DataFrame]:
     """Curves for `figures.plot_segregation_by_layer` from several analyses given as 'DIR' or 'DIR=LABEL'.
 
     One curve per analysis and task pair, at `fraction` (default: each analysis' headline fraction).
@@ -237,8 +319,9 @@ def segregation_curves(inputs: Sequence[str], fraction: float | None = None,
         table = pd.read_parquet(path / "segregation.parquet")
         rows = table[(table["fraction"] == chosen) & (table["scope"] == scope)]
         if rows.empty:
-            raise UserError(f"{path} has no segregation index at fraction {chosen}; choose one of "
-                            f"{sorted(set(table['fraction']))}")
+            raise UserError(
+                f"{path} has no segregation index at fraction {chosen}; choose one of {sorted(set(table['fraction']))}"
+            )
         for (task_a, task_b), pair in rows.groupby(["task_a", "task_b"], sort=False):
             curves[f"{label or path.name}: {task_a} vs {task_b}"] = pair
     return curves

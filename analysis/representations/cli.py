@@ -1,7 +1,7 @@
 """`specialize activations`, `decode`, `rsa` and `visualize`: the representation analyses of trained networks.
 
-Option values are checked by the settings dataclasses (`analysis.settings`), so a bad layer, classifier or
-distance is one line on stderr and exit code 2.
+Option values are checked by the settings dataclasses (`analysis.representations.settings`), so a bad layer,
+classifier or distance is one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -9,8 +9,17 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from analysis.settings import (ACTIVATION_DTYPES, CLASSIFIERS, COMPARISONS, DISTANCES, POOLINGS, ActivationSettings,
-                               DecodingSettings, RSASettings, VisualizeSettings)
+from analysis.representations.settings import (
+    ACTIVATION_DTYPES,
+    CLASSIFIERS,
+    COMPARISONS,
+    DISTANCES,
+    POOLINGS,
+    ActivationSettings,
+    DecodingSettings,
+    RSASettings,
+    VisualizeSettings,
+)
 from common.ray_runner import Resources, add_ray_arguments
 from lightning_modules.layer_names import LAYER_NAMES
 
@@ -29,22 +38,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_networks(parser: argparse.ArgumentParser, many: bool = True) -> None:
-    parser.add_argument("--checkpoint", required=True, action="append" if many else "store", metavar="[NAME=]CKPT",
-                        help="a .ckpt written by `specialize train`" + (", repeatable; NAME labels it (default: its run "
-                                                                         "directory's name)" if many else ""))
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append" if many else "store",
+        metavar="[NAME=]CKPT",
+        help="a .ckpt written by `specialize train`"
+        + (", repeatable; NAME labels it (default: its run directory's name)" if many else ""),
+    )
 
 
 def _add_extraction(parser: argparse.ArgumentParser, layers: tuple[str, ...], pooling: str) -> None:
     """Options of the activation extraction every analysis runs."""
     defaults = ActivationSettings()
-    parser.add_argument("--layers", "--layer", nargs="+", default=list(layers), metavar="LAYER",
-                        help=f"{LAYER_HELP}, or 'all' (default: {' '.join(layers) if len(layers) < 4 else 'all'})")
-    parser.add_argument("--pooling", default=pooling,
-                        help=f"conv maps: {' or '.join(POOLINGS)} (averaged over space, or whole) (default: %(default)s)")
-    parser.add_argument("--dtype", default=defaults.dtype, help=f"stored activations: {' or '.join(ACTIVATION_DTYPES)} "
-                                                                "(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="images per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--layers",
+        "--layer",
+        nargs="+",
+        default=list(layers),
+        metavar="LAYER",
+        help=f"{LAYER_HELP}, or 'all' (default: {' '.join(layers) if len(layers) < 4 else 'all'})",
+    )
+    parser.add_argument(
+        "--pooling",
+        default=pooling,
+        help=f"conv maps: {' or '.join(POOLINGS)} (averaged over space, or whole) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default=defaults.dtype,
+        help=f"stored activations: {' or '.join(ACTIVATION_DTYPES)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per forward pass (default: %(default)s)"
+    )
     parser.add_argument("--out", required=True, help="output directory (resumes the job already there)")
     add_ray_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -53,13 +80,18 @@ def _add_extraction(parser: argparse.ArgumentParser, layers: tuple[str, ...], po
 def extraction_settings(args: argparse.Namespace) -> ActivationSettings:
     """The extraction options as settings ('all' = every layer)."""
     layers = tuple(LAYER_NAMES) if args.layers == ["all"] else tuple(args.layers)
-    return ActivationSettings(layers=layers, pooling=args.pooling, dtype=args.dtype, batch_size=args.batch_size,
-                              resources=Resources.from_args(args))
+    return ActivationSettings(
+        layers=layers,
+        pooling=args.pooling,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        resources=Resources.from_args(args),
+    )
 
 
 def networks_of(args: argparse.Namespace) -> list:
     """The --checkpoint values as named networks."""
-    from analysis.activations import parse_network
+    from analysis.representations.activations import parse_network
 
     specs = args.checkpoint if isinstance(args.checkpoint, list) else [args.checkpoint]
     return [parse_network(spec) for spec in specs]
@@ -70,12 +102,14 @@ def networks_of(args: argparse.Namespace) -> list:
 
 def _register_activations(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "activations", help="extract named layers' activations of networks for a data split or a stimulus list",
+        "activations",
+        help="extract named layers' activations of networks for a data split or a stimulus list",
         description="Stream the images of a data directory's split (eval transform, file order) or of a stimulus "
-                    "list through each network and write every chosen layer's activations as NPY "
-                    "(OUT/<network>/<image set>/<layer>.npy, with images.parquet). Conv layers and fc6/fc7 are "
-                    "taken after their ReLU, output is the logits. One Ray task per network and image set; "
-                    "resumable.")
+        "list through each network and write every chosen layer's activations as NPY "
+        "(OUT/<network>/<image set>/<layer>.npy, with images.parquet). Conv layers and fc6/fc7 are "
+        "taken after their ReLU, output is the logits. One Ray task per network and image set; "
+        "resumable.",
+    )
     _add_networks(parser)
     parser.add_argument("--data", help="a built data directory (with --split and --tasks)")
     parser.add_argument("--split", default="heldout", help="train, test or heldout (default: %(default)s)")
@@ -87,7 +121,7 @@ def _register_activations(subparsers: argparse._SubParsersAction) -> None:
 
 def run_activations(args: argparse.Namespace) -> int:
     """Extract and print where each (network, image set) went."""
-    from analysis.activations import FileImages, extract_activations, split_images
+    from analysis.representations.activations import FileImages, extract_activations, split_images
     from common.errors import UserError
 
     settings = extraction_settings(args)
@@ -117,8 +151,10 @@ def _tasks_with_split(args: argparse.Namespace) -> list[str]:
         return [task for task in args.tasks.split(",") if task]
     tasks = [task for task in data.task_names if args.split != "heldout" or data.heldout_classes(task)]
     if not tasks:
-        raise UserError(f"{data.path} has no held-out classes; rebuild it with `specialize data build ... "
-                        "--heldout-classes N` or choose --split test")
+        raise UserError(
+            f"{data.path} has no held-out classes; rebuild it with `specialize data build ... "
+            "--heldout-classes N` or choose --split test"
+        )
     return tasks
 
 
@@ -128,20 +164,32 @@ def _tasks_with_split(args: argparse.Namespace) -> list[str]:
 def _register_decode(subparsers: argparse._SubParsersAction) -> None:
     defaults = DecodingSettings()
     parser = subparsers.add_parser(
-        "decode", help="decode held-out classes from networks' layers (linear classifier, k-fold CV)",
+        "decode",
+        help="decode held-out classes from networks' layers (linear classifier, k-fold CV)",
         description="For each task's held-out classes (never trained on), train and test a linear classifier on a "
-                    "layer's activations with stratified k-fold cross-validation over images; mean accuracy with "
-                    "SEM across folds beside chance, per network, task and layer; a table and figures. "
-                    "Conv layers are averaged over space unless --pooling full. Resumable.")
+        "layer's activations with stratified k-fold cross-validation over images; mean accuracy with "
+        "SEM across folds beside chance, per network, task and layer; a table and figures. "
+        "Conv layers are averaged over space unless --pooling full. Resumable.",
+    )
     _add_networks(parser)
     parser.add_argument("--data", required=True, help="a data directory built with --heldout-classes")
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task with held-out classes)")
-    parser.add_argument("--classifier", default=defaults.classifier,
-                        help=f"{' or '.join(CLASSIFIERS)} (default: %(default)s)")
-    parser.add_argument("--folds", type=int, default=defaults.folds, help="cross-validation folds (default: %(default)s)")
-    parser.add_argument("--C", dest="regularisation", type=float, default=defaults.regularisation,
-                        help="inverse regularisation strength (default: %(default)s)")
-    parser.add_argument("--max-iter", type=int, default=defaults.max_iter, help="solver iterations (default: %(default)s)")
+    parser.add_argument(
+        "--classifier", default=defaults.classifier, help=f"{' or '.join(CLASSIFIERS)} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--folds", type=int, default=defaults.folds, help="cross-validation folds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--C",
+        dest="regularisation",
+        type=float,
+        default=defaults.regularisation,
+        help="inverse regularisation strength (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-iter", type=int, default=defaults.max_iter, help="solver iterations (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the folds (default: %(default)s)")
     _add_extraction(parser, ("fc7",), "mean")
     parser.set_defaults(run=run_decode)
@@ -149,13 +197,26 @@ def _register_decode(subparsers: argparse._SubParsersAction) -> None:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Decode and print accuracy per network, task and layer."""
-    from analysis.decoding import run_decoding
+    from analysis.representations.decoding import run_decoding
 
-    settings = DecodingSettings(classifier=args.classifier, folds=args.folds, regularisation=args.regularisation,
-                                max_iter=args.max_iter, seed=args.seed)
+    settings = DecodingSettings(
+        classifier=args.classifier,
+        folds=args.folds,
+        regularisation=args.regularisation,
+        max_iter=args.max_iter,
+        seed=args.seed,
+    )
     tasks = [task for task in args.tasks.split(",") if task] if args.tasks else None
-    summary = run_decoding(networks_of(args), args.data, args.out, tasks, settings, extraction_settings(args),
-                           args.address, not args.no_progress)
+    summary = run_decoding(
+        networks_of(args),
+        args.data,
+        args.out,
+        tasks,
+        settings,
+        extraction_settings(args),
+        args.address,
+        not args.no_progress,
+    )
     print(format_decoding(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0
@@ -165,8 +226,11 @@ def format_decoding(summary: pd.DataFrame) -> str:
     """Accuracy ± SEM beside chance, one line per network, task and layer of a decoding summary."""
     first = summary.iloc[0]
     lines = [f"decoding accuracy, mean ± SEM over {first['folds']} folds ({first['classifier']}):"]
-    lines += [f"  {row.network:>16} {row.task:<10} {row.layer:<8} {row.accuracy:.3f} ± {row.sem:.3f}   "
-              f"(chance {row.chance:.3f}, {row.classes} classes)" for row in summary.itertuples()]
+    lines += [
+        f"  {row.network:>16} {row.task:<10} {row.layer:<8} {row.accuracy:.3f} ± {row.sem:.3f}   "
+        f"(chance {row.chance:.3f}, {row.classes} classes)"
+        for row in summary.itertuples()
+    ]
     return "\n".join(lines)
 
 
@@ -176,29 +240,45 @@ def format_decoding(summary: pd.DataFrame) -> str:
 def _register_rsa(subparsers: argparse._SubParsersAction) -> None:
     defaults = RSASettings()
     parser = subparsers.add_parser(
-        "rsa", help="compare networks' layer RDMs with behavioural RDMs, with the participants' noise ceiling",
+        "rsa",
+        help="compare networks' layer RDMs with behavioural RDMs, with the participants' noise ceiling",
         description="Per network and layer, an RDM over the behavioural stimuli compared with each participant's "
-                    "RDM; mean and SEM across participants and the noise ceiling (leave-one-out lower, all-"
-                    "participants upper bound). The behaviour directory holds stimuli.txt and one NPY or CSV RDM "
-                    "per participant (README, 'Behavioural data').")
+        "RDM; mean and SEM across participants and the noise ceiling (leave-one-out lower, all-"
+        "participants upper bound). The behaviour directory holds stimuli.txt and one NPY or CSV RDM "
+        "per participant (README, 'Behavioural data').",
+    )
     _add_networks(parser)
     parser.add_argument("--stimuli", required=True, help="text file listing the stimulus images, one path per line")
     parser.add_argument("--behaviour", required=True, help="behaviour directory: stimuli.txt + <participant>.npy|csv")
-    parser.add_argument("--distance", default=defaults.distance,
-                        help=f"layer RDMs: {', '.join(DISTANCES)} (correlation = 1 - Pearson r) (default: %(default)s)")
-    parser.add_argument("--comparison", default=defaults.comparison,
-                        help=f"RDM comparison: {', '.join(COMPARISONS)} (default: %(default)s)")
+    parser.add_argument(
+        "--distance",
+        default=defaults.distance,
+        help=f"layer RDMs: {', '.join(DISTANCES)} (correlation = 1 - Pearson r) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--comparison",
+        default=defaults.comparison,
+        help=f"RDM comparison: {', '.join(COMPARISONS)} (default: %(default)s)",
+    )
     _add_extraction(parser, tuple(LAYER_NAMES), "full")
     parser.set_defaults(run=run_rsa_command)
 
 
 def run_rsa_command(args: argparse.Namespace) -> int:
     """Run RSA and print the noise ceiling and each network's best layer."""
-    from analysis.rsa import run_rsa
+    from analysis.representations.rsa import run_rsa
 
     settings = RSASettings(distance=args.distance, comparison=args.comparison)
-    summary = run_rsa(networks_of(args), args.stimuli, args.behaviour, args.out, settings, extraction_settings(args),
-                      args.address, not args.no_progress)
+    summary = run_rsa(
+        networks_of(args),
+        args.stimuli,
+        args.behaviour,
+        args.out,
+        settings,
+        extraction_settings(args),
+        args.address,
+        not args.no_progress,
+    )
     print(format_rsa(summary, settings.comparison))
     print(f"tables, rdms/, summary.json and figures/ in {args.out}")
     return 0
@@ -206,7 +286,7 @@ def run_rsa_command(args: argparse.Namespace) -> int:
 
 def format_rsa(summary: pd.DataFrame, comparison: str) -> str:
     """The noise ceiling and each network's best layer (mean ± SEM across participants) of an RSA summary."""
-    from analysis.rsa import best_layers
+    from analysis.representations.rsa import best_layers
 
     first = summary.iloc[0]
     lines = [f"noise ceiling ({comparison}): [{first['noise_ceiling_lower']:.3f}, {first['noise_ceiling_upper']:.3f}]"]
@@ -222,10 +302,12 @@ def format_rsa(summary: pd.DataFrame, comparison: str) -> str:
 def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
     defaults = VisualizeSettings()
     parser = subparsers.add_parser(
-        "visualize", help="images that drive chosen or top-ranked filters (gradient ascent) and natural top images",
+        "visualize",
+        help="images that drive chosen or top-ranked filters (gradient ascent) and natural top images",
         description="Gradient ascent on the input with jitter, blur and an L2 penalty (METHOD's settings by default) "
-                    "for chosen filters of a layer, or each task's top-ranked filters in a lesion sweep; a PNG/SVG "
-                    "grid per layer and task with the test images that drive each filter most.")
+        "for chosen filters of a layer, or each task's top-ranked filters in a lesion sweep; a PNG/SVG "
+        "grid per layer and task with the test images that drive each filter most.",
+    )
     _add_networks(parser, many=False)
     parser.add_argument("--layer", required=True, help=f"one of {', '.join(LAYER_NAMES)}")
     parser.add_argument("--filters", help="comma-separated filter indices, e.g. 0,5,9")
@@ -233,19 +315,33 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", action="append", default=[], help="task whose ranking --top reads (repeatable)")
     parser.add_argument("--sweep", help="output directory of `specialize lesion` on this checkpoint")
     parser.add_argument("--data", help="data directory of the natural test images (default: the checkpoint's)")
-    parser.add_argument("--natural-images", type=int, default=defaults.natural_images,
-                        help="top natural test images per filter; 0: none (default: %(default)s)")
+    parser.add_argument(
+        "--natural-images",
+        type=int,
+        default=defaults.natural_images,
+        help="top natural test images per filter; 0: none (default: %(default)s)",
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps, help="gradient steps (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="Adam step size (default: %(default)s)")
-    parser.add_argument("--jitter", type=int, default=defaults.jitter,
-                        help="largest shift in pixels at 224 px, scaled to the network's size (default: %(default)s)")
+    parser.add_argument(
+        "--lr", type=float, default=defaults.learning_rate, help="Adam step size (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--jitter",
+        type=int,
+        default=defaults.jitter,
+        help="largest shift in pixels at 224 px, scaled to the network's size (default: %(default)s)",
+    )
     parser.add_argument("--blur-sigma", type=float, default=defaults.blur_sigma, help="(default: %(default)s)")
     parser.add_argument("--blur-every", type=int, default=defaults.blur_every, help="(default: %(default)s)")
-    parser.add_argument("--l2", type=float, default=defaults.l2,
-                        help="weight of the mean squared pixel penalty (default: %(default)s)")
+    parser.add_argument(
+        "--l2", type=float, default=defaults.l2, help="weight of the mean squared pixel penalty (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the start images and jitter")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] for the gradient ascent "
-                                                         "(default: %(default)s: a GPU when there is one)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu or cuda[:i] for the gradient ascent (default: %(default)s: a GPU when there is one)",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     add_ray_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -254,21 +350,46 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
 
 def run_visualize_command(args: argparse.Namespace) -> int:
     """Visualise and print each group's activations against the baselines."""
-    from analysis.visualize import parse_filters, run_visualize
+    from analysis.representations.visualize import parse_filters, run_visualize
     from common.errors import UserError
 
     try:
         filters = parse_filters(args.filters) if args.filters is not None else None
     except ValueError as error:
         raise UserError(str(error)) from None
-    settings = VisualizeSettings(steps=args.steps, learning_rate=args.lr, jitter=args.jitter, blur_sigma=args.blur_sigma,
-                                 blur_every=args.blur_every, l2=args.l2, natural_images=args.natural_images, seed=args.seed)
-    summaries = run_visualize(networks_of(args)[0], args.layer, args.out, filters, args.top, args.task, args.sweep,
-                              args.data, settings, args.device, Resources.from_args(args), args.address,
-                              not args.no_progress)
+    settings = VisualizeSettings(
+        steps=args.steps,
+        learning_rate=args.lr,
+        jitter=args.jitter,
+        blur_sigma=args.blur_sigma,
+        blur_every=args.blur_every,
+        l2=args.l2,
+        natural_images=args.natural_images,
+        seed=args.seed,
+    )
+    summaries = run_visualize(
+        networks_of(args)[0],
+        args.layer,
+        args.out,
+        filters,
+        args.top,
+        args.task,
+        args.sweep,
+        args.data,
+        settings,
+        args.device,
+        Resources.from_args(args),
+        args.address,
+        not args.no_progress,
+    )
     for group, summary in summaries.items():
-        natural = (f", natural max {summary['natural_max_activation'].mean():.3f}"
-                   if "natural_max_activation" in summary else "")
-        print(f"{args.layer} {group}: mean activation of optimised images {summary['activation'].mean():.3f} "
-              f"(random {summary['random_activation'].mean():.3f}{natural}) -> {args.out}/{args.layer}_{group}.png")
+        natural = (
+            f", natural max {summary['natural_max_activation'].mean():.3f}"
+            if "natural_max_activation" in summary
+            else ""
+        )
+        print(
+            f"{args.layer} {group}: mean activation of optimised images {summary['activation'].mean():.3f} "
+            f"(random {summary['random_activation'].mean():.3f}{natural}) -> {args.out}/{args.layer}_{group}.png"
+        )
     return 0

@@ -1,6 +1,6 @@
-"""The analyses' settings and their defaults, defined once (the commands offer them as they are here): segregation,
-then the representation analyses (activations, decoding, RSA, feature visualisation). Free of torch and Ray, so
-that command-line parsers can read them cheaply."""
+"""The representation analyses' settings and their defaults, defined once (the commands and the study offer them as
+they are here): activations, decoding, RSA, feature visualisation. Free of torch and Ray, so that command-line parsers
+can read them cheaply."""
 
 from __future__ import annotations
 
@@ -8,54 +8,7 @@ from dataclasses import dataclass, field
 
 from common.errors import UserError
 from common.ray_runner import Resources
-from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES
-
-# Accuracy scopes -> the prediction column each reads: the network's top-1, over all outputs (METHOD's measure, the
-# default; over the image's own head for `model.heads: separate`), or top-1 restricted to the evaluated task's outputs.
-SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_within_task"}
-DEFAULT_SCOPE = "all_outputs"
-DEFAULT_RESAMPLES = 1000
-DEFAULT_BATCH_SIZE = 256  # test images per forward pass
-# How a layer's top-fraction count is rounded: fraction x filters to the nearest integer, halves up (20% of 64 filters
-# -> 12.8 -> 13, the default), or down (-> 12). METHOD does not say; conv1 results depend on it.
-ROUNDINGS = ("nearest", "floor")
-
-
-@dataclass(frozen=True)
-class SegregationSettings:
-    """What the analysis computes. `fraction` is the headline fraction; `fractions` adds more to the tables."""
-
-    fraction: float = 0.2
-    fractions: tuple[float, ...] = ()
-    n_bootstraps: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    random_tasks: bool = False
-    level: float = 0.95
-    batch_size: int = DEFAULT_BATCH_SIZE
-    figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
-    rounding: str = "nearest"  # of the top-fraction count of a layer (ROUNDINGS)
-    resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
-
-    def __post_init__(self) -> None:
-        for value in (self.fraction, *self.fractions):
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"lesion fractions must lie in [0, 1], not {value}")
-        if self.n_bootstraps < 1:
-            raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
-        if not 0.0 < self.level < 1.0:
-            raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
-        if self.rounding not in ROUNDINGS:
-            raise UserError(f"unknown rounding {self.rounding!r}; choose one of {', '.join(ROUNDINGS)}")
-        if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
-            raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
-
-    @property
-    def all_fractions(self) -> list[float]:
-        """Every fraction evaluated, ascending."""
-        return sorted({float(self.fraction), *map(float, self.fractions)})
-
-
-# ------------------------------------------------------------------------ representation analyses
+from lightning_modules.layer_names import LAYER_NAMES
 
 POOLINGS = ("mean", "full")  # mean: each conv map averaged over space (C values); full: the whole map (C x H x W)
 ACTIVATION_DTYPES = ("float32", "float16")
@@ -68,8 +21,11 @@ def check_layers(layers: tuple[str, ...]) -> None:
     """UserError for an empty list or a name that is not a VGG16 layer."""
     unknown = [layer for layer in layers if layer not in LAYER_NAMES]
     if unknown or not layers:
-        raise UserError(f"unknown layer {unknown[0]!r}; choose from {', '.join(LAYER_NAMES)}" if unknown
-                        else "no layers given; name at least one of " + ", ".join(LAYER_NAMES))
+        raise UserError(
+            f"unknown layer {unknown[0]!r}; choose from {', '.join(LAYER_NAMES)}"
+            if unknown
+            else "no layers given; name at least one of " + ", ".join(LAYER_NAMES)
+        )
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -116,7 +72,9 @@ class DecodingSettings:
         if self.folds < 2:
             raise UserError(f"--folds must be at least 2, not {self.folds}")
         if self.regularisation <= 0 or self.max_iter < 1:
-            raise UserError(f"--C must be positive and --max-iter at least 1 (got {self.regularisation}, {self.max_iter})")
+            raise UserError(
+                f"--C must be positive and --max-iter at least 1 (got {self.regularisation}, {self.max_iter})"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,8 +93,9 @@ class RSASettings:
 class VisualizeSettings:
     """Gradient ascent on the input (METHOD, from the authors' code: 500 steps, jitter up to 16 px, blur sigma 0.5
     every 10 steps, a small L2 penalty). Jitter and blur are in pixels at 224 px, scaled to the network's
-    resolution (so a 32 px network sees the same relative regularisation); the optimiser (Adam), its step size, the L2 weight (on the mean squared normalised pixel) and the start (noise of
-    standard deviation `init_std`) are unconfirmed."""
+    resolution (so a 32 px network sees the same relative regularisation); the optimiser (Adam), its step size,
+    the L2 weight (on the mean squared normalised pixel) and the start (noise of standard deviation `init_std`)
+    are unconfirmed."""
 
     steps: int = 500
     learning_rate: float = 0.05

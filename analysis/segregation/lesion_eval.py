@@ -17,21 +17,22 @@ are kept. Ray tasks receive the sources' paths, not images.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from itertools import chain
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
-from analysis.settings import DEFAULT_BATCH_SIZE
+from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
+from analysis.segregation.settings import DEFAULT_BATCH_SIZE
+from common.ray_runner import Resources, WorkUnit, run_units
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG
-from common.ray_runner import Resources, WorkUnit, run_units
 from sweeps.devices import on_device
 from sweeps.lesions import lesioned
 
@@ -47,7 +48,8 @@ class ImageSource(Protocol):
 
 @dataclass(frozen=True)
 class BetonSource:
-    """One real task's split in a .beton, read in file order with the eval transform, labels shifted by `label_offset`."""
+    """One real task's split in a .beton, read in file order with the eval transform, labels shifted by
+    `label_offset`."""
 
     path: str
     label_offset: int
@@ -71,7 +73,7 @@ class TensorSource:
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """Consecutive slices of `batch_size` images."""
         for start in range(0, len(self.labels), batch_size):
-            yield self.images[start: start + batch_size], self.labels[start: start + batch_size]
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,14 @@ class EvalSet:
     def batches(self, batch_size: int) -> Iterator[Batch]:
         """The task's images in order, in batches of exactly `batch_size` (the last one may be smaller)."""
         streamed = chain.from_iterable(source.batches(batch_size) for source in self.sources)
-        return rebatch(((images[keep], labels[keep]) for images, labels in streamed
-                        for keep in [torch.isin(labels, self.outputs)]), batch_size)
+        return rebatch(
+            (
+                (images[keep], labels[keep])
+                for images, labels in streamed
+                for keep in [torch.isin(labels, self.outputs)]
+            ),
+            batch_size,
+        )
 
 
 def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
@@ -140,19 +148,30 @@ def top_filters(ranking: pd.DataFrame, layer: str, task: str, fraction: float, r
     return [int(f) for f in rows["filter"].iloc[: lesion_count(fraction, len(rows), rounding)]]
 
 
-def lesion_plan(ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequence[float],
-                rounding: str = "nearest") -> dict[Unit, dict[float, list[int]]]:
+def lesion_plan(
+    ranking: pd.DataFrame, units: Sequence[Unit], fractions: Sequence[float], rounding: str = "nearest"
+) -> dict[Unit, dict[float, list[int]]]:
     """For each unit, the filters lesioned at each fraction (none for the intact unit)."""
-    return {unit: ({0.0: []} if unit == INTACT_UNIT else
-                   {fraction: top_filters(ranking, unit.layer, unit.task, fraction, rounding) for fraction in fractions})
-            for unit in units}
+    return {
+        unit: (
+            {0.0: []}
+            if unit == INTACT_UNIT
+            else {fraction: top_filters(ranking, unit.layer, unit.task, fraction, rounding) for fraction in fractions}
+        )
+        for unit in units
+    }
 
 
 Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, the network's top-1, top-1 over the task's outputs
 
 
-def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor, lesions: Mapping[float, Mapping[str, Sequence[int]]],
-            heads: OutputHeads = OutputHeads()) -> dict[float, Predictions]:
+def predict(
+    model: VGG,
+    batches: Iterable[Batch],
+    outputs: torch.Tensor,
+    lesions: Mapping[float, Mapping[str, Sequence[int]]],
+    heads: OutputHeads = OutputHeads(),
+) -> dict[float, Predictions]:
     """Per fraction: labels, the network's top-1 answers (over all outputs, or over each image's head when `heads`
     are separate) and the top-1 over `outputs` (global labels) of the network with that fraction's `lesions`;
     each batch is read once and passed through every lesioned network."""
@@ -163,40 +182,75 @@ def predict(model: VGG, batches: Iterable[Batch], outputs: torch.Tensor, lesions
             for fraction, lesion in lesions.items():
                 with lesioned(model, lesion):
                     logits = model(images.to(device)).cpu()
-                for values, batch in zip(results[fraction], (labels, heads.answer(logits, labels),
-                                                             outputs[logits[:, outputs].argmax(dim=1)])):
+                for values, batch in zip(
+                    results[fraction], (labels, heads.answer(logits, labels), outputs[logits[:, outputs].argmax(dim=1)])
+                ):
                     values.append(batch)
     return {fraction: tuple(torch.cat(values).numpy() for values in columns) for fraction, columns in results.items()}
 
 
-def predictions_frame(unit: Unit, fraction: float, eval_set: EvalSet, labels: np.ndarray, overall: np.ndarray,
-                      within: np.ndarray) -> pd.DataFrame:
+def predictions_frame(
+    unit: Unit, fraction: float, eval_set: EvalSet, labels: np.ndarray, overall: np.ndarray, within: np.ndarray
+) -> pd.DataFrame:
     """The per-image prediction rows of one unit, fraction and evaluated task."""
-    return pd.DataFrame({
-        "layer": unit.layer, "lesioned_task": unit.task, "fraction": float(fraction), "eval_task": eval_set.task,
-        "image": np.arange(len(labels)), "class": eval_set.class_names[labels], "label": labels,
-        "prediction": overall, "correct": overall == labels,
-        "prediction_within_task": within, "correct_within_task": within == labels,
-    }, columns=list(PREDICTION_COLUMNS))
+    return pd.DataFrame(
+        {
+            "layer": unit.layer,
+            "lesioned_task": unit.task,
+            "fraction": float(fraction),
+            "eval_task": eval_set.task,
+            "image": np.arange(len(labels)),
+            "class": eval_set.class_names[labels],
+            "label": labels,
+            "prediction": overall,
+            "correct": overall == labels,
+            "prediction_within_task": within,
+            "correct_within_task": within == labels,
+        },
+        columns=list(PREDICTION_COLUMNS),
+    )
 
 
-def evaluate_unit(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit, filters_by_fraction: Mapping[float, Sequence[int]],
-                  batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
+def evaluate_unit(
+    model: VGG,
+    eval_sets: Sequence[EvalSet],
+    unit: Unit,
+    filters_by_fraction: Mapping[float, Sequence[int]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    heads: OutputHeads = OutputHeads(),
+) -> pd.DataFrame:
     """Predictions on every evaluated task with the unit's filters lesioned at each fraction; rows by fraction, then
     task, then image. Each task's test set is streamed once, in batches, for all fractions."""
     model.eval()
-    lesions = {fraction: ({unit.layer: filters} if unit != INTACT_UNIT else {})
-               for fraction, filters in filters_by_fraction.items()}
-    predicted = [predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads) for eval_set in eval_sets]
-    return pd.concat([predictions_frame(unit, fraction, eval_set, *by_fraction[fraction])
-                      for fraction in lesions for eval_set, by_fraction in zip(eval_sets, predicted)], ignore_index=True)
+    lesions = {
+        fraction: ({unit.layer: filters} if unit != INTACT_UNIT else {})
+        for fraction, filters in filters_by_fraction.items()
+    }
+    predicted = [
+        predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads) for eval_set in eval_sets
+    ]
+    return pd.concat(
+        [
+            predictions_frame(unit, fraction, eval_set, *by_fraction[fraction])
+            for fraction in lesions
+            for eval_set, by_fraction in zip(eval_sets, predicted)
+        ],
+        ignore_index=True,
+    )
 
 
-def evaluate_in_process(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                        batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
+def evaluate_in_process(
+    model: VGG,
+    eval_sets: Sequence[EvalSet],
+    plan: Mapping[Unit, Mapping[float, Sequence[int]]],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    heads: OutputHeads = OutputHeads(),
+) -> pd.DataFrame:
     """All units' predictions in this process (no Ray, nothing written): for tests and small jobs."""
-    return pd.concat([evaluate_unit(model, eval_sets, unit, filters, batch_size, heads) for unit, filters in plan.items()],
-                     ignore_index=True)
+    return pd.concat(
+        [evaluate_unit(model, eval_sets, unit, filters, batch_size, heads) for unit, filters in plan.items()],
+        ignore_index=True,
+    )
 
 
 def unit_path(units_dir: Path, unit: Unit) -> Path:
@@ -204,9 +258,14 @@ def unit_path(units_dir: Path, unit: Unit) -> Path:
     return units_dir / f"{unit.name}.parquet"
 
 
-def evaluate_on_worker(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit,
-                       filters_by_fraction: Mapping[float, Sequence[int]], batch_size: int,
-                       heads: OutputHeads) -> pd.DataFrame:
+def evaluate_on_worker(
+    model: VGG,
+    eval_sets: Sequence[EvalSet],
+    unit: Unit,
+    filters_by_fraction: Mapping[float, Sequence[int]],
+    batch_size: int,
+    heads: OutputHeads,
+) -> pd.DataFrame:
     """`evaluate_unit` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
     from common.ray_runner import worker_device
 
@@ -214,9 +273,15 @@ def evaluate_on_worker(model: VGG, eval_sets: Sequence[EvalSet], unit: Unit,
         return evaluate_unit(net, eval_sets, unit, filters_by_fraction, batch_size, heads)
 
 
-def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-                      units_dir: Path, resources: Resources = Resources(),
-                      batch_size: int = DEFAULT_BATCH_SIZE, heads: OutputHeads = OutputHeads()) -> pd.DataFrame:
+def evaluate_with_ray(
+    model: VGG,
+    eval_sets: Sequence[EvalSet],
+    plan: Mapping[Unit, Mapping[float, Sequence[int]]],
+    units_dir: Path,
+    resources: Resources = Resources(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    heads: OutputHeads = OutputHeads(),
+) -> pd.DataFrame:
     """Evaluate the units not yet stored in `units_dir` as Ray tasks, writing each as it finishes; return all units.
 
     Needs a Ray session (`common.ray_runner.ray_session`).
@@ -224,7 +289,9 @@ def evaluate_with_ray(model: VGG, eval_sets: Sequence[EvalSet], plan: Mapping[Un
     import ray
 
     model_ref, sets_ref = ray.put(model), ray.put(list(eval_sets))
-    units = [WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size, heads))
-             for unit, filters in plan.items()]
+    units = [
+        WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size, heads))
+        for unit, filters in plan.items()
+    ]
     run_units(evaluate_on_worker, units, resources, "lesioned evaluations")
     return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)

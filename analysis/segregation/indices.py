@@ -15,21 +15,32 @@ SI(A, B) = 1/2 [d(A|A) - d(B|A) + d(B|B) - d(A|B)].
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import bootstrap_accuracies, percentile_interval, task_rng
-from analysis.settings import DEFAULT_RESAMPLES, SCOPES
+from analysis.bootstrap import DEFAULT_RESAMPLES, bootstrap_accuracies, percentile_interval, task_rng
+from analysis.segregation.settings import SCOPES
 from lightning_modules.layer_names import CONV_LAYERS
 
 INTACT_LAYER = "intact"
 NO_TASK = "none"
-PREDICTION_COLUMNS = ("layer", "lesioned_task", "fraction", "eval_task", "image", "class", "label",
-                      "prediction", "correct", "prediction_within_task", "correct_within_task")
+PREDICTION_COLUMNS = (
+    "layer",
+    "lesioned_task",
+    "fraction",
+    "eval_task",
+    "image",
+    "class",
+    "label",
+    "prediction",
+    "correct",
+    "prediction_within_task",
+    "correct_within_task",
+)
 CONDITION = ["layer", "lesioned_task", "fraction"]
 
 
@@ -45,19 +56,19 @@ class Estimate:
         low, high = percentile_interval(self.samples, level)
         return {name: self.point, f"{name}_low": float(low), f"{name}_high": float(high)}
 
-    def __sub__(self, other: "Estimate") -> "Estimate":
+    def __sub__(self, other: Estimate) -> Estimate:
         with np.errstate(invalid="ignore"):
             return Estimate(self.point - other.point, self.samples - other.samples)
 
-    def __add__(self, other: "Estimate") -> "Estimate":
+    def __add__(self, other: Estimate) -> Estimate:
         with np.errstate(invalid="ignore"):
             return Estimate(self.point + other.point, self.samples + other.samples)
 
-    def scaled(self, factor: float) -> "Estimate":
+    def scaled(self, factor: float) -> Estimate:
         """This estimate times a constant."""
         return Estimate(self.point * factor, self.samples * factor)
 
-    def ratio(self, other: "Estimate") -> "Estimate":
+    def ratio(self, other: Estimate) -> Estimate:
         """This estimate divided by another, resample by resample (NaN where the divisor is 0)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             point = self.point / other.point if other.point else float("nan")
@@ -79,15 +90,18 @@ def _eval_task_correctness(frame: pd.DataFrame) -> tuple[list[tuple], np.ndarray
     for scope, column in SCOPES.items():
         table = frame.pivot(index=CONDITION, columns="image", values=column)
         if table.isna().any().any():
-            raise ValueError(f"predictions for {frame['eval_task'].iat[0]!r} do not cover the same images in every condition")
+            raise ValueError(
+                f"predictions for {frame['eval_task'].iat[0]!r} do not cover the same images in every condition"
+            )
         conditions += [(*condition, scope) for condition in table.index]
         rows.append(table.to_numpy(dtype=np.float32))
     labels = frame.drop_duplicates("image").set_index("image")["label"].reindex(table.columns).to_numpy()
     return conditions, np.concatenate(rows), labels
 
 
-def resample_accuracies(predictions: pd.DataFrame, n_bootstraps: int = DEFAULT_RESAMPLES,
-                        seed: int = 0) -> dict[Key, Estimate]:
+def resample_accuracies(
+    predictions: pd.DataFrame, n_bootstraps: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> dict[Key, Estimate]:
     """Accuracy with bootstrap resamples for every (condition, evaluated task, scope) in the predictions."""
     estimates: dict[Key, Estimate] = {}
     for eval_task, frame in predictions.groupby("eval_task", sort=False):
@@ -95,7 +109,9 @@ def resample_accuracies(predictions: pd.DataFrame, n_bootstraps: int = DEFAULT_R
         samples = bootstrap_accuracies(correct, classes, n_bootstraps, task_rng(seed, str(eval_task)))
         points = correct.mean(axis=1)
         for column, (layer, lesioned, fraction, scope) in enumerate(conditions):
-            estimates[(layer, lesioned, float(fraction), str(eval_task), scope)] = Estimate(float(points[column]), samples[:, column])
+            estimates[(layer, lesioned, float(fraction), str(eval_task), scope)] = Estimate(
+                float(points[column]), samples[:, column]
+            )
     return estimates
 
 
@@ -107,24 +123,40 @@ def proportional_drops(accuracies: dict[Key, Estimate]) -> dict[Key, Estimate]:
             continue
         intact = accuracies[(INTACT_LAYER, NO_TASK, 0.0, eval_task, scope)]
         normalised = accuracy.ratio(intact)
-        drops[(layer, lesioned, fraction, eval_task, scope)] = Estimate(1.0 - normalised.point, 1.0 - normalised.samples)
+        drops[(layer, lesioned, fraction, eval_task, scope)] = Estimate(
+            1.0 - normalised.point, 1.0 - normalised.samples
+        )
     return drops
 
 
-def segregation_index(drops: dict[Key, Estimate], layer: str, fraction: float, task_a: str, task_b: str,
-                      scope: str) -> Estimate:
+def segregation_index(
+    drops: dict[Key, Estimate], layer: str, fraction: float, task_a: str, task_b: str, scope: str
+) -> Estimate:
     """SI(A, B) = 1/2 [d(A|A) - d(B|A) + d(B|B) - d(A|B)] for one layer, fraction and scope."""
+
     def d(evaluated: str, lesioned: str) -> Estimate:
         return drops[(layer, lesioned, fraction, evaluated, scope)]
+
     return (d(task_a, task_a) - d(task_b, task_a) + d(task_b, task_b) - d(task_a, task_b)).scaled(0.5)
 
 
 def accuracy_table(accuracies: dict[Key, Estimate], level: float = 0.95) -> pd.DataFrame:
     """One row per (layer, lesioned task, fraction, evaluated task, scope): accuracy with its interval."""
-    rows = [{"layer": layer, "layer_index": layer_index(layer), "lesioned_task": lesioned, "fraction": fraction,
-             "eval_task": eval_task, "scope": scope, **estimate.row("accuracy", level)}
-            for (layer, lesioned, fraction, eval_task, scope), estimate in accuracies.items()]
-    return pd.DataFrame(rows).sort_values(["scope", "eval_task", "layer_index", "lesioned_task", "fraction"], ignore_index=True)
+    rows = [
+        {
+            "layer": layer,
+            "layer_index": layer_index(layer),
+            "lesioned_task": lesioned,
+            "fraction": fraction,
+            "eval_task": eval_task,
+            "scope": scope,
+            **estimate.row("accuracy", level),
+        }
+        for (layer, lesioned, fraction, eval_task, scope), estimate in accuracies.items()
+    ]
+    return pd.DataFrame(rows).sort_values(
+        ["scope", "eval_task", "layer_index", "lesioned_task", "fraction"], ignore_index=True
+    )
 
 
 def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], level: float = 0.95) -> pd.DataFrame:
@@ -133,26 +165,56 @@ def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], leve
     for key, drop in drops.items():
         layer, lesioned, fraction, eval_task, scope = key
         normalised = Estimate(1.0 - drop.point, 1.0 - drop.samples)
-        rows.append({"layer": layer, "layer_index": layer_index(layer), "fraction": fraction,
-                     "lesioned_task": lesioned, "eval_task": eval_task, "scope": scope,
-                     **accuracies[key].row("accuracy", level), **normalised.row("normalised", level),
-                     **drop.row("drop", level)})
-    return pd.DataFrame(rows).sort_values(["scope", "fraction", "layer_index", "lesioned_task", "eval_task"], ignore_index=True)
+        rows.append(
+            {
+                "layer": layer,
+                "layer_index": layer_index(layer),
+                "fraction": fraction,
+                "lesioned_task": lesioned,
+                "eval_task": eval_task,
+                "scope": scope,
+                **accuracies[key].row("accuracy", level),
+                **normalised.row("normalised", level),
+                **drop.row("drop", level),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(
+        ["scope", "fraction", "layer_index", "lesioned_task", "eval_task"], ignore_index=True
+    )
 
 
 def segregation_table(drops: dict[Key, Estimate], tasks: Sequence[str], level: float = 0.95) -> pd.DataFrame:
-    """One row per (layer, fraction, scope, pair of tasks in label-space order): the segregation index with its interval."""
-    settings = sorted({(layer, fraction, scope) for layer, _, fraction, _, scope in drops}, key=lambda s: (s[2], s[1], layer_index(s[0])))
-    rows = [{"layer": layer, "layer_index": layer_index(layer), "fraction": fraction, "scope": scope,
-             "task_a": task_a, "task_b": task_b,
-             **segregation_index(drops, layer, fraction, task_a, task_b, scope).row("si", level)}
-            for layer, fraction, scope in settings for task_a, task_b in combinations(tasks, 2)]
+    """One row per (layer, fraction, scope, pair of tasks in label-space order): the segregation index with its
+    interval."""
+    settings = sorted(
+        {(layer, fraction, scope) for layer, _, fraction, _, scope in drops},
+        key=lambda s: (s[2], s[1], layer_index(s[0])),
+    )
+    rows = [
+        {
+            "layer": layer,
+            "layer_index": layer_index(layer),
+            "fraction": fraction,
+            "scope": scope,
+            "task_a": task_a,
+            "task_b": task_b,
+            **segregation_index(drops, layer, fraction, task_a, task_b, scope).row("si", level),
+        }
+        for layer, fraction, scope in settings
+        for task_a, task_b in combinations(tasks, 2)
+    ]
     return pd.DataFrame(rows)
 
 
-def segregation_tables(predictions: pd.DataFrame, tasks: Sequence[str], n_bootstraps: int = DEFAULT_RESAMPLES,
-                       seed: int = 0, level: float = 0.95) -> dict[str, pd.DataFrame]:
-    """All tables of the analysis from per-image predictions: accuracy, drops (with normalised performance), segregation."""
+def segregation_tables(
+    predictions: pd.DataFrame,
+    tasks: Sequence[str],
+    n_bootstraps: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, pd.DataFrame]:
+    """All tables of the analysis from per-image predictions: accuracy, drops (with normalised performance),
+    segregation."""
     accuracies = resample_accuracies(predictions, n_bootstraps, seed)
     drops = proportional_drops(accuracies)
     return {

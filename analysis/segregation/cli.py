@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.settings import DEFAULT_SCOPE, ROUNDINGS, SCOPES, SegregationSettings
+from analysis.segregation.settings import DEFAULT_SCOPE, ROUNDINGS, SCOPES, SegregationSettings
 from common.ray_runner import Resources, add_ray_arguments
 from common.wandb_runs import WANDB_MODES, WandbTarget
 
@@ -20,54 +20,85 @@ def parse_fractions(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0,0.1,0.2,0.3, not {text!r}"
+        ) from None
 
 
 def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "segregation", help="lesion each task's top filters per layer; segregation index with bootstrap CIs",
+        "segregation",
+        help="lesion each task's top filters per layer; segregation index with bootstrap CIs",
         description="For every swept layer and task, lesion the top fraction of the layer's filters in that task's "
-                    "ranking and classify the full test split of every task; report normalised performance, "
-                    "proportional drops and the segregation index per layer with hierarchical-bootstrap 95%% CIs. "
-                    "Accuracy is top-1 over all outputs (tables also give it restricted to each task's outputs). "
-                    "Resumable: rerun the same command to continue.")
+        "ranking and classify the full test split of every task; report normalised performance, "
+        "proportional drops and the segregation index per layer with hierarchical-bootstrap 95%% CIs. "
+        "Accuracy is top-1 over all outputs (tables also give it restricted to each task's outputs). "
+        "Resumable: rerun the same command to continue.",
+    )
     parser.add_argument("--sweep", required=True, help="output directory of `specialize lesion`")
     parser.add_argument("--data", help="data directory (default: the sweep's)")
     parser.add_argument("--out", required=True, help="output directory (resumes the analysis already there)")
     defaults = SegregationSettings()
-    parser.add_argument("--fraction", type=float, default=defaults.fraction,
-                        help="headline lesion fraction (default: %(default)s)")
-    parser.add_argument("--fractions", type=parse_fractions, default=(), metavar="F,F,...",
-                        help="more fractions for the tables, e.g. 0,0.1,0.2,0.3")
-    parser.add_argument("--rounding", choices=ROUNDINGS, default=defaults.rounding,
-                        help="how a layer's top-fraction count is rounded: to the nearest integer, halves up (20%% of "
-                             "64 filters: 13), or down (12) (default: %(default)s)")
-    parser.add_argument("--bootstraps", type=int, default=defaults.n_bootstraps,
-                        help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument(
+        "--fraction", type=float, default=defaults.fraction, help="headline lesion fraction (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--fractions",
+        type=parse_fractions,
+        default=(),
+        metavar="F,F,...",
+        help="more fractions for the tables, e.g. 0,0.1,0.2,0.3",
+    )
+    parser.add_argument(
+        "--rounding",
+        choices=ROUNDINGS,
+        default=defaults.rounding,
+        help="how a layer's top-fraction count is rounded: to the nearest integer, halves up (20%% of "
+        "64 filters: 13), or down (12) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bootstraps", type=int, default=defaults.n_bootstraps, help="bootstrap resamples (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of --random-tasks")
-    parser.add_argument("--random-tasks", action="store_true",
-                        help="control: split all classes at random into pseudo-tasks of the original sizes, "
-                             "rank filters for them with the sweep engine, and analyse those")
+    parser.add_argument(
+        "--random-tasks",
+        action="store_true",
+        help="control: split all classes at random into pseudo-tasks of the original sizes, "
+        "rank filters for them with the sweep engine, and analyse those",
+    )
     parser.add_argument("--figure-layer", help="layer of the normalised-performance figure (default: the last swept)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="images per forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per forward pass (default: %(default)s)"
+    )
     add_ray_arguments(parser)
     parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
-    parser.add_argument("--wandb-mode", choices=WANDB_MODES, default="offline",
-                        help="W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)")
+    parser.add_argument(
+        "--wandb-mode",
+        choices=WANDB_MODES,
+        default="offline",
+        help="W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)",
+    )
     parser.set_defaults(run=run_segregation_command)
 
 
 def run_segregation_command(args: argparse.Namespace) -> int:
     """Run (or resume) the analysis and print the segregation index per layer."""
-    from analysis.segregation import run_segregation
+    from analysis.segregation.run import run_segregation
 
-    settings = SegregationSettings(fraction=args.fraction, fractions=args.fractions, n_bootstraps=args.bootstraps,
-                                   rounding=args.rounding, seed=args.seed, random_tasks=args.random_tasks,
-                                   batch_size=args.batch_size, figure_layer=args.figure_layer,
-                                   resources=Resources.from_args(args))
-    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address,
-                               WandbTarget(args.wandb_project, args.wandb_mode))
+    settings = SegregationSettings(
+        fraction=args.fraction,
+        fractions=args.fractions,
+        n_bootstraps=args.bootstraps,
+        rounding=args.rounding,
+        seed=args.seed,
+        random_tasks=args.random_tasks,
+        batch_size=args.batch_size,
+        figure_layer=args.figure_layer,
+        resources=Resources.from_args(args),
+    )
+    summary = run_segregation(
+        args.sweep, args.out, args.data, settings, args.address, WandbTarget(args.wandb_project, args.wandb_mode)
+    )
     print(format_summary(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0
@@ -76,18 +107,24 @@ def run_segregation_command(args: argparse.Namespace) -> int:
 def format_summary(summary: dict) -> str:
     """The segregation index per layer with its CI, one line per layer and pair, for the default scope."""
     scope = summary["default_scope"]
-    lines = [f"segregation index (top {summary['fraction']:.0%} lesions, {scope}, "
-             f"{summary['confidence_level']:.0%} CI from {summary['n_bootstraps']} resamples)"]
+    lines = [
+        f"segregation index (top {summary['fraction']:.0%} lesions, {scope}, "
+        f"{summary['confidence_level']:.0%} CI from {summary['n_bootstraps']} resamples)"
+    ]
     for pair, rows in summary["segregation_index"][scope].items():
-        lines += [f"  {pair:<20} {row['layer']:<8} {row['si']:+.3f}  [{row['low']:+.3f}, {row['high']:+.3f}]" for row in rows]
+        lines += [
+            f"  {pair:<20} {row['layer']:<8} {row['si']:+.3f}  [{row['low']:+.3f}, {row['high']:+.3f}]" for row in rows
+        ]
     return "\n".join(lines)
 
 
 def _register_figures(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "figures", help="plot the segregation index per layer of several analyses on one axis",
+        "figures",
+        help="plot the segregation index per layer of several analyses on one axis",
         description="Draw the segregation index per layer with its CI band for several `specialize segregation` "
-                    "outputs (networks, task pairs, controls) on one axis, as PNG and SVG.")
+        "outputs (networks, task pairs, controls) on one axis, as PNG and SVG.",
+    )
     parser.add_argument("inputs", nargs="+", metavar="DIR[=LABEL]", help="segregation output directories")
     parser.add_argument("--out", required=True, help="figure path without extension")
     parser.add_argument("--fraction", type=float, help="lesion fraction (default: each analysis' headline)")
@@ -99,7 +136,7 @@ def _register_figures(subparsers: argparse._SubParsersAction) -> None:
 def run_figures_command(args: argparse.Namespace) -> int:
     """Combine the segregation tables of several analyses into one figure."""
     from analysis.figures import plot_segregation_by_layer
-    from analysis.segregation import segregation_curves
+    from analysis.segregation.run import segregation_curves
 
     curves = segregation_curves(args.inputs, args.fraction, args.scope)
     paths = plot_segregation_by_layer(curves, args.out, title=args.title)

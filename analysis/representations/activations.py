@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from analysis.settings import ActivationSettings
+from analysis.representations.settings import ActivationSettings
 from common.errors import UserError
 from common.io import atomic_path, file_sha256, readable_parquet, write_json
 from common.manifest import write_manifest
@@ -57,12 +58,16 @@ def named_stages(model: VGG) -> list[tuple[nn.Module, str | None]]:
     for index in (fc["fc6"] + 1, fc["fc7"] + 1):
         if not isinstance(model.classifier[index], nn.ReLU):
             raise ValueError(f"expected a ReLU after the hidden FC layer at classifier[{index - 1}]")
-    return ([(module, relus.get(index)) for index, module in enumerate(model.features)]
-            + [(model.avgpool, None), (nn.Flatten(1), None)]
-            + [(module, fc_outputs.get(index)) for index, module in enumerate(model.classifier)])
+    return (
+        [(module, relus.get(index)) for index, module in enumerate(model.features)]
+        + [(model.avgpool, None), (nn.Flatten(1), None)]
+        + [(module, fc_outputs.get(index)) for index, module in enumerate(model.classifier)]
+    )
 
 
-def forward_layers(model: VGG, images: torch.Tensor, layers: Sequence[str], pooling: str = "full") -> dict[str, torch.Tensor]:
+def forward_layers(
+    model: VGG, images: torch.Tensor, layers: Sequence[str], pooling: str = "full"
+) -> dict[str, torch.Tensor]:
     """The activations of `layers` for a batch (see the module docstring), each pooled as it is computed (so whole
     maps are not kept when averaged), computing nothing past the deepest layer."""
     wanted, outputs = set(layers), {}
@@ -128,8 +133,11 @@ class SplitImages:
 
     def identity(self) -> dict[str, Any]:
         """The .beton's path, size and classes."""
-        return {"beton": str(Path(self.beton).resolve()), "bytes": os.path.getsize(self.beton),
-                "classes": list(self.class_names)}
+        return {
+            "beton": str(Path(self.beton).resolve()),
+            "bytes": os.path.getsize(self.beton),
+            "classes": list(self.class_names),
+        }
 
 
 def split_images(data_dir: str | os.PathLike, task: str, split: str) -> SplitImages:
@@ -185,11 +193,16 @@ class NpyWriter:
         """Append a batch of rows (cast to the file's dtype)."""
         if self.row_shape is None:
             self.row_shape = batch.shape[1:]
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                      "shape": (self.rows, *self.row_shape)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.rows, *self.row_shape),
+            }
             np.lib.format.write_array_header_2_0(self.handle, header)
         if batch.shape[1:] != self.row_shape or self.written + len(batch) > self.rows:
-            raise ValueError(f"batch of shape {batch.shape} does not fit an NPY of {self.rows} rows of {self.row_shape}")
+            raise ValueError(
+                f"batch of shape {batch.shape} does not fit an NPY of {self.rows} rows of {self.row_shape}"
+            )
         self.handle.write(np.ascontiguousarray(batch, dtype=self.dtype).tobytes())
         self.written += len(batch)
 
@@ -199,8 +212,14 @@ class NpyWriter:
             raise ValueError(f"wrote {self.written} rows of {self.rows}")
 
 
-def write_activations(model: VGG, images: ImageSet, resolution: int, directory: Path, settings: ActivationSettings,
-                      device: torch.device | str | None = None) -> pd.DataFrame:
+def write_activations(
+    model: VGG,
+    images: ImageSet,
+    resolution: int,
+    directory: Path,
+    settings: ActivationSettings,
+    device: torch.device | str | None = None,
+) -> pd.DataFrame:
     """Stream `images` through `model` (on `device`) and write one NPY per layer into `directory`, each renamed into
     place only when complete; returns the image table (image, label, name). Memory: one batch."""
     from contextlib import ExitStack
@@ -224,12 +243,18 @@ def write_activations(model: VGG, images: ImageSet, resolution: int, directory: 
         for writer in writers.values():
             writer.check_complete()
     label_array = torch.cat(labels).numpy()
-    return pd.DataFrame({"image": np.arange(rows), "label": label_array,
-                         "name": np.asarray(images.label_names(), dtype=object)[label_array]})
+    return pd.DataFrame(
+        {
+            "image": np.arange(rows),
+            "label": label_array,
+            "name": np.asarray(images.label_names(), dtype=object)[label_array],
+        }
+    )
 
 
-def write_on_worker(model: VGG, images: ImageSet, resolution: int, directory: Path,
-                    settings: ActivationSettings) -> pd.DataFrame:
+def write_on_worker(
+    model: VGG, images: ImageSet, resolution: int, directory: Path, settings: ActivationSettings
+) -> pd.DataFrame:
     """`write_activations` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
     from common.ray_runner import worker_device
 
@@ -256,7 +281,8 @@ class Activations:
     def complete(self, layers: Sequence[str]) -> bool:
         """Whether the unit finished: its image table reads and every layer's NPY exists."""
         return readable_parquet(self.directory / IMAGES_TABLE) and all(
-            (self.directory / f"{layer}.npy").is_file() for layer in layers)
+            (self.directory / f"{layer}.npy").is_file() for layer in layers
+        )
 
 
 # ------------------------------------------------------------------------------------------ on Ray
@@ -300,46 +326,88 @@ def network_hashes(networks: Sequence[Network]) -> dict[str, str]:
     return {network.name: file_sha256(network.checkpoint) for network in networks}
 
 
-def extract_activations(networks: Sequence[Network], image_sets: Sequence[ImageSet], out_dir: str | os.PathLike,
-                        settings: ActivationSettings = ActivationSettings(), address: str | None = None,
-                        progress: bool = True) -> dict[tuple[str, str], Activations]:
+def extract_activations(
+    networks: Sequence[Network],
+    image_sets: Sequence[ImageSet],
+    out_dir: str | os.PathLike,
+    settings: ActivationSettings = ActivationSettings(),
+    address: str | None = None,
+    progress: bool = True,
+) -> dict[tuple[str, str], Activations]:
     """Activations of every network on every image set into `out_dir` (layout in the module docstring), one Ray
     task per pair, resuming finished pairs; returns {(network, image set): Activations}."""
     from lightning_modules.checkpoint import load_model
 
     check_unique(networks)
     out = Path(out_dir).absolute()  # workers write there, whatever their working directory
-    identity = {"networks": network_hashes(networks),
-                "image_sets": {images.name: images.identity() for images in image_sets}, **settings.result_fields()}
-    check_same_job(out, "activation extraction", recorded_identity(out / "config.json"), identity,
-                   "extract into another --out")
-    stored = {(network.name, images.name): Activations(out / network.name / images.name)
-              for network in networks for images in image_sets}
+    identity = {
+        "networks": network_hashes(networks),
+        "image_sets": {images.name: images.identity() for images in image_sets},
+        **settings.result_fields(),
+    }
+    check_same_job(
+        out, "activation extraction", recorded_identity(out / "config.json"), identity, "extract into another --out"
+    )
+    stored = {
+        (network.name, images.name): Activations(out / network.name / images.name)
+        for network in networks
+        for images in image_sets
+    }
     pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
     # only networks with work left are loaded, before anything is written (a refused checkpoint writes nothing)
-    loaded = {network.name: load_model(network.checkpoint) for network in networks
-              if any(name == network.name for name, _ in pending)}
-    write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
-                                     "batch_size": settings.batch_size, "identity": identity})
+    loaded = {
+        network.name: load_model(network.checkpoint)
+        for network in networks
+        if any(name == network.name for name, _ in pending)
+    }
+    write_json(
+        out / "config.json",
+        {
+            "checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
+            "batch_size": settings.batch_size,
+            "identity": identity,
+        },
+    )
     if pending:
         for activations in pending.values():
             (activations.directory / IMAGES_TABLE).unlink(missing_ok=True)
         _run_pending(loaded, {images.name: images for images in image_sets}, pending, settings, address, progress)
-    write_manifest(out / "manifest.json", "activations", checkpoints={n.name: str(n.checkpoint) for n in networks},
-                   checkpoint_sha256=identity["networks"], image_sets=identity["image_sets"], **settings.result_fields())
+    write_manifest(
+        out / "manifest.json",
+        "activations",
+        checkpoints={n.name: str(n.checkpoint) for n in networks},
+        checkpoint_sha256=identity["networks"],
+        image_sets=identity["image_sets"],
+        **settings.result_fields(),
+    )
     return stored
 
 
-def _run_pending(loaded: Mapping[str, Any], image_sets: Mapping[str, ImageSet],
-                 pending: Mapping[tuple[str, str], Activations], settings: ActivationSettings, address: str | None,
-                 progress: bool) -> None:
+def _run_pending(
+    loaded: Mapping[str, Any],
+    image_sets: Mapping[str, ImageSet],
+    pending: Mapping[tuple[str, str], Activations],
+    settings: ActivationSettings,
+    address: str | None,
+    progress: bool,
+) -> None:
     """The unfinished (network, image set) units as Ray tasks; each task's image table is written as it returns."""
     import ray
 
     with ray_session(address):
         models = {name: ray.put(loaded[name].model) for name in {name for name, _ in pending}}
-        units = [WorkUnit(activations.directory / IMAGES_TABLE,
-                          (models[name], image_sets[set_name], loaded[name].config.data.resolution,
-                           activations.directory, settings), size=image_sets[set_name].count())
-                 for (name, set_name), activations in pending.items()]
+        units = [
+            WorkUnit(
+                activations.directory / IMAGES_TABLE,
+                (
+                    models[name],
+                    image_sets[set_name],
+                    loaded[name].config.data.resolution,
+                    activations.directory,
+                    settings,
+                ),
+                size=image_sets[set_name].count(),
+            )
+            for (name, set_name), activations in pending.items()
+        ]
         run_units(write_on_worker, units, settings.resources, "activations", progress, unit_name="image")

@@ -10,7 +10,7 @@ mode), so a step costs one forward and backward pass of a batch, through the cho
 
 Filters are chosen by index or as a task's top-ranked filters of a lesion sweep. The natural images are the
 test-split images (every task the network was trained on) with the highest activation (after the ReLU,
-averaged over space, as `analysis.activations` stores them).
+averaged over space, as `analysis.representations.activations` stores them).
 
 Output directory, per layer and group (a task, or "chosen" for --filters):
   <layer>_<group>.png|svg          grid: one row per filter, its optimised image then its top natural images
@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,8 +36,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from analysis.activations import Activations, Network, extract_activations, forward_layers, named_stages, split_images
-from analysis.settings import ActivationSettings, VisualizeSettings
+from analysis.representations.activations import (
+    Activations,
+    Network,
+    extract_activations,
+    forward_layers,
+    named_stages,
+    split_images,
+)
+from analysis.representations.settings import ActivationSettings, VisualizeSettings
 from common.errors import UserError
 from common.io import atomic_path, readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
@@ -97,9 +104,15 @@ def frozen(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def optimise_images(model: VGG, layer: str, filters: Sequence[int], resolution: int,
-                    settings: VisualizeSettings = VisualizeSettings(), device: torch.device | str | None = None,
-                    progress: bool = True) -> torch.Tensor:
+def optimise_images(
+    model: VGG,
+    layer: str,
+    filters: Sequence[int],
+    resolution: int,
+    settings: VisualizeSettings = VisualizeSettings(),
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """One image per filter that drives it (module docstring), (filters, 3, resolution, resolution) on the CPU."""
     from torchvision.transforms.functional import gaussian_blur
 
@@ -162,25 +175,33 @@ def check_filters(filters: Sequence[int], model: VGG, layer: str) -> None:
         raise UserError(f"{layer} has {count} filters (0-{count - 1}); filter {outside[0]} does not exist")
 
 
-def top_ranked(sweep_dir: str | os.PathLike, layer: str, tasks: Sequence[str], top: int,
-               checkpoint_sha256: str) -> list[FilterGroup]:
+def top_ranked(
+    sweep_dir: str | os.PathLike, layer: str, tasks: Sequence[str], top: int, checkpoint_sha256: str
+) -> list[FilterGroup]:
     """Each task's `top` highest-ranked filters of `layer` in a lesion sweep of this very checkpoint."""
-    from analysis.segregation import read_sweep
+    from analysis.segregation.run import read_sweep
 
     sweep = read_sweep(sweep_dir)
     if sweep.manifest.get("checkpoint_sha256") != checkpoint_sha256:
-        raise UserError(f"the sweep in {sweep.path} ranks the filters of another checkpoint; pass the sweep of "
-                        "--checkpoint (or the checkpoint of the sweep)")
+        raise UserError(
+            f"the sweep in {sweep.path} ranks the filters of another checkpoint; pass the sweep of "
+            "--checkpoint (or the checkpoint of the sweep)"
+        )
     groups = []
     for task in tasks:
         rows = sweep.ranking[(sweep.ranking["layer"] == layer) & (sweep.ranking["task"] == task)].sort_values("rank")
         if rows.empty:
-            raise UserError(f"the sweep in {sweep.path} has no ranking of {layer} for task {task!r} (it has layers "
-                            f"{', '.join(sweep.layers)}, tasks {', '.join(sorted(set(sweep.ranking['task'])))})")
+            raise UserError(
+                f"the sweep in {sweep.path} has no ranking of {layer} for task {task!r} (it has layers "
+                f"{', '.join(sweep.layers)}, tasks {', '.join(sorted(set(sweep.ranking['task'])))})"
+            )
         if top > len(rows):
             raise UserError(f"--top {top} but {layer} has {len(rows)} ranked filters; ask for at most {len(rows)}")
-        groups.append(FilterGroup(task, tuple(int(f) for f in rows["filter"].iloc[:top]),
-                                  tuple(int(r) for r in rows["rank"].iloc[:top])))
+        groups.append(
+            FilterGroup(
+                task, tuple(int(f) for f in rows["filter"].iloc[:top]), tuple(int(r) for r in rows["rank"].iloc[:top])
+            )
+        )
     return groups
 
 
@@ -196,7 +217,9 @@ class NaturalImages:
 
     def table(self, layer: str) -> tuple[np.ndarray, pd.DataFrame]:
         """(images x filters activations, table of image_set, image, name), all image sets stacked."""
-        values = np.concatenate([np.asarray(stored.layer(layer), dtype=np.float32) for stored in self.activations.values()])
+        values = np.concatenate(
+            [np.asarray(stored.layer(layer), dtype=np.float32) for stored in self.activations.values()]
+        )
         tables = [stored.images().assign(image_set=name) for name, stored in self.activations.items()]
         return values, pd.concat(tables, ignore_index=True)[["image_set", "image", "name"]]
 
@@ -209,14 +232,24 @@ class NaturalImages:
         return dict(zip(ordered, images))
 
 
-def natural_images(network: Network, tasks: Sequence[str], data_dir: str | os.PathLike, layer: str, out: Path,
-                   resources: Resources, address: str | None, progress: bool = True) -> NaturalImages:
+def natural_images(
+    network: Network,
+    tasks: Sequence[str],
+    data_dir: str | os.PathLike,
+    layer: str,
+    out: Path,
+    resources: Resources,
+    address: str | None,
+    progress: bool = True,
+) -> NaturalImages:
     """Extract the layer's pooled activations of every task's test split (resumable, under out/activations)."""
     image_sets = [split_images(data_dir, task, "test") for task in tasks]
     settings = ActivationSettings(layers=(layer,), pooling="mean", resources=resources)
     stored = extract_activations([network], image_sets, out / "activations", settings, address, progress)
-    return NaturalImages({name: activations for (_, name), activations in stored.items()},
-                         {images.name: images.beton for images in image_sets})
+    return NaturalImages(
+        {name: activations for (_, name), activations in stored.items()},
+        {images.name: images.beton for images in image_sets},
+    )
 
 
 def top_natural(values: np.ndarray, table: pd.DataFrame, filters: Sequence[int], count: int) -> pd.DataFrame:
@@ -237,21 +270,40 @@ def displayable(image: torch.Tensor) -> np.ndarray:
     return (image * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def group_summary(group: FilterGroup, optimised: torch.Tensor, baseline: torch.Tensor, natural_values: np.ndarray | None,
-                  model: VGG, layer: str) -> pd.DataFrame:
+def group_summary(
+    group: FilterGroup,
+    optimised: torch.Tensor,
+    baseline: torch.Tensor,
+    natural_values: np.ndarray | None,
+    model: VGG,
+    layer: str,
+) -> pd.DataFrame:
     """Per filter: activation of its optimised image against the random and natural baselines."""
     wanted = list(group.filters)
     own = filter_activations(model, optimised, layer)[torch.arange(len(wanted)), wanted]
-    frame = pd.DataFrame({"filter": wanted, "rank": list(group.ranks) if group.ranks else None,
-                          "activation": own.numpy(), "random_activation": baseline[:, wanted].mean(0).numpy()})
+    frame = pd.DataFrame(
+        {
+            "filter": wanted,
+            "rank": list(group.ranks) if group.ranks else None,
+            "activation": own.numpy(),
+            "random_activation": baseline[:, wanted].mean(0).numpy(),
+        }
+    )
     if natural_values is not None:
         frame["natural_max_activation"] = natural_values[:, wanted].max(0)
         frame["natural_mean_activation"] = natural_values[:, wanted].mean(0)
     return frame
 
 
-def draw_group(stem: Path, layer: str, group: FilterGroup, optimised: torch.Tensor, summary: pd.DataFrame,
-               natural: pd.DataFrame | None, loaded_images: Mapping[tuple[str, int], torch.Tensor]) -> None:
+def draw_group(
+    stem: Path,
+    layer: str,
+    group: FilterGroup,
+    optimised: torch.Tensor,
+    summary: pd.DataFrame,
+    natural: pd.DataFrame | None,
+    loaded_images: Mapping[tuple[str, int], torch.Tensor],
+) -> None:
     """The grid of one group: per filter, its optimised image and its top natural images."""
     from analysis.figures import plot_image_grid
 
@@ -268,8 +320,16 @@ def draw_group(stem: Path, layer: str, group: FilterGroup, optimised: torch.Tens
     plot_image_grid(rows, stem, title, column_titles=["optimised"] + ["natural"] * (len(rows[0][1]) - 1))
 
 
-def visualize_group(loaded, layer: str, group: FilterGroup, out: Path, natural: NaturalImages | None,
-                    settings: VisualizeSettings, device: torch.device | str, progress: bool) -> pd.DataFrame:
+def visualize_group(
+    loaded,
+    layer: str,
+    group: FilterGroup,
+    out: Path,
+    natural: NaturalImages | None,
+    settings: VisualizeSettings,
+    device: torch.device | str,
+    progress: bool,
+) -> pd.DataFrame:
     """Optimise, measure and draw one group; writes its files (module docstring) and returns its summary."""
     resolution, stem = loaded.config.data.resolution, out / f"{layer}_{group.label}"
     optimised = optimise_images(loaded.model, layer, group.filters, resolution, settings, device, progress)
@@ -280,7 +340,9 @@ def visualize_group(loaded, layer: str, group: FilterGroup, out: Path, natural: 
     if natural is not None and settings.natural_images:
         tops = top_natural(values, table, group.filters, settings.natural_images)
         for image_set, rows in tops.groupby("image_set"):
-            images.update({(image_set, i): image for i, image in natural.load(image_set, rows["image"], resolution).items()})
+            images.update(
+                {(image_set, i): image for i, image in natural.load(image_set, rows["image"], resolution).items()}
+            )
         write_parquet(Path(f"{stem}_natural.parquet"), tops)
     with atomic_path(Path(f"{stem}_images.npy")) as tmp, open(tmp, "wb") as handle:
         np.save(handle, optimised.numpy())
@@ -299,11 +361,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_visualize(network: Network, layer: str, out_dir: str | os.PathLike, filters: Sequence[int] | None = None,
-                  top: int | None = None, tasks: Sequence[str] = (), sweep_dir: str | os.PathLike | None = None,
-                  data_dir: str | os.PathLike | None = None, settings: VisualizeSettings = VisualizeSettings(),
-                  device: str = "auto", resources: Resources = Resources(), address: str | None = None,
-                  progress: bool = True) -> dict[str, pd.DataFrame]:
+def run_visualize(
+    network: Network,
+    layer: str,
+    out_dir: str | os.PathLike,
+    filters: Sequence[int] | None = None,
+    top: int | None = None,
+    tasks: Sequence[str] = (),
+    sweep_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    settings: VisualizeSettings = VisualizeSettings(),
+    device: str = "auto",
+    resources: Resources = Resources(),
+    address: str | None = None,
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
     """Visualise chosen filters (`filters`) or each task's `top` filters in a sweep of one layer (module
     docstring); groups already written are skipped. Returns {group: summary}."""
     from lightning_modules.checkpoint import load_model
@@ -314,29 +386,55 @@ def run_visualize(network: Network, layer: str, out_dir: str | os.PathLike, filt
     loaded = load_model(network.checkpoint)
     groups = choose_groups(loaded, layer, filters, top, tasks, sweep_dir)
     out, target = Path(out_dir), resolve_device(device)
-    identity = {"checkpoint_sha256": loaded.sha256, "layer": layer, "groups": [asdict(g) for g in groups],
-                "settings": asdict(settings), "data": None if not settings.natural_images else str(Path(
-                    data_dir or loaded.config.data.dir).resolve())}
-    check_same_job(out, "feature visualisation", recorded_identity(out / "config.json"), identity,
-                   "rerun with the same inputs and settings or choose another --out")
+    identity = {
+        "checkpoint_sha256": loaded.sha256,
+        "layer": layer,
+        "groups": [asdict(g) for g in groups],
+        "settings": asdict(settings),
+        "data": None if not settings.natural_images else str(Path(data_dir or loaded.config.data.dir).resolve()),
+    }
+    check_same_job(
+        out,
+        "feature visualisation",
+        recorded_identity(out / "config.json"),
+        identity,
+        "rerun with the same inputs and settings or choose another --out",
+    )
     write_json(out / "config.json", {"checkpoint": str(network.checkpoint.resolve()), "identity": identity})
     natural = None
     if settings.natural_images:
-        natural = natural_images(network, loaded.label_space.tasks, identity["data"], layer, out, resources, address,
-                                 progress)
+        natural = natural_images(
+            network, loaded.label_space.tasks, identity["data"], layer, out, resources, address, progress
+        )
     summaries = {}
     for group in groups:
         stem = out / f"{layer}_{group.label}"
-        summaries[group.label] = (pd.read_parquet(f"{stem}.parquet") if readable_parquet(f"{stem}.parquet") else
-                                  visualize_group(loaded, layer, group, out, natural, settings, target, progress))
-    write_manifest(out / "manifest.json", "visualize", checkpoint=str(network.checkpoint.resolve()),
-                   checkpoint_sha256=loaded.sha256, layer=layer, seeds={"start": settings.seed},
-                   device=str(target), data=identity["data"])
+        summaries[group.label] = (
+            pd.read_parquet(f"{stem}.parquet")
+            if readable_parquet(f"{stem}.parquet")
+            else visualize_group(loaded, layer, group, out, natural, settings, target, progress)
+        )
+    write_manifest(
+        out / "manifest.json",
+        "visualize",
+        checkpoint=str(network.checkpoint.resolve()),
+        checkpoint_sha256=loaded.sha256,
+        layer=layer,
+        seeds={"start": settings.seed},
+        device=str(target),
+        data=identity["data"],
+    )
     return summaries
 
 
-def choose_groups(loaded, layer: str, filters: Sequence[int] | None, top: int | None, tasks: Sequence[str],
-                  sweep_dir: str | os.PathLike | None) -> list[FilterGroup]:
+def choose_groups(
+    loaded,
+    layer: str,
+    filters: Sequence[int] | None,
+    top: int | None,
+    tasks: Sequence[str],
+    sweep_dir: str | os.PathLike | None,
+) -> list[FilterGroup]:
     """The filter groups asked for: chosen filters, or each task's top-ranked ones (exactly one of the two)."""
     if (filters is None) == (top is None):
         raise UserError("choose filters with either --filters 0,5,9 or --top N --task TASK --sweep DIR")
@@ -344,5 +442,7 @@ def choose_groups(loaded, layer: str, filters: Sequence[int] | None, top: int | 
         check_filters(filters, loaded.model, layer)
         return [FilterGroup(CHOSEN, tuple(filters))]
     if top < 1 or not tasks or sweep_dir is None:
-        raise UserError("--top N needs N >= 1, --task TASK (one or more) and --sweep DIR (a `specialize lesion` output)")
+        raise UserError(
+            "--top N needs N >= 1, --task TASK (one or more) and --sweep DIR (a `specialize lesion` output)"
+        )
     return top_ranked(sweep_dir, layer, tasks, top, loaded.sha256)

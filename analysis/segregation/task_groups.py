@@ -12,18 +12,18 @@ seeded sample per real task), regrouped into the pseudo-tasks: each filter's los
 cross-entropy over a pseudo-task's images, exactly as the sweep ranks a real task.
 
 Test sets are not regrouped in memory: `eval_sets` describes each analysed task by the real tasks' test
-sources it draws on, and the evaluation streams them, keeping the task's classes (`analysis.lesion_eval`).
+sources it draws on, and the evaluation streams them, keeping the task's classes (`analysis.segregation.lesion_eval`).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.lesion_eval import EvalSet, ImageSource
+from analysis.segregation.lesion_eval import EvalSet, ImageSource
 from data_pipeline.label_space import LabelSpace
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
@@ -33,7 +33,10 @@ PSEUDO_PREFIX = "pseudo"
 
 def label_space_grouping(label_space: LabelSpace) -> Grouping:
     """The model's own tasks and their global labels."""
-    return {task: np.arange(label_space.offset(task), label_space.offset(task) + label_space.num_classes(task)) for task in label_space.tasks}
+    return {
+        task: np.arange(label_space.offset(task), label_space.offset(task) + label_space.num_classes(task))
+        for task in label_space.tasks
+    }
 
 
 def random_grouping(label_space: LabelSpace, seed: int) -> Grouping:
@@ -55,21 +58,38 @@ def regroup(images_by_task: ImagesByTask, grouping: Grouping) -> dict[str, tuple
 
 
 def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, label_space: LabelSpace) -> list[EvalSet]:
-    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the label_space's tasks).
+    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the label_space's
+    tasks).
 
     A task's set draws on the real tasks holding any of its classes, in label-space order, and keeps the images of
     its classes: the same images, in the same order, as `regroup` of the real tasks' test sets.
     """
     names = np.asarray([name for classes in label_space.classes for name in classes], dtype=object)
     origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
-    return [EvalSet(task, tuple(sources[real] for index, real in enumerate(label_space.tasks) if index in origin[members]),
-                    torch.from_numpy(members).long(), names)
-            for task, members in grouping.items()]
+    return [
+        EvalSet(
+            task,
+            tuple(sources[real] for index, real in enumerate(label_space.tasks) if index in origin[members]),
+            torch.from_numpy(members).long(),
+            names,
+        )
+        for task, members in grouping.items()
+    ]
 
 
 def grouping_table(grouping: Grouping, label_space: LabelSpace) -> pd.DataFrame:
     """One row per class: analysis task, global label, original task and class name."""
     origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
     names = [name for classes in label_space.classes for name in classes]
-    return pd.DataFrame([{"task": task, "label": int(label), "original_task": label_space.tasks[origin[label]],
-                          "class": names[label]} for task, members in grouping.items() for label in members])
+    return pd.DataFrame(
+        [
+            {
+                "task": task,
+                "label": int(label),
+                "original_task": label_space.tasks[origin[label]],
+                "class": names[label],
+            }
+            for task, members in grouping.items()
+            for label in members
+        ]
+    )

@@ -2,12 +2,12 @@
 
 For every network, every task with held-out classes (classes no network was trained on) and every chosen layer
 (default fc7, the penultimate layer): the layer's activations of the task's held-out images
-(`analysis.activations`) are decoded by a linear classifier with stratified k-fold cross-validation over
+(`analysis.representations.activations`) are decoded by a linear classifier with stratified k-fold cross-validation over
 images (scikit-learn: features standardised on each training fold, then logistic regression or a linear SVM).
 Reported per fold, and as the mean accuracy with its SEM across folds beside chance (1 / number of classes).
 
 Output directory:
-  activations/                      the extracted activations (resumable; `analysis.activations`)
+  activations/                      the extracted activations (resumable; `analysis.representations.activations`)
   units/<network>__<task>__<layer>.parquet   finished decodings (resume skips them)
   decoding_folds.parquet            network, task, layer, fold, accuracy, train_images, test_images, converged
   decoding.parquet                  network, task, layer, layer_index, accuracy (mean), sem, chance, classes,
@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.activations import Activations, Network, extract_activations, network_hashes, split_images
-from analysis.settings import ActivationSettings, DecodingSettings
+from analysis.representations.activations import Activations, Network, extract_activations, network_hashes, split_images
+from analysis.representations.settings import ActivationSettings, DecodingSettings
 from common.errors import UserError
 from common.io import readable_parquet, write_json, write_parquet
 from common.manifest import write_manifest
@@ -60,12 +61,15 @@ def check_folds(labels: np.ndarray, folds: int, what: str) -> None:
     if len(classes) < 2:
         raise UserError(f"{what} has {len(classes)} class; decoding needs at least 2")
     if counts.min() < folds:
-        raise UserError(f"{what}: class {classes[counts.argmin()]} has only {counts.min()} images for {folds} folds; "
-                        f"lower --folds to at most {counts.min()} or build more held-out images per class")
+        raise UserError(
+            f"{what}: class {classes[counts.argmin()]} has only {counts.min()} images for {folds} folds; "
+            f"lower --folds to at most {counts.min()} or build more held-out images per class"
+        )
 
 
-def decode(features: np.ndarray, labels: np.ndarray, settings: DecodingSettings = DecodingSettings(),
-           what: str = "the data") -> pd.DataFrame:
+def decode(
+    features: np.ndarray, labels: np.ndarray, settings: DecodingSettings = DecodingSettings(), what: str = "the data"
+) -> pd.DataFrame:
     """Cross-validated accuracy of a linear classifier: one row per fold (fold, accuracy, train_images,
     test_images, converged). Features are (images, ...) and flattened per image."""
     from sklearn.exceptions import ConvergenceWarning
@@ -81,8 +85,15 @@ def decode(features: np.ndarray, labels: np.ndarray, settings: DecodingSettings 
             classifier = make_classifier(settings).fit(features[train], labels[train])
         accuracy = float((classifier.predict(features[test]) == labels[test]).mean())
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        rows.append({"fold": fold, "accuracy": accuracy, "train_images": len(train), "test_images": len(test),
-                     "converged": converged})
+        rows.append(
+            {
+                "fold": fold,
+                "accuracy": accuracy,
+                "train_images": len(train),
+                "test_images": len(test),
+                "converged": converged,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -92,21 +103,41 @@ def decode_stored(directory: Path, layer: str, settings: DecodingSettings, netwo
     labels = activations.images()["label"].to_numpy()
     folds = decode(activations.layer(layer), labels, settings, what=f"{network} {layer} on {task} held-out images")
     return folds.assign(network=network, task=task, layer=layer)[
-        ["network", "task", "layer", "fold", "accuracy", "train_images", "test_images", "converged"]]
+        ["network", "task", "layer", "fold", "accuracy", "train_images", "test_images", "converged"]
+    ]
 
 
 def summarise(folds: pd.DataFrame, classes: dict[str, int], settings: DecodingSettings) -> pd.DataFrame:
     """Mean accuracy and SEM across folds per (network, task, layer), beside chance = 1 / classes."""
     grouped = folds.groupby(["network", "task", "layer"], sort=False)
-    summary = grouped.agg(accuracy=("accuracy", "mean"), sd=("accuracy", "std"), folds=("fold", "count"),
-                          images=("test_images", "sum"), converged=("converged", "all")).reset_index()
+    summary = grouped.agg(
+        accuracy=("accuracy", "mean"),
+        sd=("accuracy", "std"),
+        folds=("fold", "count"),
+        images=("test_images", "sum"),
+        converged=("converged", "all"),
+    ).reset_index()
     summary["sem"] = summary.pop("sd") / np.sqrt(summary["folds"])
     summary["classes"] = summary["task"].map(classes)
     summary["chance"] = 1.0 / summary["classes"]
     summary["layer_index"] = summary["layer"].map(LAYER_NAMES.index)
     summary["classifier"] = settings.classifier
-    return summary[["network", "task", "layer", "layer_index", "accuracy", "sem", "chance", "classes", "images",
-                    "folds", "classifier", "converged"]]
+    return summary[
+        [
+            "network",
+            "task",
+            "layer",
+            "layer_index",
+            "accuracy",
+            "sem",
+            "chance",
+            "classes",
+            "images",
+            "folds",
+            "classifier",
+            "converged",
+        ]
+    ]
 
 
 def heldout_tasks(data_dir: str | os.PathLike, tasks: Sequence[str] | None) -> list[str]:
@@ -117,9 +148,11 @@ def heldout_tasks(data_dir: str | os.PathLike, tasks: Sequence[str] | None) -> l
     chosen = list(tasks) if tasks else [task for task in data.task_names if data.heldout_classes(task)]
     lacking = [task for task in chosen if not data.heldout_classes(task)] or ([] if chosen else data.task_names)
     if lacking or not chosen:
-        raise UserError(f"{data.path} has no held-out classes for task {lacking[0]!r}; decoding needs classes the "
-                        "networks never saw: rebuild it with `specialize data build ... --heldout-classes 100` "
-                        "(or `data synth --heldout-classes N` first)")
+        raise UserError(
+            f"{data.path} has no held-out classes for task {lacking[0]!r}; decoding needs classes the "
+            "networks never saw: rebuild it with `specialize data build ... --heldout-classes 100` "
+            "(or `data synth --heldout-classes N` first)"
+        )
     return chosen
 
 
@@ -139,10 +172,16 @@ def headline_layer(layers: Sequence[str]) -> str:
     return HEADLINE_LAYER if HEADLINE_LAYER in layers else max(layers, key=LAYER_NAMES.index)
 
 
-def run_decoding(networks: Sequence[Network], data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 tasks: Sequence[str] | None = None, settings: DecodingSettings = DecodingSettings(),
-                 extraction: ActivationSettings = ActivationSettings(pooling="mean"), address: str | None = None,
-                 progress: bool = True) -> pd.DataFrame:
+def run_decoding(
+    networks: Sequence[Network],
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    tasks: Sequence[str] | None = None,
+    settings: DecodingSettings = DecodingSettings(),
+    extraction: ActivationSettings = ActivationSettings(pooling="mean"),
+    address: str | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Decode every task's held-out classes from every network's layers into `out_dir` (see the module docstring);
     resumable. Returns the summary table."""
     from analysis.figures import plot_decoding_bars, plot_layer_curves
@@ -151,20 +190,37 @@ def run_decoding(networks: Sequence[Network], data_dir: str | os.PathLike, out_d
     chosen = heldout_tasks(data, tasks)
     check_heldout_folds(data, chosen, settings.folds)
     image_sets = [split_images(data, task, "heldout") for task in chosen]
-    identity = {"networks": network_hashes(networks), "data": data, "tasks": chosen, **extraction.result_fields(),
-                "decoding": asdict(settings)}
-    check_same_job(out, "decoding", recorded_identity(out / "config.json", key="identity"), identity,
-                   "rerun with the same inputs and settings or choose another --out")
+    identity = {
+        "networks": network_hashes(networks),
+        "data": data,
+        "tasks": chosen,
+        **extraction.result_fields(),
+        "decoding": asdict(settings),
+    }
+    check_same_job(
+        out,
+        "decoding",
+        recorded_identity(out / "config.json", key="identity"),
+        identity,
+        "rerun with the same inputs and settings or choose another --out",
+    )
     if (out / "manifest.json").is_file() and readable_parquet(out / "decoding.parquet"):  # written last: finished
         return pd.read_parquet(out / "decoding.parquet")
     with ray_session(address):
         stored = extract_activations(networks, image_sets, out / "activations", extraction, address, progress)
-        write_json(out / "config.json", {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
-                                         "identity": identity})
+        write_json(
+            out / "config.json",
+            {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks}, "identity": identity},
+        )
         task_of = {images.name: task for task, images in zip(chosen, image_sets)}
-        units = [WorkUnit(out / "units" / f"{network}__{task_of[set_name]}__{layer}.parquet",
-                          (activations.directory, layer, settings, network, task_of[set_name]))
-                 for (network, set_name), activations in stored.items() for layer in extraction.layers]
+        units = [
+            WorkUnit(
+                out / "units" / f"{network}__{task_of[set_name]}__{layer}.parquet",
+                (activations.directory, layer, settings, network, task_of[set_name]),
+            )
+            for (network, set_name), activations in stored.items()
+            for layer in extraction.layers
+        ]
         run_units(decode_stored, units, extraction.resources, "decoding", progress, unit_name="decoding")
     folds = pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
     classes = {task: len(images.class_names) for task, images in zip(chosen, image_sets)}
@@ -172,15 +228,39 @@ def run_decoding(networks: Sequence[Network], data_dir: str | os.PathLike, out_d
     write_parquet(out / "decoding_folds.parquet", folds)
     write_parquet(out / "decoding.parquet", summary)
     layer = headline_layer(extraction.layers)
-    plot_decoding_bars(summary[summary["layer"] == layer], out / "figures" / "decoding",
-                       title=f"Decoding held-out classes from {layer} ({settings.folds}-fold, {settings.classifier})")
+    plot_decoding_bars(
+        summary[summary["layer"] == layer],
+        out / "figures" / "decoding",
+        title=f"Decoding held-out classes from {layer} ({settings.folds}-fold, {settings.classifier})",
+    )
     if len(extraction.layers) > 1:
-        panels = {f"{task} held-out classes": rows.rename(columns={"accuracy": "value"})
-                  for task, rows in summary.groupby("task", sort=False)}
-        plot_layer_curves(panels, out / "figures" / "decoding_by_layer", "decoding accuracy",
-                          lines={title: float(rows["chance"].iloc[0]) for title, rows in panels.items()}, line_label="chance")
-    write_json(out / "summary.json", {"headline_layer": layer, "classifier": settings.classifier, "folds": settings.folds,
-                                      "results": summary.to_dict(orient="records")})
-    write_manifest(out / "manifest.json", "decoding", data=data, tasks=chosen, seeds={"folds": settings.seed},
-                   checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks}, **extraction.result_fields())
+        panels = {
+            f"{task} held-out classes": rows.rename(columns={"accuracy": "value"})
+            for task, rows in summary.groupby("task", sort=False)
+        }
+        plot_layer_curves(
+            panels,
+            out / "figures" / "decoding_by_layer",
+            "decoding accuracy",
+            lines={title: float(rows["chance"].iloc[0]) for title, rows in panels.items()},
+            line_label="chance",
+        )
+    write_json(
+        out / "summary.json",
+        {
+            "headline_layer": layer,
+            "classifier": settings.classifier,
+            "folds": settings.folds,
+            "results": summary.to_dict(orient="records"),
+        },
+    )
+    write_manifest(
+        out / "manifest.json",
+        "decoding",
+        data=data,
+        tasks=chosen,
+        seeds={"folds": settings.seed},
+        checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks},
+        **extraction.result_fields(),
+    )
     return summary

@@ -1,0 +1,54 @@
+"""The segregation analysis' settings and their defaults, defined once (the commands and the study offer them as they
+are here). Free of torch and Ray, so that command-line parsers can read them cheaply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from analysis.bootstrap import DEFAULT_RESAMPLES
+from common.errors import UserError
+from common.ray_runner import Resources
+from lightning_modules.layer_names import CONV_LAYERS
+
+# Accuracy scopes -> the prediction column each reads: the network's top-1, over all outputs (METHOD's measure, the
+# default; over the image's own head for `model.heads: separate`), or top-1 restricted to the evaluated task's outputs.
+SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_within_task"}
+DEFAULT_SCOPE = "all_outputs"
+DEFAULT_BATCH_SIZE = 256  # test images per forward pass
+# How a layer's top-fraction count is rounded: fraction x filters to the nearest integer, halves up (20% of 64 filters
+# -> 12.8 -> 13, the default), or down (-> 12). METHOD does not say; conv1 results depend on it.
+ROUNDINGS = ("nearest", "floor")
+
+
+@dataclass(frozen=True)
+class SegregationSettings:
+    """What the analysis computes. `fraction` is the headline fraction; `fractions` adds more to the tables."""
+
+    fraction: float = 0.2
+    fractions: tuple[float, ...] = ()
+    n_bootstraps: int = DEFAULT_RESAMPLES
+    seed: int = 0
+    random_tasks: bool = False
+    level: float = 0.95
+    batch_size: int = DEFAULT_BATCH_SIZE
+    figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
+    rounding: str = "nearest"  # of the top-fraction count of a layer (ROUNDINGS)
+    resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
+
+    def __post_init__(self) -> None:
+        for value in (self.fraction, *self.fractions):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"lesion fractions must lie in [0, 1], not {value}")
+        if self.n_bootstraps < 1:
+            raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
+        if not 0.0 < self.level < 1.0:
+            raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
+        if self.rounding not in ROUNDINGS:
+            raise UserError(f"unknown rounding {self.rounding!r}; choose one of {', '.join(ROUNDINGS)}")
+        if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
+            raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
+
+    @property
+    def all_fractions(self) -> list[float]:
+        """Every fraction evaluated, ascending."""
+        return sorted({float(self.fraction), *map(float, self.fractions)})
