@@ -29,10 +29,11 @@ from scipy import stats
 from analysis.figures import save_figure  # chooses matplotlib's Agg backend before pyplot is imported
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
+from common.layout import CONTROL_DIR, SEGREGATION_DIR
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
-CONDITIONS = {"segregation": "network", "segregation_random": "random tasks"}
+CONDITIONS = {SEGREGATION_DIR: "network", CONTROL_DIR: "random tasks"}
 LEVEL = 0.95
 
 

@@ -38,25 +38,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     """Synthetic face images (JPEG folders) and the .beton built from them; returns (image folder, beton)."""
     from data_pipeline.beton import ImageEncoding
-    from data_pipeline.build import ImageCounts, build_dataset
-    from data_pipeline.synth import generate
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
+    from data_pipeline.synth import SynthSettings, generate
 
     generate(
         work / "images",
-        seed=0,
-        tasks=("face",),
-        classes_per_task=args.classes,
-        train_per_class=args.per_class,
-        test_per_class=1,
-        heldout_classes=0,
-        size=args.size,
+        SynthSettings(
+            seed=0,
+            tasks=("face",),
+            classes_per_task=args.classes,
+            train_per_class=args.per_class,
+            test_per_class=1,
+            heldout_classes=0,
+            size=args.size,
+        ),
         workers=args.workers,
     )
     build_dataset(
         {"face": work / "images" / "face"},
         work / f"data_{args.write_mode}",
-        counts=ImageCounts(test=1, val=1),
-        encoding=ImageEncoding(write_mode=args.write_mode, max_resolution=None),
+        BuildSettings(
+            counts=ImageCounts(test=1, val=1), encoding=ImageEncoding(write_mode=args.write_mode, max_resolution=None)
+        ),
         workers=args.workers,
     )
     return work / "images" / "face" / "train", work / f"data_{args.write_mode}" / "face" / "train.beton"

@@ -34,23 +34,27 @@ TASKS = ["face", "object"]
 
 def synthetic_data(work: Path, train_per_class: int) -> Path:
     """A built face+object data directory (8 classes per task, 64 px), made once."""
-    from data_pipeline.build import ImageCounts, build_dataset
-    from data_pipeline.synth import generate
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
+    from data_pipeline.synth import SynthSettings, generate
 
     data = work / f"data-{train_per_class}"
     if not (data / "manifest.json").is_file():
         images = work / f"images-{train_per_class}"
         generate(
             images,
-            tasks=TASKS,
-            classes_per_task=8,
-            train_per_class=train_per_class,
-            test_per_class=4,
-            heldout_classes=0,
-            size=72,
+            SynthSettings(
+                tasks=TASKS,
+                classes_per_task=8,
+                train_per_class=train_per_class,
+                test_per_class=4,
+                heldout_classes=0,
+                size=72,
+            ),
         )
         build_dataset(
-            {task: images / task for task in TASKS}, data, pools=["+".join(TASKS)], counts=ImageCounts(test=4, val=1)
+            {task: images / task for task in TASKS},
+            data,
+            BuildSettings(pools=("+".join(TASKS),), counts=ImageCounts(test=4, val=1)),
         )
     return data
 

@@ -1,10 +1,6 @@
-"""Output directories: `prepare_output_dir` (every command's output path goes through it) and the one guard every
-resumable stage uses, `check_same_job`: does this output directory already hold the same job?
-
-A stage records what defines its job (its identity: inputs, settings that change results) in its output
-directory. Rerunning the same job there resumes it; any other job would mix its results with those already
-written, so it is refused in one line that names the first setting that differs and how to proceed.
-"""
+"""Output directories: `prepare_output_dir`, which every command's output path goes through (one line for a path
+under a file or a folder that cannot be created), and `flatten`, the dotted view of nested settings that identities
+are compared in (`common.stage.StageDir`)."""
 
 from __future__ import annotations
 
@@ -51,32 +47,3 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def recorded_identity(path: str | os.PathLike, key: str | None = "identity") -> dict[str, Any] | None:
-    """The identity a stage recorded in the JSON file `path` (its `key` section, or the whole file), or None."""
-    from common.io import read_json
-
-    if not os.path.isfile(path):
-        return None
-    data = read_json(path)
-    return data.get(key, {}) if key is not None else data
-
-
-def check_same_job(
-    out: str | os.PathLike, job: str, stored: Mapping[str, Any] | None, current: Mapping[str, Any], advice: str
-) -> None:
-    """UserError when `out` holds a `job` whose recorded identity `stored` differs from `current` (None: no job yet).
-
-    The message names the first differing (dotted) key with both values, then `advice`.
-    """
-    from common.errors import UserError
-    from common.io import as_stored
-
-    if stored is None:
-        return
-    old, new = flatten(as_stored(stored)), flatten(as_stored(current))
-    differing = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-    if differing:
-        key = differing[0]
-        raise UserError(f"{out} holds a {job} with another {key} ({old.get(key)!r}, now {new.get(key)!r}); {advice}")

@@ -18,8 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from common.errors import UserError
+from common.errors import SettingError, UserError
 from common.io import readable_parquet, write_parquet
+from common.typed_config import check_at_least
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,10 @@ class Resources:
     max_retries: int = 3
 
     def __post_init__(self) -> None:
-        if self.cpus <= 0 or self.gpus < 0 or self.max_retries < 0:
-            raise UserError(
-                f"--cpus-per-task must be positive and --gpus-per-task and --max-retries not negative "
-                f"(got {self.cpus}, {self.gpus}, {self.max_retries})"
-            )
+        if self.cpus <= 0:
+            raise SettingError("cpus", f"must be positive, not {self.cpus}")
+        check_at_least("gpus", self.gpus, 0)
+        check_at_least("max_retries", self.max_retries, 0)
 
     def options(self) -> dict[str, Any]:
         """Ray task options."""
@@ -44,21 +44,27 @@ class Resources:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Resources:
         """The resources given by the options `add_ray_arguments` added."""
-        return cls(cpus=args.cpus_per_task, gpus=args.gpus_per_task, max_retries=args.max_retries)
+        return cls(cpus=args.cpus, gpus=args.gpus, max_retries=args.max_retries)
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every Ray stage takes: the cluster to join and the resources of each task."""
+    """The options every Ray stage takes: the cluster to join and the resources of each task; the command is a Ray
+    command for cluster jobs (`common.cluster_job`)."""
+    from common.cluster_job import ray_job
+
+    parser.set_defaults(job=ray_job)
     defaults = Resources()
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
     parser.add_argument(
         "--gpus-per-task",
+        dest="gpus",
         type=float,
         default=defaults.gpus,
         help="GPUs per Ray task; fractions share a GPU (default: %(default)s)",
     )
     parser.add_argument(
         "--cpus-per-task",
+        dest="cpus",
         type=float,
         default=defaults.cpus,
         help="CPUs (and torch threads) per Ray task (default: %(default)s)",

@@ -15,7 +15,8 @@ from common.redact import redact, redacted_sys_argv
 if TYPE_CHECKING:
     import pandas as pd
 
-WANDB_MODES = ("offline", "online", "disabled")
+WANDB_MODES = ("offline", "online", "disabled")  # the first is every run's default
+WANDB_PROJECT = "specialize"  # the default project
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,15 @@ class WandbTarget:
     (pair, tasks, seed, ...) that go into the run config so that the runs table filters and groups by them."""
 
     project: str | None = None
-    mode: str = "offline"
+    mode: str = WANDB_MODES[0]
     group: str | None = None
     name: str | None = None
     labels: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from common.typed_config import check_choice
+
+        check_choice("mode", self.mode, WANDB_MODES)
 
 
 def wandb_mode(requested: str) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import SettingError, UserError
 from common.io import atomic_path, file_sha256, read_state_json, remove_temporaries, write_json
+from common.typed_config import check_choice
 from data_pipeline.images import BadImage, decode_rgb
 
 WRITE_MODES = ("raw", "jpg", "proportion", "smart")
@@ -42,6 +43,11 @@ class ImageEncoding:
     max_resolution: int | None = 384
     jpeg_quality: int = 90
     compress_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice("write_mode", self.write_mode, WRITE_MODES)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise SettingError("jpeg_quality", f"must be in 1..100, not {self.jpeg_quality}")
 
     def field(self):
         """The FFCV field that stores images this way."""

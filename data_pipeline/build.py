@@ -25,10 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from common.errors import UserError
-from common.io import atomic_path, write_json
-from common.manifest import write_manifest
-from common.output_dir import check_output_path, check_same_job, prepare_output_dir, recorded_identity
-from data_pipeline.beton import WRITE_MODES, ImageEncoding, Item, write_all
+from common.io import atomic_path, read_json, read_state_json
+from common.output_dir import check_output_path
+from common.stage import StageDir
+from common.typed_config import check_at_least, check_choice
+from data_pipeline.beton import STATE_FILE, ImageEncoding, Item, write_all
 from data_pipeline.images import check_image
 from data_pipeline.label_space import LabelSpace
 from data_pipeline.sources import SPLIT_MODES, SourceTree, discover, readable
@@ -38,7 +39,6 @@ PerTask = T | Mapping[str, T]
 TASK_SPLITS = ("train", "val", "test")  # a task's splits over its training classes; held-out classes apart
 POOL_SPLITS = TASK_SPLITS
 ONE_CLASS_SUFFIX = "1"  # --one-class face adds the task face1
-NOT_IDENTITY = ("workers",)  # build parameters that do not change what is built
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class ImageCounts:
     val: int = 10
     train: int | None = None
     heldout: int | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("test", "val", "train", "heldout"):
+            check_at_least(key, getattr(self, key), 1)
 
     def training_shortfall(self, readable_by_split: Mapping[str, int], premade: bool) -> str | None:
         """Why a class with these readable images per split cannot be a training class, or None when it can."""
@@ -72,6 +76,28 @@ class ImageCounts:
         """Why a class with these readable images cannot be a held-out class, or None when it can."""
         total, needed = sum(readable_by_split.values()), self.heldout or 1
         return None if total >= needed else f"{total} readable images, {needed} needed (--heldout-per-class)"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What a build draws and writes from its roots (a value per task, or one for every task, where it says
+    PerTask). Every setting changes what is built."""
+
+    classes: int | dict[str, int] | None = None  # classes per task, a seeded choice (default: all)
+    class_lists: str | dict[str, str] | None = None  # text files of class names in label order
+    exclude: str | dict[str, str] | None = None  # text files of class names to leave out
+    counts: ImageCounts = field(default_factory=ImageCounts)
+    heldout_classes: int = 0  # classes per task kept out of training, for decoding
+    split: str = "auto"  # the root's own train/test split (premade), a seeded one, or premade when present
+    seed: int = 0  # of class choice, split and file order
+    balance: bool = False  # trim all tasks to the same total number of train images
+    one_class: tuple[str, ...] = ()  # tasks also built with all their classes merged into one
+    encoding: ImageEncoding = field(default_factory=ImageEncoding)
+    pools: tuple[str, ...] | None = None  # pooled multi-task files, "face+object" (default: one of all tasks)
+
+    def __post_init__(self) -> None:
+        check_choice("split", self.split, SPLIT_MODES)
+        check_at_least("heldout_classes", self.heldout_classes, 0)
 
 
 @dataclass
@@ -437,28 +463,13 @@ def _parse_pools(
     return parsed
 
 
-def _validate(
-    tasks: Mapping[str, str | os.PathLike],
-    split: str,
-    encoding: ImageEncoding,
-    counts: ImageCounts,
-    one_class: Sequence[str],
-    workers: int | None,
-) -> None:
-    """Reject option values that cannot work, before any work starts."""
+def _validate(tasks: Mapping[str, str | os.PathLike], one_class: Sequence[str], workers: int | None) -> None:
+    """Reject task names and option combinations that cannot work, before any work starts."""
     if not tasks:
         raise UserError("no tasks given; pass --task NAME=ROOT (e.g. --task face=/data/vggface2)")
     bad_names = [name for name in tasks if not name or "+" in name or "/" in name or name.startswith("pool_")]
     if bad_names:
         raise UserError(f"bad task name {bad_names[0]!r}; use a plain word such as face or object")
-    if split not in SPLIT_MODES:
-        raise UserError(f"--split must be one of {', '.join(SPLIT_MODES)}")
-    if encoding.write_mode not in WRITE_MODES:
-        raise UserError(f"--write-mode must be one of {', '.join(WRITE_MODES)}")
-    if not 1 <= encoding.jpeg_quality <= 100 or counts.test < 1 or counts.val < 1:
-        raise UserError("--jpeg-quality must be in 1..100 and --test-per-class and --val-per-class at least 1")
-    if any(value is not None and value < 1 for value in (counts.train, counts.heldout)):
-        raise UserError("--train-per-class and --heldout-per-class must be at least 1 when given")
     for task in one_class:
         if task not in tasks or one_class_name(task) in tasks:
             raise UserError(
@@ -472,52 +483,36 @@ def _validate(
 def build_dataset(
     tasks: Mapping[str, str | os.PathLike],
     out: str | os.PathLike,
-    *,
-    classes: PerTask[int | None] = None,
-    class_lists: PerTask[str | None] = None,
-    exclude: PerTask[str | None] = None,
-    counts: ImageCounts = ImageCounts(),
-    heldout_classes: int = 0,
-    split: str = "auto",
-    seed: int = 0,
-    balance: bool = False,
-    one_class: Sequence[str] = (),
-    encoding: ImageEncoding = ImageEncoding(),
-    pools: Sequence[str | Sequence[str]] | None = None,
+    settings: BuildSettings = BuildSettings(),
     workers: int | None = None,
 ) -> dict:
-    """Build a data directory (see the module docstring) from ordered task -> root; returns the manifest."""
-    _validate(tasks, split, encoding, counts, one_class, workers)
-    pool_specs = _parse_pools(pools, list(tasks), one_class)
-    workers = workers or os.cpu_count() or 1
+    """Build a data directory (see the module docstring) from ordered task -> root; returns the manifest. A finished
+    build whose .beton files are intact is returned as it is; damaged files are written again."""
+    _validate(tasks, settings.one_class, workers)
+    pool_specs = _parse_pools(settings.pools, list(tasks), settings.one_class)
     parameters = {
         "tasks": {task: str(root) for task, root in tasks.items()},
-        "classes": classes,
-        "class_lists": class_lists,
-        "exclude": exclude,
-        "counts": asdict(counts),
-        "heldout_classes": heldout_classes,
-        "split": split,
-        "seed": seed,
-        "balance": balance,
-        "one_class": list(one_class),
-        "encoding": asdict(encoding),
+        **asdict(settings),
+        "one_class": list(settings.one_class),
         "pools": ["+".join(p) for p in pool_specs],
-        "workers": workers,
     }
-    check_build_dir(out, parameters)
+    stage = build_stage(out, parameters)
+    if stage.finished and intact(stage.path, read_json(stage.manifest_path)):
+        return read_json(stage.manifest_path)
+    workers = workers or os.cpu_count() or 1
     trees = {task: discover(root) for task, root in tasks.items()}
-    split_modes = {task: _resolve_split_mode(task, tree, split) for task, tree in trees.items()}
+    split_modes = {task: _resolve_split_mode(task, tree, settings.split) for task, tree in trees.items()}
     checker = FileChecker(workers)
+    counts, seed = settings.counts, settings.seed
     choices = {
         task: select_classes(
             task,
             tree,
             checker,
-            count=_for_task(classes, task),
-            class_list=_for_task(class_lists, task),
-            exclude=_for_task(exclude, task),
-            heldout=heldout_classes,
+            count=_for_task(settings.classes, task),
+            class_list=_for_task(settings.class_lists, task),
+            exclude=_for_task(settings.exclude, task),
+            heldout=settings.heldout_classes,
             counts=counts,
             split_mode=split_modes[task],
             seed=seed,
@@ -530,11 +525,11 @@ def build_dataset(
         )
         for task in tasks
     }
-    if balance:
+    if settings.balance:
         balance_train(list(plans.values()))
-    plans.update({one_class_name(task): one_class_plan(plans[task]) for task in one_class})
-    out = claim_output_dir(out, parameters)
-    hashes = write_all(out, _outputs(plans, pool_specs, seed), encoding, workers)
+    plans.update({one_class_name(task): one_class_plan(plans[task]) for task in settings.one_class})
+    out = stage.start({**parameters, "workers": workers})
+    hashes = write_all(out, _outputs(plans, pool_specs, seed), settings.encoding, workers)
     write_class_lists(out, plans)
     skipped = (
         [entry for tree in trees.values() for entry in tree.skipped]
@@ -545,49 +540,43 @@ def build_dataset(
             for name, reason in choice.passed_over.items()
         ]
     )
-    return write_manifest(
-        out / "manifest.json",
+    return stage.finish(
         "data",
         seed=seed,
         tasks=_task_entries(plans),
         pools=_pool_entries(plans, pool_specs),
         skipped=skipped,
         converted=checker.converted,
-        parameters=parameters,
+        parameters={**parameters, "workers": workers},
         hashes=hashes,
     )
 
 
-def check_build_dir(out: str | os.PathLike, parameters: Mapping) -> None:
-    """UserError, before any work and creating nothing, when `out` cannot take this build: a file in its way, other
-    files, or a build from other inputs (resuming the same build is fine)."""
-    out = check_output_path(out)
-    if not out.is_dir():
-        return
-    stored = recorded_identity(out / "config.json", key=None)
-    if stored is None and any(out.iterdir()):
-        raise UserError(f"--out {out} holds other files but no data build; choose a new or empty --out")
-    check_same_job(
-        out,
+def build_stage(out: str | os.PathLike, parameters: Mapping) -> StageDir:
+    """The build's stage directory, checked before any work and creating nothing: a file in its way, other files,
+    or a build from other inputs is refused (resuming the same build is fine)."""
+    path = check_output_path(out)
+    stage = StageDir(
+        path,
         "data build",
-        None if stored is None else _identity(stored),
-        _identity(parameters),
+        parameters,
         "build into a new --out, or delete that folder first to rebuild it from these inputs",
     )
+    if path.is_dir() and stage.recorded() is None and any(path.iterdir()):
+        raise UserError(f"--out {path} holds other files but no data build; choose a new or empty --out")
+    return stage.check()
 
 
-def claim_output_dir(out: str | os.PathLike, parameters: Mapping) -> Path:
-    """The output folder, checked (`check_build_dir`) and created, with the build's parameters recorded in
-    config.json before any data file is written."""
-    check_build_dir(out, parameters)
-    out = prepare_output_dir(out)
-    write_json(out / "config.json", parameters)
-    return out
-
-
-def _identity(parameters: Mapping) -> dict:
-    """The build parameters that change what is built."""
-    return {key: value for key, value in parameters.items() if key not in NOT_IDENTITY}
+def intact(out: Path, manifest: Mapping) -> bool:
+    """Whether every .beton of a finished build is still there at the size and hash its build recorded."""
+    state = read_state_json(out / STATE_FILE)
+    return isinstance(state, dict) and all(
+        isinstance(state.get(relative), dict)
+        and state[relative].get("sha256") == sha256
+        and (out / relative).is_file()
+        and (out / relative).stat().st_size == state[relative].get("size")
+        for relative, sha256 in manifest["hashes"].items()
+    )
 
 
 def write_class_lists(out: Path, plans: Mapping[str, TaskPlan]) -> None:

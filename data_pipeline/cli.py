@@ -8,10 +8,8 @@ from collections.abc import Callable
 
 from common.errors import UserError
 from data_pipeline.beton import WRITE_MODES, ImageEncoding
-from data_pipeline.build import ImageCounts
+from data_pipeline.build import BuildSettings, ImageCounts
 from data_pipeline.sources import SPLIT_MODES
-
-DEFAULT_TASKS = "face,object,food,car"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,38 +22,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_synth(commands: argparse._SubParsersAction) -> None:
+    from data_pipeline.synth import SynthSettings
+
+    defaults = SynthSettings()
     parser = commands.add_parser("synth", help="draw the synthetic face/object/food/car image folders")
     parser.add_argument("--out", required=True, help="output folder: OUT/<task>/{train,test,heldout}/<class>/<n>.jpg")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classes-per-task", type=int, default=10)
-    parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--test-per-class", type=int, default=20, help="also the images per held-out class")
-    parser.add_argument("--heldout-classes", type=int, default=5)
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--tasks", default=DEFAULT_TASKS, help=f"comma-separated, from {DEFAULT_TASKS}")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--classes-per-task", type=int, default=defaults.classes_per_task)
+    parser.add_argument("--train-per-class", type=int, default=defaults.train_per_class)
+    parser.add_argument(
+        "--test-per-class", type=int, default=defaults.test_per_class, help="also the images per held-out class"
+    )
+    parser.add_argument("--heldout-classes", type=int, default=defaults.heldout_classes)
+    parser.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
+    tasks = ",".join(defaults.tasks)
+    parser.add_argument("--tasks", default=tasks, help=f"comma-separated, from {tasks}")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.set_defaults(run=run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:
     """Handler of `specialize data synth`."""
-    from data_pipeline.synth import generate
+    from data_pipeline.synth import SynthSettings, generate
 
-    config = generate(
-        args.out,
+    settings = SynthSettings(
         seed=args.seed,
-        tasks=[t for t in args.tasks.split(",") if t],
+        tasks=tuple(t for t in args.tasks.split(",") if t),
         classes_per_task=args.classes_per_task,
         train_per_class=args.train_per_class,
         test_per_class=args.test_per_class,
         heldout_classes=args.heldout_classes,
         size=args.size,
-        workers=args.workers,
     )
+    generate(args.out, settings, args.workers)
     print(
-        f"synth {args.out}: {len(config['tasks'])} tasks x {config['classes_per_task']} classes "
-        f"({config['train_per_class']} train + {config['test_per_class']} test each) + "
-        f"{config['heldout_classes']} held-out classes, {config['size']} px"
+        f"synth {args.out}: {len(settings.tasks)} tasks x {settings.classes_per_task} classes "
+        f"({settings.train_per_class} train + {settings.test_per_class} test each) + "
+        f"{settings.heldout_classes} held-out classes, {settings.size} px"
     )
     return 0
 
@@ -92,15 +95,18 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
         help="text file of class names to leave out (e.g. object=configs/exclusions/"
         "imagenet_food_like.txt for the food and car pairs)",
     )
-    counts = ImageCounts()
+    defaults = BuildSettings()
+    counts = defaults.counts
     parser.add_argument(
         "--train-per-class",
+        dest="train",
         type=int,
         default=counts.train,
         help="at most this many train images per class (default: all left after test and validation)",
     )
     parser.add_argument(
         "--val-per-class",
+        dest="val",
         type=int,
         default=counts.val,
         help="validation images per class, set aside from its training images; training watches "
@@ -108,24 +114,32 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--test-per-class",
+        dest="test",
         type=int,
         default=counts.test,
         help="test images per class, from the root's own test split or drawn (default: %(default)s)",
     )
     parser.add_argument(
-        "--heldout-classes", type=int, default=0, help="classes per task kept out of training, for decoding"
+        "--heldout-classes",
+        type=int,
+        default=defaults.heldout_classes,
+        help="classes per task kept out of training, for decoding (default: %(default)s)",
     )
     parser.add_argument(
-        "--heldout-per-class", type=int, default=counts.heldout, help="images per held-out class (default: all)"
+        "--heldout-per-class",
+        dest="heldout",
+        type=int,
+        default=counts.heldout,
+        help="images per held-out class (default: all)",
     )
     parser.add_argument(
         "--split",
-        choices=SPLIT_MODES,
-        default="auto",
-        help="train/test split: the root's own (premade), seeded (re-splits a root's own split, "
-        "e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present (auto)",
+        default=defaults.split,
+        help=f"{', '.join(SPLIT_MODES)}: the train/test split: the root's own (premade), seeded (re-splits a root's "
+        "own split, e.g. Food-101's to 900/100 with --test-per-class 100), or premade when present "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of class choice, split and file order")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of class choice, split and file order")
     parser.add_argument(
         "--balance",
         action="store_true",
@@ -139,7 +153,7 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
         help="also build TASK1: TASK's images with all its classes merged into one (the "
         "faces-as-one-class control), and a pool with it in TASK's place; repeatable",
     )
-    encoding = ImageEncoding()
+    encoding = defaults.encoding
     parser.add_argument(
         "--max-resolution",
         type=int,
@@ -149,9 +163,9 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--jpeg-quality", type=int, default=encoding.jpeg_quality, help="(default: %(default)s)")
     parser.add_argument(
         "--write-mode",
-        choices=WRITE_MODES,
         default=encoding.write_mode,
-        help="FFCV image storage: raw pixels, JPEG, or a proportion of each (default: %(default)s)",
+        help=f"{', '.join(WRITE_MODES)}: FFCV image storage: raw pixels, JPEG, or a proportion of each "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--compress-probability",
@@ -211,31 +225,25 @@ def run_build(args: argparse.Namespace) -> int:
     if len(roots) != len(args.task):
         raise UserError("a task is given twice in --task; name each task once")
     names = list(roots)
-    encoding = ImageEncoding(
-        write_mode=args.write_mode,
-        max_resolution=args.max_resolution or None,
-        jpeg_quality=args.jpeg_quality,
-        compress_probability=args.compress_probability,
-    )
-    counts = ImageCounts(
-        test=args.test_per_class, val=args.val_per_class, train=args.train_per_class, heldout=args.heldout_per_class
-    )
-    manifest = build_dataset(
-        roots,
-        args.out,
+    settings = BuildSettings(
         classes=per_task_option(args.classes, names, "--classes", int),
         class_lists=per_task_option(args.class_list, names, "--class-list"),
         exclude=per_task_option(args.exclude, names, "--exclude"),
-        counts=counts,
+        counts=ImageCounts(test=args.test, val=args.val, train=args.train, heldout=args.heldout),
         heldout_classes=args.heldout_classes,
         split=args.split,
         seed=args.seed,
         balance=args.balance,
-        one_class=args.one_class,
-        encoding=encoding,
-        pools=args.pool,
-        workers=args.workers,
+        one_class=tuple(args.one_class),
+        encoding=ImageEncoding(
+            write_mode=args.write_mode,
+            max_resolution=args.max_resolution or None,
+            jpeg_quality=args.jpeg_quality,
+            compress_probability=args.compress_probability,
+        ),
+        pools=tuple(args.pool) if args.pool else None,
     )
+    manifest = build_dataset(roots, args.out, settings, args.workers)
     print(summary_line(manifest, args.out))
     return 0
 
@@ -258,25 +266,27 @@ def _register_behaviour(commands: argparse._SubParsersAction) -> None:
         "in the list's order, e.g. rdms/<network>/<layer>.npy of `specialize rsa` "
         "(default: %(default)s)",
     )
-    parser.add_argument("--participants", type=int, default=14, help="(default: %(default)s, the paper's face group)")
+    from data_pipeline.synth_behaviour import BehaviourSettings
+
+    defaults = BehaviourSettings()
     parser.add_argument(
-        "--noise", type=float, default=1.0, help="noise sd relative to the planted RDM's sd (default: %(default)s)"
+        "--participants", type=int, default=defaults.participants, help="(default: %(default)s, the paper's face group)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=defaults.noise,
+        help="noise sd relative to the planted RDM's sd (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.set_defaults(run=run_behaviour)
 
 
 def run_behaviour(args: argparse.Namespace) -> int:
     """Handler of `specialize data behaviour`."""
-    from data_pipeline.synth_behaviour import generate_behaviour
+    from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour
 
-    out = generate_behaviour(
-        args.out,
-        args.stimuli,
-        None if args.plant == "classes" else args.plant,
-        participants=args.participants,
-        noise=args.noise,
-        seed=args.seed,
-    )
+    settings = BehaviourSettings(participants=args.participants, noise=args.noise, seed=args.seed)
+    out = generate_behaviour(args.out, args.stimuli, None if args.plant == "classes" else args.plant, settings)
     print(f"behaviour {out}: {args.participants} participants; use --stimuli {out / 'stimuli.txt'} --behaviour {out}")
     return 0

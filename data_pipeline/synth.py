@@ -15,17 +15,17 @@ import multiprocessing
 import os
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from common.errors import UserError
-from common.io import atomic_path, remove_temporaries, write_json
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, prepare_output_dir, recorded_identity
+from common.errors import SettingError, UserError
+from common.io import atomic_path
+from common.stage import StageDir
+from common.typed_config import check_at_least, check_choice
 from data_pipeline.synth_domains import DOMAINS
 
 SPLITS = ("train", "test", "heldout")
@@ -113,64 +113,64 @@ def is_whole_jpeg(path: str) -> bool:
         return False
 
 
-def generate(
-    out: str | os.PathLike,
-    *,
-    seed: int = 0,
-    tasks: Sequence[str] = ("face", "object", "food", "car"),
-    classes_per_task: int = 10,
-    train_per_class: int = 100,
-    test_per_class: int = 20,
-    heldout_classes: int = 5,
-    size: int = 64,
-    workers: int | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class SynthSettings:
+    """What the synthetic data set holds: every setting changes its bytes."""
+
+    seed: int = 0
+    tasks: tuple[str, ...] = tuple(DOMAINS)
+    classes_per_task: int = 10
+    train_per_class: int = 100
+    test_per_class: int = 20  # also the images of each held-out class
+    heldout_classes: int = 5
+    size: int = 64  # image side in pixels
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            check_choice("tasks", task, tuple(DOMAINS))
+        if not self.tasks:
+            raise SettingError("tasks", f"is empty; choose from {', '.join(DOMAINS)}")
+        for key in ("classes_per_task", "train_per_class", "test_per_class"):
+            check_at_least(key, getattr(self, key), 1)
+        check_at_least("heldout_classes", self.heldout_classes, 0)
+        check_at_least("size", self.size, 16)
+
+
+def generate(out: str | os.PathLike, settings: SynthSettings = SynthSettings(), workers: int | None = None) -> dict:
     """Write the synthetic image folders under `out` and return the resolved configuration.
 
-    Deterministic by seed (same bytes for the same arguments); parallel over `workers` processes
-    (default: all cores); resumable (images already on disk are kept).
+    Deterministic by seed (same bytes for the same settings); parallel over `workers` processes (default: all
+    cores); resumable (images already on disk are kept), and a rerun of a finished data set redraws only images that
+    are not whole JPEGs.
     """
-    unknown = [task for task in tasks if task not in DOMAINS]
-    if unknown or not tasks:
-        raise UserError(
-            f"unknown synthetic task(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(DOMAINS)}"
-        )
-    if min(classes_per_task, train_per_class, test_per_class) < 1 or heldout_classes < 0 or size < 16:
-        raise UserError("classes, train and test images per class must be >= 1, held-out classes >= 0, size >= 16 px")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}; leave it out to use every core")
-    out = prepare_output_dir(out)
-    config = {
-        "seed": seed,
-        "tasks": list(tasks),
-        "classes_per_task": classes_per_task,
-        "train_per_class": train_per_class,
-        "test_per_class": test_per_class,
-        "heldout_classes": heldout_classes,
-        "size": size,
-        "jpeg_quality": JPEG_QUALITY,
-    }
-    check_same_job(
-        out,
-        "synthetic data set",
-        recorded_identity(out / "config.json", key=None),
-        config,
-        "choose a new --out or delete that folder",
+    config = {**asdict(settings), "jpeg_quality": JPEG_QUALITY}
+    stage = StageDir(Path(out), "synthetic data set", config, "choose a new --out or delete that folder").check()
+    jobs = list(
+        plan_jobs(
+            stage.path,
+            settings.tasks,
+            settings.classes_per_task,
+            settings.train_per_class,
+            settings.test_per_class,
+            settings.heldout_classes,
+        )
     )
-    write_json(out / "config.json", config)
-    jobs = list(plan_jobs(out, tasks, classes_per_task, train_per_class, test_per_class, heldout_classes))
+    todo = [job for job in jobs if not is_whole_jpeg(job.path)]
+    if stage.finished and not todo:
+        return config
+    out = stage.start(config)
     for folder in sorted({os.path.dirname(job.path) for job in jobs}):
         os.makedirs(folder, exist_ok=True)
-    remove_temporaries(out)
-    todo = [job for job in jobs if not is_whole_jpeg(job.path)]
-    _run_parallel(todo, seed, size, workers or os.cpu_count() or 1)
-    write_manifest(
-        out / "manifest.json",
+    _run_parallel(todo, settings.seed, settings.size, workers or os.cpu_count() or 1)
+    classes = settings.classes_per_task + settings.heldout_classes
+    stage.finish(
         "synth",
-        seed=seed,
+        seed=settings.seed,
         parameters=config,
         images=len(jobs),
-        classes={task: [class_name(task, i) for i in range(classes_per_task + heldout_classes)] for task in tasks},
+        classes={task: [class_name(task, i) for i in range(classes)] for task in settings.tasks},
     )
     return config
 

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from common.cluster_job import ClusterJob
     from lightning_modules.config import TrainConfig
 
 
@@ -36,24 +37,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="print the resolved config as YAML (or the value of one dotted KEY, or run_dir) and exit without training",
     )
-    parser.set_defaults(run=run_train)
+    parser.set_defaults(run=run_train, job=train_job)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Resolve the config (file + overrides, or a run directory's saved config) and train."""
+def resolved_config(args: argparse.Namespace) -> TrainConfig:
+    """The config the command trains: the file with its overrides, or a run directory's saved config."""
     from common.errors import UserError
     from lightning_modules.config import load_config, read_run_config
-    from lightning_modules.preemption import REQUEUE_EXIT_CODE, Preempted
-    from lightning_modules.train import train
 
     if args.resume:
         if args.config:
             raise UserError("pass either --config or --resume RUN_DIR, not both; a resumed run keeps its saved config")
-        config = resumed_config(read_run_config(args.resume), args.resume, args.overrides)
-    elif args.config:
-        config = load_config(args.config, args.overrides)
-    else:
-        raise UserError("no config given; pass --config configs/<name>.yaml or --resume RUN_DIR")
+        return resumed_config(read_run_config(args.resume), args.resume, args.overrides)
+    if args.config:
+        return load_config(args.config, args.overrides)
+    raise UserError("no config given; pass --config configs/<name>.yaml or --resume RUN_DIR")
+
+
+def train_job(args: argparse.Namespace) -> ClusterJob:
+    """A training job: processes over devices and nodes (Lightning DDP), each with its loader workers and itself as
+    CPUs; a job of an array trains its seed into `<run name>-seed<N>`."""
+    from common.cluster_job import ClusterJob
+    from common.layout import SEED_SUFFIX
+
+    config = resolved_config(args)
+    return ClusterJob(
+        data_dir=config.data.dir,
+        data_setting="data.dir=",
+        seed_settings=("seed=", f"output.run_name={config.run_dir.name}{SEED_SUFFIX}"),
+        process_settings=("trainer.devices=", "trainer.num_nodes="),
+        cpus_per_task=config.data.num_workers + 1,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Resolve the config (file + overrides, or a run directory's saved config) and train."""
+    from lightning_modules.preemption import REQUEUE_EXIT_CODE, Preempted
+    from lightning_modules.train import train
+
+    config = resolved_config(args)
     if args.print_config is not None:
         print_config(config, args.print_config)
         return 0

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from common.errors import UserError
-from common.io import atomic_path, read_json, write_json
+from common.io import atomic_path, read_json
+from common.layout import CONFIG_FILE, IDENTITY_KEY
 from common.redact import redact
 from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
-from common.wandb_runs import WANDB_MODES
+from common.wandb_runs import WANDB_MODES, WANDB_PROJECT
 
 HEADS = ("shared", "separate")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -77,12 +78,12 @@ class TrainerConfig:
 class WandbConfig:
     """Weights & Biases run metadata; offline unless `mode: online`."""
 
-    project: str = "specialize"
+    project: str = WANDB_PROJECT
     group: str | None = None
     name: str | None = None  # default: the run's name
     job_type: str = "train"
     tags: list[str] = field(default_factory=list)
-    mode: str = "offline"
+    mode: str = WANDB_MODES[0]
 
 
 @dataclass
@@ -170,19 +171,20 @@ def validate(config: TrainConfig) -> None:
         )
 
 
-def write_config(config: TrainConfig, run_dir: str | Path) -> None:
-    """Write the resolved config as config.yaml and config.json into `run_dir`, atomically, secrets redacted."""
-    data = redact(config.to_dict())
-    with atomic_path(Path(run_dir) / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    write_json(Path(run_dir) / "config.json", data)
+def write_config(config: TrainConfig, directory: str | Path) -> None:
+    """Write the resolved config as config.yaml into `directory` (a config `--config` takes), atomically, secrets
+    redacted. A run directory's config.json, with the run's identity, is its stage's (`common.stage`)."""
+    with atomic_path(Path(directory) / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(redact(config.to_dict()), sort_keys=False))
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config saved in a run directory."""
-    path = Path(run_dir) / "config.json"
+    """The resolved config saved in a run directory (its config.json, less the run's identity)."""
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise UserError(
             f"{run_dir} is not a training run directory (no config.json); pass the directory `specialize train` created"
         )
-    return config_from_dict(read_json(path))
+    saved = read_json(path)
+    saved.pop(IDENTITY_KEY, None)
+    return config_from_dict(saved)

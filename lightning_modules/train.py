@@ -1,16 +1,18 @@
 """`train(config) -> run_dir`: one Lightning run, single- or multi-task, on 1..N processes, resumable.
 
-Run directory (`output.root/run_name`): config.yaml + config.json (resolved config), manifest.json, label_space.json,
-checkpoints/{best,last}.ckpt, metrics.csv (CSVLogger, always), wandb/ (W&B, offline unless configured),
-summary.json (final per-task metrics) when the run completes.
+Run directory (`output.root/run_name`, a stage directory: `common.stage`): config.json (the resolved config and the
+run's identity), config.yaml (the resolved config), label_space.json, checkpoints/{best,last}.ckpt, metrics.csv
+(CSVLogger, always), wandb/ (W&B, offline unless configured), and when the run completes summary.json (final
+per-task metrics), then manifest.json.
 
 Resuming: a run directory that already holds a checkpoint is continued from its newest complete one (last.ckpt, or
 hpc_ckpt_N.ckpt written on SIGUSR1 under Slurm, see preemption.py; best.ckpt when those are cut short), so
 rerunning the same command, `--resume RUN_DIR` and a requeued Slurm job all continue where the run stopped, with
 optimiser, scheduler, loop and RNG state, and metrics.csv keeps the rows logged before that checkpoint. A finished
-run (its summary.json covers `trainer.epochs`) is left as it is. Resuming from an epoch-end checkpoint reproduces the
-uninterrupted run, augmentation included (its draws depend only on seed, epoch, rank and sample:
-data_pipeline/augment.py); a SIGUSR1 checkpoint saved mid-epoch restarts that epoch's data order. Validation
+run (its manifest is written and its summary.json covers `trainer.epochs`) is left as it is. Resuming from an
+epoch-end checkpoint reproduces the uninterrupted run, augmentation included (its draws depend only on seed, epoch,
+rank and sample: data_pipeline/augment.py); a SIGUSR1 checkpoint saved mid-epoch restarts that epoch's data order.
+Validation
 (learning-rate plateau, best.ckpt) uses the data's val split, never its test split. Checkpoints are written
 atomically and read as data only (`run_io.SafeCheckpointIO`); secrets never reach the config dumps,
 hyperparameters or W&B (`common.redact`).
@@ -25,16 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from common.io import file_sha256, read_json, remove_temporaries, write_json
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, flatten
+from common.io import file_sha256, read_json, write_json
+from common.layout import CHECKPOINT_DIR, CHECKPOINTS, MANIFEST_FILE, checkpoint_path
+from common.output_dir import flatten
 from common.redact import redact
+from common.stage import StageDir
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
-from lightning_modules.config import TrainConfig, read_run_config, write_config
+from lightning_modules.config import TrainConfig, write_config
 from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, make_loggers
 
-CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
 # lives neither: `--resume RUN_DIR` names it by its directory).
 RESUMABLE_KEYS = frozenset(
@@ -70,8 +72,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     run_dir = config.run_dir
     data_dir = DataDir(config.data.dir)
     label_space = label_space_for(data_dir, config)
-    check_existing_run(run_dir, config, label_space.to_dict())
-    if finished_epochs(run_dir) >= config.trainer.epochs:
+    stage = run_stage(run_dir, config, label_space.to_dict())
+    if stage.finished and finished_epochs(run_dir) >= config.trainer.epochs:
         return run_dir
     pl.seed_everything(config.seed, workers=True, verbose=False)
     module = TaskModule(redact(config.to_dict()), label_space.to_dict())
@@ -79,8 +81,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     resume_step = checkpoint_step(checkpoint)
     trainer = make_trainer(config, run_dir, callbacks, resume_step)
     if trainer.is_global_zero:
-        remove_temporaries(run_dir)
-        write_run_files(run_dir, config, label_space.to_dict(), Path(config.data.dir))
+        stage.start(redact(config.to_dict()))
+        write_config(config, run_dir)
+        write_json(run_dir / "label_space.json", label_space.to_dict())
     datamodule = make_datamodule(config, trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -88,6 +91,15 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
         finish_wandb_run(trainer)
     if trainer.is_global_zero and not trainer.interrupted:
         write_summary(run_dir, trainer)
+        stage.finish(
+            "train",
+            seed=config.seed,
+            data=str(config.data.dir),
+            data_manifest_sha256=file_sha256(Path(config.data.dir) / MANIFEST_FILE),
+            world_size=config.world_size,
+            tasks=list(config.tasks),
+            slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+        )
     return run_dir
 
 
@@ -116,22 +128,15 @@ def run_identity(config: TrainConfig, label_space: dict[str, Any]) -> dict[str, 
     return {**kept, "label_space": label_space}
 
 
-def check_existing_run(run_dir: Path, config: TrainConfig, label_space: dict[str, Any]) -> None:
-    """UserError when `run_dir` holds a run whose config or classes differ from this one."""
-    stored = None
-    if (run_dir / "config.json").is_file():
-        saved_label_space = run_dir / "label_space.json"
-        stored = run_identity(
-            read_run_config(run_dir), read_json(saved_label_space) if saved_label_space.is_file() else label_space
-        )
-    check_same_job(
+def run_stage(run_dir: Path, config: TrainConfig, label_space: dict[str, Any]) -> StageDir:
+    """The run directory as a stage, checked: a run whose config or classes differ from this one is refused."""
+    return StageDir(
         run_dir,
         "training run",
-        stored,
         run_identity(config, label_space),
         "continue it unchanged with --resume, set output.run_name to start a new run, "
         "or point data.dir at the data the run used",
-    )
+    ).check()
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -140,8 +145,7 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     warning; it is overwritten by the next save."""
     from lightning_modules.checkpoint import is_complete_checkpoint
 
-    checkpoints = run_dir / CHECKPOINT_DIR
-    candidates = [checkpoints / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt"), checkpoints / "best.ckpt"]
+    candidates = [checkpoint_path(run_dir, "last"), *run_dir.glob("hpc_ckpt_*.ckpt"), checkpoint_path(run_dir, "best")]
     existing = sorted((path for path in candidates if path.is_file()), key=lambda path: -path.stat().st_mtime)
     for path in existing:
         if is_complete_checkpoint(path):
@@ -179,14 +183,18 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
     # Two callbacks: Lightning's save_last only writes last.ckpt in epochs that also improve the best one.
     best = ModelCheckpoint(
         dirpath=run_dir / CHECKPOINT_DIR,
-        filename="best",
+        filename=CHECKPOINTS[0],
         monitor="val/loss",
         mode="min",
         save_top_k=1,
         enable_version_counter=False,
     )
     last = ModelCheckpoint(
-        dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+        dirpath=run_dir / CHECKPOINT_DIR,
+        filename=CHECKPOINTS[1],
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
     )
     callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
     plugins: list[Any] = [SafeCheckpointIO()]
@@ -225,22 +233,6 @@ def make_datamodule(config: TrainConfig, world_size: int) -> Any:
         seed=config.seed,
         os_cache=config.data.os_cache,
         augment=config.data.augment,
-    )
-
-
-def write_run_files(run_dir: Path, config: TrainConfig, label_space: dict[str, Any], data_path: Path) -> None:
-    """Resolved config, the label space and the manifest (versions, seed, data manifest hash)."""
-    write_config(config, run_dir)
-    write_json(run_dir / "label_space.json", label_space)
-    write_manifest(
-        run_dir / "manifest.json",
-        "train",
-        seed=config.seed,
-        data=str(data_path),
-        data_manifest_sha256=file_sha256(Path(data_path) / "manifest.json"),
-        world_size=config.world_size,
-        tasks=list(config.tasks),
-        slurm_job_id=os.environ.get("SLURM_JOB_ID"),
     )
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
-from common.errors import UserError
+from common.errors import SettingError, UserError
 from common.io import DISK_FULL_ERRNOS
 from common.redact import redact_text
 
@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "analysis.report.cli",
     "specialize.study",
     "specialize.demo",
+    "specialize.cluster",
 )
 
 
@@ -46,6 +47,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(extras)}")
         if not hasattr(namespace, "prog"):  # a subcommand's parser has set it already
             namespace.prog = self.prog
+            namespace.options = {
+                action.dest: action.option_strings[0] for action in self._actions if action.option_strings
+            }
         return namespace, extras
 
 
@@ -70,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code if isinstance(stop.code, int) else 0
     try:
         return int(args.run(args) or 0)
+    except SettingError as error:  # a setting's own check: a bad option value, said as a usage error is
+        if error.key not in args.options:
+            return fail(args.prog, str(error))
+        return fail(args.prog, f"{error.named(args.options[error.key])}; see {args.prog} --help")
     except UserError as error:
         return fail(args.prog, str(error))
     except OSError as error:

@@ -1,34 +1,46 @@
 """`specialize demo`: the whole study, end to end, on the built-in synthetic data, at a size a laptop runs.
 
-Stages (each resumes: rerunning the command skips what is finished):
+The demo is a study (`studies/demo.yaml`: its sizes and settings, one seed) whose stages run in this process through
+the study's own pipeline (`specialize.pipeline`), into one directory. Stages (each resumes: rerunning the command
+skips what is finished):
   1. synthesise face and object image folders                      -> OUT/images
   2. build them into FFCV .beton files (train, val, test, held-out)  -> OUT/data
+     and synthetic participants who judge face identity            -> OUT/stimuli.txt, OUT/behaviour
   3. train small Face, Object and Dual-task VGG16s                   -> OUT/train/<name>
   4. lesion sweep of the Dual-task network (Ray)                     -> OUT/lesion
   5. segregation index per layer with bootstrap CIs, and beside it
      the random-task control                                         -> OUT/segregation, OUT/segregation_random,
                                                                         OUT/figures/segregation_vs_control.png
   6. decoding of held-out classes by the three networks              -> OUT/decode
-  7. RSA against synthetic participants who judge face identity      -> OUT/behaviour, OUT/rsa
+  7. RSA against the synthetic participants                          -> OUT/rsa
   8. feature visualisation of each task's top conv5_3 filters        -> OUT/visualize
   9. one self-contained HTML report of it all                        -> OUT/report.html
-
-Its default size (60 classes per task, 100 training and 30 test images per class, 48 px, 20 epochs) is chosen so that
-the segregation index of conv4-5 has a 95% interval at most about 0.2 wide; it runs in about 10 minutes on two CPU
-cores. Fewer classes widen the intervals: they resample classes first.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from common.layout import DECODE_DIR, LESION_DIR, RSA_DIR, TRAIN_DIR, VISUALIZE_DIR, checkpoint_path
+
+if TYPE_CHECKING:
+    from specialize.study_config import StudyConfig
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("face", "object")
-NETWORKS = {"face": "tiny_face", "object": "tiny_object", "dual": "tiny_face_object"}  # name -> training config
-HELDOUT_CLASSES = 5
-VISUALIZED_LAYER = "conv5_3"
+DEMO_STUDY = REPO / "studies" / "demo.yaml"
+SIZES = {  # the options that resize the demo
+    "classes": "classes per task",
+    "train_per_class": "training images per class, a tenth of them set aside for validation",
+    "test_per_class": "test images per class",
+    "resolution": "image side the networks see",
+    "epochs": "training epochs",
+    "images_per_task": "lesion-sweep images per task",
+    "bootstraps": "bootstrap resamples for the CIs",
+    "visualize_steps": "gradient-ascent steps of the feature visualisation",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,73 +49,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole study on built-in synthetic data (resumable)", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", default="runs/demo", help="demo directory (default: %(default)s)")
-    parser.add_argument("--classes", type=int, default=60, help="classes per task (default: %(default)s)")
-    parser.add_argument(
-        "--train-per-class",
-        type=int,
-        default=100,
-        help="training images per class, a tenth of them set aside for validation (default: %(default)s)",
-    )
-    parser.add_argument("--test-per-class", type=int, default=30, help="test images per class (default: %(default)s)")
-    parser.add_argument("--resolution", type=int, default=48, help="image side the networks see (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="training epochs (default: %(default)s)")
-    parser.add_argument(
-        "--images-per-task", type=int, default=400, help="lesion-sweep images per task (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--bootstraps", type=int, default=1000, help="bootstrap resamples for the CIs (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--visualize-steps",
-        type=int,
-        default=500,
-        help="gradient-ascent steps of the feature visualisation (default: %(default)s)",
-    )
+    defaults = demo_sizes(load_demo_study())
+    for option, text in SIZES.items():
+        parser.add_argument(
+            f"--{option.replace('_', '-')}", type=int, help=f"{text} (default: {defaults[option]}, studies/demo.yaml)"
+        )
     parser.set_defaults(run=run)
 
 
-def make_data(out: Path, args: argparse.Namespace) -> Path:
-    """Stages 1-2: synthetic image folders, then the FFCV data directory; returns the data directory."""
-    from data_pipeline.build import ImageCounts, build_dataset
-    from data_pipeline.synth import generate
+def load_demo_study(
+    out: Path | None = None, study_overrides: list[str] = (), training_overrides: list[str] = ()
+) -> StudyConfig:
+    """studies/demo.yaml, its paths against the repository, living in `out`, with study settings and training
+    settings changed."""
+    from common.typed_config import apply_override, read_yaml
+    from specialize.study_config import study_from_dict, with_absolute_paths
 
-    images, data = out / "images", out / "data"
-    generate(
-        images,
-        seed=0,
-        tasks=TASKS,
-        classes_per_task=args.classes,
-        train_per_class=args.train_per_class,
-        test_per_class=args.test_per_class,
-        heldout_classes=HELDOUT_CLASSES,
-        size=max(64, args.resolution),
-    )
-    if not (data / "manifest.json").is_file():
-        validation = max(1, args.train_per_class // 10)  # a tenth of each class's training images
-        build_dataset(
-            {task: images / task for task in TASKS},
-            data,
-            counts=ImageCounts(test=args.test_per_class, val=validation),
-            heldout_classes=HELDOUT_CLASSES,
-        )
-    return data
+    data = read_yaml(DEMO_STUDY)
+    if out is not None:  # the study's directory
+        data.update(name=out.name, output=str(out.parent))
+    for override in study_overrides:
+        apply_override(data, override)
+    data["overrides"] = [*data.get("overrides", []), *training_overrides]  # later ones win
+    return with_absolute_paths(study_from_dict(data, REPO), REPO)
 
 
-def train_networks(out: Path, data: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """Stage 3: the Face, Object and Dual-task networks (the tiny configs at the demo's size); name -> run directory."""
-    from lightning_modules.config import load_config
-    from lightning_modules.train import train
+def demo_sizes(study: StudyConfig) -> dict[str, Any]:
+    """The demo study's value of each size the CLI sets."""
+    from specialize import pipeline
 
-    overrides = [
-        f"data.dir={data}",
-        f"output.root={out / 'train'}",
-        "wandb.group=demo",
-        f"data.resolution={args.resolution}",
-        f"trainer.epochs={args.epochs}",
-    ]
+    training = pipeline.network_config(study, next(iter(study.pairs)))
+    analyses = study.analyses
     return {
-        name: train(load_config(REPO / "configs" / f"{config}.yaml", overrides)) for name, config in NETWORKS.items()
+        "classes": study.data.synth.classes_per_task,
+        "train_per_class": study.data.synth.train_per_class,
+        "test_per_class": study.data.synth.test_per_class,
+        "resolution": training.data.resolution,
+        "epochs": training.trainer.epochs,
+        "images_per_task": analyses.lesion.images_per_task,
+        "bootstraps": analyses.segregation.n_bootstraps,
+        "visualize_steps": analyses.visualize.steps,
     }
+
+
+def demo_study(args: argparse.Namespace) -> StudyConfig:
+    """The demo study resized by the CLI's options, living in --out."""
+    study, training = [], []
+    if args.classes is not None:
+        study.append(f"data.synth.classes_per_task={args.classes}")
+    if args.train_per_class is not None:
+        validation = max(1, args.train_per_class // 10)
+        study += [f"data.synth.train_per_class={args.train_per_class}", f"data.build.counts.val={validation}"]
+    if args.test_per_class is not None:
+        study += [f"data.synth.test_per_class={args.test_per_class}", f"data.build.counts.test={args.test_per_class}"]
+    if args.resolution is not None:  # synthetic images are drawn at 64 px or more
+        study.append(f"data.synth.size={max(64, args.resolution)}")
+        training.append(f"data.resolution={args.resolution}")
+    if args.epochs is not None:
+        training.append(f"trainer.epochs={args.epochs}")
+    if args.images_per_task is not None:
+        study.append(f"analyses.lesion.images_per_task={args.images_per_task}")
+    if args.bootstraps is not None:
+        study.append(f"analyses.segregation.n_bootstraps={args.bootstraps}")
+    if args.visualize_steps is not None:
+        study.append(f"analyses.visualize.steps={args.visualize_steps}")
+    return load_demo_study(Path(args.out), study, training)
+
+
+def demo_networks(study: StudyConfig) -> list[str]:
+    """The single-task networks, then the dual-task network: the order they train and appear in the tables."""
+    return [*study.controls, *study.pairs]
 
 
 def validation_accuracies(run_dir: Path) -> dict[str, float]:
@@ -118,23 +133,16 @@ def validation_accuracies(run_dir: Path) -> dict[str, float]:
     }
 
 
-def segregate(out: Path, data: Path, dual: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Stages 4-5: the sweep of the dual-task network's best checkpoint, segregation and the random-task control."""
-    from analysis.segregation.run import run_segregation
-    from analysis.segregation.settings import SegregationSettings
-    from sweeps.distributed import run_sweep
+def train_networks(study: StudyConfig, out: Path) -> dict[str, Path]:
+    """Stage 3: every network of the study, each in OUT/train/<its config's name>; name -> run directory."""
+    from specialize import pipeline
 
-    sweep = run_sweep(dual / "checkpoints" / "best.ckpt", data, out / "lesion", images_per_task=args.images_per_task)
-    print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
-    return {
-        name: run_segregation(
-            out / "lesion",
-            out / name,
-            data,
-            SegregationSettings(n_bootstraps=args.bootstraps, random_tasks=random_tasks),
-        )
-        for name, random_tasks in (("segregation", False), ("segregation_random", True))
-    }
+    runs = {}
+    for name in demo_networks(study):
+        config = pipeline.network_config(study, name)
+        config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(out / TRAIN_DIR)))
+        runs[name] = pipeline.train(config)
+    return runs
 
 
 def plot_against_control(out: Path) -> list[Path]:
@@ -153,35 +161,34 @@ def plot_against_control(out: Path) -> list[Path]:
     )
 
 
-def representations(out: Path, data: Path, runs: dict[str, Path], args: argparse.Namespace) -> None:
-    """Stages 6-8: decoding of held-out classes, RSA against synthetic participants, feature visualisation."""
+def analyse(study: StudyConfig, out: Path, data: Path, runs: dict[str, Path]) -> None:
+    """Stages 4-8 through the pipeline, printing what each produced: the sweep of the dual-task network's chosen
+    checkpoint, segregation beside the random-task control, decoding and RSA of every network, and the visualisation
+    of the dual-task network's top filters."""
     from analysis.representations.activations import Network
     from analysis.representations.cli import format_decoding, format_rsa
-    from analysis.representations.decoding import run_decoding
-    from analysis.representations.rsa import run_rsa
-    from analysis.representations.settings import RSASettings, VisualizeSettings
-    from analysis.representations.visualize import run_visualize
-    from data_pipeline.behaviour import write_stimulus_list
-    from data_pipeline.synth_behaviour import generate_behaviour
+    from lightning_modules.config import read_run_config
+    from specialize import pipeline
 
-    networks = [Network(name, run_dir / "checkpoints" / "best.ckpt") for name, run_dir in runs.items()]
-    print("\n" + format_decoding(run_decoding(networks, data, out / "decode", progress=False)))
-    faces = sorted((out / "images" / "face" / "heldout").rglob("*.jpg"))
-    stimuli = write_stimulus_list(out / "stimuli.txt", [path for path in faces if int(path.stem) < 4])
-    behaviour = generate_behaviour(out / "behaviour", stimuli, participants=14, noise=1.0, seed=0)
-    rsa = run_rsa(networks, behaviour / "stimuli.txt", behaviour, out / "rsa", progress=False)
-    print("\nRSA with 14 synthetic participants who judge face identity:\n" + format_rsa(rsa, RSASettings().comparison))
-    run_visualize(
-        networks[-1],
-        VISUALIZED_LAYER,
-        out / "visualize",
-        top=4,
-        tasks=TASKS,
-        sweep_dir=out / "lesion",
-        data_dir=data,
-        settings=VisualizeSettings(steps=args.visualize_steps),
-        progress=False,
+    analyses = study.analyses
+    [dual] = study.pairs
+    sweep = pipeline.lesion(
+        checkpoint_path(runs[dual], analyses.checkpoint), data, out / LESION_DIR, analyses.lesion, progress=True
     )
+    print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
+    print("\n" + format_segregation(pipeline.segregation(sweep.out_dir, data, out, analyses.segregation)))
+    print(f"figure: {plot_against_control(out)[0]}")
+    networks = [Network(name, checkpoint_path(run_dir, analyses.checkpoint)) for name, run_dir in runs.items()]
+    print("\n" + format_decoding(pipeline.decode(networks, data, out / DECODE_DIR, analyses.decoding)))
+    stimuli, behaviour = pipeline.behaviour_inputs(study)
+    rsa = pipeline.rsa(networks, stimuli, behaviour, out / RSA_DIR, analyses.rsa)
+    participants = study.data.behaviour.participants
+    print(
+        f"\nRSA with {participants} synthetic participants who judge face identity:\n"
+        + format_rsa(rsa, analyses.rsa.comparison)
+    )
+    tasks = read_run_config(runs[dual]).tasks
+    pipeline.visualize(networks[-1], tasks, out / LESION_DIR, data, out / VISUALIZE_DIR, analyses.visualize)
 
 
 def format_segregation(summaries: dict[str, dict[str, Any]]) -> str:
@@ -219,19 +226,18 @@ def run(args: argparse.Namespace) -> int:
     """Run every stage, printing what each produced."""
     from analysis.report.build import write_report
     from common.ray_runner import ray_session
+    from specialize import pipeline
 
+    study = demo_study(args)
     out = Path(args.out)
-    data = make_data(out, args)
-    runs = train_networks(out, data, args)
+    data = pipeline.synthetic_data(out, study.data)
+    runs = train_networks(study, out)
     print("\nvalidation top-1 per task (best checkpoint's epoch is used below):")
     for name, run_dir in runs.items():
         accuracies = ", ".join(f"{task} {value:.3f}" for task, value in validation_accuracies(run_dir).items())
         print(f"  {name:8s} {accuracies}   ({run_dir})")
     with ray_session(None):  # one local Ray for every Ray stage, started after the stages that fork processes
-        summaries = segregate(out, data, runs["dual"], args)
-        print("\n" + format_segregation(summaries))
-        print(f"figure: {plot_against_control(out)[0]}")
-        representations(out, data, runs, args)
+        analyse(study, out, data, runs)
     print(f"\nfigures: {out / 'segregation' / 'figures'}")
     print(f"report: {write_report(out)}")
     return 0

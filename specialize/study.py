@@ -1,21 +1,25 @@
 """`specialize study`: a whole study as Ray Tune trials, one per (network, seed), then aggregated across seeds.
 
-A trial trains its network (Lightning; validation metrics reported to Tune every epoch, so Tune's status table is
-live); a pair trial then runs the lesion sweep, the segregation analysis and its random-task control on the chosen
-checkpoint; and every trial, when the study enables them, decodes held-out classes and runs RSA against behaviour.
-Each stage writes the same directory as the single command would, under the trial's directory:
+A study that builds its own synthetic data (`data.synth`) draws and builds it first. A trial trains its network
+(Lightning; validation metrics reported to Tune every epoch, so Tune's status table is live); a pair trial then runs
+the lesion sweep, the segregation analysis and its random-task control on the chosen checkpoint; and trials decode
+held-out classes, run RSA against behaviour and visualise top filters where the study enables them. Each stage runs
+through `specialize.pipeline` (the demo's too) and writes the same directory as the single command would, under the
+trial's directory:
 
+    OUT/images/, OUT/data/, OUT/behaviour/              the study's synthetic data (`data` section)
     OUT/trials/<network>-seed<N>/train/                 `specialize train` run directory
                                 /lesion/                `specialize lesion --out`
                                 /segregation/           `specialize segregation --out`
                                 /segregation_random/    `specialize segregation --random-tasks --out`
-                                /decode/, /rsa/         `specialize decode --out`, `specialize rsa --out` (when enabled)
-                                /trial.json             the trial's final metrics, written when it has finished
+                                /decode/, /rsa/, /visualize/   `specialize decode`, `rsa`, `visualize` (when enabled)
+                                /trial.json             the trial's final metrics, then its manifest.json
     OUT/trials.parquet, OUT/aggregate/                  per-trial table; seed aggregation (analysis.seeds)
 
-Resuming is one thing: the run directories. A rerun of the same command skips trials that have a trial.json, and
-inside an unfinished trial every stage resumes from its own files (training from its last checkpoint, the sweep
-from its chunks, segregation from its units). Tune retries a trial whose worker died (`max_failures`).
+Resuming is one thing: the stage directories (`common.stage`). A rerun of the same command skips finished trials
+(their manifest is written last), and inside an unfinished trial every stage resumes from its own files (training
+from its last checkpoint, the sweep from its chunks, segregation from its units). Tune retries a trial whose worker
+died (`resources.train.max_retries`).
 """
 
 from __future__ import annotations
@@ -28,19 +32,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.cluster_job import ClusterJob
 from common.errors import UserError
 from common.io import read_json, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
-from common.ray_runner import ray_session
-from common.redact import redact
+from common.layout import (
+    DECODE_DIR,
+    LESION_DIR,
+    RSA_DIR,
+    TRAIN_DIR,
+    TRIAL_FILE,
+    TRIALS_DIR,
+    VISUALIZE_DIR,
+    checkpoint_path,
+    seeded_name,
+)
+from common.ray_runner import Resources, ray_session
+from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
-from specialize.study_config import StageResources, StudyConfig, study_from_dict, with_absolute_paths
+from specialize import pipeline
+from specialize.study_config import StudyConfig, study_from_dict, with_absolute_paths
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TRIAL_FILE = "trial.json"
+    from lightning_modules.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -54,11 +69,15 @@ class Trial:
     @property
     def name(self) -> str:
         """`<network>-seed<N>`: the trial's directory and its W&B run names."""
-        return f"{self.network}-seed{self.seed}"
+        return seeded_name(self.network, self.seed)
 
     def directory(self, study: StudyConfig) -> Path:
-        """The trial's directory (absolute: Tune runs trials in directories of its own)."""
-        return (study.out_dir / "trials" / self.name).resolve()
+        """The trial's directory (absolute: Tune runs trials in directories of their own)."""
+        return (study.out_dir / TRIALS_DIR / self.name).resolve()
+
+    def stage(self, study: StudyConfig) -> StageDir:
+        """The trial's directory as a stage: finished once its final metrics (trial.json) and manifest are written."""
+        return StageDir(self.directory(study), "trial", dataclasses.asdict(self))
 
 
 def trials_of(study: StudyConfig) -> list[Trial]:
@@ -66,39 +85,27 @@ def trials_of(study: StudyConfig) -> list[Trial]:
     return [Trial(network, seed, network in study.pairs) for network in study.networks for seed in study.seeds]
 
 
-def trial_training_config(study: StudyConfig, trial: Trial) -> Any:
-    """The trial's resolved training config (paths absolute): the network's config with the study's W&B project and
-    mode, then the study's and the network's own overrides (which may change those two), then what the trial fixes:
-    the seed, the trial's run directory, the study's W&B group and names, and the trial's training resources."""
-    from lightning_modules.config import load_config
+def trial_training_config(study: StudyConfig, trial: Trial) -> TrainConfig:
+    """The trial's training config: its network's as the study trains it (`pipeline.network_config`), with what the
+    trial fixes: the seed, the trial's run directory, its W&B run name and its training resources."""
+    from lightning_modules.config import validate
 
-    spec = study.networks[trial.network]
-    directory = trial.directory(study)
-    overrides = [
-        f"wandb.project={study.wandb.project}",
-        f"wandb.mode={study.wandb.mode}",
-        *study.overrides,
-        *spec.overrides,
-        f"seed={trial.seed}",
-        f"name={trial.network}",
-        f"output.root={directory}",
-        "output.run_name=train",
-        "trainer.progress_bar=false",
-        f"wandb.group={study.wandb_group}",
-        f"wandb.name={trial.name}",
-        "wandb.job_type=train",
-        *accelerator_overrides(study.resources.train),
-    ]
-    if spec.data:
-        overrides.append(f"data.dir={spec.data}")
-    config = load_config(spec.config, overrides)
-    config.data.dir = str(Path(config.data.dir).resolve())  # trials run in directories of their own
+    config = pipeline.network_config(study, trial.network)
+    config = dataclasses.replace(
+        config,
+        seed=trial.seed,
+        name=trial.network,
+        output=dataclasses.replace(config.output, root=str(trial.directory(study)), run_name=TRAIN_DIR),
+        trainer=dataclasses.replace(config.trainer, progress_bar=False, **accelerator(study.resources.train)),
+        wandb=dataclasses.replace(config.wandb, name=trial.name, job_type="train"),
+    )
+    validate(config)
     return config
 
 
-def accelerator_overrides(resources: StageResources) -> list[str]:
+def accelerator(resources: Resources) -> dict[str, Any]:
     """Lightning settings that match a trial's training resources: one GPU, or the CPU."""
-    return ["trainer.accelerator=gpu", "trainer.devices=1"] if resources.gpus else ["trainer.accelerator=cpu"]
+    return {"accelerator": "gpu", "devices": 1} if resources.gpus else {"accelerator": "cpu"}
 
 
 def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTarget:
@@ -115,126 +122,91 @@ def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTar
 # ----------------------------------------------------------------------------------------- one trial
 
 
-def run_trial(params: dict[str, Any], study: dict[str, Any], trials: dict[str, dict[str, Any]]) -> None:
-    """A Tune function trainable for the trial named `params["trial"]`: train, then (pairs) lesion sweep, segregation
-    and its random-task control. `trials` maps trial names to their Trial fields and resolved training config."""
+def run_trial(params: dict[str, str], study: StudyConfig) -> None:
+    """A Tune function trainable for the trial named `params["trial"]`: train, then (pairs) the lesion sweep,
+    segregation and its random-task control, and the representation analyses the study enables, each through
+    `specialize.pipeline`."""
     import torch
     from ray import tune
     from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
 
-    from lightning_modules.config import config_from_dict
-    from lightning_modules.train import train
-
-    study, entry = study_from_dict(study), trials[params["trial"]]
-    trial, config = Trial(**entry["trial"]), config_from_dict(entry["config"])
+    [trial] = [trial for trial in trials_of(study) if trial.name == params["trial"]]
+    stage = trial.stage(study)
+    stage.start()
+    config = trial_training_config(study, trial)
     torch.set_num_threads(max(1, int(study.resources.train.cpus)))
-    run_dir = train(config, callbacks=[TuneReportCheckpointCallback(save_checkpoints=False, on="validation_end")])
+    run_dir = pipeline.train(config, [TuneReportCheckpointCallback(save_checkpoints=False, on="validation_end")])
     summary = read_json(run_dir / "summary.json")
     metrics = {"stage": "train", "best_val_loss": summary["best_val_loss"], **summary["metrics"]}
     tune.report(metrics)
     if trial.pair and study.analyses.lesion.enabled:
         metrics.update(analyse_pair(study, trial, config, run_dir))
         tune.report(metrics)
-    if study.analyses.representations(trial.network):
+    if representation_stages(study, trial):
         metrics.update(analyse_representations(study, trial, config, run_dir))
         tune.report(metrics)
     write_json(
-        trial.directory(study) / TRIAL_FILE,
-        {**dataclasses.asdict(trial), "directory": str(trial.directory(study)), "tasks": list(config.tasks), **metrics},
+        stage.path / TRIAL_FILE,
+        {**dataclasses.asdict(trial), "directory": str(stage.path), "tasks": list(config.tasks), **metrics},
     )
+    stage.finish("trial", seed=trial.seed, network=trial.network)
 
 
-def analyse_pair(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -> dict[str, Any]:
+def analyse_pair(study: StudyConfig, trial: Trial, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """The lesion sweep of the trial's chosen checkpoint, then segregation and the random-task control."""
-    from analysis.segregation.run import run_segregation, summary_scalars
-    from analysis.segregation.settings import SegregationSettings
-    from sweeps.distributed import run_sweep
-    from sweeps.settings import SweepSettings
+    from analysis.segregation.run import summary_scalars
 
-    lesion, segregation = study.analyses.lesion, study.analyses.segregation
-    directory, target = trial.directory(study), wandb_target(study, trial, config.tasks)
-    checkpoint = run_dir / "checkpoints" / f"{lesion.checkpoint}.ckpt"
-    settings = SweepSettings(
-        layers=tuple(lesion.layers),
-        ranking=lesion.ranking,
-        filters_per_task=lesion.filters_per_task,
-        resources=study.task_resources(study.resources.sweep_task),
-    )
-    logged = (directory / "lesion" / "manifest.json").is_file()
-    sweep = run_sweep(
-        checkpoint, config.data.dir, directory / "lesion", lesion.images_per_task, lesion.seed, settings, progress=False
-    )
+    analyses, directory = study.analyses, trial.directory(study)
+    target = wandb_target(study, trial, config.tasks)
+    checkpoint = checkpoint_path(run_dir, analyses.checkpoint)
+    logged = (directory / LESION_DIR / "manifest.json").is_file()
+    sweep = pipeline.lesion(checkpoint, Path(config.data.dir), directory / LESION_DIR, analyses.lesion, progress=False)
     if not logged:
         log_stage(
             target,
             "lesion",
             sweep.out_dir,
-            {"checkpoint": str(checkpoint), **dataclasses.asdict(lesion)},
+            {"checkpoint": str(checkpoint), **dataclasses.asdict(analyses.lesion)},
             tables={"ranking": sweep.ranking},
             summary=intact_scalars(sweep.filter_losses),
         )
     metrics: dict[str, Any] = {"stage": "lesion"}
-    if not segregation.enabled:
+    if not analyses.segregation.enabled:
         return metrics
-    for random_tasks, name in ((False, "segregation"), (True, "segregation_random")):
-        if random_tasks and not segregation.random_tasks:
-            continue
-        result = run_segregation(
-            sweep.out_dir,
-            directory / name,
-            config.data.dir,
-            SegregationSettings(
-                fraction=segregation.fraction,
-                fractions=tuple(segregation.fractions),
-                n_bootstraps=segregation.bootstraps,
-                seed=segregation.seed,
-                random_tasks=random_tasks,
-                batch_size=segregation.batch_size,
-                resources=study.task_resources(study.resources.eval_task),
-            ),
-            wandb=dataclasses.replace(target, name=f"{trial.name}-random" if random_tasks else trial.name),
-        )
-        prefix = "random/" if random_tasks else ""
-        metrics.update({f"{prefix}{key}": value for key, value in summary_scalars(result).items()})
-    metrics["stage"] = "segregation"
-    return metrics
+    summaries = pipeline.segregation(sweep.out_dir, Path(config.data.dir), directory, analyses.segregation, target)
+    for summary in summaries.values():
+        prefix = "random/" if summary["random_tasks"] else ""
+        metrics.update({f"{prefix}{key}": value for key, value in summary_scalars(summary).items()})
+    return {**metrics, "stage": "segregation"}
 
 
-def analyse_representations(study: StudyConfig, trial: Trial, config: Any, run_dir: Path) -> dict[str, Any]:
-    """Decoding of held-out classes and RSA against behaviour, of the trial's chosen checkpoint (as `specialize
-    decode` and `specialize rsa` write them, under the trial's decode/ and rsa/)."""
+def representation_stages(study: StudyConfig, trial: Trial) -> bool:
+    """Whether the trial decodes, runs RSA or visualises filters."""
+    analyses = study.analyses
+    visualizes = trial.pair and analyses.lesion.enabled and analyses.visualize.runs_on(trial.network)
+    return analyses.decoding.runs_on(trial.network) or analyses.rsa.runs_on(trial.network) or visualizes
+
+
+def analyse_representations(study: StudyConfig, trial: Trial, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """Decoding of held-out classes, RSA against behaviour and the visualisation of the top filters, of the trial's
+    chosen checkpoint (as `specialize decode`, `rsa` and `visualize` write them, under the trial's decode/, rsa/ and
+    visualize/)."""
     from analysis.representations.activations import Network
-    from analysis.representations.decoding import run_decoding
-    from analysis.representations.rsa import run_rsa
-    from analysis.representations.settings import ActivationSettings
 
-    analyses, directory = study.analyses, trial.directory(study)
-    network = [Network(trial.network, run_dir / "checkpoints" / f"{analyses.lesion.checkpoint}.ckpt")]
-    resources = study.task_resources(study.resources.eval_task)
+    analyses, directory, data = study.analyses, trial.directory(study), Path(config.data.dir)
+    network = Network(trial.network, checkpoint_path(run_dir, analyses.checkpoint))
     metrics: dict[str, Any] = {}
     if analyses.decoding.runs_on(trial.network):
-        extraction = ActivationSettings(layers=tuple(analyses.decoding.layers), pooling="mean", resources=resources)
-        table = run_decoding(
-            network,
-            config.data.dir,
-            directory / "decode",
-            settings=analyses.decoding.settings(),
-            extraction=extraction,
-            progress=False,
-        )
+        table = pipeline.decode([network], data, directory / DECODE_DIR, analyses.decoding)
         metrics.update({f"decode/{row.task}/{row.layer}": float(row.accuracy) for row in table.itertuples()})
     if analyses.rsa.runs_on(trial.network):
-        extraction = ActivationSettings(layers=tuple(analyses.rsa.layers), resources=resources)
-        table = run_rsa(
-            network,
-            analyses.rsa.stimuli,
-            analyses.rsa.behaviour,
-            directory / "rsa",
-            analyses.rsa.settings(),
-            extraction,
-            progress=False,
-        )
+        stimuli, behaviour = pipeline.behaviour_inputs(study)
+        table = pipeline.rsa([network], stimuli, behaviour, directory / RSA_DIR, analyses.rsa)
         metrics.update({f"rsa/{row.layer}": float(row.correlation) for row in table.itertuples()})
+    if trial.pair and analyses.lesion.enabled and analyses.visualize.runs_on(trial.network):
+        pipeline.visualize(
+            network, config.tasks, directory / LESION_DIR, data, directory / VISUALIZE_DIR, analyses.visualize
+        )
     return {**metrics, "stage": "representations"}
 
 
@@ -251,7 +223,8 @@ def intact_scalars(filter_losses: pd.DataFrame) -> dict[str, float]:
 
 
 def trial_resources(study: StudyConfig, trial: Trial) -> Any:
-    """A trial's placement group: its training resources, plus slots for the sweep and evaluation tasks it submits."""
+    """A trial's placement group: its training resources, plus slots for the Ray tasks of its analyses, each as large
+    as the largest of them."""
     from ray import tune
 
     def bundle(cpus: float, gpus: float) -> dict[str, float]:
@@ -259,40 +232,41 @@ def trial_resources(study: StudyConfig, trial: Trial) -> Any:
 
     resources = study.resources
     bundles = [bundle(resources.train.cpus, resources.train.gpus)]
-    if (trial.pair and study.analyses.lesion.enabled) or study.analyses.representations(trial.network):
-        task = bundle(
-            max(resources.sweep_task.cpus, resources.eval_task.cpus),
-            max(resources.sweep_task.gpus, resources.eval_task.gpus),
-        )
+    tasks = study.analyses.ray_stages(trial.network, trial.pair)
+    if tasks:
+        task = bundle(max(task.cpus for task in tasks), max(task.gpus for task in tasks))
         bundles += [task] * resources.tasks_per_trial
     return tune.PlacementGroupFactory(bundles)
 
 
-def study_identity(study: StudyConfig) -> dict[str, Any]:
-    """What a study's results depend on (seeds may be added to a study; resources and W&B change no number)."""
+def study_stage(study: StudyConfig) -> StageDir:
+    """The study's directory as a stage. Its identity is what its results depend on: seeds may be added to a study,
+    and resources and W&B change no number."""
     data = study.to_dict()
-    return {key: data[key] for key in ("name", "pairs", "controls", "overrides", "analyses")}
+    return StageDir(
+        study.out_dir,
+        "study",
+        {key: data[key] for key in ("name", "pairs", "controls", "overrides", "data", "analyses")},
+        "rerun the same study config (adding seeds is fine), or give the study another name",
+        holds_stages=True,
+    )
 
 
 def run_study(
     study: StudyConfig, address: str | None = None, aggregate_only: bool = False, only_seeds: list[int] | None = None
 ) -> pd.DataFrame:
-    """Run (or continue) every unfinished trial with Ray Tune, then aggregate; returns the per-trial table.
+    """Build the study's synthetic data when it asks for it, run (or continue) every unfinished trial with Ray Tune,
+    then aggregate; returns the per-trial table.
 
     `only_seeds` runs the trials of those seeds alone and leaves the aggregation to a later `--aggregate-only`
     (one job of a Slurm array per seed: the jobs then never write the same files).
     """
-    out = study.out_dir
-    check_same_job(
-        out,
-        "study",
-        recorded_identity(out / "config.json"),
-        study_identity(study),
-        "rerun the same study config (adding seeds is fine), or give the study another name",
-    )
-    write_json(out / "config.json", {**study.to_dict(), "identity": study_identity(study)})
+    stage = study_stage(study).check()
+    out = stage.start(study.to_dict())
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]
-    pending = [trial for trial in chosen if not (trial.directory(study) / TRIAL_FILE).is_file()]
+    pending = [trial for trial in chosen if not trial.stage(study).finished]
+    if pending and not aggregate_only and study.data.synth is not None:
+        pipeline.synthetic_data(out, study.data)  # before Ray starts: the build forks worker processes
     failed = tune_trials(study, pending, address) if pending and not aggregate_only else []
     if only_seeds is not None:
         report_failures(failed, pending, out)
@@ -314,8 +288,7 @@ def run_study(
                 {"study": study.name},
             ),
         )
-    write_manifest(
-        out / "manifest.json",
+    stage.finish(
         "study",
         seeds=list(study.seeds),
         networks=list(study.networks),
@@ -335,17 +308,14 @@ def report_failures(failed: list[str], pending: list[Trial], out: Path) -> None:
 
 
 def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) -> list[str]:
-    """Run `trials` as Ray Tune trials; returns the errors of those that failed."""
+    """Run `trials` as Ray Tune trials (Tune sees only their names; each trial rebuilds its typed settings from the
+    study); returns the errors of those that failed."""
     from ray import tune
 
     by_name = {trial.name: trial for trial in trials}
-    entries = {
-        name: {"trial": dataclasses.asdict(trial), "config": redact(trial_training_config(study, trial).to_dict())}
-        for name, trial in by_name.items()
-    }  # Ray Tune may write trial parameters into its own files
     with ray_session(address):
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, study=study.to_dict(), trials=entries),
+            tune.with_parameters(run_trial, study=study),
             lambda params: trial_resources(study, by_name[params["trial"]]),
         )
         results = tune.Tuner(
@@ -354,7 +324,7 @@ def tune_trials(study: StudyConfig, trials: list[Trial], address: str | None) ->
             run_config=tune.RunConfig(
                 name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                 storage_path=str((study.out_dir / "ray_tune").resolve()),
-                failure_config=tune.FailureConfig(max_failures=study.resources.max_failures),
+                failure_config=tune.FailureConfig(max_failures=study.resources.train.max_retries),
                 verbose=1,
             ),
         ).fit()
@@ -370,12 +340,12 @@ def trial_table(study: StudyConfig, seeds: list[int] | None = None) -> pd.DataFr
     import pandas as pd
 
     rows = [
-        read_json(path)
+        {"name": trial.name, **read_json(trial.directory(study) / TRIAL_FILE)}
         for trial in trials_of(study)
         if seeds is None or trial.seed in seeds
-        if (path := trial.directory(study) / TRIAL_FILE).is_file()
+        if trial.stage(study).finished
     ]
-    return pd.DataFrame([{"name": f"{row['network']}-seed{row['seed']}", **row} for row in rows])
+    return pd.DataFrame(rows)
 
 
 # -------------------------------------------------------------------------------------------- the commands
@@ -403,7 +373,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)",
     )
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
-    parser.set_defaults(run=run_study_command)
+    parser.set_defaults(run=run_study_command, job=study_job)
 
     parser = subparsers.add_parser(
         "tune",
@@ -422,10 +392,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="directory of the trials and the results table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every config")
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (at most 1)")
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker died")
-    parser.set_defaults(run=run_tune_command)
+    defaults = Resources()
+    parser.add_argument(
+        "--cpus-per-trial", type=float, default=defaults.cpus, help="CPUs (and torch threads) per trial"
+    )
+    parser.add_argument("--gpus-per-trial", type=float, default=defaults.gpus, help="GPUs per trial (at most 1)")
+    parser.add_argument(
+        "--max-failures", type=int, default=defaults.max_retries, help="retries of a trial whose worker died"
+    )
+    parser.set_defaults(run=run_tune_command, job=tune_job)
+
+
+def study_job(args: argparse.Namespace) -> ClusterJob:
+    """A study runs on a Ray cluster; a job of an array runs one seed's trials (`--seeds N`)."""
+    return ClusterJob(ray=True, seed_settings=("--seeds=",))
+
+
+def tune_job(args: argparse.Namespace) -> ClusterJob:
+    """`tune` runs on a Ray cluster and reads the data directory its overrides name (`data.dir=DIR`), if any."""
+    data = [override.partition("=")[2] for override in args.overrides if override.startswith("data.dir=")]
+    return ClusterJob(ray=True, data_dir=data[-1] if data else None, data_setting="data.dir=" if data else None)
 
 
 def run_study_command(args: argparse.Namespace) -> int:
@@ -436,7 +422,7 @@ def run_study_command(args: argparse.Namespace) -> int:
     only_seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     unknown = sorted(set(only_seeds or ()) - set(study.seeds))
     if unknown:
-        raise UserError(f"--seeds {unknown[0]} is not among the study's seeds {study.seeds}; add it to `seeds`")
+        raise UserError(f"--seeds {unknown[0]} is not among the study's seeds {list(study.seeds)}; add it to `seeds`")
     print_trials(run_study(study, args.address, args.aggregate_only, only_seeds), study.out_dir)
     return 0
 
@@ -465,8 +451,11 @@ def tune_study(args: argparse.Namespace) -> StudyConfig:
                 "overrides": list(args.overrides),
                 "analyses": {"lesion": {"enabled": False}, "segregation": {"enabled": False}},
                 "resources": {
-                    "train": {"cpus": args.cpus_per_trial, "gpus": args.gpus_per_trial},
-                    "max_failures": args.max_failures,
+                    "train": {
+                        "cpus": args.cpus_per_trial,
+                        "gpus": args.gpus_per_trial,
+                        "max_retries": args.max_failures,
+                    }
                 },
             }
         )

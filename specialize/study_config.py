@@ -1,9 +1,16 @@
-"""The study config (`studies/<name>.yaml`): networks x seeds, the analyses each trial runs, resources per stage, W&B.
+"""The study config (`studies/<name>.yaml`): networks x seeds, the data it may build itself, the analyses each trial
+runs, trial resources, W&B.
 
 A study trains every network (task pairs and single-task controls, each a training config with overrides) for
 every seed, as one Ray Tune trial per (network, seed); pair trials then run the lesion sweep, the segregation
-analysis and its random-task control on the chosen checkpoint, and every trial can decode held-out classes and run
-RSA against behaviour. Loaded strictly like training configs: unknown keys and wrong types are one-line errors.
+analysis and its random-task control on the chosen checkpoint, and trials can decode held-out classes, run RSA
+against behaviour and visualise the top filters (`specialize.pipeline` runs each stage). Each analysis' section is
+its command's own settings type (`SweepSettings`, `SegregationSettings`, `DecodingSettings`, `RSASettings`,
+`VisualizeSettings`, with their resources per Ray task) plus when it runs, so every setting of a single command
+can be set here and each default is said once, in the settings type. A study can also draw and build its own
+synthetic data (`data.synth`, `data.build`: `specialize data synth` and `data build`'s settings) and synthetic
+participants for RSA (`data.behaviour`). Loaded strictly like training configs: unknown keys and wrong types are
+one-line errors.
 """
 
 from __future__ import annotations
@@ -14,148 +21,187 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.bootstrap import DEFAULT_RESAMPLES
-from analysis.representations.settings import CLASSIFIERS, COMPARISONS, DISTANCES, DecodingSettings, RSASettings
-from analysis.segregation.settings import DEFAULT_BATCH_SIZE
-from common.errors import UserError
+from analysis.representations.settings import DecodingSettings, RSASettings, VisualizeSettings
+from analysis.segregation.settings import SegregationSettings
+from common.errors import SettingError, UserError
+from common.layout import CHECKPOINTS, DATA_DIR
 from common.ray_runner import Resources
-from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
-from common.wandb_runs import WANDB_MODES
-from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES
-from sweeps.settings import DEFAULT_FILTERS_PER_TASK, DEFAULT_IMAGES_PER_TASK, RANKINGS
+from common.typed_config import apply_override, build_dataclass, check_at_least, check_choice, read_yaml
+from common.wandb_runs import WANDB_MODES, WANDB_PROJECT
+from data_pipeline.build import BuildSettings
+from data_pipeline.synth import SynthSettings
+from data_pipeline.synth_behaviour import BehaviourSettings
+from lightning_modules.layer_names import CONV_LAYERS
+from sweeps.settings import SweepSettings
 
-CHECKPOINTS = ("best", "last")
 
-
-@dataclass
+@dataclass(frozen=True)
 class NetworkSpec:
     """One network of the study: a training config, overrides applied to it, and optionally its data directory."""
 
     config: str = ""
-    overrides: list[str] = field(default_factory=list)
-    data: str | None = None  # default: the config's data.dir
+    overrides: tuple[str, ...] = ()
+    data: str | None = None  # default: the study's synthetic data, or the config's data.dir
 
 
-@dataclass
-class LesionStage:
-    """The lesion sweep of each pair trial (`specialize lesion`)."""
+@dataclass(frozen=True)
+class SyntheticBehaviour(BehaviourSettings):
+    """Synthetic participants who judge the first `images_per_class` held-out images of each held-out class of
+    `task` (`specialize data behaviour`'s settings): the stimuli of RSA when its own are not given."""
+
+    task: str = "face"
+    images_per_class: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_at_least("images_per_class", self.images_per_class, 2)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Synthetic data the study draws and builds itself (OUT/images, OUT/data), for every network without data of
+    its own; and synthetic participants for RSA (OUT/stimuli.txt, OUT/behaviour). None: the networks' data."""
+
+    synth: SynthSettings | None = None
+    build: BuildSettings = field(default_factory=BuildSettings)
+    behaviour: SyntheticBehaviour | None = None
+
+
+@dataclass(frozen=True)
+class LesionStage(SweepSettings):
+    """The lesion sweep of each pair trial: `specialize lesion`'s settings."""
 
     enabled: bool = True
-    checkpoint: str = "best"  # which checkpoint the analyses use: best (lowest validation loss) or last
-    ranking: str = "oneshot"
-    images_per_task: int = DEFAULT_IMAGES_PER_TASK
-    seed: int = 0
-    layers: list[str] = field(default_factory=lambda: list(CONV_LAYERS))
-    filters_per_task: int = DEFAULT_FILTERS_PER_TASK
 
 
-@dataclass
-class SegregationStage:
-    """The segregation analysis of each pair trial (`specialize segregation`), and its random-task control."""
+@dataclass(frozen=True)
+class SegregationStage(SegregationSettings):
+    """The segregation analysis of each pair trial (`specialize segregation`'s settings), and its random-task control
+    (the same settings with `--random-tasks`) beside it."""
 
     enabled: bool = True
-    fraction: float = 0.2
-    fractions: list[float] = field(default_factory=list)
-    bootstraps: int = DEFAULT_RESAMPLES
-    seed: int = 0
-    random_tasks: bool = True  # also run the random-task control (`--random-tasks`)
-    batch_size: int = DEFAULT_BATCH_SIZE
+    control: bool = True  # also run the random-task control
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.random_tasks:
+            raise SettingError(
+                "random_tasks", "is set by the study for the control (segregation_random/); set `control` instead"
+            )
 
 
-@dataclass
-class DecodingStage:
-    """Decoding of the held-out classes from every trial's network (`specialize decode`; the data must be built with
-    `--heldout-classes`)."""
-
-    enabled: bool = False
-    networks: list[str] = field(default_factory=list)  # the networks whose trials decode (default: all)
-    layers: list[str] = field(default_factory=lambda: ["fc7"])
-    classifier: str = "logistic"
-    folds: int = 5
-
-    def runs_on(self, network: str) -> bool:
-        """Whether the trials of `network` decode."""
-        return self.enabled and (not self.networks or network in self.networks)
-
-    def settings(self) -> DecodingSettings:
-        """The decoding settings (validated)."""
-        return DecodingSettings(classifier=self.classifier, folds=self.folds)
-
-
-@dataclass
-class RSAStage:
-    """RSA of every trial's network against behavioural RDMs (`specialize rsa`)."""
+@dataclass(frozen=True)
+class NetworkChoice:
+    """Whether an analysis runs, and on which networks (default: all it applies to)."""
 
     enabled: bool = False
-    networks: list[str] = field(default_factory=list)  # the networks whose trials run RSA (default: all)
-    stimuli: str = ""  # the stimulus list
-    behaviour: str = ""  # the behaviour directory
-    layers: list[str] = field(default_factory=lambda: list(LAYER_NAMES))
-    distance: str = "correlation"
-    comparison: str = "spearman"
-
-    def settings(self) -> RSASettings:
-        """The RSA settings (validated)."""
-        return RSASettings(distance=self.distance, comparison=self.comparison)
+    networks: tuple[str, ...] = ()
 
     def runs_on(self, network: str) -> bool:
-        """Whether the trials of `network` run RSA."""
+        """Whether the trials of `network` run this analysis."""
         return self.enabled and (not self.networks or network in self.networks)
 
 
-@dataclass
+@dataclass(frozen=True)
+class DecodingStage(DecodingSettings, NetworkChoice):
+    """Decoding of the held-out classes from each trial's network (`specialize decode`'s settings; the data must be
+    built with held-out classes)."""
+
+
+@dataclass(frozen=True)
+class RSAStage(RSASettings, NetworkChoice):
+    """RSA of each trial's network against behavioural RDMs (`specialize rsa`'s settings)."""
+
+    stimuli: str = ""  # the stimulus list (default: the study's synthetic participants' stimuli)
+    behaviour: str = ""  # the behaviour directory (default: the study's synthetic participants)
+
+
+@dataclass(frozen=True)
+class VisualizeStage(VisualizeSettings, NetworkChoice):
+    """Feature visualisation of each task's top-ranked filters of one layer, for pair trials (`specialize
+    visualize --top N --task ... --sweep`'s settings)."""
+
+    layer: str = "conv5_3"
+    top: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("layer", self.layer, CONV_LAYERS)
+        check_at_least("top", self.top, 1)
+
+
+@dataclass(frozen=True)
 class Analyses:
-    """Which analyses each trial runs after training: the lesion stages for pairs, representations for every network."""
+    """The analyses after training: the lesion stages for pairs, representations for the networks chosen."""
 
+    checkpoint: str = "best"  # the checkpoint analysed: best (lowest validation loss) or last
     lesion: LesionStage = field(default_factory=LesionStage)
     segregation: SegregationStage = field(default_factory=SegregationStage)
     decoding: DecodingStage = field(default_factory=DecodingStage)
     rsa: RSAStage = field(default_factory=RSAStage)
+    visualize: VisualizeStage = field(default_factory=VisualizeStage)
 
-    def representations(self, network: str) -> bool:
-        """Whether the trials of `network` decode or run RSA."""
-        return self.decoding.runs_on(network) or self.rsa.runs_on(network)
+    def __post_init__(self) -> None:
+        check_choice("checkpoint", self.checkpoint, CHECKPOINTS)
+
+    def ray_stages(self, network: str, pair: bool) -> list[Resources]:
+        """The resources of each Ray stage a trial of `network` runs."""
+        stages = []
+        if pair and self.lesion.enabled:
+            stages.append(self.lesion.resources)
+            if self.segregation.enabled:
+                stages.append(self.segregation.resources)
+            if self.visualize.runs_on(network):
+                stages.append(self.visualize.resources)
+        if self.decoding.runs_on(network):
+            stages.append(self.decoding.extraction.resources)
+        if self.rsa.runs_on(network):
+            stages.append(self.rsa.extraction.resources)
+        return stages
 
 
-@dataclass
-class StageResources:
-    """CPUs (also torch threads) and GPUs of one Ray task or trial."""
-
-    cpus: float = 1.0
-    gpus: float = 0.0
-
-
-@dataclass
+@dataclass(frozen=True)
 class StudyResources:
-    """Resources per stage. Each trial reserves its training resources plus `tasks_per_trial` slots for the sweep and
-    evaluation tasks it submits (a Ray placement group), so trials never wait on each other's tasks."""
+    """Each trial trains on `train` (its CPUs are torch's threads, at most one GPU; `max_retries`: retries of a trial
+    whose worker died) and reserves `tasks_per_trial` slots for the Ray tasks of its analyses (a Ray placement
+    group; each slot as large as the largest of those tasks), so trials never wait on each other's tasks."""
 
-    train: StageResources = field(default_factory=StageResources)
-    sweep_task: StageResources = field(default_factory=StageResources)
-    eval_task: StageResources = field(default_factory=StageResources)
+    train: Resources = field(default_factory=Resources)
     tasks_per_trial: int = 1
-    max_failures: int = 2  # retries of a trial whose worker died
-    max_retries: int = 3  # retries of a sweep or evaluation task whose worker died
+
+    def __post_init__(self) -> None:
+        check_at_least("tasks_per_trial", self.tasks_per_trial, 1)
+        if self.train.gpus > 1:
+            raise SettingError(
+                "train.gpus",
+                f"is {self.train.gpus}: a study trial trains on at most one GPU; train multi-GPU networks with "
+                "`cluster/launch.sh ... specialize train` (Lightning DDP) and analyse their checkpoints with "
+                "`specialize lesion` and `segregation`",
+            )
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyWandb:
     """W&B for every run of the study: one group (default: the study's name), offline unless `mode: online`."""
 
-    project: str = "specialize"
-    mode: str = "offline"
+    project: str = WANDB_PROJECT
+    mode: str = WANDB_MODES[0]
     group: str | None = None
 
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, WANDB_MODES)
 
-@dataclass
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study."""
 
     name: str = "study"
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: tuple[int, ...] = (0,)
     pairs: dict[str, NetworkSpec] = field(default_factory=dict)
     controls: dict[str, NetworkSpec] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)  # applied to every network's training config
+    overrides: tuple[str, ...] = ()  # applied to every network's training config
+    data: StudyData = field(default_factory=StudyData)
     analyses: Analyses = field(default_factory=Analyses)
     resources: StudyResources = field(default_factory=StudyResources)
     wandb: StudyWandb = field(default_factory=StudyWandb)
@@ -176,118 +222,97 @@ class StudyConfig:
         """The W&B group of every run of the study."""
         return self.wandb.group or self.name
 
-    def task_resources(self, stage: StageResources) -> Resources:
-        """The Ray task resources of a sweep or evaluation task."""
-        return Resources(cpus=stage.cpus, gpus=stage.gpus, max_retries=self.resources.max_retries)
+    @property
+    def data_dir(self) -> Path | None:
+        """The data directory the study builds itself, or None when its networks bring their own."""
+        return self.out_dir / DATA_DIR if self.data.synth is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON friendly)."""
         return dataclasses.asdict(self)
 
 
-def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (), root: Path | None = None) -> StudyConfig:
     """Load a study YAML, apply `key=value` overrides (e.g. `seeds=[3]`), validate it, and make its paths (training
-    configs, data, output) absolute, since trials run in directories of their own."""
+    configs, data, output) absolute against `root` (default: the working directory), since trials run in
+    directories of their own."""
     data = read_yaml(path)
     for override in overrides:
         apply_override(data, override)
-    return with_absolute_paths(study_from_dict(data))
+    return with_absolute_paths(study_from_dict(data, root), root)
 
 
-def with_absolute_paths(study: StudyConfig) -> StudyConfig:
-    """The study with its training configs, data directories and output resolved against the working directory."""
+def with_absolute_paths(study: StudyConfig, root: Path | None = None) -> StudyConfig:
+    """The study with its training configs, data directories, RSA inputs and output resolved against `root`
+    (default: the working directory)."""
+
+    def absolute(path: str) -> str:
+        return str(((root or Path.cwd()) / path).resolve())
 
     def resolved(spec: NetworkSpec) -> NetworkSpec:
-        return dataclasses.replace(
-            spec, config=str(Path(spec.config).resolve()), data=str(Path(spec.data).resolve()) if spec.data else None
-        )
+        return dataclasses.replace(spec, config=absolute(spec.config), data=absolute(spec.data) if spec.data else None)
 
     rsa = study.analyses.rsa
     rsa = dataclasses.replace(
-        rsa, **{key: str(Path(getattr(rsa, key)).resolve()) for key in ("stimuli", "behaviour") if getattr(rsa, key)}
+        rsa, **{key: absolute(getattr(rsa, key)) for key in ("stimuli", "behaviour") if getattr(rsa, key)}
     )
     return dataclasses.replace(
         study,
-        output=str(Path(study.output).resolve()),
+        output=absolute(study.output),
         pairs={name: resolved(spec) for name, spec in study.pairs.items()},
         controls={name: resolved(spec) for name, spec in study.controls.items()},
         analyses=dataclasses.replace(study.analyses, rsa=rsa),
     )
 
 
-def study_from_dict(data: Mapping[str, Any]) -> StudyConfig:
-    """Build and validate a StudyConfig from a nested mapping; UserError names any unknown key or bad value."""
+def study_from_dict(data: Mapping[str, Any], root: Path | None = None) -> StudyConfig:
+    """Build and validate a StudyConfig from a nested mapping (its relative paths against `root`, default: the
+    working directory); UserError names any unknown key or bad value."""
     study = build_dataclass(StudyConfig, data)
-    validate(study)
+    validate(study, root or Path.cwd())
     return study
 
 
-def validate(study: StudyConfig) -> None:
-    """Check what types alone cannot: names, seeds, choices, counts and that every training config exists."""
+def validate(study: StudyConfig, root: Path) -> None:
+    """Check what no section can check alone: networks, seeds, that every training config exists, and that each
+    analysis has what it needs."""
     if not study.pairs and not study.controls:
         raise UserError(
             "the study has no networks; list task pairs under `pairs` and/or single-task networks under "
             "`controls`, each with its training `config`"
         )
     if not study.seeds or len(set(study.seeds)) != len(study.seeds):
-        raise UserError(f"config key seeds must list distinct seeds, e.g. [0, 1, 2], not {study.seeds}")
+        raise UserError(f"config key seeds must list distinct seeds, e.g. [0, 1, 2], not {list(study.seeds)}")
     shared = set(study.pairs) & set(study.controls)
     if shared:
         raise UserError(f"network {sorted(shared)[0]!r} is both a pair and a control; give each network one name")
     for name, spec in study.networks.items():
         if not spec.config:
             raise UserError(f"network {name!r} has no training config; set {name}.config: configs/<name>.yaml")
-        if not Path(spec.config).is_file():
+        if not (root / spec.config).is_file():
             raise UserError(f"network {name!r}: training config {spec.config} does not exist; fix the path")
-    check_choice("analyses.lesion.ranking", study.analyses.lesion.ranking, RANKINGS)
-    check_choice("analyses.lesion.checkpoint", study.analyses.lesion.checkpoint, CHECKPOINTS)
-    check_choice("wandb.mode", study.wandb.mode, WANDB_MODES)
-    unknown = [layer for layer in study.analyses.lesion.layers if layer not in CONV_LAYERS]
-    if unknown or not study.analyses.lesion.layers:
-        raise UserError(
-            f"analyses.lesion.layers: unknown or no layers ({unknown}); choose from {', '.join(CONV_LAYERS)}"
-        )
-    if study.resources.train.gpus > 1:
-        raise UserError(
-            f"resources.train.gpus={study.resources.train.gpus}: a study trial trains on at most one GPU; "
-            "train multi-GPU networks with `cluster/launch.sh ... specialize train` (Lightning DDP) and "
-            "analyse their checkpoints with `specialize lesion` and `segregation`"
-        )
-    if study.resources.tasks_per_trial < 1:
-        raise UserError("resources.tasks_per_trial must be at least 1")
-    if study.analyses.segregation.enabled and not study.analyses.lesion.enabled:
-        raise UserError("analyses.segregation needs analyses.lesion (it lesions the sweep's top filters); enable both")
-    validate_representations(study.analyses, list(study.networks))
-
-
-def validate_representations(analyses: Analyses, networks: list[str]) -> None:
-    """Check the decoding and RSA stages: networks, layers, settings, and the behavioural inputs RSA reads."""
-    for name, stage in (("decoding", analyses.decoding), ("rsa", analyses.rsa)):
-        strangers = [network for network in stage.networks if network not in networks]
+    analyses = study.analyses
+    for name in ("segregation", "visualize"):
+        if getattr(analyses, name).enabled and not analyses.lesion.enabled:
+            raise UserError(f"analyses.{name} needs analyses.lesion (it reads the sweep's ranking); enable both")
+    for name in ("decoding", "rsa", "visualize"):
+        strangers = [network for network in getattr(analyses, name).networks if network not in study.networks]
         if strangers:
             raise UserError(
                 f"analyses.{name}.networks: {strangers[0]!r} is not a network of the study; choose from "
-                f"{', '.join(networks)}"
+                f"{', '.join(study.networks)}"
             )
-        unknown = [layer for layer in stage.layers if layer not in LAYER_NAMES]
-        if unknown or not stage.layers:
-            raise UserError(
-                f"analyses.{name}.layers: unknown or no layers ({unknown}); choose from {', '.join(LAYER_NAMES)}"
-            )
-    decoding, rsa = analyses.decoding, analyses.rsa
-    check_choice("analyses.decoding.classifier", decoding.classifier, CLASSIFIERS)
-    if decoding.folds < 2:
-        raise UserError(f"config key analyses.decoding.folds must be at least 2, not {decoding.folds}")
-    check_choice("analyses.rsa.distance", rsa.distance, DISTANCES)
-    check_choice("analyses.rsa.comparison", rsa.comparison, COMPARISONS)
-    if rsa.enabled:
-        if not rsa.stimuli or not Path(rsa.stimuli).is_file():
+    if analyses.rsa.enabled and study.data.behaviour is None:
+        rsa = analyses.rsa
+        if not rsa.stimuli or not (root / rsa.stimuli).is_file():
             raise UserError(
                 f"analyses.rsa.stimuli: stimulus list {rsa.stimuli!r} is not a file; give the list of "
-                "stimulus images (one path per line)"
+                "stimulus images (one path per line), or let the study draw participants (data.behaviour)"
             )
-        if not rsa.behaviour or not Path(rsa.behaviour).is_dir():
+        if not rsa.behaviour or not (root / rsa.behaviour).is_dir():
             raise UserError(
                 f"analyses.rsa.behaviour: {rsa.behaviour!r} is not a folder; give a behaviour directory "
                 "(README, Behavioural data)"
             )
+    if study.data.behaviour is not None and study.data.synth is None:
+        raise UserError("data.behaviour draws participants for the study's synthetic images; set data.synth too")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.ray_runner import Resources, add_ray_arguments
-from sweeps.settings import DEFAULT_FILTERS_PER_TASK, DEFAULT_IMAGES_PER_TASK, RANKINGS
+from sweeps.settings import RANKINGS, SweepSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,25 +20,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="a .ckpt written by `specialize train`")
     parser.add_argument("--data", required=True, help="the data directory the model was trained on")
     parser.add_argument("--out", required=True, help="output directory (resumes the sweep already there)")
+    defaults = SweepSettings()
     parser.add_argument(
         "--images-per-task",
         type=int,
-        default=DEFAULT_IMAGES_PER_TASK,
+        default=defaults.images_per_task,
         help="training-split images per task, eval transform (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the image sample (default: %(default)s)"
+    )
     parser.add_argument(
         "--ranking",
-        choices=RANKINGS,
-        default=RANKINGS[0],
-        help="oneshot: each filter alone (default); greedy: METHOD's rounds of 1.6%% up to 20%%",
+        default=defaults.ranking,
+        help=f"{' or '.join(RANKINGS)}: each filter alone, or METHOD's rounds of 1.6%% up to 20%% "
+        "(default: %(default)s)",
     )
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
     add_ray_arguments(parser)
     parser.add_argument(
         "--filters-per-task",
         type=int,
-        default=DEFAULT_FILTERS_PER_TASK,
+        default=defaults.filters_per_task,
         help="filters per Ray task (default: %(default)s)",
     )
     parser.add_argument("--batch-size", type=int, help="images per forward pass (default: 128, or fewer to fit memory)")
@@ -52,13 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the sweep and print where the results are."""
-    from lightning_modules.layer_names import CONV_LAYERS
     from sweeps.distributed import run_sweep
-    from sweeps.settings import SweepSettings
 
     budget = None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30)
+    defaults = SweepSettings()
     settings = SweepSettings(
-        layers=tuple(args.layers or CONV_LAYERS),
+        images_per_task=args.images_per_task,
+        seed=args.seed,
+        layers=tuple(args.layers) if args.layers else defaults.layers,
         ranking=args.ranking,
         filters_per_task=args.filters_per_task,
         batch_size=args.batch_size,
@@ -66,16 +70,7 @@ def run(args: argparse.Namespace) -> int:
         memory_budget=budget,
         resources=Resources.from_args(args),
     )
-    result = run_sweep(
-        args.checkpoint,
-        args.data,
-        args.out,
-        images_per_task=args.images_per_task,
-        seed=args.seed,
-        settings=settings,
-        address=args.address,
-        progress=not args.no_progress,
-    )
+    result = run_sweep(args.checkpoint, args.data, args.out, settings, args.address, progress=not args.no_progress)
     print(
         f"lesion sweep: {len(result.filter_losses)} rows -> {result.out_dir / 'filter_losses.parquet'}, "
         f"{result.out_dir / 'ranking.parquet'}"

@@ -24,17 +24,16 @@ import pandas as pd
 import ray
 
 from common.errors import UserError
-from common.io import read_json, readable_parquet, remove_temporaries, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job
+from common.io import write_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
+from common.stage import StageDir
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.devices import on_device, tf32
 from sweeps.engine import intact_frame, intact_totals, lesion_frame, sweep_layer, with_intact
 from sweeps.memory_plan import DEFAULT_BATCH_SIZE, default_budget, layer_plan
 from sweeps.ranking import GreedySchedule, chosen_filters, greedy_ranking, oneshot_ranking
-from sweeps.settings import DEFAULT_IMAGES_PER_TASK, SweepSettings
+from sweeps.settings import SweepSettings
 from sweeps.stimuli import ImagesByTask, Stimuli
 
 
@@ -197,35 +196,33 @@ def next_round_chunks(
     return chunks_of(layer, remaining, settings.filters_per_task, task=task, round=round_index, base=tuple(chosen))
 
 
-def resolve_settings(out_dir: Path, settings: SweepSettings, identity: Mapping[str, Any]) -> SweepSettings:
-    """Settings for this output directory: those of the sweep already there (when resuming) must match.
+def with_recorded_budget(out_dir: str | os.PathLike, settings: SweepSettings) -> SweepSettings:
+    """`settings`, with the memory budget of the sweep already in `out_dir` when it is left to default: the budget
+    probed when the sweep began is kept, so its passes do not depend on what memory is free now."""
+    recorded = StageDir(Path(out_dir), "lesion sweep", {}).recorded()
+    if settings.memory_budget is not None or recorded is None:
+        return settings
+    return replace(settings, memory_budget=recorded["settings"]["memory_budget"])
 
-    `identity` says what is swept (checkpoint hash, data, images); a directory holding another sweep is an
-    error. A memory budget left to default is probed once and then kept.
-    """
-    config_path = out_dir / "config.json"
-    stored = None
-    if config_path.exists():
-        recorded = read_json(config_path)
-        if settings.memory_budget is None:
-            settings = replace(settings, memory_budget=recorded["settings"]["memory_budget"])
-        stored = {**recorded["identity"], **{key: recorded["settings"][key] for key in SweepSettings.RESULT_FIELDS}}
-    check_same_job(
-        out_dir,
-        "lesion sweep",
-        stored,
-        {**identity, **settings.result_fields()},
-        "rerun with the same inputs and settings or choose another --out",
-    )
-    if settings.memory_budget is None:
-        resources = settings.resources
-        settings = replace(
-            settings,
-            memory_budget=ray.get(
-                probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings)
-            ),
-        )
-    return settings
+
+def sweep_stage(out_dir: str | os.PathLike, identity: Mapping[str, Any], settings: SweepSettings) -> StageDir:
+    """The sweep's stage directory, checked: what is swept (`identity`: checkpoint hash, data, tasks, ...) and the
+    settings that change the numbers."""
+    return StageDir(Path(out_dir), "lesion sweep", {**identity, **settings.result_fields()}).check()
+
+
+def probed_settings(settings: SweepSettings) -> SweepSettings:
+    """`settings` with a memory budget: half the free memory a sweep task sees, when none is given."""
+    if settings.memory_budget is not None:
+        return settings
+    resources = settings.resources
+    budget = ray.get(probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings))
+    return replace(settings, memory_budget=budget)
+
+
+def sweep_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A finished sweep's (filter_losses, ranking)."""
+    return pd.read_parquet(out / "filter_losses.parquet"), pd.read_parquet(out / "ranking.parquet")
 
 
 def distributed_sweep(
@@ -236,26 +233,26 @@ def distributed_sweep(
     identity: Mapping[str, Any] | None = None,
     address: str | None = None,
     progress: bool = True,
-    config_extra: Mapping[str, Any] | None = None,
+    arguments: Mapping[str, Any] | None = None,
     heads: OutputHeads = OutputHeads(),
+    manifest: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
 
     Resumes the sweep already in `out_dir`, and returns a finished one's tables without redoing anything.
     `identity` (what is swept; with separate `heads`, also their sizes, so a sweep scored otherwise is never resumed
-    into this one) and `config_extra` go into config.json.
+    into this one) and `arguments` go into config.json, `manifest` into manifest.json.
     """
-    out = Path(out_dir)
     identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
-    if readable_parquet(out / "ranking.parquet"):  # written last: the sweep is finished
-        resolve_settings(out, settings, identity)
-        return pd.read_parquet(out / "filter_losses.parquet"), pd.read_parquet(out / "ranking.parquet")
+    settings = with_recorded_budget(out_dir, settings)
+    stage = sweep_stage(out_dir, identity, settings)
+    if stage.finished:
+        return sweep_tables(stage.path)
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
-        settings = resolve_settings(out, settings, identity)
-        remove_temporaries(out)
-        write_json(out / "config.json", {**(config_extra or {}), "identity": identity, "settings": asdict(settings)})
+        settings = probed_settings(settings)
+        out = sweep_stage(out_dir, identity, settings).start({**(arguments or {}), "settings": asdict(settings)})
         runner = ChunkRunner(out, model, stimuli, settings, progress, heads)
         intact = runner.intact()
         lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")
@@ -267,6 +264,7 @@ def distributed_sweep(
         )
     write_parquet(out / "filter_losses.parquet", filter_losses)
     write_parquet(out / "ranking.parquet", ranking)
+    stage.finish("lesion_sweep", **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking)
     return filter_losses, ranking
 
 
@@ -306,55 +304,41 @@ def run_sweep(
     checkpoint: str | os.PathLike,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    images_per_task: int = DEFAULT_IMAGES_PER_TASK,
-    seed: int = 0,
     settings: SweepSettings = SweepSettings(),
     address: str | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet,
-    config.json and manifest.json into `out_dir`, resuming a sweep already there."""
+    config.json and manifest.json into `out_dir`, resuming a sweep already there and returning a finished one."""
     from lightning_modules.checkpoint import load_model
 
-    if images_per_task < 1:
-        raise UserError(f"--images-per-task must be at least 1, not {images_per_task}")
     loaded = load_model(checkpoint)
-    images = training_images(loaded, data_dir, images_per_task, seed)
-    identity = {
-        "checkpoint_sha256": loaded.sha256,
-        "data": str(Path(data_dir).resolve()),
-        "images_per_task": images_per_task,
-        "seed": seed,
-        "tasks": list(loaded.label_space.tasks),
-    }
-    arguments = {"checkpoint": str(Path(checkpoint).resolve()), "out": str(Path(out_dir).resolve()), "address": address}
+    data = str(Path(data_dir).resolve())
+    identity = {"checkpoint_sha256": loaded.sha256, "data": data, "tasks": list(loaded.label_space.tasks)}
+    stage = sweep_stage(out_dir, identity, with_recorded_budget(out_dir, settings))
+    if stage.finished:
+        return SweepResult(*sweep_tables(stage.path), stage.path)
     filter_losses, ranking = distributed_sweep(
         loaded.model,
-        images,
+        training_images(loaded, data_dir, settings.images_per_task, settings.seed),
         out_dir,
         settings,
         identity,
         address,
         progress,
-        config_extra=arguments,
+        arguments={"checkpoint": str(Path(checkpoint).resolve()), "out": str(stage.path.resolve()), "address": address},
         heads=loaded.output_heads,
+        manifest={
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "checkpoint_sha256": loaded.sha256,
+            "data": data,
+            "images_per_task": settings.images_per_task,
+            "seeds": {"images": settings.seed},
+            "tasks": identity["tasks"],
+            "images_split": "train",
+            "transform": "eval",
+            "resolution": loaded.config.data.resolution,
+            "heads": loaded.config.model.heads,
+        },
     )
-    if (Path(out_dir) / "manifest.json").is_file():
-        return SweepResult(filter_losses, ranking, Path(out_dir))
-    write_manifest(
-        Path(out_dir) / "manifest.json",
-        "lesion_sweep",
-        checkpoint=arguments["checkpoint"],
-        checkpoint_sha256=loaded.sha256,
-        data=identity["data"],
-        images_per_task=images_per_task,
-        seeds={"images": seed},
-        tasks=identity["tasks"],
-        layers=list(settings.layers),
-        ranking=settings.ranking,
-        images_split="train",
-        transform="eval",
-        resolution=loaded.config.data.resolution,
-        heads=loaded.config.model.heads,
-    )
-    return SweepResult(filter_losses, ranking, Path(out_dir))
+    return SweepResult(filter_losses, ranking, stage.path)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from data_pipeline.beton import ImageEncoding
-from data_pipeline.build import ImageCounts, build_dataset
-from data_pipeline.synth import generate
+from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
+from data_pipeline.synth import SynthSettings, generate
 
 
 def make_tiny_data_dir(
@@ -30,22 +30,26 @@ def make_tiny_data_dir(
     apart for validation), built into root/data (raw pixels by default); returns the data dir."""
     generate(
         root / "synth",
-        seed=seed,
-        tasks=tasks,
-        classes_per_task=classes,
-        train_per_class=train + val,
-        test_per_class=test,
-        heldout_classes=heldout,
-        size=size,
+        SynthSettings(
+            seed=seed,
+            tasks=tuple(tasks),
+            classes_per_task=classes,
+            train_per_class=train + val,
+            test_per_class=test,
+            heldout_classes=heldout,
+            size=size,
+        ),
         workers=2,
     )
     build_dataset(
         {task: root / "synth" / task for task in tasks},
         root / "data",
-        counts=ImageCounts(test=test, val=val),
-        heldout_classes=heldout,
-        encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
-        pools=pools,
+        BuildSettings(
+            counts=ImageCounts(test=test, val=val),
+            heldout_classes=heldout,
+            encoding=ImageEncoding(write_mode=write_mode, max_resolution=None),
+            pools=tuple(pools) if pools else None,
+        ),
         workers=2,
     )
     return root / "data"

@@ -259,8 +259,9 @@ def make_study_dir(root: Path) -> Path:
         "controls": {"face": {"config": "configs/tiny_face.yaml"}},
         "overrides": [],
         "analyses": {
-            "lesion": {"images_per_task": 12, "ranking": "oneshot", "checkpoint": "best"},
-            "segregation": {"fraction": 0.2, "bootstraps": BOOTSTRAPS},
+            "checkpoint": "best",
+            "lesion": {"images_per_task": 12, "ranking": "oneshot"},
+            "segregation": {"fraction": 0.2, "n_bootstraps": BOOTSTRAPS},
         },
     }
     write_json(study / "config.json", config)
@@ -288,6 +289,7 @@ def make_study_dir(root: Path) -> Path:
             **metrics,
         }
         write_json(trial / "trial.json", row)
+        write_manifest(trial / "manifest.json", "trial", seed=seed, network=network)  # a finished trial
         rows.append({"name": f"{network}-seed{seed}", **row})
     trials = pd.DataFrame(rows)
     write_parquet(study / "trials.parquet", trials)

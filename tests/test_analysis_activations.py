@@ -124,7 +124,7 @@ def test_fewer_images_than_announced_is_an_error_not_a_short_file(model, tmp_pat
 def test_settings_and_network_names_are_checked():
     with pytest.raises(UserError, match="unknown layer 'fc8'"):
         ActivationSettings(layers=("fc7", "fc8"))
-    with pytest.raises(UserError, match="--pooling must be one of mean, full"):
+    with pytest.raises(UserError, match="pooling is 'max'; valid values: mean, full"):
         ActivationSettings(pooling="max")
     assert parse_network("runs/train/tiny_face/checkpoints/last.ckpt").name == "tiny_face"
     assert parse_network("face=x/y.ckpt").name == "face"

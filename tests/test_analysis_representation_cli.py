@@ -126,7 +126,7 @@ def test_decode_errors_are_one_line(networks, tmp_path_factory, tmp_path, capsys
         ),
         (["--data", str(data), "--layers", "fc9"], "unknown layer 'fc9'"),
         (["--data", str(data), "--folds", "7"], "has only 6 images for 7 folds; lower --folds to at most 6"),
-        (["--data", str(data), "--classifier", "forest"], "--classifier must be one of logistic, svm"),
+        (["--data", str(data), "--classifier", "forest"], "--classifier is 'forest'; valid values: logistic, svm"),
     ]
     for index, (extra, message) in enumerate(cases):
         assert main(["decode", *checkpoints(paths), *extra, "--out", str(tmp_path / str(index)), "--no-progress"]) == 2

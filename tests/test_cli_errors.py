@@ -36,7 +36,7 @@ def run_specialize(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (
             ("lesion", "--checkpoint", "c", "--data", "d", "--out", "o", "--ranking", "best"),
             "specialize lesion",
-            "argument --ranking: invalid choice: 'best'",
+            "--ranking is 'best'; valid values: oneshot, greedy",
         ),
         (("tune", "--out", "o"), "specialize tune", "the following arguments are required: --config"),
         (

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from common.errors import UserError
 from data_pipeline.behaviour import read_behaviour, read_stimulus_list, write_behaviour
 from data_pipeline.sample import eval_transform, stream_batches, stream_image_files
-from data_pipeline.synth_behaviour import generate_behaviour, noisy_participants
+from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour, noisy_participants
 
 STIMULI = ["a.png", "b.png", "c.png", "d.png"]
 
@@ -196,7 +196,9 @@ def test_generated_behaviour_reads_back_and_its_stimuli_file_is_the_stimulus_lis
         png(tmp_path / "images" / folder / f"{index}.png", index)
     lines = sorted(str(path.relative_to(tmp_path)) for path in (tmp_path / "images").rglob("*.png"))
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
-    out = generate_behaviour(tmp_path / "behaviour", tmp_path / "list.txt", participants=4, noise=0.0, seed=1)
+    out = generate_behaviour(
+        tmp_path / "behaviour", tmp_path / "list.txt", settings=BehaviourSettings(participants=4, noise=0.0, seed=1)
+    )
     behaviour = read_behaviour(out)
     assert behaviour.participants == ("participant_1", "participant_2", "participant_3", "participant_4")
     stimuli = read_stimulus_list(out / "stimuli.txt")
@@ -205,4 +207,6 @@ def test_generated_behaviour_reads_back_and_its_stimuli_file_is_the_stimulus_lis
     between = classes[:, None] != classes[None, :]
     assert np.all(behaviour.rdms[:, between] == 1) and np.all(behaviour.rdms[:, ~between] == 0)  # noise 0: the classes
     with pytest.raises(UserError, match="holds a synthetic behaviour directory with another noise \\(0.0, now 0.5\\)"):
-        generate_behaviour(tmp_path / "behaviour", tmp_path / "list.txt", participants=4, noise=0.5, seed=1)
+        generate_behaviour(
+            tmp_path / "behaviour", tmp_path / "list.txt", settings=BehaviourSettings(participants=4, noise=0.5, seed=1)
+        )

@@ -181,15 +181,17 @@ def test_pool_has_global_labels(built: Path) -> None:
 
 def test_rebuild_skips_finished_files(built: Path, tmp_path: Path) -> None:
     from data_pipeline.beton import ImageEncoding
-    from data_pipeline.build import ImageCounts, build_dataset
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
 
     before = {p: p.stat().st_mtime_ns for p in built.rglob("*.beton")}
     manifest = build_dataset(
         {t: built.parent / "synth" / t for t in ("face", "object")},
         built,
-        counts=ImageCounts(test=3, val=2),
-        heldout_classes=2,
-        encoding=ImageEncoding(write_mode="raw", max_resolution=None),
+        BuildSettings(
+            counts=ImageCounts(test=3, val=2),
+            heldout_classes=2,
+            encoding=ImageEncoding(write_mode="raw", max_resolution=None),
+        ),
         workers=1,
     )
     assert {p: p.stat().st_mtime_ns for p in built.rglob("*.beton")} == before
@@ -303,7 +305,7 @@ def _classes_some_unreadable(root: Path, good: tuple[str, ...], bad: tuple[str, 
 
 
 def test_classes_and_heldout_classes_are_drawn_among_readable_ones(tmp_path: Path) -> None:
-    from data_pipeline.build import ImageCounts, build_dataset
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
 
     good, bad = ("c0", "c2", "c4"), ("c1", "c3", "c5")
     _classes_some_unreadable(tmp_path / "src", good, bad)
@@ -311,10 +313,7 @@ def test_classes_and_heldout_classes_are_drawn_among_readable_ones(tmp_path: Pat
         manifest = build_dataset(
             {"face": tmp_path / "src"},
             tmp_path / f"out{seed}",
-            classes=2,
-            heldout_classes=1,
-            counts=ImageCounts(test=1, val=1),
-            seed=seed,
+            BuildSettings(classes=2, heldout_classes=1, counts=ImageCounts(test=1, val=1), seed=seed),
             workers=1,
         )
         task = manifest["tasks"]["face"]
@@ -322,14 +321,14 @@ def test_classes_and_heldout_classes_are_drawn_among_readable_ones(tmp_path: Pat
         assert set(task["classes"] + task["heldout_classes"]) == set(good)
     with pytest.raises(UserError, match="asked for 4 held-out classes but only 3 of the 6"):
         build_dataset(
-            {"face": tmp_path / "src"}, tmp_path / "four", heldout_classes=4, counts=ImageCounts(test=1, val=1)
+            {"face": tmp_path / "src"},
+            tmp_path / "four",
+            BuildSettings(heldout_classes=4, counts=ImageCounts(test=1, val=1)),
         )
     with pytest.raises(UserError, match="asked for 3 classes but 2 of the 5 classes besides the 1 held out"):
         build_dataset(
             {"face": tmp_path / "src"},
             tmp_path / "three",
-            classes=3,
-            heldout_classes=1,
-            counts=ImageCounts(test=1, val=1),
+            BuildSettings(classes=3, heldout_classes=1, counts=ImageCounts(test=1, val=1)),
         )
     assert not list((tmp_path / "four").glob("*/*.beton")) and not list((tmp_path / "three").glob("*/*.beton"))

@@ -18,7 +18,7 @@ from helpers_data import pixel_hash, stored_images
 from common.io import read_json
 from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
-from data_pipeline.synth import generate
+from data_pipeline.synth import SynthSettings, generate
 from specialize.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -32,13 +32,15 @@ def sources(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("flags") / "synth"
     generate(
         root,
-        seed=3,
-        tasks=TASKS,
-        classes_per_task=5,
-        train_per_class=6,
-        test_per_class=3,
-        heldout_classes=2,
-        size=SIZE,
+        SynthSettings(
+            seed=3,
+            tasks=TASKS,
+            classes_per_task=5,
+            train_per_class=6,
+            test_per_class=3,
+            heldout_classes=2,
+            size=SIZE,
+        ),
         workers=2,
     )
     return root

@@ -14,7 +14,7 @@ from helpers_train import ROOT
 
 from common.io import read_json
 from data_pipeline.beton import ImageEncoding
-from data_pipeline.build import ImageCounts, build_dataset, read_name_list
+from data_pipeline.build import BuildSettings, ImageCounts, build_dataset, read_name_list
 from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
 
@@ -83,10 +83,7 @@ def test_faces_as_one_class_builds_from_vggface2_and_serves_the_segregation_anal
     manifest = build_dataset(
         {"face": vggface2(tmp_path / "vggface2"), "object": imagenet(tmp_path / "imagenet")},
         tmp_path / "data",
-        counts=COUNTS,
-        heldout_classes=1,
-        one_class=["face"],
-        encoding=RAW,
+        BuildSettings(counts=COUNTS, heldout_classes=1, one_class=("face",), encoding=RAW),
         workers=1,
     )
     data = DataDir(tmp_path / "data")
@@ -149,7 +146,7 @@ def _split_files(data: DataDir, task: str, split: str, root: Path) -> set[str]:
 
 def test_food101_builds_from_its_meta_split_or_resplit(tmp_path: Path) -> None:
     root = food101(tmp_path / "food-101")
-    manifest = build_dataset({"food": root}, tmp_path / "meta", counts=COUNTS, encoding=RAW, workers=1)
+    manifest = build_dataset({"food": root}, tmp_path / "meta", BuildSettings(counts=COUNTS, encoding=RAW), workers=1)
     meta_test = {Path(line).name for line in (root / "meta" / "test.txt").read_text().split()} - {"404"}
     assert _split_files(DataDir(tmp_path / "meta"), "food", "test", root) == meta_test
     counts = manifest["tasks"]["food"]["counts"]
@@ -163,7 +160,10 @@ def test_food101_builds_from_its_meta_split_or_resplit(tmp_path: Path) -> None:
 
     # METHOD's 900 train / 100 test per class from Food-101's 750 / 250, here 4 / 1 -> 3 / 2 (validation from the 3)
     resplit = build_dataset(
-        {"food": root}, tmp_path / "resplit", counts=ImageCounts(test=2, val=1), split="seed", encoding=RAW, workers=1
+        {"food": root},
+        tmp_path / "resplit",
+        BuildSettings(counts=ImageCounts(test=2, val=1), split="seed", encoding=RAW),
+        workers=1,
     )
     counts = resplit["tasks"]["food"]["counts"]
     assert (counts["train"], counts["val"], counts["test"]) == (6, 3, 6) and resplit["tasks"]["food"]["split"] == "seed"
@@ -178,11 +178,13 @@ def test_car_csv_and_object_exclusions_build_a_balanced_car_object_pair(tmp_path
     manifest = build_dataset(
         {"car": table, "object": imagenet(tmp_path / "imagenet")},
         tmp_path / "data",
-        counts=COUNTS,
-        class_lists={"object": str(face_object_classes)},
-        exclude={"object": str(EXCLUSIONS)},
-        balance=True,
-        encoding=RAW,
+        BuildSettings(
+            counts=COUNTS,
+            class_lists={"object": str(face_object_classes)},
+            exclude={"object": str(EXCLUSIONS)},
+            balance=True,
+            encoding=RAW,
+        ),
         workers=1,
     )
     data = DataDir(tmp_path / "data")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from common.errors import UserError
-from data_pipeline.synth import class_name, generate, render_image
+from data_pipeline.synth import SynthSettings, class_name, generate, render_image
 
 SMALL = dict(
     tasks=("face", "object", "food", "car"),
@@ -21,12 +21,16 @@ SMALL = dict(
 )
 
 
+def small(seed: int) -> SynthSettings:
+    return SynthSettings(seed=seed, **SMALL)
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
 
 
 def test_layout_and_counts(tmp_path: Path) -> None:
-    generate(tmp_path, seed=3, workers=2, **SMALL)
+    generate(tmp_path, small(3), workers=2)
     for task in SMALL["tasks"]:
         assert sorted(p.name for p in (tmp_path / task / "train").iterdir()) == [class_name(task, i) for i in range(2)]
         assert sorted(p.name for p in (tmp_path / task / "test").iterdir()) == [class_name(task, i) for i in range(2)]
@@ -39,23 +43,23 @@ def test_layout_and_counts(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
-    generate(tmp_path / "a", seed=3, workers=2, **SMALL)
-    generate(tmp_path / "b", seed=3, workers=1, **SMALL)
-    generate(tmp_path / "c", seed=4, workers=2, **SMALL)
+    generate(tmp_path / "a", small(3), workers=2)
+    generate(tmp_path / "b", small(3), workers=1)
+    generate(tmp_path / "c", small(4), workers=2)
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert len(a) == 4 * (2 * 5 + 2) and a == b
     assert a.keys() == c.keys() and all(a[k] != c[k] for k in a)
 
 
 def test_resume_keeps_existing_images_and_refuses_other_settings(tmp_path: Path) -> None:
-    generate(tmp_path, seed=3, workers=2, **SMALL)
+    generate(tmp_path, small(3), workers=2)
     victim = tmp_path / "face" / "train" / "face_000" / "0000.jpg"
     before = victim.read_bytes()
     victim.unlink()
-    generate(tmp_path, seed=3, workers=2, **SMALL)
+    generate(tmp_path, small(3), workers=2)
     assert victim.read_bytes() == before
     with pytest.raises(UserError, match="holds a synthetic data set with another"):
-        generate(tmp_path, seed=5, workers=2, **SMALL)
+        generate(tmp_path, small(5), workers=2)
 
 
 def test_identity_is_fixed_but_images_vary() -> None:
@@ -65,8 +69,8 @@ def test_identity_is_fixed_but_images_vary() -> None:
 
 
 def test_unknown_task_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="unknown synthetic task"):
-        generate(tmp_path, tasks=("faces",))
+    with pytest.raises(UserError, match="tasks is 'faces'; valid values: face, object, food, car"):
+        generate(tmp_path, SynthSettings(tasks=("faces",)))
 
 
 def test_face_identity_is_not_told_apart_by_colour() -> None:

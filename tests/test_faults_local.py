@@ -26,8 +26,8 @@ from helpers_train import ROOT, session_tiny_data, tiny_config
 
 from common.io import file_sha256, read_json
 from data_pipeline.beton import ImageEncoding
-from data_pipeline.build import ImageCounts, build_dataset
-from data_pipeline.synth import generate
+from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
+from data_pipeline.synth import SynthSettings, generate
 from lightning_modules.train import train
 from specialize.cli import main
 
@@ -199,13 +199,15 @@ def test_a_checkpoint_cut_short_is_passed_over_and_a_finished_run_is_left_as_it_
 def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
     generate(
         tmp_path / "images",
-        seed=1,
-        tasks=("face", "object"),
-        classes_per_task=2,
-        train_per_class=6,
-        test_per_class=2,
-        heldout_classes=0,
-        size=32,
+        SynthSettings(
+            seed=1,
+            tasks=("face", "object"),
+            classes_per_task=2,
+            train_per_class=6,
+            test_per_class=2,
+            heldout_classes=0,
+            size=32,
+        ),
         workers=1,
     )
     roots = {task: tmp_path / "images" / task for task in ("face", "object")}
@@ -214,9 +216,10 @@ def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
         return build_dataset(
             roots,
             tmp_path / "data",
-            counts=ImageCounts(test=2, val=1),
+            BuildSettings(
+                counts=ImageCounts(test=2, val=1), encoding=ImageEncoding(write_mode="raw", max_resolution=None)
+            ),
             workers=1,
-            encoding=ImageEncoding(write_mode="raw", max_resolution=None),
         )["hashes"]
 
     hashes = build()
@@ -232,24 +235,17 @@ def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
 
 
 def test_a_synthetic_jpeg_cut_short_is_drawn_again(tmp_path):
-    options = dict(
-        seed=2,
-        tasks=("car",),
-        classes_per_task=2,
-        train_per_class=3,
-        test_per_class=1,
-        heldout_classes=0,
-        size=32,
-        workers=1,
+    settings = SynthSettings(
+        seed=2, tasks=("car",), classes_per_task=2, train_per_class=3, test_per_class=1, heldout_classes=0, size=32
     )
-    generate(tmp_path, **options)
+    generate(tmp_path, settings, workers=1)
     images = sorted(tmp_path.glob("car/*/*/*.jpg"))
     victim, content = images[3], images[3].read_bytes()
     victim.write_bytes(content[: len(content) // 2])
     leftover = victim.parent / ".0000.jpg.abcd1234.tmp"  # what a kill during a write leaves
     leftover.write_bytes(b"partial")
     others = mtimes(path for path in images if path != victim)
-    generate(tmp_path, **options)
+    generate(tmp_path, settings, workers=1)
     assert victim.read_bytes() == content and not leftover.exists()
     assert mtimes(others) == others
 

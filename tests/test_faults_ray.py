@@ -44,8 +44,9 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 LAYERS = ("conv1_1", "conv5_3")
-SWEEP = dict(images_per_task=16, seed=0)
-SWEEP_SETTINGS = SweepSettings(layers=LAYERS, filters_per_task=4, lesions_per_pass=1, batch_size=8)
+SWEEP_SETTINGS = SweepSettings(
+    images_per_task=16, seed=0, layers=LAYERS, filters_per_task=4, lesions_per_pass=1, batch_size=8
+)
 SWEEP_OPTIONS = (
     "--images-per-task",
     16,
@@ -83,7 +84,7 @@ def sweep(trained, ray_address) -> Path:
     """The uninterrupted sweep of the tiny model."""
     data, checkpoint = trained
     out = data.parent / "sweep"
-    run_sweep(checkpoint, data, out, settings=SWEEP_SETTINGS, address=ray_address, progress=False, **SWEEP)
+    run_sweep(checkpoint, data, out, settings=SWEEP_SETTINGS, address=ray_address, progress=False)
     return out
 
 
@@ -161,7 +162,7 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # cut short
     intact.write_bytes(b"PAR1" + bytes(300))  # garbage
     kept = mtimes(path for path in (damaged_sweep / "chunks").rglob("*.parquet") if path not in (chunk, intact))
-    run_sweep(checkpoint, data, damaged_sweep, settings=SWEEP_SETTINGS, address=ray_address, progress=False, **SWEEP)
+    run_sweep(checkpoint, data, damaged_sweep, settings=SWEEP_SETTINGS, address=ray_address, progress=False)
     assert mtimes(kept) == kept and not damaged_files(damaged_sweep)
     assert_same_tables(damaged_sweep, sweep, ("filter_losses", "ranking"))
 

@@ -77,7 +77,7 @@ def test_manifests_config_dumps_and_errors_are_redacted(monkeypatch, tmp_path, c
     monkeypatch.setattr(sys, "argv", ["specialize", "train", f"wandb.group={KEY}", "--secret-token", "s3cr3t-s3cr3t"])
     write_json(tmp_path / "manifest.json", build_manifest("test", note=KEY))
     write_config(load_config(ROOT / "configs" / "tiny_face.yaml", [f"wandb.group={KEY}"]), tmp_path)
-    for name in ("manifest.json", "config.json", "config.yaml"):
+    for name in ("manifest.json", "config.yaml"):
         text = (tmp_path / name).read_text()
         assert KEY not in text and "s3cr3t-s3cr3t" not in text and REDACTED in text
     assert json.loads((tmp_path / "manifest.json").read_text())["command"].endswith(f"--secret-token {REDACTED}")

@@ -79,8 +79,7 @@ def sweep(two_heads, ray_cluster) -> Path:
         run_dir / "checkpoints" / "last.ckpt",
         data,
         out,
-        images_per_task=12,
-        settings=SweepSettings(layers=LAYERS, filters_per_task=16),
+        settings=SweepSettings(images_per_task=12, layers=LAYERS, filters_per_task=16),
         progress=False,
     )
     return out

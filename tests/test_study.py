@@ -34,8 +34,11 @@ def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
         },
         "controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
         "overrides": [f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1"],
-        "analyses": {"lesion": {"images_per_task": 12, "layers": LAYERS}, "segregation": {"bootstraps": 50}},
-        "resources": {"train": {"cpus": 0.5}, "sweep_task": {"cpus": 0.5}, "eval_task": {"cpus": 0.5}},
+        "analyses": {
+            "lesion": {"images_per_task": 12, "layers": LAYERS, "resources": {"cpus": 0.5}},
+            "segregation": {"n_bootstraps": 50, "resources": {"cpus": 0.5}},
+        },
+        "resources": {"train": {"cpus": 0.5}},
         **changes,
     }
     path.write_text(yaml.safe_dump(study))
@@ -80,7 +83,7 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     subprocess.run(
         study_command(config, "--seeds", "0"), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True
     )
-    assert sorted(path.parent.name for path in study.glob("trials/*/trial.json")) == [
+    assert sorted(path.parent.name for path in study.glob("trials/*/manifest.json")) == [
         "face-seed0",
         "face_object-seed0",
         "food_object-seed0",
@@ -97,11 +100,11 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 900
-    while len(list(study.glob("trials/*/trial.json"))) < 4 and first.poll() is None and time.time() < deadline:
+    while len(list(study.glob("trials/*/manifest.json"))) < 4 and first.poll() is None and time.time() < deadline:
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    finished = [path.parent for path in study.glob("trials/*/trial.json")]
+    finished = [path.parent for path in study.glob("trials/*/manifest.json")]  # a trial's manifest is written last
     assert 4 <= len(finished) < 6
     before = {trial: stamps(trial) for trial in finished}
     done_stages = {
@@ -206,13 +209,15 @@ def test_across_seeds_is_the_mean_with_a_t_interval():
     assert single.mean_si == pytest.approx(0.2) and np.isnan(single.low) and np.isnan(single.high)
 
 
-@pytest.mark.parametrize("name", ["paper", "tiny"])
+@pytest.mark.parametrize("name", ["paper", "tiny", "demo"])
 def test_shipped_study_configs_load(name):
     from specialize.study import trials_of
     from specialize.study_config import load_study
 
-    study = load_study(ROOT / "studies" / f"{name}.yaml")
+    study = load_study(ROOT / "studies" / f"{name}.yaml", root=ROOT)
     assert len(trials_of(study)) == len(study.networks) * len(study.seeds)
+    if name in ("tiny", "demo"):  # laptop studies draw and build their own data, in the study's directory
+        assert study.data.synth is not None and study.data_dir == study.out_dir / "data"
     if name == "paper":  # the paper's scale: 3 pairs and 2 controls x 5 seeds; the face/object networks decode
         assert (len(study.pairs), len(study.controls), len(study.seeds)) == (3, 2, 5)
         assert [network for network in study.networks if study.analyses.decoding.runs_on(network)] == [
@@ -220,6 +225,27 @@ def test_shipped_study_configs_load(name):
             "face",
             "object",
         ]
+
+
+def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_path):
+    from analysis.representations.settings import ActivationSettings, DecodingSettings
+    from common.typed_config import part_of
+    from specialize.study_config import study_from_dict
+    from sweeps.settings import SweepSettings
+
+    analyses = {
+        "lesion": {"memory_budget": 2**30, "layers": ["conv5_3"], "resources": {"cpus": 2}},
+        "decoding": {"enabled": True, "folds": 3, "extraction": {"layers": ["fc6"]}},
+    }
+    study = study_from_dict(
+        {"controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}}, "analyses": analyses}
+    )
+    lesion = part_of(study.analyses.lesion, SweepSettings)  # every setting of `specialize lesion`, its memory too
+    assert lesion == SweepSettings(memory_budget=2**30, layers=("conv5_3",), resources=lesion.resources)
+    assert lesion.resources.cpus == 2 and lesion.resources.max_retries == 3  # the rest: Resources' defaults
+    decoding = part_of(study.analyses.decoding, DecodingSettings)  # a section given in part keeps decoding's pooling
+    assert decoding == DecodingSettings(folds=3, extraction=ActivationSettings(layers=("fc6",), pooling="mean"))
+    assert study.analyses.decoding.runs_on("face") and not study.analyses.rsa.runs_on("face")
 
 
 @pytest.mark.parametrize(
@@ -230,7 +256,11 @@ def test_shipped_study_configs_load(name):
         ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
         ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
         ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
-        ({"analyses": {"decoding": {"enabled": True, "layers": ["conv9_1"]}}}, "analyses.decoding.layers: unknown"),
+        (
+            {"analyses": {"decoding": {"enabled": True, "extraction": {"layers": ["conv9_1"]}}}},
+            "config key analyses.decoding.extraction.layers has unknown layer 'conv9_1'",
+        ),
+        ({"analyses": {"lesion": {"memory_budget": 0}}}, "config key analyses.lesion.memory_budget must be at least 1"),
         ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
         ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
         ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
@@ -256,24 +286,24 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
     from analysis.representations.activations import Network
     from analysis.representations.decoding import run_decoding
     from analysis.representations.rsa import run_rsa
-    from analysis.representations.settings import ActivationSettings, DecodingSettings
+    from analysis.representations.settings import ActivationSettings, DecodingSettings, RSASettings
     from data_pipeline.behaviour import write_stimulus_list
-    from data_pipeline.synth_behaviour import generate_behaviour
+    from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour
 
     data = make_tiny_data_dir(tmp_path, tasks=("face", "object"), classes=3, train=12, test=6, heldout=2)
     faces = sorted((tmp_path / "synth" / "face" / "heldout").rglob("*.jpg"))
     stimuli = write_stimulus_list(tmp_path / "stimuli.txt", [path for path in faces if int(path.stem) < 3])
-    behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, participants=4, noise=1.0, seed=0)
+    behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, settings=BehaviourSettings(participants=4))
     layers = ["conv5_3", "fc7"]
     analyses = {
         "lesion": {"enabled": False},
         "segregation": {"enabled": False},
-        "decoding": {"enabled": True, "networks": ["face"], "layers": layers, "folds": 3},
+        "decoding": {"enabled": True, "networks": ["face"], "extraction": {"layers": layers}, "folds": 3},
         "rsa": {
             "enabled": True,
             "stimuli": str(behaviour / "stimuli.txt"),
             "behaviour": str(behaviour),
-            "layers": layers,
+            "extraction": {"layers": layers},
         },
     }
     config = study_yaml(
@@ -295,8 +325,7 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
             network,
             data,
             tmp_path / f"decode{seed}",
-            settings=DecodingSettings(folds=3),
-            extraction=ActivationSettings(layers=tuple(layers), pooling="mean"),
+            settings=DecodingSettings(folds=3, extraction=ActivationSettings(layers=tuple(layers), pooling="mean")),
             progress=False,
         )
         run_rsa(
@@ -304,7 +333,7 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
             behaviour / "stimuli.txt",
             behaviour,
             tmp_path / f"rsa{seed}",
-            extraction=ActivationSettings(layers=tuple(layers)),
+            RSASettings(extraction=ActivationSettings(layers=tuple(layers))),
             progress=False,
         )
         for stage, table in (("decode", "decoding"), ("rsa", "rsa")):

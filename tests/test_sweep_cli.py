@@ -89,22 +89,24 @@ def test_cli_sweep_writes_tables_and_manifest(trained, ray_cluster, tmp_path, ca
 
 
 def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
+    from dataclasses import replace
+
     from common.errors import UserError
     from common.io import write_json
-    from sweeps.distributed import resolve_settings
+    from sweeps.distributed import sweep_stage, with_recorded_budget
     from sweeps.settings import SweepSettings
 
-    stored = SweepSettings(filters_per_task=8, memory_budget=10**9)
+    stored = SweepSettings(images_per_task=12, filters_per_task=8, memory_budget=10**9)
     write_json(
         tmp_path / "config.json",
-        {
-            "identity": {"images_per_task": 12},
-            "settings": {k: getattr(stored, k) for k in SweepSettings.RESULT_FIELDS} | {"layers": list(stored.layers)},
-        },
+        {"identity": {"data": "d", **stored.result_fields()}, "settings": {"memory_budget": 10**9}},
     )
-    resumed = resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 12})
+    resumed = with_recorded_budget(tmp_path, SweepSettings(images_per_task=12, filters_per_task=8))
     assert resumed.memory_budget == 10**9  # a budget left to default is the stored one
-    with pytest.raises(UserError, match="another images_per_task"):
-        resolve_settings(tmp_path, SweepSettings(filters_per_task=8), {"images_per_task": 13})
+    sweep_stage(tmp_path, {"data": "d"}, resumed)  # the same sweep resumes
+    with pytest.raises(UserError, match="another images_per_task \\(12, now 13\\)"):
+        sweep_stage(tmp_path, {"data": "d"}, replace(resumed, images_per_task=13))
     with pytest.raises(UserError, match="another filters_per_task \\(8, now 4\\)"):
-        resolve_settings(tmp_path, SweepSettings(filters_per_task=4), {"images_per_task": 12})
+        sweep_stage(tmp_path, {"data": "d"}, replace(resumed, filters_per_task=4))
+    with pytest.raises(UserError, match="another ranking \\('oneshot', now 'greedy'\\)"):
+        sweep_stage(tmp_path, {"data": "d"}, replace(resumed, ranking="greedy"))

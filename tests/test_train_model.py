@@ -92,6 +92,31 @@ def test_config_overrides_and_defaults(tmp_path):
     assert load_config(tmp_path / "config.yaml") == config
 
 
+def test_a_config_extends_its_bases_relative_to_itself_and_says_what_differs(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "sizes.yaml").write_text("data: {resolution: 32, batch_size: 16}\ntrainer: {epochs: 3}\n")
+    (tmp_path / "base" / "small.yaml").write_text(
+        "extends: sizes.yaml\ndata: {batch_size: 8}\nmodel: {width: 0.0625}\n"  # relative to base/
+    )
+    (tmp_path / "run.yaml").write_text("extends: [base/small.yaml]\nname: run\ntasks: [face]\ndata: {dir: d}\n")
+    config = load_config(tmp_path / "run.yaml", ["trainer.epochs=5"])
+    assert (config.data.resolution, config.data.batch_size, config.data.dir) == (32, 8, "d")  # merged, later wins
+    assert (config.model.width, config.trainer.epochs, config.name) == (0.0625, 5, "run")  # overrides last
+    (tmp_path / "base" / "sizes.yaml").write_text("extends: small.yaml\n")
+    with pytest.raises(UserError, match="extends small.yaml, which extends it again"):
+        load_config(tmp_path / "run.yaml")
+    (tmp_path / "run.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(UserError, match="missing.yaml does not exist"):
+        load_config(tmp_path / "run.yaml")
+
+
+def test_shipped_tiny_configs_differ_from_their_base_in_name_and_tasks_alone():
+    base = load_config(CONFIGS / "tiny_face_object.yaml").to_dict()
+    for path in CONFIGS.glob("tiny_*.yaml"):
+        config = load_config(path).to_dict()
+        assert {key for key in config if config[key] != base[key]} <= {"name", "tasks"}, path
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -1,10 +1,11 @@
 """Find what a report covers: every run directory under the given one, recognised by its manifest's `kind`.
 
 A run directory is one with a `manifest.json` that has a `kind` (train, lesion_sweep, segregation, data, synth,
-study, decoding, ...). The search descends through directories without a manifest (a demo directory, `train/`,
-`trials/`) and into a study, but not into other run directories, whose subdirectories are their own working
-state (a segregation's `pseudo_sweep/`, a decoding's `activations/`). Data directories that runs name in their
-manifest (`data`) are added when they exist, so a study's report shows the data it was trained on.
+study, decoding, ...; written when the run has finished). The search descends through directories without a
+manifest (a demo directory, `train/`, `trials/`) and into a study and its trials, but not into other run
+directories, whose subdirectories are their own working state (a segregation's `pseudo_sweep/`, a decoding's
+`activations/`). Data directories that runs name in their manifest (`data`) are added when they exist, so a study's
+report shows the data it was trained on.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 from analysis.report.elements import display_json
 from common.errors import UserError
 from common.io import read_json
+from common.layout import CHECKPOINT_DIR
 
-CONTAINER_KINDS = frozenset({"study"})  # run directories whose subdirectories hold further runs
-WORKING_STATE = frozenset({"wandb", "checkpoints", "chunks", "units", "ray_tune", "lightning_logs", "__pycache__"})
+CONTAINER_KINDS = frozenset({"study", "trial"})  # run directories whose subdirectories hold further runs
+SHOWN_BY_STUDY = frozenset({"trial"})  # a study's trials: its section lists them, their stages have sections
+WORKING_STATE = frozenset({"wandb", CHECKPOINT_DIR, "chunks", "units", "ray_tune", "lightning_logs", "__pycache__"})
 MAX_DEPTH = 4  # a study's trials/<trial>/<stage> is 3 levels down
 
 
@@ -83,7 +86,7 @@ def _walk(directory: Path, depth: int, seen: set[Path]) -> list[Run]:
     run = read_run(directory)
     if run is not None and run.kind not in CONTAINER_KINDS:
         return [run]
-    found = [run] if run is not None else []
+    found = [run] if run is not None and run.kind not in SHOWN_BY_STUDY else []
     if depth < MAX_DEPTH:
         for child in _subdirectories(directory):
             found += _walk(child, depth + 1, seen)

@@ -11,6 +11,7 @@ import pandas as pd
 from analysis.report.discover import Run
 from analysis.report.elements import Section, cell, figure_or_drawn, frame_table, interval
 from common.io import readable_parquet
+from common.layout import seeded_name
 
 TRIAL_COLUMNS = ("name", "network", "seed", "pair", "stage", "best_val_loss")
 
@@ -29,7 +30,7 @@ def intact_figure(studies: list[Run]) -> Path | None:
 def expected_trials(config: dict) -> list[str]:
     """Every `<network>-seed<N>` a study config asks for (pairs and single-task controls)."""
     networks = [*(config.get("pairs") or {}), *(config.get("controls") or {})]
-    return [f"{network}-seed{seed}" for network in networks for seed in config.get("seeds") or []]
+    return [seeded_name(network, seed) for network in networks for seed in config.get("seeds") or []]
 
 
 def study_section(run: Run) -> Section:
@@ -42,7 +43,8 @@ def study_section(run: Run) -> Section:
     )
     finished = list(trials["name"]) if "name" in trials.columns else []
     missing = [name for name in expected_trials(config) if name not in finished]
-    lesion = (config.get("analyses") or {}).get("lesion") or {}
+    analyses = config.get("analyses") or {}
+    lesion = analyses.get("lesion") or {}
     section = Section(
         f"Study {cell(config.get('name'))}",
         facts=[
@@ -53,7 +55,7 @@ def study_section(run: Run) -> Section:
             (
                 "lesion sweep",
                 f"{cell(lesion.get('images_per_task'))} images per task, {cell(lesion.get('ranking'))} "
-                f"ranking, {cell(lesion.get('checkpoint'))} checkpoint",
+                f"ranking, {cell(analyses.get('checkpoint'))} checkpoint",
             ),
             (
                 "trials finished",

@@ -35,10 +35,9 @@ from torch import nn
 
 from analysis.representations.settings import ActivationSettings
 from common.errors import UserError
-from common.io import atomic_path, file_sha256, readable_parquet, write_json
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from common.io import atomic_path, file_sha256, readable_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units
+from common.stage import StageDir
 from lightning_modules.layer_names import LAYER_NAMES
 from lightning_modules.vgg import VGG, fc_indices, relu_indices
 from sweeps.devices import on_device
@@ -339,20 +338,23 @@ def extract_activations(
     from lightning_modules.checkpoint import load_model
 
     check_unique(networks)
-    out = Path(out_dir).absolute()  # workers write there, whatever their working directory
-    identity = {
-        "networks": network_hashes(networks),
-        "image_sets": {images.name: images.identity() for images in image_sets},
-        **settings.result_fields(),
-    }
-    check_same_job(
-        out, "activation extraction", recorded_identity(out / "config.json"), identity, "extract into another --out"
-    )
+    stage = StageDir(
+        Path(out_dir).absolute(),  # workers write there, whatever their working directory
+        "activation extraction",
+        {
+            "networks": network_hashes(networks),
+            "image_sets": {images.name: images.identity() for images in image_sets},
+            **settings.result_fields(),
+        },
+        advice="extract into another --out",
+    ).check()
     stored = {
-        (network.name, images.name): Activations(out / network.name / images.name)
+        (network.name, images.name): Activations(stage.path / network.name / images.name)
         for network in networks
         for images in image_sets
     }
+    if stage.finished:
+        return stored
     pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
     # only networks with work left are loaded, before anything is written (a refused checkpoint writes nothing)
     loaded = {
@@ -360,24 +362,16 @@ def extract_activations(
         for network in networks
         if any(name == network.name for name, _ in pending)
     }
-    write_json(
-        out / "config.json",
-        {
-            "checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
-            "batch_size": settings.batch_size,
-            "identity": identity,
-        },
-    )
+    stage.start({"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks}})
+    for activations in pending.values():
+        (activations.directory / IMAGES_TABLE).unlink(missing_ok=True)
     if pending:
-        for activations in pending.values():
-            (activations.directory / IMAGES_TABLE).unlink(missing_ok=True)
         _run_pending(loaded, {images.name: images for images in image_sets}, pending, settings, address, progress)
-    write_manifest(
-        out / "manifest.json",
+    stage.finish(
         "activations",
         checkpoints={n.name: str(n.checkpoint) for n in networks},
-        checkpoint_sha256=identity["networks"],
-        image_sets=identity["image_sets"],
+        checkpoint_sha256=stage.identity["networks"],
+        image_sets=stage.identity["image_sets"],
         **settings.result_fields(),
     )
     return stored

@@ -48,9 +48,9 @@ def _add_networks(parser: argparse.ArgumentParser, many: bool = True) -> None:
     )
 
 
-def _add_extraction(parser: argparse.ArgumentParser, layers: tuple[str, ...], pooling: str) -> None:
-    """Options of the activation extraction every analysis runs."""
-    defaults = ActivationSettings()
+def _add_extraction(parser: argparse.ArgumentParser, defaults: ActivationSettings) -> None:
+    """Options of the activation extraction every analysis runs, with the analysis' defaults."""
+    layers = defaults.layers
     parser.add_argument(
         "--layers",
         "--layer",
@@ -61,7 +61,7 @@ def _add_extraction(parser: argparse.ArgumentParser, layers: tuple[str, ...], po
     )
     parser.add_argument(
         "--pooling",
-        default=pooling,
+        default=defaults.pooling,
         help=f"conv maps: {' or '.join(POOLINGS)} (averaged over space, or whole) (default: %(default)s)",
     )
     parser.add_argument(
@@ -115,7 +115,7 @@ def _register_activations(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="heldout", help="train, test or heldout (default: %(default)s)")
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task of the data with that split)")
     parser.add_argument("--stimuli", help="instead of --data: a text file listing image paths, one per line")
-    _add_extraction(parser, ("fc7",), "full")
+    _add_extraction(parser, ActivationSettings())
     parser.set_defaults(run=run_activations)
 
 
@@ -191,7 +191,7 @@ def _register_decode(subparsers: argparse._SubParsersAction) -> None:
         "--max-iter", type=int, default=defaults.max_iter, help="solver iterations (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the folds (default: %(default)s)")
-    _add_extraction(parser, ("fc7",), "mean")
+    _add_extraction(parser, defaults.extraction)
     parser.set_defaults(run=run_decode)
 
 
@@ -205,18 +205,10 @@ def run_decode(args: argparse.Namespace) -> int:
         regularisation=args.regularisation,
         max_iter=args.max_iter,
         seed=args.seed,
+        tasks=tuple(task for task in (args.tasks or "").split(",") if task),
+        extraction=extraction_settings(args),
     )
-    tasks = [task for task in args.tasks.split(",") if task] if args.tasks else None
-    summary = run_decoding(
-        networks_of(args),
-        args.data,
-        args.out,
-        tasks,
-        settings,
-        extraction_settings(args),
-        args.address,
-        not args.no_progress,
-    )
+    summary = run_decoding(networks_of(args), args.data, args.out, settings, args.address, not args.no_progress)
     print(format_decoding(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0
@@ -260,7 +252,7 @@ def _register_rsa(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.comparison,
         help=f"RDM comparison: {', '.join(COMPARISONS)} (default: %(default)s)",
     )
-    _add_extraction(parser, tuple(LAYER_NAMES), "full")
+    _add_extraction(parser, defaults.extraction)
     parser.set_defaults(run=run_rsa_command)
 
 
@@ -268,16 +260,9 @@ def run_rsa_command(args: argparse.Namespace) -> int:
     """Run RSA and print the noise ceiling and each network's best layer."""
     from analysis.representations.rsa import run_rsa
 
-    settings = RSASettings(distance=args.distance, comparison=args.comparison)
+    settings = RSASettings(distance=args.distance, comparison=args.comparison, extraction=extraction_settings(args))
     summary = run_rsa(
-        networks_of(args),
-        args.stimuli,
-        args.behaviour,
-        args.out,
-        settings,
-        extraction_settings(args),
-        args.address,
-        not args.no_progress,
+        networks_of(args), args.stimuli, args.behaviour, args.out, settings, args.address, not args.no_progress
     )
     print(format_rsa(summary, settings.comparison))
     print(f"tables, rdms/, summary.json and figures/ in {args.out}")
@@ -323,7 +308,11 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--steps", type=int, default=defaults.steps, help="gradient steps (default: %(default)s)")
     parser.add_argument(
-        "--lr", type=float, default=defaults.learning_rate, help="Adam step size (default: %(default)s)"
+        "--lr",
+        dest="learning_rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam step size (default: %(default)s)",
     )
     parser.add_argument(
         "--jitter",
@@ -339,7 +328,7 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the start images and jitter")
     parser.add_argument(
         "--device",
-        default="auto",
+        default=defaults.device,
         help="auto, cpu or cuda[:i] for the gradient ascent (default: %(default)s: a GPU when there is one)",
     )
     parser.add_argument("--out", required=True, help="output directory")
@@ -359,13 +348,15 @@ def run_visualize_command(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
     settings = VisualizeSettings(
         steps=args.steps,
-        learning_rate=args.lr,
+        learning_rate=args.learning_rate,
         jitter=args.jitter,
         blur_sigma=args.blur_sigma,
         blur_every=args.blur_every,
         l2=args.l2,
         natural_images=args.natural_images,
         seed=args.seed,
+        device=args.device,
+        resources=Resources.from_args(args),
     )
     summaries = run_visualize(
         networks_of(args)[0],
@@ -377,8 +368,6 @@ def run_visualize_command(args: argparse.Namespace) -> int:
         args.sweep,
         args.data,
         settings,
-        args.device,
-        Resources.from_args(args),
         args.address,
         not args.no_progress,
     )

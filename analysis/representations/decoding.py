@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.representations.activations import Activations, Network, extract_activations, network_hashes, split_images
-from analysis.representations.settings import ActivationSettings, DecodingSettings
+from analysis.representations.settings import DecodingSettings
 from common.errors import UserError
-from common.io import readable_parquet, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from common.io import write_json, write_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units
+from common.stage import StageDir
 from lightning_modules.layer_names import LAYER_NAMES
 
 HEADLINE_LAYER = "fc7"
@@ -176,42 +174,34 @@ def run_decoding(
     networks: Sequence[Network],
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    tasks: Sequence[str] | None = None,
     settings: DecodingSettings = DecodingSettings(),
-    extraction: ActivationSettings = ActivationSettings(pooling="mean"),
     address: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Decode every task's held-out classes from every network's layers into `out_dir` (see the module docstring);
-    resumable. Returns the summary table."""
+    resumable, and a finished decoding is returned as it is. Returns the summary table."""
     from analysis.figures import plot_decoding_bars, plot_layer_curves
 
-    out, data = Path(out_dir), str(Path(data_dir).resolve())
-    chosen = heldout_tasks(data, tasks)
+    data, extraction = str(Path(data_dir).resolve()), settings.extraction
+    chosen = heldout_tasks(data, settings.tasks)
     check_heldout_folds(data, chosen, settings.folds)
     image_sets = [split_images(data, task, "heldout") for task in chosen]
-    identity = {
-        "networks": network_hashes(networks),
-        "data": data,
-        "tasks": chosen,
-        **extraction.result_fields(),
-        "decoding": asdict(settings),
-    }
-    check_same_job(
-        out,
+    stage = StageDir(
+        Path(out_dir),
         "decoding",
-        recorded_identity(out / "config.json", key="identity"),
-        identity,
-        "rerun with the same inputs and settings or choose another --out",
-    )
-    if (out / "manifest.json").is_file() and readable_parquet(out / "decoding.parquet"):  # written last: finished
-        return pd.read_parquet(out / "decoding.parquet")
+        {
+            "networks": network_hashes(networks),
+            "data": data,
+            "tasks": chosen,
+            **extraction.result_fields(),
+            "decoding": settings.result_fields(),
+        },
+    ).check()
+    if stage.finished:
+        return pd.read_parquet(stage.path / "decoding.parquet")
+    out = stage.start({"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks}})
     with ray_session(address):
         stored = extract_activations(networks, image_sets, out / "activations", extraction, address, progress)
-        write_json(
-            out / "config.json",
-            {"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks}, "identity": identity},
-        )
         task_of = {images.name: task for task, images in zip(chosen, image_sets)}
         units = [
             WorkUnit(
@@ -254,8 +244,7 @@ def run_decoding(
             "results": summary.to_dict(orient="records"),
         },
     )
-    write_manifest(
-        out / "manifest.json",
+    stage.finish(
         "decoding",
         data=data,
         tasks=chosen,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.representations.activations import FileImages, Network, extract_activations, network_hashes
-from analysis.representations.settings import ActivationSettings, RSASettings
-from common.io import file_sha256, readable_parquet, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from analysis.representations.settings import RSASettings
+from common.io import file_sha256, write_json, write_parquet
+from common.stage import StageDir
 from lightning_modules.layer_names import LAYER_NAMES
 
 CHUNK_VALUES = 1 << 24  # activation values read at once when computing an RDM
@@ -147,45 +145,40 @@ def run_rsa(
     behaviour_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     settings: RSASettings = RSASettings(),
-    extraction: ActivationSettings = ActivationSettings(layers=LAYER_NAMES),
     address: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """RSA of every network's layers against the participants in `behaviour_dir` (see the module docstring);
-    returns the summary table. The stimuli are the images of `stimulus_list` that the behavioural data names."""
+    returns the summary table, of a finished RSA as it is. The stimuli are the images of `stimulus_list` that the
+    behavioural data names."""
     from analysis.figures import plot_layer_curves
     from data_pipeline.behaviour import read_behaviour, read_stimulus_list, write_behaviour
 
-    out = Path(out_dir)
     behaviour = read_behaviour(behaviour_dir)
     stimuli = read_stimulus_list(stimulus_list)
     positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
     images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
     hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
-    identity = {
-        "networks": network_hashes(networks),
-        "behaviour": hashes,
-        "stimuli": images.identity(),
-        **extraction.result_fields(),
-        "rsa": asdict(settings),
-    }
-    check_same_job(
-        out,
+    extraction = settings.extraction
+    stage = StageDir(
+        Path(out_dir),
         "RSA",
-        recorded_identity(out / "config.json"),
-        identity,
-        "rerun with the same inputs and settings or choose another --out",
-    )
-    if (out / "manifest.json").is_file() and readable_parquet(out / "rsa.parquet"):  # written last: finished
-        return pd.read_parquet(out / "rsa.parquet")
-    write_json(
-        out / "config.json",
+        {
+            "networks": network_hashes(networks),
+            "behaviour": hashes,
+            "stimuli": images.identity(),
+            **extraction.result_fields(),
+            "rsa": settings.result_fields(),
+        },
+    ).check()
+    if stage.finished:
+        return pd.read_parquet(stage.path / "rsa.parquet")
+    out = stage.start(
         {
             "checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks},
             "stimulus_list": str(Path(stimulus_list).resolve()),
             "behaviour": str(Path(behaviour_dir).resolve()),
-            "identity": identity,
-        },
+        }
     )
     stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
     ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
@@ -215,12 +208,11 @@ def run_rsa(
             "best_layer": best_layers(summary),
             "participants": list(behaviour.participants),
             "stimuli": len(behaviour.stimuli),
-            **asdict(settings),
+            **settings.result_fields(),
             "results": summary.to_dict(orient="records"),
         },
     )
-    write_manifest(
-        out / "manifest.json",
+    stage.finish(
         "rsa",
         behaviour_sha256=hashes,
         stimuli=len(behaviour.stimuli),

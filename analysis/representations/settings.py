@@ -4,33 +4,18 @@ can read them cheaply."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from common.errors import UserError
+from common.errors import SettingError
 from common.ray_runner import Resources
-from lightning_modules.layer_names import LAYER_NAMES
+from common.typed_config import check_at_least, check_choice
+from lightning_modules.layer_names import LAYER_NAMES, check_layers
 
 POOLINGS = ("mean", "full")  # mean: each conv map averaged over space (C values); full: the whole map (C x H x W)
 ACTIVATION_DTYPES = ("float32", "float16")
 CLASSIFIERS = ("logistic", "svm")  # scikit-learn LogisticRegression (lbfgs, multinomial) or LinearSVC
 DISTANCES = ("correlation", "euclidean", "cosine")  # correlation: 1 - Pearson r of two stimuli's activation patterns
 COMPARISONS = ("spearman", "tau-a", "corr")  # rsatoolbox's names: Spearman rho, Kendall tau-a, Pearson r
-
-
-def check_layers(layers: tuple[str, ...]) -> None:
-    """UserError for an empty list or a name that is not a VGG16 layer."""
-    unknown = [layer for layer in layers if layer not in LAYER_NAMES]
-    if unknown or not layers:
-        raise UserError(
-            f"unknown layer {unknown[0]!r}; choose from {', '.join(LAYER_NAMES)}"
-            if unknown
-            else "no layers given; name at least one of " + ", ".join(LAYER_NAMES)
-        )
-
-
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -45,15 +30,19 @@ class ActivationSettings:
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
-        check_layers(self.layers)
-        _check_choice("--pooling", self.pooling, POOLINGS)
-        _check_choice("--dtype", self.dtype, ACTIVATION_DTYPES)
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, not {self.batch_size}")
+        check_layers("layers", self.layers)
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_choice("dtype", self.dtype, ACTIVATION_DTYPES)
+        check_at_least("batch_size", self.batch_size, 1)
 
     def result_fields(self) -> dict:
         """The settings that change the stored activations (the identity of an extraction)."""
-        return {"layers": list(self.layers), "pooling": self.pooling, "dtype": self.dtype}
+        return {
+            "layers": list(self.layers),
+            "pooling": self.pooling,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -66,15 +55,19 @@ class DecodingSettings:
     regularisation: float = 1.0  # scikit-learn's C (inverse regularisation strength)
     max_iter: int = 1000
     seed: int = 0  # shuffles the folds
+    tasks: tuple[str, ...] = ()  # the tasks whose held-out classes are decoded (default: every task that has them)
+    extraction: ActivationSettings = field(default_factory=lambda: ActivationSettings(pooling="mean"))
 
     def __post_init__(self) -> None:
-        _check_choice("--classifier", self.classifier, CLASSIFIERS)
-        if self.folds < 2:
-            raise UserError(f"--folds must be at least 2, not {self.folds}")
-        if self.regularisation <= 0 or self.max_iter < 1:
-            raise UserError(
-                f"--C must be positive and --max-iter at least 1 (got {self.regularisation}, {self.max_iter})"
-            )
+        check_choice("classifier", self.classifier, CLASSIFIERS)
+        check_at_least("folds", self.folds, 2)
+        if self.regularisation <= 0:
+            raise SettingError("regularisation", f"must be positive, not {self.regularisation}")
+        check_at_least("max_iter", self.max_iter, 1)
+
+    def result_fields(self) -> dict:
+        """The classifier's settings (the tasks and the extraction are recorded on their own)."""
+        return {key: getattr(self, key) for key in ("classifier", "folds", "regularisation", "max_iter", "seed")}
 
 
 @dataclass(frozen=True)
@@ -83,10 +76,15 @@ class RSASettings:
 
     distance: str = "correlation"
     comparison: str = "spearman"
+    extraction: ActivationSettings = field(default_factory=lambda: ActivationSettings(layers=LAYER_NAMES))
 
     def __post_init__(self) -> None:
-        _check_choice("--distance", self.distance, DISTANCES)
-        _check_choice("--comparison", self.comparison, COMPARISONS)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("comparison", self.comparison, COMPARISONS)
+
+    def result_fields(self) -> dict:
+        """The RDM and comparison settings (the extraction is recorded on its own)."""
+        return {"distance": self.distance, "comparison": self.comparison}
 
 
 @dataclass(frozen=True)
@@ -106,12 +104,20 @@ class VisualizeSettings:
     init_std: float = 0.1
     natural_images: int = 6  # test images that drive each filter most, shown beside its optimised image
     seed: int = 0
+    device: str = "auto"  # auto, cpu or cuda[:i] for the gradient ascent: a GPU when there is one
+    resources: Resources = field(default_factory=Resources)  # of the natural images' Ray task; not in the results
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.learning_rate <= 0 or self.jitter < 0 or self.blur_sigma < 0 or self.blur_every < 1:
-            raise UserError("--steps, --lr and --blur-every must be positive, --jitter and --blur-sigma not negative")
-        if self.l2 < 0 or self.init_std < 0 or self.natural_images < 0:
-            raise UserError("--l2, the start noise and --natural-images must not be negative")
+        for key in ("steps", "blur_every"):
+            check_at_least(key, getattr(self, key), 1)
+        for key in ("jitter", "blur_sigma", "l2", "init_std", "natural_images"):
+            check_at_least(key, getattr(self, key), 0)
+        if self.learning_rate <= 0:
+            raise SettingError("learning_rate", f"must be positive, not {self.learning_rate}")
+
+    def result_fields(self) -> dict:
+        """What the images and tables depend on: every setting but where it runs."""
+        return {key: value for key, value in asdict(self).items() if key not in ("device", "resources")}
 
     def jitter_pixels(self, resolution: int) -> int:
         """The jitter at `resolution`: `jitter` pixels at 224 px, scaled."""

@@ -46,10 +46,10 @@ from analysis.representations.activations import (
 )
 from analysis.representations.settings import ActivationSettings, VisualizeSettings
 from common.errors import UserError
-from common.io import atomic_path, readable_parquet, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from common.io import atomic_path, readable_parquet, write_parquet
 from common.ray_runner import Resources
+from common.stage import StageDir
+from common.typed_config import check_choice
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, conv_indices, fc_indices
 from sweeps.devices import on_device
@@ -371,58 +371,53 @@ def run_visualize(
     sweep_dir: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
     settings: VisualizeSettings = VisualizeSettings(),
-    device: str = "auto",
-    resources: Resources = Resources(),
     address: str | None = None,
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Visualise chosen filters (`filters`) or each task's `top` filters in a sweep of one layer (module
-    docstring); groups already written are skipped. Returns {group: summary}."""
+    docstring); groups already written are skipped, a finished visualisation is returned. Returns {group: summary}."""
     from lightning_modules.checkpoint import load_model
     from lightning_modules.layer_names import LAYER_NAMES
 
-    if layer not in LAYER_NAMES:
-        raise UserError(f"unknown layer {layer!r}; choose from {', '.join(LAYER_NAMES)}")
+    check_choice("layer", layer, LAYER_NAMES)
     loaded = load_model(network.checkpoint)
     groups = choose_groups(loaded, layer, filters, top, tasks, sweep_dir)
-    out, target = Path(out_dir), resolve_device(device)
-    identity = {
-        "checkpoint_sha256": loaded.sha256,
-        "layer": layer,
-        "groups": [asdict(g) for g in groups],
-        "settings": asdict(settings),
-        "data": None if not settings.natural_images else str(Path(data_dir or loaded.config.data.dir).resolve()),
-    }
-    check_same_job(
-        out,
+    data = None if not settings.natural_images else str(Path(data_dir or loaded.config.data.dir).resolve())
+    stage = StageDir(
+        Path(out_dir),
         "feature visualisation",
-        recorded_identity(out / "config.json"),
-        identity,
-        "rerun with the same inputs and settings or choose another --out",
-    )
-    write_json(out / "config.json", {"checkpoint": str(network.checkpoint.resolve()), "identity": identity})
+        {
+            "checkpoint_sha256": loaded.sha256,
+            "layer": layer,
+            "groups": [asdict(g) for g in groups],
+            "settings": settings.result_fields(),
+            "data": data,
+        },
+    ).check()
+    stems = {group.label: stage.path / f"{layer}_{group.label}" for group in groups}
+    if stage.finished:
+        return {label: pd.read_parquet(f"{stem}.parquet") for label, stem in stems.items()}
+    target = resolve_device(settings.device)
+    out = stage.start({"checkpoint": str(network.checkpoint.resolve())})
     natural = None
     if settings.natural_images:
         natural = natural_images(
-            network, loaded.label_space.tasks, identity["data"], layer, out, resources, address, progress
+            network, loaded.label_space.tasks, data, layer, out, settings.resources, address, progress
         )
-    summaries = {}
-    for group in groups:
-        stem = out / f"{layer}_{group.label}"
-        summaries[group.label] = (
-            pd.read_parquet(f"{stem}.parquet")
-            if readable_parquet(f"{stem}.parquet")
-            else visualize_group(loaded, layer, group, out, natural, settings, target, progress)
-        )
-    write_manifest(
-        out / "manifest.json",
+    summaries = {
+        group.label: pd.read_parquet(f"{stems[group.label]}.parquet")
+        if readable_parquet(f"{stems[group.label]}.parquet")
+        else visualize_group(loaded, layer, group, out, natural, settings, target, progress)
+        for group in groups
+    }
+    stage.finish(
         "visualize",
         checkpoint=str(network.checkpoint.resolve()),
         checkpoint_sha256=loaded.sha256,
         layer=layer,
         seeds={"start": settings.seed},
         device=str(target),
-        data=identity["data"],
+        data=data,
     )
     return summaries
 

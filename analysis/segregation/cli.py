@@ -51,15 +51,18 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rounding",
-        choices=ROUNDINGS,
         default=defaults.rounding,
-        help="how a layer's top-fraction count is rounded: to the nearest integer, halves up (20%% of "
-        "64 filters: 13), or down (12) (default: %(default)s)",
+        help=f"{' or '.join(ROUNDINGS)}: how a layer's top-fraction count is rounded: to the nearest integer, "
+        "halves up (20%% of 64 filters: 13), or down (12) (default: %(default)s)",
     )
     parser.add_argument(
-        "--bootstraps", type=int, default=defaults.n_bootstraps, help="bootstrap resamples (default: %(default)s)"
+        "--bootstraps",
+        dest="n_bootstraps",
+        type=int,
+        default=defaults.n_bootstraps,
+        help="bootstrap resamples (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of --random-tasks")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap and of --random-tasks")
     parser.add_argument(
         "--random-tasks",
         action="store_true",
@@ -74,9 +77,9 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
     parser.add_argument(
         "--wandb-mode",
-        choices=WANDB_MODES,
-        default="offline",
-        help="W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)",
+        dest="mode",
+        default=WandbTarget.mode,
+        help=f"{', '.join(WANDB_MODES)}: W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)",
     )
     parser.set_defaults(run=run_segregation_command)
 
@@ -88,7 +91,7 @@ def run_segregation_command(args: argparse.Namespace) -> int:
     settings = SegregationSettings(
         fraction=args.fraction,
         fractions=args.fractions,
-        n_bootstraps=args.bootstraps,
+        n_bootstraps=args.n_bootstraps,
         rounding=args.rounding,
         seed=args.seed,
         random_tasks=args.random_tasks,
@@ -97,7 +100,7 @@ def run_segregation_command(args: argparse.Namespace) -> int:
         resources=Resources.from_args(args),
     )
     summary = run_segregation(
-        args.sweep, args.out, args.data, settings, args.address, WandbTarget(args.wandb_project, args.wandb_mode)
+        args.sweep, args.out, args.data, settings, args.address, WandbTarget(args.wandb_project, args.mode)
     )
     print(format_summary(summary))
     print(f"tables, summary.json and figures/ in {args.out}")

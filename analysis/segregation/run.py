@@ -47,10 +47,9 @@ from analysis.segregation.task_groups import (
     regroup,
 )
 from common.errors import UserError
-from common.io import file_sha256, read_json, readable_parquet, remove_temporaries, write_json, write_parquet
-from common.manifest import write_manifest
-from common.output_dir import check_same_job, recorded_identity
+from common.io import file_sha256, read_json, readable_parquet, write_json, write_parquet
 from common.ray_runner import Resources
+from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
@@ -103,18 +102,20 @@ def pseudo_task_ranking(
     from sweeps.distributed import distributed_sweep, training_images
     from sweeps.settings import SweepSettings
 
-    images = training_images(
-        loaded, data_dir, int(sweep.manifest["images_per_task"]), int(sweep.manifest["seeds"]["images"])
+    settings = SweepSettings(
+        images_per_task=int(sweep.manifest["images_per_task"]),
+        seed=int(sweep.manifest["seeds"]["images"]),
+        layers=tuple(sweep.layers),
+        ranking=sweep.manifest.get("ranking", "oneshot"),
+        resources=resources,
     )
+    images = training_images(loaded, data_dir, settings.images_per_task, settings.seed)
     identity = {
         "checkpoint_sha256": loaded.sha256,
         "data": data_dir,
         "source_sweep": str(sweep.path.resolve()),
         "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()},
     }
-    settings = SweepSettings(
-        layers=tuple(sweep.layers), ranking=sweep.manifest.get("ranking", "oneshot"), resources=resources
-    )
     _, ranking = distributed_sweep(
         loaded.model, regroup(images, grouping), out, settings, identity, heads=loaded.output_heads
     )
@@ -220,36 +221,26 @@ def run_segregation(
     loaded = load_model(sweep.manifest["checkpoint"])
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
-    out = Path(out_dir)
-    identity = {
-        "checkpoint_sha256": loaded.sha256,
-        "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
-        "data": data,
-        "fractions": settings.all_fractions,
-        "rounding": settings.rounding,
-        "seed": settings.seed,
-        "random_tasks": settings.random_tasks,
-    }
-    check_same_job(
-        out,
+    stage = StageDir(
+        Path(out_dir),
         "segregation analysis",
-        recorded_identity(out / "config.json"),
-        identity,
-        "rerun with the same inputs or choose another --out",
-    )
-    if (out / "manifest.json").is_file():  # written last: the analysis is finished
-        return read_json(out / "summary.json")
-    remove_temporaries(out)
-    write_json(
-        out / "config.json",
+        {
+            "checkpoint_sha256": loaded.sha256,
+            "ranking_sha256": file_sha256(sweep.path / "ranking.parquet"),
+            "data": data,
+            **settings.result_fields(),
+        },
+    ).check()
+    if stage.finished:
+        return read_json(stage.path / "summary.json")
+    out = stage.start(
         {
             "sweep": str(sweep.path.resolve()),
-            "out": str(out.resolve()),
+            "out": str(stage.path.resolve()),
             "address": address,
             "wandb": asdict(wandb),
             **asdict(settings),
-            "identity": identity,
-        },
+        }
     )
     with ray_session(address):
         if settings.random_tasks:
@@ -274,8 +265,7 @@ def run_segregation(
     pngs = draw_figures(
         tables, out, settings, sweep.layers, label="random tasks" if settings.random_tasks else "network"
     )
-    write_manifest(
-        out / "manifest.json",
+    stage.finish(
         "segregation",
         sweep=str(sweep.path.resolve()),
         checkpoint=str(loaded.checkpoint),

@@ -3,11 +3,13 @@ are here). Free of torch and Ray, so that command-line parsers can read them che
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from analysis.bootstrap import DEFAULT_RESAMPLES
-from common.errors import UserError
+from common.errors import SettingError
 from common.ray_runner import Resources
+from common.typed_config import check_at_least, check_choice
 from lightning_modules.layer_names import CONV_LAYERS
 
 # Accuracy scopes -> the prediction column each reads: the network's top-1, over all outputs (METHOD's measure, the
@@ -36,17 +38,21 @@ class SegregationSettings:
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
-        for value in (self.fraction, *self.fractions):
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"lesion fractions must lie in [0, 1], not {value}")
-        if self.n_bootstraps < 1:
-            raise UserError(f"--bootstraps must be at least 1, not {self.n_bootstraps}")
+        for key, values in (("fraction", [self.fraction]), ("fractions", self.fractions)):
+            outside = [value for value in values if not 0.0 <= value <= 1.0]
+            if outside:
+                raise SettingError(key, f"must lie in [0, 1], not {outside[0]}")
+        check_at_least("n_bootstraps", self.n_bootstraps, 1)
+        check_at_least("batch_size", self.batch_size, 1)
         if not 0.0 < self.level < 1.0:
-            raise UserError(f"the confidence level must lie in (0, 1), not {self.level}")
-        if self.rounding not in ROUNDINGS:
-            raise UserError(f"unknown rounding {self.rounding!r}; choose one of {', '.join(ROUNDINGS)}")
-        if self.figure_layer is not None and self.figure_layer not in CONV_LAYERS:
-            raise UserError(f"unknown layer {self.figure_layer!r}; choose from {', '.join(CONV_LAYERS)}")
+            raise SettingError("level", f"must lie in (0, 1), not {self.level}")
+        check_choice("rounding", self.rounding, ROUNDINGS)
+        if self.figure_layer is not None:
+            check_choice("figure_layer", self.figure_layer, CONV_LAYERS)
+
+    def result_fields(self) -> dict[str, Any]:
+        """Every setting but the resources: what the tables, summary and figures depend on."""
+        return {key: value for key, value in asdict(self).items() if key != "resources"}
 
     @property
     def all_fractions(self) -> list[float]:

@@ -1,0 +1,169 @@
+"""The stages of a network, each run from typed settings: the one pipeline behind a study's trials
+(`specialize.study`, in Ray Tune) and the demo (`specialize.demo`, in its own process).
+
+Every function runs one stage into the directory its single command writes (a stage directory: `common.stage`), so
+each resumes after a kill and a finished one returns its results without redoing them:
+
+    synthetic_data   `data synth`, `data build` (and `data behaviour`)   -> images/, data/ (stimuli.txt, behaviour/)
+    network_config   the training config a study gives a network (`specialize train`'s config)
+    train            `specialize train`                                  -> its run directory
+    lesion           `specialize lesion`                                 -> lesion/
+    segregation      `specialize segregation` (and `--random-tasks`)     -> segregation/ (segregation_random/)
+    decode, rsa      `specialize decode`, `specialize rsa`               -> decode/, rsa/
+    visualize        `specialize visualize --top N --task ... --sweep`   -> visualize/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.layout import BEHAVIOUR_DIR, CONTROL_DIR, DATA_DIR, IMAGES_DIR, SEGREGATION_DIR, STIMULI_FILE
+from common.typed_config import part_of
+from common.wandb_runs import WandbTarget
+from specialize.study_config import (
+    DecodingStage,
+    RSAStage,
+    SegregationStage,
+    StudyConfig,
+    StudyData,
+    VisualizeStage,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.representations.activations import Network
+    from lightning_modules.config import TrainConfig
+    from sweeps.distributed import SweepResult
+    from sweeps.settings import SweepSettings
+
+
+def synthetic_data(out: Path, data: StudyData) -> Path:
+    """The study's synthetic image folders (out/images) built into a data directory (out/data), and its synthetic
+    participants (out/stimuli.txt, out/behaviour) when asked for; returns the data directory."""
+    from data_pipeline.build import build_dataset
+    from data_pipeline.synth import generate
+
+    images, data_dir = out / IMAGES_DIR, out / DATA_DIR
+    generate(images, data.synth)
+    build_dataset({task: images / task for task in data.synth.tasks}, data_dir, data.build)
+    if data.behaviour is not None:
+        synthetic_participants(out, data)
+    return data_dir
+
+
+def synthetic_participants(out: Path, data: StudyData) -> Path:
+    """Participants who judge the first held-out images of each held-out class of a task (out/behaviour, its
+    stimulus list out/stimuli.txt); returns the behaviour directory."""
+    from data_pipeline.behaviour import write_stimulus_list
+    from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour
+
+    behaviour = data.behaviour
+    images = sorted((out / IMAGES_DIR / behaviour.task / "heldout").rglob("*.jpg"))
+    chosen = [path for path in images if int(path.stem) < behaviour.images_per_class]
+    stimuli = write_stimulus_list(out / STIMULI_FILE, chosen)
+    return generate_behaviour(out / BEHAVIOUR_DIR, stimuli, settings=part_of(behaviour, BehaviourSettings))
+
+
+def behaviour_inputs(study: StudyConfig) -> tuple[Path, Path]:
+    """RSA's stimulus list and behaviour directory: the RSA stage's own, or the study's synthetic participants'."""
+    rsa = study.analyses.rsa
+    if rsa.behaviour:
+        return Path(rsa.stimuli), Path(rsa.behaviour)
+    behaviour = study.out_dir / BEHAVIOUR_DIR
+    return behaviour / STIMULI_FILE, behaviour
+
+
+def network_config(study: StudyConfig, network: str) -> TrainConfig:
+    """A network's training config as the study trains it: its config file with the study's W&B project and mode and
+    the study's data directory (when it builds its own), then the study's and the network's overrides (which may
+    change those), then the study's W&B group and the network's own data directory; the data directory absolute."""
+    from lightning_modules.config import load_config
+
+    spec = study.networks[network]
+    config = load_config(
+        spec.config,
+        [
+            f"wandb.project={study.wandb.project}",
+            f"wandb.mode={study.wandb.mode}",
+            *([f"data.dir={study.data_dir}"] if study.data_dir is not None else []),
+            *study.overrides,
+            *spec.overrides,
+            f"wandb.group={study.wandb_group}",
+            *([f"data.dir={spec.data}"] if spec.data else []),
+        ],
+    )
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, dir=str(Path(config.data.dir).resolve())))
+
+
+def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Train (or continue, or return) the run `config` describes; its run directory."""
+    from lightning_modules.train import train as train_run
+
+    return train_run(config, callbacks)
+
+
+def lesion(checkpoint: Path, data_dir: Path, out: Path, settings: SweepSettings, progress: bool) -> SweepResult:
+    """The lesion sweep of a checkpoint (`specialize lesion`)."""
+    from sweeps.distributed import run_sweep
+    from sweeps.settings import SweepSettings
+
+    return run_sweep(checkpoint, data_dir, out, part_of(settings, SweepSettings), progress=progress)
+
+
+def segregation(
+    sweep_dir: Path, data_dir: Path, out: Path, stage: SegregationStage, wandb: WandbTarget = WandbTarget()
+) -> dict[str, dict[str, Any]]:
+    """The segregation analysis of a sweep into out/segregation and, when the stage asks for it, its random-task
+    control into out/segregation_random (W&B runs `wandb.name` and `<name>-random`); directory name -> summary."""
+    from analysis.segregation.run import run_segregation
+    from analysis.segregation.settings import SegregationSettings
+
+    settings = part_of(stage, SegregationSettings)
+    runs = {SEGREGATION_DIR: (settings, wandb)}
+    if stage.control:
+        control = dataclasses.replace(wandb, name=f"{wandb.name}-random" if wandb.name else None)
+        runs[CONTROL_DIR] = (dataclasses.replace(settings, random_tasks=True), control)
+    return {
+        name: run_segregation(sweep_dir, out / name, data_dir, run_settings, wandb=target)
+        for name, (run_settings, target) in runs.items()
+    }
+
+
+def decode(networks: Sequence[Network], data_dir: Path, out: Path, stage: DecodingStage) -> pd.DataFrame:
+    """Decoding of the held-out classes from the networks (`specialize decode`); the summary table."""
+    from analysis.representations.decoding import run_decoding
+    from analysis.representations.settings import DecodingSettings
+
+    return run_decoding(networks, data_dir, out, part_of(stage, DecodingSettings), progress=False)
+
+
+def rsa(networks: Sequence[Network], stimuli: Path, behaviour: Path, out: Path, stage: RSAStage) -> pd.DataFrame:
+    """RSA of the networks' layers against behaviour (`specialize rsa`); the summary table."""
+    from analysis.representations.rsa import run_rsa
+    from analysis.representations.settings import RSASettings
+
+    return run_rsa(networks, stimuli, behaviour, out, part_of(stage, RSASettings), progress=False)
+
+
+def visualize(
+    network: Network, tasks: Sequence[str], sweep_dir: Path, data_dir: Path, out: Path, stage: VisualizeStage
+) -> dict[str, pd.DataFrame]:
+    """Each task's top-ranked filters of the stage's layer in a sweep, visualised (`specialize visualize`)."""
+    from analysis.representations.settings import VisualizeSettings
+    from analysis.representations.visualize import run_visualize
+
+    return run_visualize(
+        network,
+        stage.layer,
+        out,
+        top=stage.top,
+        tasks=tasks,
+        sweep_dir=sweep_dir,
+        data_dir=data_dir,
+        settings=part_of(stage, VisualizeSettings),
+        progress=False,
+    )
