@@ -16,7 +16,8 @@
 # time limit every rank saves a checkpoint and exits with code 3 (lightning_modules/preemption.py); the job then
 # requeues itself and the rerun continues from that checkpoint.
 #
-# Ray mode (specialize lesion, segregation, tune, study, decode, rsa; any other command with --ray): one task per node.
+# Ray mode (the specialize commands that run on Ray, as `specialize cluster plan` says; any other command with --ray):
+# one task per node.
 # The job starts a Ray head on its first node and a Ray worker on every other node (srun), announces to Ray the
 # CPUs of each node's task (--cpus-per-task, or all the job holds on the node) and its G GPUs, waits until every
 # node has joined, runs the command once on the head with --address (specialize's Ray commands) and RAY_ADDRESS
@@ -24,13 +25,15 @@
 # (SIGINT), stops Ray and requeues the job; the rerun resumes from the finished chunks and units.
 #
 # Arrays: --array SPEC (any Slurm array spec, e.g. 0-4 or 1,3,7) submits one job per index = seed:
-# `specialize train` gets seed=<index> output.run_name=<its run name>-seed<index>, `specialize study` --seeds <index>;
-# a command that is not specialize's reads $SLURM_ARRAY_TASK_ID itself.
+# `specialize train` gets seed=<index> output.run_name=<its run name>-seed<index>, `specialize study` --seeds=<index>
+# (each command says how: `specialize cluster plan`); a command that is not specialize's reads $SLURM_ARRAY_TASK_ID
+# itself.
 #
 # Site file (--site FILE, or $SPECIALIZE_SITE, or cluster/site.env when present): partition, account, QoS, how to
 # activate the environment on compute nodes, node-local scratch; see cluster/site.example.env. With a scratch
-# directory, the job copies the data directory it reads (--data DIR, data.dir=DIR, or the training config's) to
-# every node once and points the command at that copy (FFCV reads best from local disk).
+# directory, the job copies the data directory a specialize command reads (--data DIR, data.dir=DIR, or the training
+# config's, as `specialize cluster plan` says) to every node once and points the command at that copy (FFCV reads
+# best from local disk).
 #
 # Every task runs torch on OMP_NUM_THREADS = its CPUs (SLURM_CPUS_PER_TASK; 1 if not set), unless already set.
 # The job script goes to $SPECIALIZE_SLURM_DIR (default runs/slurm/), its log beside it; --dry-run prints it
@@ -38,7 +41,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ray_commands=(lesion segregation tune study decode rsa)  # specialize's Ray commands: Ray mode without --ray
 requeue_code=3  # lightning_modules.preemption.REQUEUE_EXIT_CODE
 site_keys=(SITE_PARTITION SITE_ACCOUNT SITE_QOS SITE_ACTIVATE SITE_SCRATCH)
 
@@ -84,28 +86,28 @@ whole_number --gpus-per-node "$gpus" 0
 [[ -z $tasks ]] || whole_number --ntasks-per-node "$tasks" 1
 [[ -z $cpus ]] || whole_number --cpus-per-task "$cpus" 1
 
-specialize_subcommand() {  # the subcommand of `specialize X ...` or `python -m specialize.cli X ...`, else nothing
-  local word after=0
-  for word in "$@"; do
-    if ((after)); then echo "$word"; return; fi
-    [[ ${word##*/} == specialize || $word == specialize.cli ]] && after=1
-  done
-  return 0
-}
-has_word() {  # has_word PATTERN: whether a word of the command matches the glob PATTERN
-  local word
-  for word in "${command[@]}"; do [[ $word == $1 ]] && return 0; done
-  return 1
-}
-subcommand=$(specialize_subcommand "${command[@]}")
-specialize_ray_command=0
-[[ -n $subcommand && " ${ray_commands[*]} " == *" $subcommand "* ]] && specialize_ray_command=1
-((specialize_ray_command)) && ray=1
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+
+# ----------------------------------------------------------------------- what the command needs (the CLI says)
+
+specialize_words=0  # how many words run specialize: `specialize` or `python -m specialize.cli` (0: not specialize)
+for i in "${!command[@]}"; do
+  if [[ ${command[i]##*/} == specialize || ${command[i]} == specialize.cli ]]; then specialize_words=$((i + 1)); break; fi
+done
+subcommand=${command[specialize_words]:-}
+((specialize_words)) || subcommand=""
+needs_ray=0 data_dir="" data_word=-1 data_setting="" cpus_per_task="" seed_settings=() process_settings=()
+if [[ -n $subcommand ]]; then  # sets the variables above (`specialize cluster plan --help`)
+  plan=$("${command[@]:0:specialize_words}" cluster plan ${array:+--array} -- "${command[@]:specialize_words}" 2> "$errors") ||
+    fail "cannot plan the job: $(tail -n 1 "$errors"); fix the command, or activate its environment before submitting"
+  eval "$plan"
+fi
+((needs_ray)) && ray=1
 
 if ((ray)); then
   [[ -z $tasks || $tasks == 1 ]] || fail "a Ray job runs one Slurm task per node (its Ray node); drop --ntasks-per-node $tasks"
   tasks=1
-  ! has_word '--address' && ! has_word '--address=*' || fail "the job starts its own Ray cluster and passes --address itself; drop --address from the command"
 else
   tasks=${tasks:-$((gpus > 0 ? gpus : 1))}
 fi
@@ -138,57 +140,35 @@ sbatch=${SBATCH:-sbatch}
 ((dry_run)) || command -v "$sbatch" > /dev/null ||
   fail "no sbatch on this host ('$sbatch' not found); run launch.sh where Slurm's commands are, or use --dry-run to only write the job script"
 
-# ------------------------------------------------------------------- what the command needs from its config
+# ------------------------------------------------------------------- the command as the job runs it
 
-errors=$(mktemp)
-trap 'rm -f "$errors"' EXIT
-train_setting() {  # the value of a key of the training command's resolved config (the command resolves it itself)
-  "${command[@]}" --print-config "$1" 2> "$errors" ||
-    fail "cannot resolve the training config: $(tail -n 1 "$errors"); fix the command, or activate its environment before submitting"
-}
-if [[ $subcommand == train ]] && ((!ray)); then
-  command+=("trainer.devices=$tasks" "trainer.num_nodes=$nodes")
-  [[ -n $cpus ]] || cpus=$(($(train_setting data.num_workers) + 1))
+if ((!ray)) && ((${#process_settings[@]})); then  # e.g. trainer.devices=T trainer.num_nodes=N
+  command+=("${process_settings[0]}$tasks" "${process_settings[1]}$nodes")
 fi
+[[ -n $cpus ]] || ((ray)) || cpus=$cpus_per_task  # e.g. a training process: its loader workers and itself
 
 # The command as words of the job script: literal words quoted, a few that the job fills in (seed, data copy, address).
 script_command=()
 for word in "${command[@]}"; do script_command+=("$(printf '%q' "$word")"); done
 
-if [[ -n $array ]]; then
-  case $subcommand in
-    train)
-      ! has_word 'seed=*' || fail "--array sets seed=<array index> for each job; drop seed=... from the command"
-      run_dir=$(train_setting run_dir)
-      script_command+=('seed="$SLURM_ARRAY_TASK_ID"' "$(printf '%q' "output.run_name=${run_dir##*/}-seed")\"\$SLURM_ARRAY_TASK_ID\"") ;;
-    study)
-      ! has_word '--seeds' && ! has_word '--seeds=*' || fail "--array gives each job --seeds <array index>; drop --seeds from the command"
-      script_command+=('--seeds "$SLURM_ARRAY_TASK_ID"') ;;
-    "") ;;  # not specialize: the command reads $SLURM_ARRAY_TASK_ID itself
-    *) fail "--array runs one job per seed of \`specialize train\` (seed=, output.run_name=<name>-seed<N>) or \`specialize study\` (--seeds <N>); \`specialize $subcommand\` takes no per-job seed" ;;
-  esac
+if [[ -n $array ]]; then  # one seed per job (specialize refused --array already when the command takes no seed)
+  for setting in "${seed_settings[@]}"; do script_command+=("$(printf '%q' "$setting")\"\$SLURM_ARRAY_TASK_ID\""); done
 fi
 
 data_source=""
 scratch=$(site_value SITE_SCRATCH)
-if [[ -n $scratch ]]; then  # point the command's data directory at the node-local copy
-  for i in "${!command[@]}"; do
-    case ${command[i]} in
-      --data) data_source=${command[i + 1]:-}; script_command[i + 1]='"$stage_dir"' ;;
-      --data=*) data_source=${command[i]#*=}; script_command[i]='--data="$stage_dir"' ;;
-      data.dir=*) data_source=${command[i]#*=}; script_command[i]='data.dir="$stage_dir"' ;;
-    esac
-  done
-  if [[ -z $data_source && $subcommand == train ]]; then
-    data_source=$(train_setting data.dir)
-    script_command+=('data.dir="$stage_dir"')
+if [[ -n $scratch && -n $data_dir ]]; then  # point the command's data directory at the node-local copy
+  copy=$(printf '%q' "$data_setting")'"$stage_dir"'
+  if ((data_word < 0)); then
+    script_command+=("$copy")
+  else
+    i=$((specialize_words + data_word))
+    [[ ${command[i]} == "$data_setting"* ]] || copy='"$stage_dir"'  # --data DIR: the directory is a word alone
+    script_command[i]=$copy
   fi
-  if [[ -n $data_source ]]; then
-    absolute=$(cd "$data_source" 2> /dev/null && pwd -P) || fail "data directory $data_source does not exist; give an existing --data / data.dir"
-    data_source=$absolute
-  fi
+  data_source=$(cd "$data_dir" 2> /dev/null && pwd -P) || fail "data directory $data_dir does not exist; give an existing --data / data.dir"
 fi
-if ((specialize_ray_command)); then script_command+=('--address "$ray_address"'); fi
+if ((needs_ray)); then script_command+=('--address "$ray_address"'); fi
 
 # ------------------------------------------------------------------------------------------------ job script
 

@@ -44,7 +44,7 @@ def fake_slurm(tmp_path) -> dict[str, str]:
     env.pop("OMP_NUM_THREADS", None)
     return {
         **env,
-        "PATH": f"{bin_dir}:{env['PATH']}",
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{env['PATH']}",  # `specialize` plans its own job
         "FAKE_LOG": str(log),
         "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs"),
     }
@@ -164,6 +164,32 @@ def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fak
     assert "ray_gpus=4 " in script and "RAY_ADDRESS=$ray_address" in lines[driver]
 
 
+def test_the_cli_says_which_commands_run_on_ray_how_seeds_go_to_jobs_and_which_data_to_copy(fake_slurm, tmp_path):
+    def command_line(*args: str) -> str:
+        script = launch(fake_slurm, "--dry-run", *args).stdout
+        return next(line for line in script.splitlines() if line.startswith("command=("))
+
+    study = ["specialize", "study", "--config", "studies/tiny.yaml"]
+    assert command_line("--array", "0-2", "--", *study) == (
+        'command=(specialize study --config studies/tiny.yaml --seeds="$SLURM_ARRAY_TASK_ID" --address "$ray_address")'
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    site = site_file(tmp_path / "site.env", **{**COMPLETE_SITE, "SITE_SCRATCH": str(tmp_path / "scratch")})
+    activations = ["specialize", "activations", "--checkpoint", "c.ckpt", f"--data={data}", "--out", "o"]
+    assert command_line("--site", str(site), "--", *activations) == (  # a Ray command: --address, one task per node
+        'command=(specialize activations --checkpoint c.ckpt --data="$stage_dir" --out o --address "$ray_address")'
+    )
+    plan = subprocess.run(
+        ["specialize", "cluster", "plan", "--", "decode", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"],
+        env=fake_slurm,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert plan[:4] == ["needs_ray=1", "data_dir=d", "data_word=4", "data_setting=--data="]
+
+
 def site_file(path: Path, **values: str) -> Path:
     lines = [f"{key}={value}" for key, value in values.items()]
     path.write_text("# a cluster\n" + "\n".join(lines) + "\n")
@@ -218,7 +244,7 @@ LESION = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--ou
         (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
         (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
         (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
-        (["--", *TRAIN, "--bad"], {}, "cannot resolve the training config: "),
+        (["--", *TRAIN, "--bad"], {}, "cannot plan the job: specialize train: error: unrecognized arguments: --bad"),
         (["--site", "SITE", "--", *LESION], {"drop": "SITE_QOS"}, "does not set SITE_QOS"),
         (["--site", "SITE", "--", *LESION], {"add": "SITE_PARTITON=gpu"}, "unknown key SITE_PARTITON"),
         (
