@@ -117,7 +117,13 @@ CASES = {  # stages that fork worker processes first: Ray starts with the first 
     "train": Case(
         lambda i, out: (
             ["train", "--config", str(ROOT / "configs" / "tiny_face.yaml"), f"data.dir={i.data}"]
-            + [f"output.root={out.parent}", f"output.run_name={out.name}", "trainer.epochs=1", "data.num_workers=1"]
+            + [
+                f"output.root={out.parent}",
+                f"output.run_name={out.name}",
+                "trainer.epochs=1",
+                "data.num_workers=1",
+                "data.batch_size=8",
+            ]
             + ["trainer.progress_bar=false", "wandb.mode=disabled"]
         ),
         ["optim.lr=0.01"],
