@@ -388,7 +388,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="YAML training config; repeat for several task pairs",
     )
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
+    parser.add_argument(
+        "--seeds", default=",".join(map(str, StudyConfig().seeds)), help="comma-separated seeds (default: %(default)s)"
+    )
     parser.add_argument("--out", required=True, help="directory of the trials and the results table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every config")
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
