@@ -241,8 +241,8 @@ def trial_resources(study: StudyConfig, trial: Trial) -> Any:
 
 def study_stage(study: StudyConfig) -> StageDir:
     """The study's directory as a stage. Its identity is what its results depend on: seeds may be added to a study,
-    and resources and W&B change no number."""
-    data = study.to_dict()
+    and resources (the study's and each analysis') and W&B change no number."""
+    data = without_resources(study.to_dict())
     return StageDir(
         study.out_dir,
         "study",
@@ -250,6 +250,13 @@ def study_stage(study: StudyConfig) -> StageDir:
         "rerun the same study config (adding seeds is fine), or give the study another name",
         holds_stages=True,
     )
+
+
+def without_resources(data: Any) -> Any:
+    """A nested mapping without its `resources` sections."""
+    if not isinstance(data, dict):
+        return data
+    return {key: without_resources(value) for key, value in data.items() if key != "resources"}
 
 
 def run_study(

@@ -45,6 +45,7 @@ class Case:
     refusal: str
     ray: bool = False
     rewritten: tuple[str, ...] = ()
+    same: tuple[str, ...] = ()  # words that change a setting of no result
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +129,28 @@ CASES = {  # stages that fork worker processes first: Ray starts with the first 
         ),
         ["optim.lr=0.01"],
         "holds a training run with another optim.lr (0.005, now 0.01)",
+        same=("data.num_workers=2",),
     ),
     "study": Case(
         lambda i, out: ["study", "--config", str(study_config(i, out)), "--aggregate-only"],
         ["overrides=[trainer.epochs=2]"],
         "holds a study with another overrides",
         rewritten=("config.json", "manifest.json"),  # --aggregate-only rebuilds what it aggregates
+        same=("analyses.lesion.resources.cpus=2", "resources.train.cpus=2"),
     ),
-    "lesion": Case(LESION, ["--ranking", "greedy"], "holds a lesion sweep with another ranking", ray=True),
+    "lesion": Case(
+        LESION,
+        ["--ranking", "greedy"],
+        "holds a lesion sweep with another ranking",
+        ray=True,
+        same=("--cpus-per-task", "2", "--max-retries", "1"),
+    ),
     "segregation": Case(
         lambda i, out: ["segregation", "--sweep", str(sweep(i)), "--out", str(out), "--bootstraps", "20"],
         ["--bootstraps", "30"],
         "holds a segregation analysis with another n_bootstraps (20, now 30)",
         ray=True,
+        same=("--max-retries", "1"),
     ),
     "activations": Case(
         lambda i, out: (
@@ -207,6 +217,12 @@ def test_a_finished_stage_returns_and_refuses_other_settings(name, inputs, tmp_p
     assert sorted(path.name for path in finished if again[path] != finished[path]) == sorted(case.rewritten)
     capsys.readouterr()
 
+    if case.same:  # a setting that changes no result (where it runs): the same job, returned too
+        assert main([*command, *case.same]) == 0
+        changed = stamps(out)
+        assert sorted(path.name for path in again if changed[path] != again[path]) == sorted(case.rewritten)
+        again = changed
+        capsys.readouterr()
     assert main([*command, *case.change]) == 2  # a setting that changes the results: refused, nothing written
     error = capsys.readouterr().err.strip()
     assert case.refusal in error and len(error.splitlines()) == 1, error
