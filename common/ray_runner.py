@@ -5,12 +5,16 @@ A unit is a function call whose result (a DataFrame) belongs in one Parquet file
 units whose file is missing or unreadable (a file truncated by a crash is recomputed, not trusted), writes each
 result the moment its task returns, and retries a task whose worker died (`Resources.max_retries`). Large
 arguments shared by many units (a model, images) should be `ray.put` once by the caller and passed as refs.
+Each unit's file records where it ran (`unit_node`: the Slurm node, or the host, and the Ray node id) in its
+Parquet metadata, beside the result rather than in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from common.errors import UserError
-from common.io import readable_parquet, write_parquet
+from common.io import parquet_metadata, readable_parquet, write_parquet
 
 
 @dataclass(frozen=True)
@@ -108,12 +112,35 @@ def worker_device() -> Any:
     return torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
 
 
-def _call_with_threads(function: Callable, threads: int, *args: Any) -> Any:
-    """Run `function(*args)` on a worker with torch using `threads` threads (the CPUs the task asked for)."""
+NODE_METADATA_KEY = "specialize.node"
+
+
+def this_node() -> dict[str, str]:
+    """Where this Ray task runs: `node`, the Slurm node (a Ray node that cluster/launch.sh started under srun passes
+    SLURMD_NODENAME to its workers) or else the host name, and `ray_node_id`."""
+    import socket
+
+    import ray
+
+    return {
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "ray_node_id": ray.get_runtime_context().get_node_id(),
+    }
+
+
+def unit_node(path: str | os.PathLike) -> dict[str, str] | None:
+    """Where the unit whose result is the file `path` ran (`this_node`), as `run_units` recorded it; None if not."""
+    recorded = parquet_metadata(path, NODE_METADATA_KEY)
+    return json.loads(recorded) if recorded is not None else None
+
+
+def _call_with_threads(function: Callable, threads: int, *args: Any) -> tuple[Any, dict[str, str]]:
+    """Run `function(*args)` on a worker with torch using `threads` threads (the CPUs the task asked for); returns
+    its result and where it ran."""
     import torch
 
     torch.set_num_threads(threads)
-    return function(*args)
+    return function(*args), this_node()
 
 
 def run_units(
@@ -139,5 +166,6 @@ def run_units(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
-            write_parquet(unit.path, ray.get(ready[0]))
+            result, node = ray.get(ready[0])
+            write_parquet(unit.path, result, metadata={NODE_METADATA_KEY: json.dumps(node)})
             bar.update(unit.size)
