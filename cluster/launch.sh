@@ -224,6 +224,9 @@ preamble() {
   fi
   echo "# torch threads per task: the CPUs Slurm gives each task (1 if not set), unless OMP_NUM_THREADS is already set"
   echo 'export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}'
+  echo "# this job as scontrol names it: an array's task is ARRAYJOB_INDEX (its bare id can name the whole array)"
+  echo 'this_job=$SLURM_JOB_ID'
+  echo 'if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then this_job=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID; fi'
   if ((ray)); then
     echo 'preempted=0'
     echo "trap 'preempted=1' USR1  # --signal=B:USR1@90 before the command runs: requeue once Ray is up"
@@ -263,10 +266,18 @@ STAGE
 
 srun_body() {
   command_line
+  cat << 'ADDRESS'
+# DDP's rendezvous: the first node (this one) at the address Slurm reaches it by (its NodeAddr, on most clusters its
+# name, which Lightning would use), unless MASTER_ADDR is set
+if [[ -z ${MASTER_ADDR:-} ]]; then
+  MASTER_ADDR=$(scontrol show node "$SLURMD_NODENAME" 2> /dev/null | grep -o 'NodeAddr=[^ ]*' | cut -d = -f 2) || true
+  if [[ -n $MASTER_ADDR ]]; then export MASTER_ADDR; else unset MASTER_ADDR; fi
+fi
+ADDRESS
   echo 'srun "${command[@]}"'
   echo 'status=$?'
   echo "# exit code $requeue_code: the command saved a checkpoint on SIGUSR1 and wants to continue in a new allocation"
-  echo "if ((status == $requeue_code)); then scontrol requeue \"\$SLURM_JOB_ID\"; fi"
+  echo "if ((status == $requeue_code)); then scontrol requeue \"\$this_job\"; fi"
   echo 'exit $status'
 }
 
@@ -335,7 +346,7 @@ stop_ray() {  # the workers, then the head
 }
 requeue() {
   echo "launch.sh job: requeueing; the rerun resumes from the finished parts" >&2
-  scontrol requeue "$SLURM_JOB_ID"
+  scontrol requeue "$this_job"
   exit $requeue_code
 }
 
