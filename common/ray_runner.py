@@ -15,6 +15,8 @@ import argparse
 import contextlib
 import json
 import os
+import socket
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +53,22 @@ class Resources:
         return cls(cpus=args.cpus_per_task, gpus=args.gpus_per_task, max_retries=args.max_retries)
 
 
-def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every Ray stage takes: the cluster to join and the resources of each task."""
-    defaults = Resources()
+def add_ray_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every Ray command about its cluster: one to join, or a local one, with its dashboard or not."""
     parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    parser.add_argument(
+        "--ray-dashboard",
+        action="store_true",
+        help="start the local Ray with its dashboard (on 127.0.0.1; its address is printed); needs Ray's dashboard "
+        "packages (specialize's extra [dashboard], i.e. ray[default]). A cluster joined with --address runs its "
+        "own (cluster/launch.sh --ray-dashboard)",
+    )
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every Ray stage takes: the cluster (`add_ray_cluster_arguments`) and the resources of each task."""
+    defaults = Resources()
+    add_ray_cluster_arguments(parser)
     parser.add_argument(
         "--gpus-per-task",
         type=float,
@@ -85,23 +99,68 @@ class WorkUnit:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after)."""
+def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
+    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after), with
+    Ray's dashboard on 127.0.0.1 if `dashboard` (its address printed on stderr)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    if dashboard:
+        check_dashboard(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        context = ray.init(
+            address=address,
+            include_dashboard=dashboard,
+            log_to_driver=False,
+            **({"dashboard_host": DASHBOARD_HOST} if dashboard else {}),
+        )
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise UserError(
             f"cannot join the Ray cluster at {address} ({error}); check --address or drop it to start a local cluster"
         ) from None
     try:
+        if dashboard:
+            port = context.dashboard_url.rsplit(":", 1)[1]
+            print(
+                f"Ray dashboard: http://{context.dashboard_url} (from another machine: "
+                f"ssh -N -L {port}:{context.dashboard_url} {socket.gethostname()}, then http://localhost:{port})",
+                file=sys.stderr,
+            )
         yield
     finally:
         ray.shutdown()
+
+
+DASHBOARD_HOST = "127.0.0.1"  # not every interface: the dashboard can submit jobs to the cluster
+
+
+def check_dashboard(address: str | None) -> None:
+    """UserError unless Ray's dashboard can start here: a local Ray, with the dashboard's packages installed."""
+    from ray._private.utils import get_dashboard_dependency_error  # Ray's own check, as `ray start` makes it
+
+    if address is not None:
+        raise UserError(
+            "--ray-dashboard starts the dashboard of a local Ray, but --address joins a cluster, which runs its own "
+            "(cluster/launch.sh --ray-dashboard, or ray start --head --include-dashboard=true); drop one of them"
+        )
+    import ray
+
+    missing = get_dashboard_dependency_error()
+    if missing is not None:
+        raise UserError(
+            f"--ray-dashboard needs Ray's dashboard packages ({missing}); install them with "
+            f"pip install 'ray[default]=={ray.__version__}' (specialize's extra [dashboard]), or drop --ray-dashboard"
+        )
+
+
+def command_session(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The Ray session a command runs in: for a Ray command given --ray-dashboard, a local Ray with its dashboard,
+    started before the command's stages, which use it; otherwise none (each stage starts or joins its own)."""
+    if not getattr(args, "ray_dashboard", False):
+        return contextlib.nullcontext()
+    return ray_session(args.address, dashboard=True)
 
 
 def worker_device() -> Any:

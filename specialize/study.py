@@ -32,7 +32,7 @@ from common.errors import UserError
 from common.io import read_json, write_json, write_parquet
 from common.manifest import write_manifest
 from common.output_dir import check_same_job, recorded_identity
-from common.ray_runner import ray_session
+from common.ray_runner import add_ray_cluster_arguments, ray_session
 from common.redact import redact
 from common.wandb_runs import WandbTarget, log_stage
 from specialize.study_config import StageResources, StudyConfig, study_from_dict, with_absolute_paths
@@ -402,7 +402,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only these comma-separated seeds of the study, without aggregating (one "
         "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)",
     )
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    add_ray_cluster_arguments(parser)
     parser.set_defaults(run=run_study_command)
 
     parser = subparsers.add_parser(
@@ -421,7 +421,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument("--out", required=True, help="directory of the trials and the results table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every config")
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    add_ray_cluster_arguments(parser)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs (and torch threads) per trial")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (at most 1)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker died")

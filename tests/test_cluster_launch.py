@@ -181,6 +181,17 @@ def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fak
     assert "ray_gpus=4 " in script and "RAY_ADDRESS=$ray_address" in lines[driver]
 
 
+def test_ray_dashboard_starts_with_the_head_of_a_ray_job(fake_slurm):
+    lesion = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"]
+    script = launch(fake_slurm, "--ray-dashboard", "--gpus-per-node", "0", "--dry-run", "--", *lesion).stdout
+    [head] = [line for line in script.splitlines() if "--include-dashboard=" in line]
+    assert '--include-dashboard="$ray_dashboard" --dashboard-host=127.0.0.1' in head
+    assert "ray_dashboard=true " in script and "--dashboard-port=$((ray_port + 1))" in script
+    assert "launch.sh job: Ray dashboard at http://127.0.0.1:$((ray_port + 1)) on $SLURMD_NODENAME" in script
+    default = launch(fake_slurm, "--gpus-per-node", "0", "--dry-run", "--", *lesion).stdout
+    assert "ray_dashboard=false " in default  # off unless asked for
+
+
 def site_file(path: Path, **values: str) -> Path:
     lines = [f"{key}={value}" for key, value in values.items()]
     path.write_text("# a cluster\n" + "\n".join(lines) + "\n")
@@ -233,6 +244,8 @@ LESION = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--ou
         (["--nodes", "two", "--", *LESION], {}, "--nodes takes a whole number"),
         (["--ntasks-per-node", "4", "--", *LESION], {}, "one Slurm task per node"),
         (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
+        (["--", *LESION, "--ray-dashboard"], {}, "put --ray-dashboard before --"),
+        (["--ray-dashboard", "--", *TRAIN], {}, "--ray-dashboard is for Ray jobs"),
         (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
         (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
         (["--", *TRAIN, "--bad"], {}, "cannot resolve the training config: "),
