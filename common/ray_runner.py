@@ -138,6 +138,7 @@ DASHBOARD_HOST = "127.0.0.1"  # not every interface: the dashboard can submit jo
 
 def check_dashboard(address: str | None) -> None:
     """UserError unless Ray's dashboard can start here: a local Ray, with the dashboard's packages installed."""
+    import ray
     from ray._private.utils import get_dashboard_dependency_error  # Ray's own check, as `ray start` makes it
 
     if address is not None:
@@ -145,8 +146,6 @@ def check_dashboard(address: str | None) -> None:
             "--ray-dashboard starts the dashboard of a local Ray, but --address joins a cluster, which runs its own "
             "(cluster/launch.sh --ray-dashboard, or ray start --head --include-dashboard=true); drop one of them"
         )
-    import ray
-
     missing = get_dashboard_dependency_error()
     if missing is not None:
         raise UserError(
@@ -177,8 +176,6 @@ NODE_METADATA_KEY = "specialize.node"
 def this_node() -> dict[str, str]:
     """Where this Ray task runs: `node`, the Slurm node (a Ray node that cluster/launch.sh started under srun passes
     SLURMD_NODENAME to its workers) or else the host name, and `ray_node_id`."""
-    import socket
-
     import ray
 
     return {

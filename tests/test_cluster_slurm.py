@@ -260,8 +260,16 @@ SWEEP = [
 ]
 
 
-def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_direct_sweep(local_slurm, tmp_path):
-    data, checkpoint = untrained_checkpoint(tmp_path, train_per_class=6, test_per_class=2)
+@pytest.fixture(scope="module")
+def sweep_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    """The data directory and the untrained tiny checkpoint that the Ray tests sweep (read only)."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("sweep_inputs"), train_per_class=6, test_per_class=2)
+
+
+def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_direct_sweep(
+    local_slurm, sweep_inputs, tmp_path
+):
+    data, checkpoint = sweep_inputs
     site = tmp_path / "site.env"
     site.write_text(f"SITE_PARTITION=\nSITE_ACCOUNT=\nSITE_QOS=\nSITE_ACTIVATE=\nSITE_SCRATCH={tmp_path}/scratch\n")
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
@@ -334,9 +342,9 @@ def kill_ray_worker_node(job: str) -> None:
 
 
 def test_two_node_ray_sweep_runs_on_both_nodes_survives_losing_the_worker_and_equals_the_direct_sweep(
-    local_slurm, tmp_path
+    local_slurm, sweep_inputs, tmp_path
 ):
-    data, checkpoint = untrained_checkpoint(tmp_path, train_per_class=6, test_per_class=2)
+    data, checkpoint = sweep_inputs
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
     out = tmp_path / "sweep"
     # Every conv layer, a filter per chunk: 264 chunks of about 0.1 s, time to lose the worker node mid-sweep after
