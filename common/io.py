@@ -120,7 +120,7 @@ def write_parquet(path: str | os.PathLike, frame: pd.DataFrame, metadata: Mappin
     with atomic_path(path) as tmp:
         if metadata:
             table = pa.Table.from_pandas(frame, preserve_index=False)
-            pq.write_table(table.replace_schema_metadata({**table.schema.metadata, **metadata}), tmp)
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), tmp)
         else:
             frame.to_parquet(tmp, index=False)
 
