@@ -6,7 +6,8 @@ sends SIGTERM into the still-running ranks; with DDP on gloo that hung in our te
 raises a flag; at the next batch end the ranks agree on it (any rank signalled -> all act), save
 `hpc_ckpt_N.ckpt` into the run directory and stop at once by raising `Preempted` (stopping through
 `trainer.should_stop` would still run the epoch-end hooks, whose last.ckpt, newer and marked as a finished
-epoch, would make the rerun skip the rest of that epoch). Once the new checkpoint is complete, rank 0 deletes the
+epoch, would make the rerun skip the rest of that epoch; a signal at an epoch's last batch is acted on one batch
+later, see `SaveOnSignal.on_train_batch_end`). Once the new checkpoint is complete, rank 0 deletes the
 older hpc ones: a run continues from the newest only, and each holds the whole training state (about 0.5 GB at
 paper scale). `specialize train` exits with REQUEUE_EXIT_CODE; the job script written by cluster/launch.sh then
 runs `scontrol requeue` (naming an array's task as ARRAYJOB_INDEX), and the restarted job continues from the
@@ -77,6 +78,12 @@ class SaveOnSignal(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        # Not at an epoch's last batch: Lightning (2.6) restores a checkpoint saved there without starting the next
+        # epoch in its progress, and a checkpoint saved in that next epoch then resumes one batch early (one batch
+        # trained twice). The epoch ends as usual (validation, last.ckpt) and the save happens one batch into the
+        # next; in the last epoch the run simply finishes.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         saved = next_hpc_checkpoint(self.run_dir)
         trainer.save_checkpoint(saved)  # every rank takes part; rank 0 writes it
