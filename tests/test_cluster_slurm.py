@@ -1,8 +1,9 @@
 """cluster/launch.sh against a real Slurm of two nodes on this host (cluster/local_slurm.sh --nodes 2: two slurmds):
 a 2-node DDP training ends with the weights of 1 process; a 2-node Ray lesion sweep runs on both nodes, loses its
-worker node mid-sweep and still equals the direct sweep; a 2-task DDP job and a Ray-mode lesion sweep survive
-SIGUSR1 (requeue) and continue where they stopped; a job array trains one network per seed, and its signalled task
-alone requeues, twice, keeping only its newest hpc checkpoint; sbatch's own refusal of an unknown option is one line.
+worker node mid-sweep and still equals the direct sweep; a Ray-mode lesion sweep survives SIGUSR1 (requeue) and
+continues where it stopped; a job array of 2-rank DDP trainings trains one network per seed, and its signalled task
+alone requeues, twice, continuing each time from its newest hpc checkpoint, the only one kept; sbatch's own refusal of
+an unknown option is one line.
 
 Marked `slurm` (and `slow`): without root and Debian's slurm-wlm + munge they fail rather than skip; deselect them
 with `-m "not slurm"` where no Slurm can run."""
@@ -163,48 +164,6 @@ def submit(env: dict, *args: str) -> str:
     return subprocess.run(
         [str(LAUNCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-def test_srun_ddp_job_requeues_on_sigusr1_and_continues_from_its_checkpoint(local_slurm, tmp_path_factory, tmp_path):
-    env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
-    config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=8", "trainer.strategy=ddp"])
-    write_config(config, tmp_path / "config")
-    job = submit(
-        env,
-        "--gpus-per-node",
-        "0",
-        "--ntasks-per-node",
-        "2",
-        "--cpus-per-task",
-        "1",
-        "--time",
-        "15",
-        "--",
-        sys.executable,
-        "-m",
-        "specialize.cli",
-        "train",
-        "--config",
-        str(tmp_path / "config/config.yaml"),
-    )
-    wait_for((config.run_dir / "checkpoints" / "last.ckpt").exists, 300, "the first epoch's checkpoint")
-    signal_until_requeued(job, env, batch_shell=False)
-    start_now(job, env)
-    wait_for(lambda: ended(job, env), 400, "the job to end")
-
-    log = job_log(tmp_path / "jobs")
-    assert scontrol_job(job, env)["JobState"] == "COMPLETED", log[-3000:]
-    [saved] = config.run_dir.glob("hpc_ckpt_*.ckpt")  # written on SIGUSR1, mid-epoch
-    assert f"Restoring states from the checkpoint path at {saved}" in log  # the rerun continued from it
-    state = torch.load(saved, map_location="cpu", weights_only=False)
-    in_epoch = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
-    steps_per_epoch = (state["global_step"] - in_epoch) // state["epoch"]
-    assert 0 < in_epoch < steps_per_epoch
-    summary = json.loads((config.run_dir / "summary.json").read_text())
-    assert summary["epochs"] == 8 and summary["global_step"] == 8 * steps_per_epoch  # no batch lost or repeated
-    manifest = json.loads((config.run_dir / "manifest.json").read_text())
-    assert manifest["world_size"] == 2 and manifest["slurm_job_id"] == job
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log
 
 
 def test_two_node_ddp_one_rank_per_node_ends_with_the_weights_of_one_process(local_slurm, tmp_path_factory, tmp_path):
@@ -398,22 +357,37 @@ def test_two_node_ray_sweep_runs_on_both_nodes_survives_losing_the_worker_and_eq
     pd.testing.assert_frame_equal(pd.read_parquet(out / "filter_losses.parquet"), direct)  # the same sweep, here
 
 
-def test_job_array_trains_one_network_per_seed_and_a_preempted_task_alone_requeues_keeping_one_checkpoint(
+def test_array_of_ddp_jobs_trains_a_network_per_seed_and_a_preempted_task_alone_requeues_and_continues(
     local_slurm, tmp_path_factory, tmp_path
 ):
+    """Seeds 0 and 1 as an array, each task a 2-rank DDP training (a node each). One task is pre-empted twice
+    (SIGUSR1, as --signal=USR1@90 sends it): every rank saves at the same batch, the task alone requeues, each rerun
+    continues from the newest hpc checkpoint, the one kept, and the run ends with no batch lost or repeated."""
     env = {**local_slurm, "SPECIALIZE_SLURM_DIR": str(tmp_path / "jobs")}
-    config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=6"])
+    config = tiny_config(session_tiny_data(tmp_path_factory), tmp_path, ["trainer.epochs=4", "trainer.strategy=ddp"])
     write_config(config, tmp_path / "config")
     train_command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "config/config.yaml")]
-    array = submit(env, "--array", "0-1", "--gpus-per-node", "0", "--cpus-per-task", "1", "--", *train_command)
+    array = submit(
+        env,
+        "--array",
+        "0-1",
+        "--gpus-per-node",
+        "0",
+        "--ntasks-per-node",
+        "2",
+        "--cpus-per-task",
+        "1",
+        "--",
+        *train_command,
+    )
     wait_for(lambda: [r["JobState"] for r in scontrol_jobs(array, env)] == ["RUNNING"] * 2, 120, "both tasks to run")
     # Signal the task whose own job id is the array's: `scontrol requeue <that id>` requeues every task of the array.
     [index] = [record["ArrayTaskId"] for record in scontrol_jobs(array, env) if record["JobId"] == array]
     task, other = f"{array}_{index}", f"{array}_{1 - int(index)}"
-    run = tmp_path / f"tiny_face_object-seed{index}"
+    run, other_run = tmp_path / f"tiny_face_object-seed{index}", tmp_path / f"tiny_face_object-seed{1 - int(index)}"
     task_log = tmp_path / "jobs" / f"specialize-{task}.out"
     wait_for((run / "checkpoints" / "last.ckpt").exists, 300, "the first epoch's checkpoint")
-    for restart in (1, 2):  # pre-empted twice; each rerun continues from the newest hpc checkpoint
+    for restart in (1, 2):
         signal_until_requeued(task, env, batch_shell=False, restarts=restart)
         start_now(task, env)
         restored = f"Restoring states from the checkpoint path at {run / f'hpc_ckpt_{restart}.ckpt'}"
@@ -427,12 +401,20 @@ def test_job_array_trains_one_network_per_seed_and_a_preempted_task_alone_requeu
         ("COMPLETED", "2"),
         ("COMPLETED", "0"),  # the other task ran once, untouched
     ], job_log(tmp_path / "jobs")[-3000:]
-    assert [path.name for path in run.glob("hpc_ckpt_*.ckpt")] == ["hpc_ckpt_2.ckpt"]  # the newest only
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in task_log.read_text()
+    [saved] = run.glob("hpc_ckpt_*.ckpt")
+    assert saved.name == "hpc_ckpt_2.ckpt"  # the newest only: hpc_ckpt_1 went once hpc_ckpt_2 was written
+    state = torch.load(saved, map_location="cpu", weights_only=True)
+    in_epoch = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    steps_per_epoch = (state["global_step"] - in_epoch) // state["epoch"]
+    assert steps_per_epoch == 384 // 32 and 0 < in_epoch < steps_per_epoch  # saved mid-epoch
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 6 and summary["global_step"] == 6 * 384 // 32  # no batch lost or repeated
-    other_log = (tmp_path / "jobs" / f"specialize-{other}.out").read_text()
-    assert "Restoring states" not in other_log and not list(
-        (tmp_path / f"tiny_face_object-seed{1 - int(index)}").glob("hpc_ckpt_*")
+    assert summary["epochs"] == 4 and summary["global_step"] == 4 * steps_per_epoch  # no batch lost or repeated
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["slurm_job_id"] == records[index]["JobId"]
+    assert "Restoring states" not in (tmp_path / "jobs" / f"specialize-{other}.out").read_text()
+    assert (
+        not list(other_run.glob("hpc_ckpt_*")) and json.loads((other_run / "summary.json").read_text())["epochs"] == 4
     )
     weights = []
     for seed in (0, 1):
