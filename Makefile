@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both set the machine up first when needed:
 # Debian packages (scripts/setup_system.sh), then a virtual environment at .venv with the project installed
-# in editable mode. Stamps make a second run skip what is done.
+# in editable mode, at the versions of constraints.txt. Stamps make a second run skip what is done.
 VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_STAMP := $(VENV)/.system-packages
@@ -16,10 +16,11 @@ $(SYSTEM_STAMP): scripts/setup_system.sh
 	bash scripts/setup_system.sh
 	mkdir -p $(VENV) && touch $@
 
-$(INSTALL_STAMP): pyproject.toml $(SYSTEM_STAMP)
+# constraints.txt: the exact versions tested (pyproject.toml declares ranges); scripts/write_constraints.py writes it.
+$(INSTALL_STAMP): pyproject.toml constraints.txt $(SYSTEM_STAMP)
 	test -x $(PY) || python3.11 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" "setuptools>=68" wheel
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade "pip>=24" "setuptools>=77" wheel
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
 
 demo: setup

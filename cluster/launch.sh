@@ -3,7 +3,7 @@
 # inside the allocation, seeds as job arrays.
 #
 #   cluster/launch.sh [--nodes N] [--gpus-per-node G] [--ntasks-per-node T] [--cpus-per-task C] [--ray]
-#                     [--array SPEC] [--site FILE] [--dry-run] [sbatch options] -- COMMAND...
+#                     [--ray-dashboard] [--array SPEC] [--site FILE] [--dry-run] [sbatch options] -- COMMAND...
 #
 #   cluster/launch.sh --nodes 2 --gpus-per-node 4 --time 48:00:00 -- specialize train --config configs/face_object.yaml
 #   cluster/launch.sh --array 0-4 --time 48:00:00 -- specialize train --config configs/face_object.yaml
@@ -22,7 +22,9 @@
 # CPUs of each node's task (--cpus-per-task, or all the job holds on the node) and its G GPUs, waits until every
 # node has joined, runs the command once on the head with --address (specialize's Ray commands) and RAY_ADDRESS
 # (any command), and stops Ray at the end. --signal=B:USR1@90 signals the job script, which interrupts the command
-# (SIGINT), stops Ray and requeues the job; the rerun resumes from the finished chunks and units.
+# (SIGINT), stops Ray and requeues the job; the rerun resumes from the finished chunks and units. --ray-dashboard
+# starts Ray's dashboard with the head, on the head node's 127.0.0.1 (the job log says how to tunnel to it; it needs
+# Ray's dashboard packages, ray[default], in the job's environment).
 #
 # Arrays: --array SPEC (any Slurm array spec, e.g. 0-4 or 1,3,7) submits one job per index = seed:
 # `specialize train` gets seed=<index> output.run_name=<its run name>-seed<index>, `specialize study` --seeds=<index>
@@ -49,7 +51,7 @@ usage() { sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0; } 
 
 # ------------------------------------------------------------------------------------------------ arguments
 
-nodes=1 gpus=1 tasks="" cpus="" ray=0 array="" site=${SPECIALIZE_SITE:-} dry_run=0 separator=0 sbatch_args=()
+nodes=1 gpus=1 tasks="" cpus="" ray=0 ray_dashboard=false array="" site=${SPECIALIZE_SITE:-} dry_run=0 separator=0 sbatch_args=()
 set_option() {
   case $1 in
     -N|--nodes) nodes=$2 ;;
@@ -69,6 +71,7 @@ while (($#)); do
     --nodes=*|--gpus-per-node=*|--ntasks-per-node=*|--cpus-per-task=*|--array=*|--site=*)
       set_option "${1%%=*}" "${1#*=}"; shift ;;
     --ray) ray=1; shift ;;
+    --ray-dashboard) ray_dashboard=true; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage ;;
     *) sbatch_args+=("$1"); shift ;;
@@ -109,6 +112,7 @@ if ((ray)); then
   [[ -z $tasks || $tasks == 1 ]] || fail "a Ray job runs one Slurm task per node (its Ray node); drop --ntasks-per-node $tasks"
   tasks=1
 else
+  [[ $ray_dashboard == false ]] || fail "--ray-dashboard is for Ray jobs (their cluster's dashboard); this command trains over srun (add --ray if it is a Ray command of your own)"
   tasks=${tasks:-$((gpus > 0 ? gpus : 1))}
 fi
 
@@ -204,6 +208,9 @@ preamble() {
   fi
   echo "# torch threads per task: the CPUs Slurm gives each task (1 if not set), unless OMP_NUM_THREADS is already set"
   echo 'export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}'
+  echo "# this job as scontrol names it: an array's task is ARRAYJOB_INDEX (its bare id can name the whole array)"
+  echo 'this_job=$SLURM_JOB_ID'
+  echo 'if [[ -n ${SLURM_ARRAY_JOB_ID:-} ]]; then this_job=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID; fi'
   if ((ray)); then
     echo 'preempted=0'
     echo "trap 'preempted=1' USR1  # --signal=B:USR1@90 before the command runs: requeue once Ray is up"
@@ -243,15 +250,23 @@ STAGE
 
 srun_body() {
   command_line
+  cat << 'ADDRESS'
+# DDP's rendezvous: the first node (this one) at the address Slurm reaches it by (its NodeAddr, on most clusters its
+# name, which Lightning would use), unless MASTER_ADDR is set
+if [[ -z ${MASTER_ADDR:-} ]]; then
+  MASTER_ADDR=$(scontrol show node "$SLURMD_NODENAME" 2> /dev/null | grep -o 'NodeAddr=[^ ]*' | cut -d = -f 2) || true
+  if [[ -n $MASTER_ADDR ]]; then export MASTER_ADDR; else unset MASTER_ADDR; fi
+fi
+ADDRESS
   echo 'srun "${command[@]}"'
   echo 'status=$?'
   echo "# exit code $requeue_code: the command saved a checkpoint on SIGUSR1 and wants to continue in a new allocation"
-  echo "if ((status == $requeue_code)); then scontrol requeue \"\$SLURM_JOB_ID\"; fi"
+  echo "if ((status == $requeue_code)); then scontrol requeue \"\$this_job\"; fi"
   echo 'exit $status'
 }
 
 ray_body() {
-  echo "ray_gpus=$gpus requeue_code=$requeue_code program=$(printf '%q' "${command[0]}") ray_stop_dir=$(printf '%q' "$job_dir")"
+  echo "ray_gpus=$gpus ray_dashboard=$ray_dashboard requeue_code=$requeue_code program=$(printf '%q' "${command[0]}") ray_stop_dir=$(printf '%q' "$job_dir")"
   ray_cluster
   command_line
   ray_driver
@@ -315,7 +330,7 @@ stop_ray() {  # the workers, then the head
 }
 requeue() {
   echo "launch.sh job: requeueing; the rerun resumes from the finished parts" >&2
-  scontrol requeue "$SLURM_JOB_ID"
+  scontrol requeue "$this_job"
   exit $requeue_code
 }
 
@@ -323,9 +338,13 @@ echo "launch.sh job: Ray head at $ray_address on $SLURMD_NODENAME, $SLURM_JOB_NU
 srun --nodes=1 --ntasks=1 --cpus-per-task="$ray_cpus" --nodelist="$SLURMD_NODENAME" \
   bash -c "$run_until_stopped" ray-head "$ray_stop.head" "$ray_cli" start --head --port="$ray_port" \
   --node-ip-address="${ray_address%:*}" --dashboard-port=$((ray_port + 1)) --dashboard-agent-listen-port=$((ray_port + 2)) \
-  --include-dashboard=false "${ray_node[@]}" &
+  --include-dashboard="$ray_dashboard" --dashboard-host=127.0.0.1 "${ray_node[@]}" &
 ray_steps=($!)
 wait_for_ray_nodes 1 || { stop_ray; exit 1; }
+if [[ $ray_dashboard == true ]]; then
+  echo "launch.sh job: Ray dashboard at http://127.0.0.1:$((ray_port + 1)) on $SLURMD_NODENAME; from the login node:" \
+    "ssh -N -L 8265:127.0.0.1:$((ray_port + 1)) $SLURMD_NODENAME, then open http://localhost:8265"
+fi
 if ((SLURM_JOB_NUM_NODES > 1)); then
   srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 \
     --cpus-per-task="$ray_cpus" --exclude="$SLURMD_NODENAME" \

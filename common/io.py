@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +111,26 @@ def read_state_json(path: str | os.PathLike) -> Any | None:
         return None
 
 
-def write_parquet(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    """Write a DataFrame as Parquet, atomically."""
+def write_parquet(path: str | os.PathLike, frame: pd.DataFrame, metadata: Mapping[str, str] | None = None) -> None:
+    """Write a DataFrame as Parquet, atomically; `metadata` goes into the file's key-value metadata (read it with
+    `parquet_metadata`; pandas ignores it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        if metadata:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), tmp)
+        else:
+            frame.to_parquet(tmp, index=False)
+
+
+def parquet_metadata(path: str | os.PathLike, key: str) -> str | None:
+    """The value `write_parquet` stored under `key` in a Parquet file's metadata, or None."""
+    import pyarrow.parquet as pq
+
+    value = (pq.read_schema(path).metadata or {}).get(key.encode())
+    return value.decode() if value is not None else None
 
 
 def readable_parquet(path: str | os.PathLike) -> bool:

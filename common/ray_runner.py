@@ -5,12 +5,18 @@ A unit is a function call whose result (a DataFrame) belongs in one Parquet file
 units whose file is missing or unreadable (a file truncated by a crash is recomputed, not trusted), writes each
 result the moment its task returns, and retries a task whose worker died (`Resources.max_retries`). Large
 arguments shared by many units (a model, images) should be `ray.put` once by the caller and passed as refs.
+Each unit's file records where it ran (`unit_node`: the Slurm node, or the host, and the Ray node id) in its
+Parquet metadata, beside the result rather than in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
+import socket
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +25,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from common.errors import SettingError, UserError
-from common.io import readable_parquet, write_parquet
+from common.io import parquet_metadata, readable_parquet, write_parquet
 from common.typed_config import check_at_least
 
 
@@ -47,14 +53,26 @@ class Resources:
         return cls(cpus=args.cpus, gpus=args.gpus, max_retries=args.max_retries)
 
 
+def add_ray_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every Ray command about its cluster: one to join, or a local one, with its dashboard or not."""
+    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    parser.add_argument(
+        "--ray-dashboard",
+        action="store_true",
+        help="start the local Ray with its dashboard (on 127.0.0.1; its address is printed); needs Ray's dashboard "
+        "packages (specialize's extra [dashboard], i.e. ray[default]). A cluster joined with --address runs its "
+        "own (cluster/launch.sh --ray-dashboard)",
+    )
+
+
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every Ray stage takes: the cluster to join and the resources of each task; the command is a Ray
-    command for cluster jobs (`common.cluster_job`)."""
+    """The options every Ray stage takes: the cluster (`add_ray_cluster_arguments`) and the resources of each task;
+    the command is a Ray command for cluster jobs (`common.cluster_job`)."""
     from common.cluster_job import ray_job
 
     parser.set_defaults(job=ray_job)
     defaults = Resources()
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    add_ray_cluster_arguments(parser)
     parser.add_argument(
         "--gpus-per-task",
         dest="gpus",
@@ -87,23 +105,67 @@ class WorkUnit:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after)."""
+def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
+    """Use the running Ray session, join the cluster at `address`, or start a local one (shut down after), with
+    Ray's dashboard on 127.0.0.1 if `dashboard` (its address printed on stderr)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    if dashboard:
+        check_dashboard(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        context = ray.init(
+            address=address,
+            include_dashboard=dashboard,
+            log_to_driver=False,
+            **({"dashboard_host": DASHBOARD_HOST} if dashboard else {}),
+        )
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise UserError(
             f"cannot join the Ray cluster at {address} ({error}); check --address or drop it to start a local cluster"
         ) from None
     try:
+        if dashboard:
+            port = context.dashboard_url.rsplit(":", 1)[1]
+            print(
+                f"Ray dashboard: http://{context.dashboard_url} (from another machine: "
+                f"ssh -N -L {port}:{context.dashboard_url} {socket.gethostname()}, then http://localhost:{port})",
+                file=sys.stderr,
+            )
         yield
     finally:
         ray.shutdown()
+
+
+DASHBOARD_HOST = "127.0.0.1"  # not every interface: the dashboard can submit jobs to the cluster
+
+
+def check_dashboard(address: str | None) -> None:
+    """UserError unless Ray's dashboard can start here: a local Ray, with the dashboard's packages installed."""
+    import ray
+    from ray._private.utils import get_dashboard_dependency_error  # Ray's own check, as `ray start` makes it
+
+    if address is not None:
+        raise UserError(
+            "--ray-dashboard starts the dashboard of a local Ray, but --address joins a cluster, which runs its own "
+            "(cluster/launch.sh --ray-dashboard, or ray start --head --include-dashboard=true); drop one of them"
+        )
+    missing = get_dashboard_dependency_error()
+    if missing is not None:
+        raise UserError(
+            f"--ray-dashboard needs Ray's dashboard packages ({missing}); install them with "
+            f"pip install 'ray[default]=={ray.__version__}' (specialize's extra [dashboard]), or drop --ray-dashboard"
+        )
+
+
+def command_session(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The Ray session a command runs in: for a Ray command given --ray-dashboard, a local Ray with its dashboard,
+    started before the command's stages, which use it; otherwise none (each stage starts or joins its own)."""
+    if not getattr(args, "ray_dashboard", False):
+        return contextlib.nullcontext()
+    return ray_session(args.address, dashboard=True)
 
 
 def worker_device() -> Any:
@@ -114,12 +176,33 @@ def worker_device() -> Any:
     return torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
 
 
-def _call_with_threads(function: Callable, threads: int, *args: Any) -> Any:
-    """Run `function(*args)` on a worker with torch using `threads` threads (the CPUs the task asked for)."""
+NODE_METADATA_KEY = "specialize.node"
+
+
+def this_node() -> dict[str, str]:
+    """Where this Ray task runs: `node`, the Slurm node (a Ray node that cluster/launch.sh started under srun passes
+    SLURMD_NODENAME to its workers) or else the host name, and `ray_node_id`."""
+    import ray
+
+    return {
+        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        "ray_node_id": ray.get_runtime_context().get_node_id(),
+    }
+
+
+def unit_node(path: str | os.PathLike) -> dict[str, str] | None:
+    """Where the unit whose result is the file `path` ran (`this_node`), as `run_units` recorded it; None if not."""
+    recorded = parquet_metadata(path, NODE_METADATA_KEY)
+    return json.loads(recorded) if recorded is not None else None
+
+
+def _call_with_threads(function: Callable, threads: int, *args: Any) -> tuple[Any, dict[str, str]]:
+    """Run `function(*args)` on a worker with torch using `threads` threads (the CPUs the task asked for); returns
+    its result and where it ran."""
     import torch
 
     torch.set_num_threads(threads)
-    return function(*args)
+    return function(*args), this_node()
 
 
 def run_units(
@@ -145,5 +228,6 @@ def run_units(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
-            write_parquet(unit.path, ray.get(ready[0]))
+            result, node = ray.get(ready[0])
+            write_parquet(unit.path, result, metadata={NODE_METADATA_KEY: json.dumps(node)})
             bar.update(unit.size)

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from common.errors import SettingError, UserError
 from common.io import DISK_FULL_ERRNOS
+from common.ray_runner import command_session
 from common.redact import redact_text
 
 SUBCOMMAND_MODULES = (
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # a usage error (one line already printed, code 2) or --help (code 0)
         return stop.code if isinstance(stop.code, int) else 0
     try:
-        return int(args.run(args) or 0)
+        with command_session(args):  # --ray-dashboard: one local Ray, with its dashboard, for the whole command
+            return int(args.run(args) or 0)
     except SettingError as error:  # a setting's own check: a bad option value, said as a usage error is
         if error.key not in args.options:
             return fail(args.prog, str(error))

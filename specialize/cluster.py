@@ -54,6 +54,8 @@ def run_plan(args: argparse.Namespace) -> int:
         raise UserError(
             "the job starts its own Ray cluster and passes --address itself; drop --address from the command"
         )
+    if job.ray and getattr(command, "ray_dashboard", False):
+        raise UserError("the job's Ray cluster runs the dashboard: put --ray-dashboard before --, not in the command")
     if args.array:
         if job.seed_settings is None:
             raise UserError(

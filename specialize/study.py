@@ -46,7 +46,7 @@ from common.layout import (
     checkpoint_path,
     seeded_name,
 )
-from common.ray_runner import Resources, ray_session
+from common.ray_runner import Resources, add_ray_cluster_arguments, ray_session
 from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
 from specialize import pipeline
@@ -379,7 +379,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run only these comma-separated seeds of the study, without aggregating (one "
         "job per seed, e.g. a Slurm array; aggregate after with --aggregate-only)",
     )
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    add_ray_cluster_arguments(parser)
     parser.set_defaults(run=run_study_command, job=study_job)
 
     parser = subparsers.add_parser(
@@ -400,7 +400,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="directory of the trials and the results table")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every config")
-    parser.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    add_ray_cluster_arguments(parser)
     defaults = Resources()
     parser.add_argument(
         "--cpus-per-trial", type=float, default=defaults.cpus, help="CPUs (and torch threads) per trial"

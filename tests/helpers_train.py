@@ -16,6 +16,50 @@ TASKS = ("face", "object")
 CLASSES_PER_TASK = 4
 
 
+# Settings under which DDP on N processes sees, together, exactly the global batches of 1 process: the eval
+# transform in file order (FFCV's distributed split hands rank r the samples r, r+N, ...), no dropout, no batch
+# norm (its statistics would be per rank). DDP averages the ranks' mean gradients, which equals the 1-process mean
+# gradient up to float summation order.
+DETERMINISTIC = [
+    "trainer.epochs=2",
+    "data.augment=false",
+    "model.dropout=0.0",
+    "model.batch_norm=false",
+    "wandb.mode=disabled",
+    "data.batch_size=32",
+]
+
+
+def assert_trained_alike(reference: Path, run: Path, steps: int) -> None:
+    """The last checkpoints of two DETERMINISTIC runs hold the same weights after `steps` steps, to float summation
+    order: summing a batch's gradients in two halves (then averaging across ranks) rounds differently from one sum,
+    by about 1e-7 relative per step; over a few dozen SGD steps that stays well inside rtol 1e-4 / atol 1e-6, while
+    the weights moved by more than 1e-3 from where they started (agreeing is not trivial)."""
+    import torch
+
+    states = [torch.load(path / "checkpoints/last.ckpt", weights_only=True) for path in (reference, run)]
+    assert states[0]["global_step"] == states[1]["global_step"] == steps
+    for key, expected in states[0]["state_dict"].items():
+        torch.testing.assert_close(states[1]["state_dict"][key], expected, rtol=1e-4, atol=1e-6)
+    initial = initial_weights(reference)
+    change = max((states[0]["state_dict"][f"model.{k}"] - v).abs().max().item() for k, v in initial.items())
+    assert change > 1e-3
+
+
+def initial_weights(run_dir: Path) -> dict:
+    """The weights a run started from (same seed, same construction as `train`)."""
+    import pytorch_lightning as pl
+
+    from common.io import read_json
+    from data_pipeline.label_space import LabelSpace
+    from lightning_modules.checkpoint import build_model
+    from lightning_modules.config import read_run_config
+
+    config = read_run_config(run_dir)
+    pl.seed_everything(config.seed, verbose=False)
+    return build_model(LabelSpace.from_dict(read_json(run_dir / "label_space.json")), config.model).state_dict()
+
+
 def build_tiny_data(root: Path, train_per_class: int = 48, test_per_class: int = 16, val_per_class: int = 8) -> Path:
     """Synthetic face and object images (JPEG) -> a built data directory with the face+object pool, per class
     `train_per_class` training, `val_per_class` validation and `test_per_class` test images; returns it."""

@@ -19,14 +19,21 @@ TRAIN = [sys.executable, "-m", "specialize.cli", "train", "--config", TINY]
 FAKES = {
     # records its arguments and the job script, answers with a job id
     "sbatch": 'printf "%s\\n" "$@" > "$FAKE_LOG/sbatch.argv"; cp "${@: -1}" "$FAKE_LOG/job.sbatch"; echo 4242',
-    # records every call with the task's OMP_NUM_THREADS; runs `bash -c` steps (the data copy), not the command
+    # records every call with the task's OMP_NUM_THREADS and MASTER_ADDR; runs `bash -c` steps (the data copy), not
+    # the command
     "srun": (
-        '{ echo "OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"; printf "%s\\n" "$@"; echo ---; } >> "$FAKE_LOG/srun.log"\n'
+        '{ echo "OMP_NUM_THREADS=${OMP_NUM_THREADS-unset}"; echo "MASTER_ADDR=${MASTER_ADDR-unset}"; '
+        'printf "%s\\n" "$@"; echo ---; } >> "$FAKE_LOG/srun.log"\n'
         "while [[ $1 == -* ]]; do shift; done\n"
         'if [[ $1 == bash ]]; then exec "$@"; fi\n'
         'exit "${FAKE_SRUN_EXIT:-0}"'
     ),
-    "scontrol": 'printf "%s\\n" "$*" >> "$FAKE_LOG/scontrol.log"',
+    # answers `show node` as Slurm does (the node's address), records the rest (requeues)
+    "scontrol": (
+        'if [[ $1 == show ]]; then echo "NodeName=$3 Arch=x86_64"; echo "   NodeAddr=10.0.0.7 NodeHostName=$3"; fi\n'
+        "[[ $1 == show ]] && exit\n"
+        'printf "%s\\n" "$*" >> "$FAKE_LOG/scontrol.log"'
+    ),
 }
 
 
@@ -62,12 +69,12 @@ def directives(script: str) -> list[str]:
 
 def run_job(env: dict, **slurm: str) -> int:
     """Run the submitted job script as Slurm would start it on the first node, with the fakes on PATH."""
-    job_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", **slurm}
+    job_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NUM_NODES": "1", "SLURMD_NODENAME": "node1", **slurm}
     return subprocess.run(["bash", str(Path(env["FAKE_LOG"]) / "job.sbatch")], env=job_env, timeout=120).returncode
 
 
 def srun_calls(env: dict) -> list[list[str]]:
-    """Each srun call: [OMP_NUM_THREADS=..., argument, ...]."""
+    """Each srun call: [OMP_NUM_THREADS=..., MASTER_ADDR=..., argument, ...]."""
     text = (Path(env["FAKE_LOG"]) / "srun.log").read_text()
     return [call.strip("\n").split("\n") for call in text.split("---\n") if call.strip()]
 
@@ -94,12 +101,20 @@ def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
 
     assert run_job(fake_slurm, SLURM_CPUS_PER_TASK="4", FAKE_SRUN_EXIT="3") == 3
     [call] = srun_calls(fake_slurm)
-    assert call == ["OMP_NUM_THREADS=4", *TRAIN, "data.num_workers=3", "trainer.devices=2", "trainer.num_nodes=2"]
+    # DDP's rendezvous is the first node at its Slurm NodeAddr (names of some clusters do not resolve)
+    assert call == [
+        "OMP_NUM_THREADS=4",
+        "MASTER_ADDR=10.0.0.7",
+        *TRAIN,
+        "data.num_workers=3",
+        "trainer.devices=2",
+        "trainer.num_nodes=2",
+    ]
     assert (log / "scontrol.log").read_text() == "requeue 4242\n"  # exit code 3: saved on SIGUSR1, continue
 
     (log / "scontrol.log").unlink()
-    assert run_job({**fake_slurm, "OMP_NUM_THREADS": "2"}, SLURM_CPUS_PER_TASK="4") == 0
-    assert srun_calls(fake_slurm)[-1][0] == "OMP_NUM_THREADS=2"  # a value already set is kept
+    assert run_job({**fake_slurm, "OMP_NUM_THREADS": "2", "MASTER_ADDR": "head"}, SLURM_CPUS_PER_TASK="4") == 0
+    assert srun_calls(fake_slurm)[-1][:2] == ["OMP_NUM_THREADS=2", "MASTER_ADDR=head"]  # values already set are kept
     assert not (log / "scontrol.log").exists()
 
 
@@ -107,11 +122,13 @@ def test_array_job_trains_each_seed_into_its_own_run(fake_slurm):
     launch(fake_slurm, "--array", "0-4%2", "--gpus-per-node", "0", "--cpus-per-task", "2", "--", *TRAIN)
     script = (Path(fake_slurm["FAKE_LOG"]) / "job.sbatch").read_text()
     assert "--array=0-4%2" in directives(script) and any(d.endswith("/%x-%A_%a.out") for d in directives(script))
-    assert run_job(fake_slurm, SLURM_ARRAY_TASK_ID="3") == 0
+    array_task = {"SLURM_ARRAY_JOB_ID": "4240", "SLURM_ARRAY_TASK_ID": "3", "FAKE_SRUN_EXIT": "3"}
+    assert run_job(fake_slurm, **array_task) == 3  # pre-empted: requeue this task, not the array (4242 may be both)
     assert srun_calls(fake_slurm)[-1][-2:] == ["seed=3", "output.run_name=tiny_face_object-seed3"]
+    assert (Path(fake_slurm["FAKE_LOG"]) / "scontrol.log").read_text() == "requeue 4240_3\n"
 
     launch(fake_slurm, "--array", "1,7", "--gpus-per-node", "0", "--", *TRAIN, "output.run_name=mine")
-    assert run_job(fake_slurm, SLURM_ARRAY_TASK_ID="7") == 0
+    assert run_job(fake_slurm, SLURM_ARRAY_JOB_ID="4240", SLURM_ARRAY_TASK_ID="7") == 0
     assert srun_calls(fake_slurm)[-1][-2:] == ["seed=7", "output.run_name=mine-seed7"]
 
 
@@ -190,6 +207,17 @@ def test_the_cli_says_which_commands_run_on_ray_how_seeds_go_to_jobs_and_which_d
     assert plan[:4] == ["needs_ray=1", "data_dir=d", "data_word=4", "data_setting=--data="]
 
 
+def test_ray_dashboard_starts_with_the_head_of_a_ray_job(fake_slurm):
+    lesion = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"]
+    script = launch(fake_slurm, "--ray-dashboard", "--gpus-per-node", "0", "--dry-run", "--", *lesion).stdout
+    [head] = [line for line in script.splitlines() if "--include-dashboard=" in line]
+    assert '--include-dashboard="$ray_dashboard" --dashboard-host=127.0.0.1' in head
+    assert "ray_dashboard=true " in script and "--dashboard-port=$((ray_port + 1))" in script
+    assert "launch.sh job: Ray dashboard at http://127.0.0.1:$((ray_port + 1)) on $SLURMD_NODENAME" in script
+    default = launch(fake_slurm, "--gpus-per-node", "0", "--dry-run", "--", *lesion).stdout
+    assert "ray_dashboard=false " in default  # off unless asked for
+
+
 def site_file(path: Path, **values: str) -> Path:
     lines = [f"{key}={value}" for key, value in values.items()]
     path.write_text("# a cluster\n" + "\n".join(lines) + "\n")
@@ -242,6 +270,8 @@ LESION = ["specialize", "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--ou
         (["--nodes", "two", "--", *LESION], {}, "--nodes takes a whole number"),
         (["--ntasks-per-node", "4", "--", *LESION], {}, "one Slurm task per node"),
         (["--", *LESION, "--address", "h:1"], {}, "drop --address"),
+        (["--", *LESION, "--ray-dashboard"], {}, "put --ray-dashboard before --"),
+        (["--ray-dashboard", "--", *TRAIN], {}, "--ray-dashboard is for Ray jobs"),
         (["--array", "0-1", "--", *LESION], {}, "`specialize lesion` takes no per-job seed"),
         (["--array", "0-1", "--", *TRAIN, "seed=2"], {}, "drop seed="),
         (["--", *TRAIN, "--bad"], {}, "cannot plan the job: specialize train: error: unrecognized arguments: --bad"),

@@ -22,7 +22,7 @@ from helpers_sweeps import tiny_images, tiny_vgg
 from torch import nn
 
 from common.errors import UserError
-from common.ray_runner import Resources
+from common.ray_runner import Resources, unit_node
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import filters_per_layer
@@ -71,6 +71,10 @@ def test_ray_sweep_equals_in_process_sweep(ray_cluster, tmp_path):
     assert len(top) == 26
     assert all(abs(row.loss - best[(row.layer, row.task)]) < 1e-12 for row in top.itertuples())
     assert {"filter_losses.parquet", "ranking.parquet", "config.json"} <= {p.name for p in tmp_path.iterdir()}
+    # Each chunk file records where it ran, beside its rows (the tables above hold only results): here, the one node.
+    [node_id] = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    ran_on = [unit_node(path) for path in (tmp_path / "chunks" / "oneshot").glob("*.parquet")]
+    assert ran_on and all(where["ray_node_id"] == node_id and where["node"] for where in ran_on)
 
 
 def losses_with_lesions(
