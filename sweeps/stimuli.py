@@ -54,9 +54,8 @@ class Stimuli:
         """(images as normalised float, labels, task ids) in consecutive batches, on `device`."""
         for start in range(0, len(self.labels), batch_size):
             stop = start + batch_size
-            images = self.images[start:stop].to(device)
             yield (
-                normalise_uint8(images) if images.dtype == torch.uint8 else images,
+                network_input(self.images[start:stop].to(device)),
                 self.labels[start:stop].to(device),
                 self.task_ids[start:stop].to(device),
             )
@@ -72,10 +71,23 @@ class Stimuli:
         """Number of images of each task."""
         return np.bincount(self.task_ids.numpy(), minlength=len(self.tasks))
 
+    def grouping(self) -> dict[str, np.ndarray]:
+        """The classes (labels) of each task's images; ValueError when a class belongs to two tasks."""
+        labels, task_ids = self.labels.numpy(), self.task_ids.numpy()
+        grouping = {task: np.unique(labels[task_ids == index]) for index, task in enumerate(self.tasks)}
+        if sum(map(len, grouping.values())) != len(np.unique(labels)):
+            raise ValueError("a class has images in two tasks; give each class's images to one task")
+        return grouping
+
     def __reduce__(self):
         """Pickle the images as a numpy array: Ray's object store then shares them between the workers of a node
         (zero-copy, read-only) instead of copying them into every task, as it does with a torch tensor."""
         return _stimuli_from_numpy, (self.images.numpy(), self.labels, self.task_ids, self.tasks)
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """Images as the network takes them: uint8 crops normalised as the loader would (bit for bit), float as given."""
+    return normalise_uint8(images) if images.dtype == torch.uint8 else images.float()
 
 
 def _stimuli_from_numpy(
