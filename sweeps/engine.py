@@ -19,6 +19,7 @@ channel, one full forward pass per filter); tests and the benchmark hold `lesion
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,40 +37,14 @@ from sweeps.memory_plan import PassPlan, default_budget, layer_plan
 from sweeps.stimuli import ImagesByTask, Stimuli
 
 
-def lesion_sweep(
-    model: VGG,
-    images_by_task: ImagesByTask,
-    layers: Sequence[str] | None = None,
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-    *,
-    memory_budget: int | None = None,
-    lesions_per_pass: int | None = None,
-    allow_tf32: bool = False,
-    progress: bool = False,
-    heads: OutputHeads = OutputHeads(),
-) -> pd.DataFrame:
-    """Lesion every filter of `layers` (default: all 13 conv layers) alone; one row per (layer, filter, task).
+def lesion_sweep(model: VGG, images_by_task: ImagesByTask, *args: Any, **options: Any) -> pd.DataFrame:
+    """Lesion every filter of the layers alone; one row per (layer, filter, task).
 
-    `images_by_task` maps a task to (images, labels), labels in the model's output space. Columns: layer,
-    layer_index (1..13), filter, task, loss (mean cross-entropy), accuracy (top-1), intact_loss,
-    intact_accuracy; loss and top-1 are over the outputs of each image's head (`heads`; default one head over all
-    outputs), each task's from the sums of its classes (`class_lesion_sweep`). `memory_budget` (bytes; default half
-    the device's free memory) bounds the images and lesions per pass unless `batch_size` / `lesions_per_pass` fix
-    them. TF32 stays off unless allowed. `frame.attrs` holds memory_budget_bytes and the pass plan of each layer.
+    Arguments as `class_lesion_sweep`. Columns: layer, layer_index (1..13), filter, task, loss (mean cross-entropy),
+    accuracy (top-1), intact_loss, intact_accuracy, each task's from the sums of its classes. `frame.attrs` holds
+    memory_budget_bytes and the pass plan of each layer.
     """
-    totals = class_lesion_sweep(
-        model,
-        images_by_task,
-        layers,
-        batch_size,
-        device,
-        memory_budget=memory_budget,
-        lesions_per_pass=lesions_per_pass,
-        allow_tf32=allow_tf32,
-        progress=progress,
-        heads=heads,
-    )
+    totals = class_lesion_sweep(model, images_by_task, *args, **options)
     frame = totals.task_losses(Stimuli.from_tasks(images_by_task).grouping())
     frame.attrs.update(totals.attrs)
     return frame
@@ -88,8 +63,15 @@ def class_lesion_sweep(
     progress: bool = False,
     heads: OutputHeads = OutputHeads(),
 ) -> ClassTotals:
-    """`lesion_sweep`'s sums per class (label) rather than per task: the table that ranks any grouping of the
-    classes (`ClassTotals.task_losses`). Same arguments; `attrs` holds memory_budget_bytes and the plans."""
+    """Lesion every filter of `layers` (default: all 13 conv layers) alone; the loss and correct-answer sums per class
+    (label): the table that ranks any grouping of the classes (`ClassTotals.task_losses`; `lesion_sweep` gives the
+    tasks of `images_by_task`).
+
+    `images_by_task` maps a task to (images, labels), labels in the model's output space. Loss and top-1 are over
+    the outputs of each image's head (`heads`; default one head over all outputs). `memory_budget` (bytes; default
+    half the device's free memory) bounds the images and lesions per pass unless `batch_size` / `lesions_per_pass`
+    fix them. TF32 stays off unless allowed. `attrs` holds memory_budget_bytes and the pass plan of each layer.
+    """
     layers = list(layers or CONV_LAYERS)
     stimuli = Stimuli.from_tasks(images_by_task)
     with on_device(model, device) as (net, target), tf32(allow_tf32):

@@ -9,7 +9,7 @@ bit for bit as the loader would have (`data_pipeline.normalise`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from data_pipeline.normalise import normalise_uint8
 
 ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) and labels in the model's output space (N,)
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,20 @@ def _stimuli_from_numpy(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return Stimuli(torch.from_numpy(images), labels, task_ids, tasks)
+
+
+def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Batches of any sizes regrouped into batches of `batch_size` (the last one may be smaller), in order."""
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    count = 0
+    for batch_images, batch_labels in batches:
+        images.append(batch_images)
+        labels.append(batch_labels)
+        count += len(batch_labels)
+        while count >= batch_size:
+            joined_images, joined_labels = torch.cat(images), torch.cat(labels)
+            yield joined_images[:batch_size], joined_labels[:batch_size]
+            images, labels, count = [joined_images[batch_size:]], [joined_labels[batch_size:]], count - batch_size
+    if count:
+        yield torch.cat(images), torch.cat(labels)
