@@ -12,10 +12,12 @@ the same answers with far less work:
    as the memory plan allows (`sweeps.memory_plan.evaluation_plan`; the images per batch are the same for every
    layer). Identical lesions (the same filters reached by two tasks, fractions or groupings) run once; a lesion of
    no filters is the intact network.
-3. The sweep's shortcut, where it pays (`shortcut_fraction`): the next linear map's pre-activation with the
-   lesioned channels zeroed is the intact one minus the contribution of those channels alone (`sweeps.layer_split`).
-   It saves that map's multiply-adds on the filters kept, but adds a subtraction on its output and more float
-   rounding; SHORTCUT_FRACTION records where it was measured to pay.
+3. The sweep's shortcut, where it pays: the next linear map's pre-activation with the lesioned channels zeroed is
+   the intact one minus the contribution of those channels alone (`sweeps.layer_split`). It saves that map's
+   multiply-adds on the filters kept, but adds a subtraction on its output; it is used for a lesion when the cost
+   model (`sweeps.cost_model`) says it cuts the lesion's pass at least `shortcut_saving` times (SHORTCUT_SAVING:
+   where it was measured to pay). In VGG16 that is the lesions of the layers before large next maps (fc6 after
+   conv5_3; at paper scale also conv5_2, and conv4_2 at small fractions).
 
 What is read out (`Readout`): per image, the network's top-1 answer (over all outputs, or over the image's own head
 for separate heads: `OutputHeads.answer`), and its top-1 among the outputs of the image's task in one grouping of the
@@ -25,7 +27,7 @@ near-ties; the tests hold the engine to the definition image by image at every l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
@@ -38,16 +40,20 @@ from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, num_outputs, relu_indices
 from sweeps.class_totals import Grouping
+from sweeps.cost_model import lesion_pass_macs, module_macs
 from sweeps.devices import on_device, tf32
 from sweeps.layer_split import LayerSplit, split_at
 from sweeps.lesions import check_lesions
 from sweeps.memory_plan import EvaluationPlan, default_budget, evaluation_plan
 from sweeps.stimuli import Batch, network_input, rebatch
 
-# Lesions of at most this fraction of a layer's filters use the shortcut (3. above). Measured with
-# benchmarks/bench_lesion_shortcut.py on the 2-core CPU (VGG16 width 1/16 at 48 px, the demo's network, and width 1/4
-# at 64 px): it did not pay at any fraction from 5% to 50% in most layers (see the README), so it is off by default.
-SHORTCUT_FRACTION = 0.0
+# The shortcut (3. above) is used for a lesion whose pass it cuts at least this many times by the cost model.
+# Measured with benchmarks/bench_lesion_shortcut.py (CPU seconds on one thread; the demo's network, VGG16 at width
+# 1/16 with batch norm, 48 px; 8 lesions x 64 images per pass; 5% to 50% of a layer's filters): where the model
+# promised 2.25-4.1x (conv5_3, whose next map is fc6, at 5-30%) the shortcut ran 1.24-1.71x faster; where it promised
+# at most 1.68x (every other layer and fraction, and conv5_3 at 50%) it ran 0.86-1.12x as fast (no gain), but for
+# conv1_1 (1.26-1.42x for a promised 1.08x, where the direct pass copies the largest maps). Not measured on a GPU.
+SHORTCUT_SAVING = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class EvaluationSettings:
     memory_budget: int | None = None  # bytes; None: half the device's free memory
     images_per_pass: int | None = None  # None: from the budget (at most memory_plan.DEFAULT_BATCH_SIZE)
     lesions_per_pass: int | None = None  # None: from the budget, per layer
-    shortcut_fraction: float = SHORTCUT_FRACTION
+    shortcut_saving: float = SHORTCUT_SAVING  # 1: the shortcut for every lesion; inf: never
     allow_tf32: bool = False
 
 
@@ -171,12 +177,11 @@ def evaluate_lesions(
             settings.lesions_per_pass,
         )
         intact = lesions.index(INTACT) if INTACT in lesions else None
+        shortcuts = shortcut_sizes(net, by_layer, first[0].shape[1:], settings.shortcut_saving)
         with torch.inference_mode(), tqdm(unit="img", desc="lesioned answers", disable=not progress) as bar:
             for images, labels in rebatch(chain([first], stream), plan.images_per_pass):
                 sheet.start(labels.to(target))
-                passes = lesioned_logits(
-                    net, network_input(images.to(target)), by_layer, intact, plan, settings.shortcut_fraction
-                )
+                passes = lesioned_logits(net, network_input(images.to(target)), by_layer, intact, plan, shortcuts)
                 for indices, logits in passes:
                     sheet.record(indices, logits)
                     bar.update(len(indices) * len(labels))
@@ -197,13 +202,28 @@ def lesions_by_layer(lesions: Sequence[Lesion]) -> dict[str, list[tuple[int, Les
     return by_layer
 
 
+def shortcut_sizes(
+    model: VGG, by_layer: Mapping[str, Sequence[tuple[int, Lesion]]], image_shape: Sequence[int], saving: float
+) -> dict[str, set[int]]:
+    """Per layer, the lesion sizes (numbers of filters) whose pass the shortcut cuts at least `saving` times."""
+    macs = module_macs(model, image_shape)
+    chosen: dict[str, set[int]] = {}
+    for layer, indexed in by_layer.items():
+        chosen[layer] = set()
+        for size in {len(lesion.filters) for _, lesion in indexed}:
+            direct, by_shortcut = lesion_pass_macs(model, layer, size, macs)
+            if direct >= saving * by_shortcut:
+                chosen[layer].add(size)
+    return chosen
+
+
 def lesioned_logits(
     model: VGG,
     images: torch.Tensor,
     by_layer: Mapping[str, Sequence[tuple[int, Lesion]]],
     intact: int | None,
     plan: EvaluationPlan,
-    shortcut_fraction: float,
+    shortcuts: Mapping[str, Collection[int]],
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Logits (K, B, outputs) of groups of lesions on one batch, with the lesions' indices: layer by layer as the
     intact network walks through the batch, then the intact network's own (index `intact`, if not None)."""
@@ -213,7 +233,7 @@ def lesioned_logits(
         activations = model.features[position : relus[layer] + 1](activations)
         position = relus[layer] + 1
         split = split_at(model, layer)
-        yield from layer_logits(split, activations, indexed, plan.lesions_per_pass[layer], shortcut_fraction)
+        yield from layer_logits(split, activations, indexed, plan.lesions_per_pass[layer], shortcuts[layer])
     if intact is not None:
         features = model.features[position:](activations)
         yield [intact], model.classifier(torch.flatten(model.avgpool(features), 1)).unsqueeze(0)
@@ -224,13 +244,13 @@ def layer_logits(
     activations: torch.Tensor,
     indexed: Sequence[tuple[int, Lesion]],
     per_pass: int,
-    shortcut_fraction: float,
+    shortcut_sizes: Collection[int] = (),
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Logits (K, B, outputs) of one layer's lesions, `per_pass` at a time, from the layer's intact output maps."""
+    """Logits (K, B, outputs) of one layer's lesions, `per_pass` at a time, from the layer's intact output maps; by
+    the shortcut for lesions of `shortcut_sizes` filters."""
     linear_input = split.lesion_input(activations)
-    channels = linear_input.shape[1]
-    shortcut = [item for item in indexed if len(item[1].filters) <= shortcut_fraction * channels]
-    direct = [item for item in indexed if len(item[1].filters) > shortcut_fraction * channels]
+    shortcut = [item for item in indexed if len(item[1].filters) in shortcut_sizes]
+    direct = [item for item in indexed if len(item[1].filters) not in shortcut_sizes]
     if shortcut:
         intact = split.pre_activation(linear_input)
         for group in equal_size_groups(shortcut, per_pass):

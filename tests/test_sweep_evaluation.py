@@ -17,7 +17,17 @@ import sweeps.lesions
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import conv_indices, filters_per_layer
-from sweeps.evaluation import INTACT, Answers, EvaluationSettings, Lesion, Readout, evaluate_lesions
+from sweeps.evaluation import (
+    INTACT,
+    SHORTCUT_SAVING,
+    Answers,
+    EvaluationSettings,
+    Lesion,
+    Readout,
+    evaluate_lesions,
+    lesions_by_layer,
+    shortcut_sizes,
+)
 from sweeps.layer_split import split_at
 from sweeps.memory_plan import evaluation_plan
 from sweeps.reference import reference_predictions
@@ -114,7 +124,7 @@ PLANS = {
     "1 image, 16 lesions per pass": EvaluationSettings(images_per_pass=1, lesions_per_pass=16),
     "7 images, 3 lesions per pass": EvaluationSettings(images_per_pass=7, lesions_per_pass=3),
     "13 images, lesions per pass from a memory budget": EvaluationSettings(images_per_pass=13, memory_budget=3_000_000),
-    "the shortcut for every lesion": EvaluationSettings(images_per_pass=7, lesions_per_pass=5, shortcut_fraction=1.0),
+    "the shortcut for every lesion": EvaluationSettings(images_per_pass=7, lesions_per_pass=5, shortcut_saving=1.0),
 }
 
 
@@ -163,6 +173,20 @@ def test_the_comparison_has_teeth(case, monkeypatch):
         assert mismatches(before_batch_norm, expected) > 0
 
 
+def test_the_shortcut_goes_where_the_cost_model_says_it_pays():
+    """By default, the lesions of conv5_3 (whose next map, fc6, is most of the rest of the network) of 2 and 6 of its
+    32 filters; neither larger ones nor any of conv1_2's (whose next map is a small part of the rest)."""
+    model = tiny_vgg(seed=36)
+    sizes = filters_per_layer(model)
+    lesions = [Lesion.of(layer, range(round(f * n) or 1)) for layer, n in sizes.items() for f in (0.05, 0.2, 0.5, 1)]
+    by_layer = lesions_by_layer(lesions)
+    chosen = shortcut_sizes(model, by_layer, IMAGE_SHAPE, SHORTCUT_SAVING)
+    assert chosen["conv5_3"] == {2, 6} and chosen["conv1_2"] == set()
+    every = shortcut_sizes(model, by_layer, IMAGE_SHAPE, 1.0)
+    assert all(every[layer] == {len(lesion.filters) for _, lesion in by_layer[layer]} for layer in CONV_LAYERS)
+    assert not any(shortcut_sizes(model, by_layer, IMAGE_SHAPE, float("inf")).values())
+
+
 def test_lesions_are_canonical_and_identical_ones_run_once(monkeypatch):
     assert Lesion.of("conv2_1", [5, 1, 5]) == Lesion("conv2_1", (1, 5)) and Lesion.of("conv2_1", []) is INTACT
     images, labels = evaluation_images()
@@ -175,9 +199,8 @@ def test_lesions_are_canonical_and_identical_ones_run_once(monkeypatch):
         return direct(split, linear_input, group)
 
     monkeypatch.setattr(evaluation, "direct_logits", recording)
-    answers = evaluate_lesions(
-        model, [(images, labels)], readouts, GROUPINGS, settings=EvaluationSettings(lesions_per_pass=6)
-    )
+    settings = EvaluationSettings(lesions_per_pass=6, shortcut_saving=float("inf"))  # every lesion passes here
+    answers = evaluate_lesions(model, [(images, labels)], readouts, GROUPINGS, settings=settings)
     distinct = {readout.lesion for readout in readouts} - {INTACT}
     assert len(run) == len(distinct) == len(set(run)) and set(run) == distinct
     assert len(distinct) < len(readouts) - 60  # p repeats a, fraction 0 is intact, small fractions coincide
@@ -208,7 +231,7 @@ def test_passes_hold_what_the_memory_plan_allows(monkeypatch):
         plans[budget] = plan = evaluation_plan(model, counts, IMAGE_SHAPE, budget)
         assert plan.peak_bytes(model, IMAGE_SHAPE) <= budget
         passes.clear()
-        settings = EvaluationSettings(memory_budget=budget)
+        settings = EvaluationSettings(memory_budget=budget, shortcut_saving=float("inf"))  # every pass direct
         evaluate_lesions(model, [(images, labels)], readouts, GROUPINGS, settings=settings)
         assert all(k <= plan.lesions_per_pass[layer] and b <= plan.images_per_pass for layer, k, b in passes), budget
         batches = -(-27 // plan.images_per_pass)
