@@ -81,11 +81,12 @@ class ClassTotals:
         if not np.array_equal(np.sort(intact["label"].to_numpy()), np.arange(classes)):
             raise ValueError("the intact per-class totals must hold each label 0 .. C-1 once")
         order = np.argsort(intact["label"].to_numpy())
-        keys = lesions.groupby(["layer", "filter"], sort=False, observed=True).ngroup().to_numpy()
-        firsts = np.unique(keys, return_index=True)[1]
-        labels = lesions["label"].to_numpy()
-        cells = keys.astype(np.int64) * classes + labels
-        if len(lesions) != len(firsts) * classes or len(np.unique(cells)) != len(cells) or labels.max() >= classes:
+        keys, firsts = lesion_keys(lesions)
+        labels = lesions["label"].to_numpy().astype(np.int64)
+        if len(lesions) != len(firsts) * classes or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
+            raise ValueError(f"per-class totals need one row per lesion and label (0 .. {classes - 1})")
+        cells = keys * classes + labels
+        if (np.bincount(cells, minlength=len(firsts) * classes) != 1).any():
             raise ValueError(f"per-class totals need one row per lesion and label (0 .. {classes - 1})")
         loss = np.zeros((len(firsts), classes))
         correct = np.zeros((len(firsts), classes), dtype=np.int64)
@@ -102,13 +103,28 @@ class ClassTotals:
         )
 
 
+def lesion_keys(lesions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's lesion number (lesions numbered in order of first appearance) and each lesion's first row."""
+    codes = pd.Categorical(lesions["layer"], categories=CONV_LAYERS).codes.astype(np.int64)
+    if (codes < 0).any():
+        raise ValueError(f"per-class totals of unknown layers; conv layers are {', '.join(CONV_LAYERS)}")
+    filters = lesions["filter"].to_numpy().astype(np.int64)
+    combined = codes * (filters.max(initial=0) + 1) + filters
+    _, firsts, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    appearance = np.argsort(firsts)
+    number = np.empty_like(appearance)
+    number[appearance] = np.arange(len(appearance))
+    return number[inverse.ravel()], firsts[appearance]
+
+
 def class_loss_frame(layers: np.ndarray, filters: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
     """Rows (layer, filter, label, loss_sum, correct) of lesions (`layers`, `filters`, (F,)) and their per-class sums
     (F, C): every label 0 .. C-1 of every lesion, float64 sums and int32 counts."""
     rows, classes = loss.shape
+    codes = np.asarray([CONV_LAYERS.index(layer) for layer in layers], dtype=np.int8)
     return pd.DataFrame(
         {
-            "layer": pd.Categorical(np.repeat(layers, classes), categories=CONV_LAYERS),
+            "layer": pd.Categorical.from_codes(np.repeat(codes, classes), categories=CONV_LAYERS),
             "filter": np.repeat(filters, classes).astype(np.int32),
             "label": np.tile(np.arange(classes, dtype=np.int32), rows),
             "loss_sum": loss.ravel(),
