@@ -305,13 +305,17 @@ def task_table(groupings: Sequence[Grouping], outputs: int) -> torch.Tensor:
     return table
 
 
-def top1_within(logits: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-    """Per image, the top output among those of its class's task (`tasks`: each output's task, -1 none); -1 for an
-    image whose class has no task."""
+def own_task_outputs(labels: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    """(B, outputs): which outputs belong to the task of each image's class (`tasks`: each output's task, -1 none);
+    none for an image whose class has no task."""
     own = tasks[labels]
-    allowed = tasks.unsqueeze(0) == own.unsqueeze(1)
+    return (tasks.unsqueeze(0) == own.unsqueeze(1)) & (own >= 0).unsqueeze(1)
+
+
+def top1_within(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Per image, the top output among the `allowed` ones (`own_task_outputs`); -1 where none is allowed."""
     answer = logits.masked_fill(~allowed, float("-inf")).argmax(dim=1)
-    return torch.where(own >= 0, answer, -1)
+    return torch.where(allowed.any(dim=1), answer, -1)
 
 
 class AnswerSheet:
@@ -328,6 +332,7 @@ class AnswerSheet:
     def start(self, labels: torch.Tensor) -> None:
         """Begin a batch of images with these labels."""
         self.labels = labels
+        self.allowed = [own_task_outputs(labels, tasks) for tasks in self.tasks]
         self.prediction = torch.full((self.rows, len(labels)), -1, dtype=torch.int32, device=labels.device)
         self.within = torch.full_like(self.prediction, -1)
 
@@ -337,7 +342,7 @@ class AnswerSheet:
         for row, lesion in enumerate(indices):
             for readout, grouping in self.readouts_of[lesion]:
                 self.prediction[readout] = answers[row]
-                self.within[readout] = top1_within(logits[row], self.labels, self.tasks[grouping])
+                self.within[readout] = top1_within(logits[row], self.allowed[grouping])
 
     def finish(self) -> None:
         """End the batch: keep its answers on the CPU."""
