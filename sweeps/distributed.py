@@ -361,8 +361,9 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
 ) -> SweepResult:
-    """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet,
-    config.json and manifest.json into `out_dir`, resuming a sweep already there."""
+    """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet, the
+    per-class table (class_losses.parquet, class_intact.parquet), config.json and manifest.json into `out_dir`,
+    resuming a sweep already there."""
     from lightning_modules.checkpoint import load_model
 
     if images_per_task < 1:
