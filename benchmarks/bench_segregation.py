@@ -5,7 +5,9 @@ Setup (not timed; the data directory is cached under --data): synthetic face and
 width 1/16 with batch norm, configs/tiny_face_object.yaml) with random weights, which cost what trained ones do; its
 one-shot sweep on the demo's 400 training images per task, with the per-class table (`class_lesion_sweep`).
 
-Timed, in one process, interleaved, --repeats times (medians reported, wall and CPU seconds):
+Timed, each path in a process of its own (today's path leaks about 14 MB per .beton stream it opens, which would add
+up over repeats in one process), the paths in turn, --repeats times; medians of wall and CPU seconds (CPU: all
+threads of the process, less disturbed by other work on a shared machine), setup not counted:
 - old, as `specialize segregation` and `--random-tasks` compute today: the network's analysis (`evaluate_in_process`:
   the intact network and each (layer, task) unit stream every test .beton again and run one forward pass per
   fraction), then the control: a second sweep of the training images relabelled into the pseudo-tasks
@@ -13,12 +15,14 @@ Timed, in one process, interleaved, --repeats times (medians reported, wall and 
   tables (`segregation_tables`) for both;
 - new: both rankings from the per-class table, one `evaluate_analyses` for both analyses (each test image read
   once), the same tables;
-- the new path with 20 control partitions (the controls alone), against today's single control.
+- the new path with one control alone, and with 20 control partitions (the controls alone), against today's single
+  control.
 Tables are checked identical between the paths (predictions, accuracy, drops, segregation). Last, the evaluation
 stage's cost at paper scale from the cost model: multiply-adds per fraction and per control partition, and the
 memory plan's peak at paper-scale shapes.
 
     python -m benchmarks.bench_segregation [--repeats 3] [--data /tmp/specialize-bench-segregation]
+    (--only PATH runs one path once: what each process of the benchmark does)
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,14 +159,6 @@ def timed(function: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def identical(old: Sequence[tuple[pd.DataFrame, dict]], new: Sequence[tuple[pd.DataFrame, dict]]) -> dict[str, bool]:
-    """Whether each table is the same in both paths, for every analysis."""
-    result = {"predictions": all(o[0].equals(n[0]) for o, n in zip(old, new))}
-    for name in ("accuracy", "drops", "segregation"):
-        result[name] = all(o[1][name].equals(n[1][name]) for o, n in zip(old, new))
-    return result
-
-
 def paper_scale_costs(partitions: int, budgets_gb: Sequence[float]) -> dict[str, Any]:
     """The evaluation stage at paper scale by the cost model (VGG16, 224 px, 2,137 outputs, 106,850 test images):
     multiply-adds per image and in all of today's path and the engine's, per fraction of one analysis (a control
@@ -221,6 +219,81 @@ def ratios(numerator: dict[str, float], denominator: dict[str, float]) -> dict[s
     return {unit: round(numerator[unit] / denominator[unit], 2) for unit in numerator}
 
 
+PATHS = ("old", "new", "new_one_control", "new_partitions")  # each repeat runs them in this order
+FORWARDED = ("data", "classes", "test_per_class", "resolution", "images_per_task", "bootstraps", "partitions")
+
+
+def sweep_table(loaded: Any, train: dict, root: Path) -> tuple[ClassTotals, float]:
+    """The network's per-class sweep table and the seconds the sweep took, computed once and kept under `root`."""
+    cache = root / "sweep"
+    if not (cache / "seconds.json").is_file():
+        seconds, _, table = timed(lambda: class_lesion_sweep(loaded.model, train, heads=loaded.output_heads))
+        cache.mkdir(exist_ok=True)
+        for name, frame in zip(("class_losses", "class_intact"), table.frames()):
+            frame.to_parquet(cache / f"{name}.parquet")
+        (cache / "seconds.json").write_text(json.dumps(seconds))
+    frames = [pd.read_parquet(cache / f"{name}.parquet") for name in ("class_losses", "class_intact")]
+    return ClassTotals.from_frames(*frames), json.loads((cache / "seconds.json").read_text())
+
+
+def run_path(args: argparse.Namespace) -> dict[str, Any]:
+    """One path, once (`--only`): its times, and (old, new) each analysis' tables under --data/results/PATH."""
+    from sweeps.distributed import training_images
+
+    data, loaded = demo_network(args.data, args.classes, args.test_per_class, args.resolution)
+    train = training_images(loaded, data, args.images_per_task, seed=0)
+    table, sweep_s = sweep_table(loaded, train, args.data)
+    paths = Paths(loaded, data, table, train, args)
+    control = random_grouping(loaded.label_space, seed=0)
+    partitions = [random_grouping(loaded.label_space, seed) for seed in range(1, args.partitions + 1)]
+    times: dict[str, tuple[float, float]] = {}
+    if args.only == "old":
+        wall, cpu, network = timed(lambda: paths.old_analysis(paths.network, paths.ranking))
+        times["old_network"] = (wall, cpu)
+        wall, cpu, old_control = timed(lambda: paths.old_control(control))
+        times["old_control"] = (wall, cpu)
+        results = [network, old_control]
+    else:
+        groupings = {"new": [paths.network, control], "new_one_control": [control], "new_partitions": partitions}
+        wall, cpu, results = timed(lambda: paths.new(groupings[args.only]))
+        times[args.only] = (wall, cpu)
+    if args.only in ("old", "new"):
+        save_results(results, args.data / "results" / args.only)
+    return {"times": times, "sweep_s": sweep_s, "threads": torch.get_num_threads()}
+
+
+def save_results(results: Sequence[tuple[pd.DataFrame, dict]], directory: Path) -> None:
+    """Each analysis' predictions and tables, as Parquet."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for number, (predictions, tables) in enumerate(results):
+        predictions.to_parquet(directory / f"{number}_predictions.parquet")
+        for name, frame in tables.items():
+            frame.to_parquet(directory / f"{number}_{name}.parquet")
+
+
+def identical_results(root: Path) -> dict[str, bool]:
+    """Whether the old and the new path's last saved tables are the same, for both analyses."""
+    names = ("predictions", "accuracy", "drops", "segregation")
+    return {
+        name: all(
+            pd.read_parquet(root / "old" / f"{number}_{name}.parquet").equals(
+                pd.read_parquet(root / "new" / f"{number}_{name}.parquet")
+            )
+            for number in (0, 1)
+        )
+        for name in names
+    }
+
+
+def run_in_process_of_its_own(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """`--only PATH` in a new Python process; what it reports."""
+    options = [part for name in FORWARDED for part in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+    command = [sys.executable, "-m", "benchmarks.bench_segregation", "--only", path, *options]
+    command += ["--fractions", *map(str, args.fractions)]
+    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/tmp/specialize-bench-segregation"))
@@ -232,41 +305,33 @@ def main() -> None:
     parser.add_argument("--bootstraps", type=int, default=1000)
     parser.add_argument("--partitions", type=int, default=20, help="control partitions of the last timing")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=PATHS, help="run one path once, in this process")
     args = parser.parse_args()
+    if args.only:
+        print(json.dumps(run_path(args)))
+        return
 
-    from sweeps.distributed import training_images
-
-    data, loaded = demo_network(args.data, args.classes, args.test_per_class, args.resolution)
-    train = training_images(loaded, data, args.images_per_task, seed=0)
-    sweep_s, _, table = timed(lambda: class_lesion_sweep(loaded.model, train, heads=loaded.output_heads))
-    paths = Paths(loaded, data, table, train, args)
-    control = random_grouping(loaded.label_space, seed=0)
-    partitions = [random_grouping(loaded.label_space, seed) for seed in range(1, args.partitions + 1)]
-    runs: dict[str, list[tuple[float, float]]] = {
-        name: [] for name in ("old", "old_control", "new", "new_one_control", "new_partitions")
-    }
-    load = [os.getloadavg()[0]]
+    runs: dict[str, list[tuple[float, float]]] = {}
+    load, reports = [os.getloadavg()[0]], []
     for _ in range(args.repeats):
-        network_wall, network_cpu, old_network = timed(lambda: paths.old_analysis(paths.network, paths.ranking))
-        control_wall, control_cpu, old_control = timed(lambda: paths.old_control(control))
-        runs["old"].append((network_wall + control_wall, network_cpu + control_cpu))
-        runs["old_control"].append((control_wall, control_cpu))
-        wall, cpu, new = timed(lambda: paths.new([paths.network, control]))
-        runs["new"].append((wall, cpu))
-        runs["new_one_control"].append(timed(lambda: paths.new([control]))[:2])
-        runs["new_partitions"].append(timed(lambda: paths.new(partitions))[:2])
-        load.append(os.getloadavg()[0])
+        for path in PATHS:
+            reports.append(run_in_process_of_its_own(path, args))
+            for name, (wall, cpu) in reports[-1]["times"].items():
+                runs.setdefault(name, []).append((wall, cpu))
+            load.append(os.getloadavg()[0])
+    runs["old"] = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(runs["old_network"], runs["old_control"])]
     medians = {name: median_times(times) for name, times in runs.items()}
     report = {
-        "config": vars(args) | {"data": str(args.data), "threads": torch.get_num_threads()},
+        "config": vars(args) | {"data": str(args.data), "threads": reports[0]["threads"]},
         "load_average_1min": [round(value, 2) for value in load],
-        "sweep_with_per_class_table_s": round(sweep_s, 2),
+        "sweep_with_per_class_table_s": round(reports[0]["sweep_s"], 2),
         "runs": {name: [[round(w, 2), round(c, 2)] for w, c in times] for name, times in runs.items()},
         "median": medians,
         "speedup_segregation_and_one_control": ratios(medians["old"], medians["new"]),
+        "one_control_vs_todays": ratios(medians["new_one_control"], medians["old_control"]),
         "partitions_vs_todays_single_control": ratios(medians["new_partitions"], medians["old_control"]),
         "partitions_vs_one_control_new_path": ratios(medians["new_partitions"], medians["new_one_control"]),
-        "tables_identical": identical([old_network, old_control], new),
+        "tables_identical": identical_results(args.data / "results"),
         "paper_scale": paper_scale_costs(args.partitions, budgets_gb=(8, 40)),
     }
     print(json.dumps(report, indent=2))
