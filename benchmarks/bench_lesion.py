@@ -17,33 +17,13 @@ import json
 import time
 
 import torch
-from torch import nn
 
 from benchmarks.peak_memory import PeakMemory
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, conv_indices, filters_per_layer, vgg16
+from sweeps.cost_model import module_macs
 from sweeps.engine import lesion_sweep
 from sweeps.reference import reference_lesion_sweep
-
-
-def module_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[nn.Module, int]:
-    """Multiply-adds per image of every conv and linear module."""
-    macs: dict[nn.Module, int] = {}
-
-    def count(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            macs[module] = output[0].numel() * per_output
-        else:
-            macs[module] = module.in_features * module.out_features
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks = [m.register_forward_hook(count) for m in layers]
-    with torch.inference_mode():
-        model(torch.zeros(1, *image_shape))
-    for hook in hooks:
-        hook.remove()
-    return macs
 
 
 def sweep_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[str, float]:

@@ -141,3 +141,8 @@ def fc_indices(model: VGG) -> dict[str, int]:
 def filters_per_layer(model: VGG) -> dict[str, int]:
     """Number of filters (output channels) of each conv layer."""
     return {name: model.features[i].out_channels for name, i in conv_indices(model).items()}
+
+
+def num_outputs(model: VGG) -> int:
+    """Number of units of the output layer (the label space's classes)."""
+    return model.classifier[fc_indices(model)["output"]].out_features

@@ -5,11 +5,14 @@ share the images there (zero-copy) rather than each holding a copy. Each task ru
 of one layer's filters and asks for GPUs (fractions allowed) or CPUs. The driver writes each finished chunk
 atomically under OUT/chunks/, so running the same sweep again skips finished chunks; Ray retries a task whose
 worker died. Chunks, pass sizes and the memory budget are fixed once per output directory (config.json), so
-the results do not depend on the number of workers.
+the results do not depend on the number of workers. A chunk holds per-class sums (`sweeps.class_totals`); the
+whole table is written as class_losses.parquet and class_intact.parquet, and the per-task losses of
+filter_losses.parquet are sums over it.
 
 Greedy ranking runs in rounds after the one-shot sweep (its round 0): in round r every not-yet-chosen filter
 of each (layer, task) is lesioned together with the chosen ones, on that task's images; rounds are parallel
-inside and resumable between.
+inside and resumable between. The per-class table ranks other groupings of the classes one-shot only; their greedy
+rankings need rounds of their own.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ import pandas as pd
 import ray
 
 from common.errors import UserError
-from common.io import write_parquet
+from common.io import read_json, write_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
 from common.stage import StageDir
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, filters_per_layer
+from sweeps.class_totals import ClassTotals, Grouping
 from sweeps.devices import on_device, tf32
-from sweeps.engine import intact_frame, intact_totals, lesion_frame, sweep_layer, with_intact
+from sweeps.engine import class_rows, intact_rows, intact_sums, sweep_layer
 from sweeps.memory_plan import DEFAULT_BATCH_SIZE, default_budget, layer_plan
 from sweeps.ranking import GreedySchedule, chosen_filters, greedy_ranking, oneshot_ranking
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import ImagesByTask, Stimuli
+
+# What a chunk file holds, recorded in config.json: chunks of unfinished sweeps written before (per-task rows) are
+# refused rather than mixed in.
+CHUNK_FORMAT = "per-class sums"
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def probe_budget(settings: SweepSettings) -> int:
 
 
 def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
-    """Loss and accuracy rows (layer, layer_index, filter, task, loss, accuracy) of one chunk (a Ray task)."""
+    """Per-class rows (layer, filter, label, loss_sum, correct) of one chunk (a Ray task)."""
     images = stimuli.only(chunk.task) if chunk.task else stimuli
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
         plan = layer_plan(
@@ -95,14 +103,14 @@ def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSetting
             settings.memory_budget,
             images.images.shape[1:],
         )
-        totals = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base, heads=heads)
-    return lesion_frame(chunk.layer, chunk.filters, totals, images)
+        sums = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base, heads=heads)
+    return class_rows(chunk.layer, chunk.filters, sums)
 
 
 def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
-    """Rows (task, intact_loss, intact_accuracy) of the unlesioned model (a Ray task)."""
+    """Per-class rows (label, images, loss_sum, correct) of the unlesioned model (a Ray task)."""
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
-        return intact_frame(intact_totals(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE, heads), stimuli)
+        return intact_rows(intact_sums(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE, heads), stimuli)
 
 
 # ---------------------------------------------------------------------------------------- the driver
@@ -122,7 +130,7 @@ class ChunkRunner:
         self.stimuli_ref = ray.put(stimuli)
 
     def intact(self) -> pd.DataFrame:
-        """The intact loss and accuracy per task, computed once per output directory."""
+        """The intact network's per-class sums, computed once per output directory."""
         path = self.out_dir / "chunks" / "intact.parquet"
         run_units(
             run_intact,
@@ -133,8 +141,8 @@ class ChunkRunner:
         )
         return pd.read_parquet(path)
 
-    def run(self, chunks: Sequence[Chunk], description: str) -> pd.DataFrame:
-        """All chunks' rows, computing the missing ones in parallel."""
+    def run(self, chunks: Sequence[Chunk], description: str) -> list[pd.DataFrame]:
+        """Each chunk's per-class rows, computing the missing ones in parallel."""
         units = [
             WorkUnit(
                 chunk.path(self.out_dir),
@@ -144,7 +152,23 @@ class ChunkRunner:
             for chunk in chunks
         ]
         run_units(run_chunk, units, self.settings.resources, description, self.progress, unit_name="filter")
-        return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
+        return [pd.read_parquet(unit.path) for unit in units]
+
+
+def chunk_task_losses(
+    chunks: Sequence[Chunk], frames: Sequence[pd.DataFrame], intact: pd.DataFrame, grouping: Grouping
+) -> pd.DataFrame:
+    """Per-task loss rows (`ClassTotals.task_losses`) of chunks from their per-class rows: every task of `grouping`
+    for a one-shot chunk, its own task for a greedy one (whose images are that task's alone)."""
+    return pd.concat(
+        [
+            ClassTotals.from_frames(frame, intact).task_losses(
+                grouping if chunk.task is None else {chunk.task: grouping[chunk.task]}
+            )
+            for chunk, frame in zip(chunks, frames)
+        ],
+        ignore_index=True,
+    )
 
 
 def oneshot_chunks(model: VGG, settings: SweepSettings) -> list[Chunk]:
@@ -155,9 +179,14 @@ def oneshot_chunks(model: VGG, settings: SweepSettings) -> list[Chunk]:
     ]
 
 
-def greedy_rankings(runner: ChunkRunner, model: VGG, tasks: Sequence[str], oneshot: pd.DataFrame) -> pd.DataFrame:
-    """METHOD's greedy ranking of every (layer, task), round by round; round 0 is the one-shot sweep."""
-    settings, sizes = runner.settings, filters_per_layer(model)
+def greedy_rankings(
+    runner: ChunkRunner, model: VGG, grouping: Grouping, intact: pd.DataFrame, oneshot: pd.DataFrame
+) -> pd.DataFrame:
+    """METHOD's greedy ranking of every (layer, task of `grouping`), round by round; round 0 is the one-shot sweep.
+
+    Each round lesions filters on top of those chosen for one task: another grouping of the classes needs rounds of
+    its own (the per-class table gives its round 0 only)."""
+    settings, sizes, tasks = runner.settings, filters_per_layer(model), list(grouping)
     schedules = {layer: GreedySchedule.for_layer(sizes[layer]) for layer in settings.layers}
     rounds = {
         (layer, task): [oneshot[(oneshot.layer == layer) & (oneshot.task == task)]]
@@ -171,7 +200,7 @@ def greedy_rankings(runner: ChunkRunner, model: VGG, tasks: Sequence[str], onesh
             if schedules[layer].rounds > round_index
             for chunk in next_round_chunks(layer, task, done, schedules[layer], sizes[layer], round_index, settings)
         ]
-        frame = runner.run(chunks, f"greedy round {round_index}")
+        frame = chunk_task_losses(chunks, runner.run(chunks, f"greedy round {round_index}"), intact, grouping)
         for (layer, task), done in rounds.items():
             if schedules[layer].rounds > round_index:
                 done.append(frame[(frame.layer == layer) & (frame.task == task)])
@@ -225,6 +254,18 @@ def sweep_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(out / "filter_losses.parquet"), pd.read_parquet(out / "ranking.parquet")
 
 
+def check_chunk_format(out_dir: Path) -> None:
+    """UserError when `out_dir` holds chunks of an unfinished sweep written before chunks held per-class sums."""
+    config = out_dir / "config.json"
+    if not config.is_file() or read_json(config).get("chunks") == CHUNK_FORMAT:
+        return
+    if any((out_dir / "chunks").rglob("*.parquet")):
+        raise UserError(
+            f"{out_dir} holds an unfinished lesion sweep from an older version whose chunks lack per-class sums; "
+            f"delete {out_dir / 'chunks'} to redo it, or choose another --out"
+        )
+
+
 def distributed_sweep(
     model: VGG,
     images_by_task: ImagesByTask,
@@ -242,7 +283,9 @@ def distributed_sweep(
 
     Resumes the sweep already in `out_dir`, and returns a finished one's tables without redoing anything.
     `identity` (what is swept; with separate `heads`, also their sizes, so a sweep scored otherwise is never resumed
-    into this one) and `arguments` go into config.json, `manifest` into manifest.json.
+    into this one) and `arguments` go into config.json, `manifest` into manifest.json. The per-class table goes into
+    class_losses.parquet and class_intact.parquet (`sweeps.class_totals`; sweeps finished before it was recorded have
+    none).
     """
     identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
     settings = with_recorded_budget(out_dir, settings)
@@ -252,16 +295,24 @@ def distributed_sweep(
     stimuli = Stimuli.from_tasks(images_by_task)
     with ray_session(address):
         settings = probed_settings(settings)
-        out = sweep_stage(out_dir, identity, settings).start({**(arguments or {}), "settings": asdict(settings)})
+        check_chunk_format(Path(out_dir))
+        out = sweep_stage(out_dir, identity, settings).start(
+            {**(arguments or {}), "settings": asdict(settings), "chunks": CHUNK_FORMAT}
+        )
         runner = ChunkRunner(out, model, stimuli, settings, progress, heads)
         intact = runner.intact()
-        lesions = runner.run(oneshot_chunks(model, settings), "one-shot lesions")
-        filter_losses = with_intact(lesions, intact)
+        classes = ClassTotals.from_frames(
+            pd.concat(runner.run(oneshot_chunks(model, settings), "one-shot lesions"), ignore_index=True), intact
+        )
+        grouping = stimuli.grouping()
+        filter_losses = classes.task_losses(grouping)
         ranking = (
-            greedy_rankings(runner, model, stimuli.tasks, lesions)
+            greedy_rankings(runner, model, grouping, intact, filter_losses)
             if settings.ranking == "greedy"
             else oneshot_ranking(filter_losses)
         )
+    for name, frame in zip(("class_losses", "class_intact"), classes.frames()):
+        write_parquet(out / f"{name}.parquet", frame)
     write_parquet(out / "filter_losses.parquet", filter_losses)
     write_parquet(out / "ranking.parquet", ranking)
     stage.finish("lesion_sweep", **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking)
@@ -308,8 +359,9 @@ def run_sweep(
     address: str | None = None,
     progress: bool = True,
 ) -> SweepResult:
-    """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet,
-    config.json and manifest.json into `out_dir`, resuming a sweep already there and returning a finished one."""
+    """The lesion sweep of a trained checkpoint on its data: writes filter_losses.parquet, ranking.parquet, the
+    per-class table (class_losses.parquet, class_intact.parquet), config.json and manifest.json into `out_dir`,
+    resuming a sweep already there and returning a finished one."""
     from lightning_modules.checkpoint import load_model
 
     loaded = load_model(checkpoint)

@@ -11,13 +11,15 @@ sweep fast while keeping it exact:
    pre-activation minus the contribution of channel k alone: a single-channel conv (or a slice of fc6) per
    lesion instead of a full conv (`sweeps.layer_split`).
 
-`sweeps.reference.reference_lesion_sweep` is the naive definition (a hook that zeroes the channel, one full
-forward pass per filter); tests and the benchmark hold `lesion_sweep` to it.
+The sums are kept per class (`sweeps.class_totals`): per-task losses, and those of any other grouping of the classes,
+are sums over them. `sweeps.reference.reference_lesion_sweep` is the naive definition (a hook that zeroes the
+channel, one full forward pass per filter); tests and the benchmark hold `lesion_sweep` to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,17 +28,29 @@ from tqdm.auto import tqdm
 
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, filters_per_layer
+from lightning_modules.vgg import VGG, filters_per_layer, num_outputs
+from sweeps.class_totals import ClassTotals, class_intact_frame, class_loss_frame
 from sweeps.devices import on_device, tf32
 from sweeps.layer_split import split_at
 from sweeps.lesions import check_lesions
 from sweeps.memory_plan import PassPlan, default_budget, layer_plan
 from sweeps.stimuli import ImagesByTask, Stimuli
 
-RESULT_COLUMNS = ("layer", "layer_index", "filter", "task", "loss", "accuracy", "intact_loss", "intact_accuracy")
+
+def lesion_sweep(model: VGG, images_by_task: ImagesByTask, *args: Any, **options: Any) -> pd.DataFrame:
+    """Lesion every filter of the layers alone; one row per (layer, filter, task).
+
+    Arguments as `class_lesion_sweep`. Columns: layer, layer_index (1..13), filter, task, loss (mean cross-entropy),
+    accuracy (top-1), intact_loss, intact_accuracy, each task's from the sums of its classes. `frame.attrs` holds
+    memory_budget_bytes and the pass plan of each layer.
+    """
+    totals = class_lesion_sweep(model, images_by_task, *args, **options)
+    frame = totals.task_losses(Stimuli.from_tasks(images_by_task).grouping())
+    frame.attrs.update(totals.attrs)
+    return frame
 
 
-def lesion_sweep(
+def class_lesion_sweep(
     model: VGG,
     images_by_task: ImagesByTask,
     layers: Sequence[str] | None = None,
@@ -48,15 +62,15 @@ def lesion_sweep(
     allow_tf32: bool = False,
     progress: bool = False,
     heads: OutputHeads = OutputHeads(),
-) -> pd.DataFrame:
-    """Lesion every filter of `layers` (default: all 13 conv layers) alone; one row per (layer, filter, task).
+) -> ClassTotals:
+    """Lesion every filter of `layers` (default: all 13 conv layers) alone; the loss and correct-answer sums per class
+    (label): the table that ranks any grouping of the classes (`ClassTotals.task_losses`; `lesion_sweep` gives the
+    tasks of `images_by_task`).
 
-    `images_by_task` maps a task to (images, labels), labels in the model's output space. Columns: layer,
-    layer_index (1..13), filter, task, loss (mean cross-entropy), accuracy (top-1), intact_loss,
-    intact_accuracy; loss and top-1 are over the outputs of each image's head (`heads`; default one head over all
-    outputs). `memory_budget` (bytes; default half the device's free memory) bounds the images and lesions per
-    pass unless `batch_size` / `lesions_per_pass` fix them. TF32 stays off unless allowed.
-    `frame.attrs` holds memory_budget_bytes and the pass plan of each layer.
+    `images_by_task` maps a task to (images, labels), labels in the model's output space. Loss and top-1 are over
+    the outputs of each image's head (`heads`; default one head over all outputs). `memory_budget` (bytes; default
+    half the device's free memory) bounds the images and lesions per pass unless `batch_size` / `lesions_per_pass`
+    fix them. TF32 stays off unless allowed. `attrs` holds memory_budget_bytes and the pass plan of each layer.
     """
     layers = list(layers or CONV_LAYERS)
     stimuli = Stimuli.from_tasks(images_by_task)
@@ -79,19 +93,18 @@ def lesion_sweep(
         }
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
         with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
-            intact = intact_totals(net, stimuli, plans[layers[0]].images_per_pass, heads)
+            intact = intact_sums(net, stimuli, plans[layers[0]].images_per_pass, heads)
             frames = [
-                lesion_frame(
+                class_rows(
                     layer,
                     range(sizes[layer]),
                     sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar, heads=heads),
-                    stimuli,
                 )
                 for layer in layers
             ]
-    frame = with_intact(pd.concat(frames, ignore_index=True), intact_frame(intact, stimuli))
-    frame.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
-    return frame
+    totals = ClassTotals.from_frames(pd.concat(frames, ignore_index=True), intact_rows(intact, stimuli))
+    totals.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
+    return totals
 
 
 def sweep_layer(
@@ -103,8 +116,8 @@ def sweep_layer(
     base: Sequence[int] = (),
     progress: tqdm | None = None,
     heads: OutputHeads = OutputHeads(),
-) -> TaskTotals:
-    """Loss and correct-answer sums per task with each of `filters` lesioned in `layer`, on top of `base`.
+) -> ClassSums:
+    """Loss and correct-answer sums per class with each of `filters` lesioned in `layer`, on top of `base`.
 
     `base` filters stay lesioned throughout (greedy ranking); `model` must be in eval mode on its device.
     """
@@ -112,9 +125,9 @@ def sweep_layer(
     split = split_at(model, layer)
     chosen = torch.as_tensor(list(filters), dtype=torch.long, device=device)
     base_channels = torch.as_tensor(list(base), dtype=torch.long, device=device)
-    totals = TaskTotals(len(chosen), len(stimuli.tasks), heads)
+    sums = ClassSums(len(chosen), num_outputs(model), heads)
     with torch.inference_mode():
-        for images, labels, task_ids in stimuli.batches(plan.images_per_pass, device):
+        for images, labels, _ in stimuli.batches(plan.images_per_pass, device):
             activations = split.prefix(images)
             if len(base_channels):
                 activations = activations.index_fill(1, base_channels, 0.0)
@@ -122,76 +135,58 @@ def sweep_layer(
             intact = split.pre_activation(linear_input)
             for start in range(0, len(chosen), plan.lesions_per_pass):
                 rows = slice(start, min(start + plan.lesions_per_pass, len(chosen)))
-                contribution = split.channel_contributions(linear_input, chosen[rows])
+                contribution = split.channel_contributions(linear_input, chosen[rows].unsqueeze(1))
                 logits = split.suffix((intact.unsqueeze(1) - contribution).flatten(0, 1))
-                totals.add(rows, logits, labels, task_ids)
+                sums.add(rows, logits, labels)
                 if progress is not None:
                     progress.update((rows.stop - rows.start) * len(labels))
-    return totals
+    return sums
 
 
-def intact_totals(model: VGG, stimuli: Stimuli, batch_size: int, heads: OutputHeads = OutputHeads()) -> TaskTotals:
-    """Loss and correct-answer sums per task of the unlesioned `model` (eval mode, on its device)."""
+def intact_sums(model: VGG, stimuli: Stimuli, batch_size: int, heads: OutputHeads = OutputHeads()) -> ClassSums:
+    """Loss and correct-answer sums per class of the unlesioned `model` (eval mode, on its device)."""
     device = next(model.parameters()).device
-    totals = TaskTotals(1, len(stimuli.tasks), heads)
+    sums = ClassSums(1, num_outputs(model), heads)
     with torch.inference_mode():
-        for images, labels, task_ids in stimuli.batches(batch_size, device):
-            totals.add(slice(0, 1), model(images), labels, task_ids)
-    return totals
+        for images, labels, _ in stimuli.batches(batch_size, device):
+            sums.add(slice(0, 1), model(images), labels)
+    return sums
 
 
-class TaskTotals:
-    """Running sums of cross-entropy and correct top-1 answers, per lesion and task, over each image's head."""
+class ClassSums:
+    """Running sums of cross-entropy and correct top-1 answers, per lesion and class (the image's label), each image
+    scored over its head."""
 
-    def __init__(self, num_lesions: int, num_tasks: int, heads: OutputHeads = OutputHeads()):
-        self.loss = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
-        self.correct = torch.zeros(num_lesions, num_tasks, dtype=torch.float64)
+    def __init__(self, num_lesions: int, num_classes: int, heads: OutputHeads = OutputHeads()):
+        self.loss = torch.zeros(num_lesions, num_classes, dtype=torch.float64)
+        self.correct = torch.zeros(num_lesions, num_classes, dtype=torch.float64)
         self.heads = heads
 
-    def add(self, rows: slice, logits: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> None:
-        """Add a pass over B images and K lesions: `logits` (B*K, classes), image-major; `labels`, `task_ids` (B,)."""
+    def add(self, rows: slice, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a pass over B images and K lesions: `logits` (B*K, classes), image-major; `labels` (B,)."""
         lesions = rows.stop - rows.start
         repeated = labels.repeat_interleave(lesions)
         loss = self.heads.loss(logits, repeated).view(-1, lesions)
         correct = (self.heads.answer(logits, repeated) == repeated).view(-1, lesions)
-        num_tasks = self.loss.shape[1]
-        self.loss[rows] += _sum_by_task(loss, task_ids, num_tasks)
-        self.correct[rows] += _sum_by_task(correct, task_ids, num_tasks)
-
-    def means(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean loss and accuracy, (lesions, tasks)."""
-        return self.loss.numpy() / counts, self.correct.numpy() / counts
+        num_classes = self.loss.shape[1]
+        self.loss[rows] += _sum_by_label(loss, labels, num_classes)
+        self.correct[rows] += _sum_by_label(correct, labels, num_classes)
 
 
-def _sum_by_task(values: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """Sum (B, K) values over images of each task: (K, num_tasks), float64, on the CPU."""
-    totals = torch.zeros(values.shape[1], num_tasks, dtype=torch.float64, device=values.device)
-    totals.index_add_(1, task_ids, values.t().double())
+def _sum_by_label(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Sum (B, K) values over the images of each label: (K, num_classes), float64, on the CPU."""
+    totals = torch.zeros(values.shape[1], num_classes, dtype=torch.float64, device=values.device)
+    totals.index_add_(1, labels, values.t().double())
     return totals.cpu()
 
 
-def lesion_frame(layer: str, filters: Sequence[int], totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
-    """Rows (layer, layer_index, filter, task, loss, accuracy) of lesions of one layer."""
-    loss, accuracy = totals.means(stimuli.counts())
-    num_tasks = len(stimuli.tasks)
-    return pd.DataFrame(
-        {
-            "layer": layer,
-            "layer_index": CONV_LAYERS.index(layer) + 1,
-            "filter": np.repeat(np.asarray(filters, dtype=np.int64), num_tasks),
-            "task": np.tile(np.asarray(stimuli.tasks, dtype=object), len(filters)),
-            "loss": loss.ravel(),
-            "accuracy": accuracy.ravel(),
-        }
-    )
+def class_rows(layer: str, filters: Sequence[int], sums: ClassSums) -> pd.DataFrame:
+    """Per-class rows (`class_loss_frame`) of lesions of one layer: every label of the output space."""
+    layers = np.full(len(sums.loss), layer, dtype=object)
+    return class_loss_frame(layers, np.asarray(filters), sums.loss.numpy(), sums.correct.numpy())
 
 
-def intact_frame(totals: TaskTotals, stimuli: Stimuli) -> pd.DataFrame:
-    """Rows (task, intact_loss, intact_accuracy) of the unlesioned network."""
-    loss, accuracy = totals.means(stimuli.counts())
-    return pd.DataFrame({"task": list(stimuli.tasks), "intact_loss": loss[0], "intact_accuracy": accuracy[0]})
-
-
-def with_intact(lesions: pd.DataFrame, intact: pd.DataFrame) -> pd.DataFrame:
-    """Lesion rows joined with the intact loss and accuracy of their task, in RESULT_COLUMNS order."""
-    return lesions.merge(intact, on="task", how="left", validate="many_to_one")[list(RESULT_COLUMNS)]
+def intact_rows(sums: ClassSums, stimuli: Stimuli) -> pd.DataFrame:
+    """Per-class rows (`class_intact_frame`) of the unlesioned network: every label of the output space."""
+    images = np.bincount(stimuli.labels.numpy(), minlength=sums.loss.shape[1])
+    return class_intact_frame(images, sums.loss[0].numpy(), sums.correct[0].numpy())

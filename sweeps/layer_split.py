@@ -1,9 +1,9 @@
 """A VGG cut around one conv layer's ReLU, so that a lesion of that layer costs only the next linear map per filter.
 
 The next linear map (the next conv, or fc6 after the last conv) is linear in its input: its pre-activation with
-channel k zeroed is the intact pre-activation minus the contribution of channel k alone. Max- and average
-pooling between the ReLU and that map act per channel and keep a zeroed channel at zero, so they run once,
-unlesioned.
+channel k zeroed is the intact pre-activation minus the contribution of channel k alone (of a set of channels,
+for a lesion of several filters). Max- and average pooling between the ReLU and that map act per channel and keep a
+zeroed channel at zero, so they run once, unlesioned.
 """
 
 from __future__ import annotations
@@ -43,16 +43,21 @@ class LayerSplit:
         """The next linear map's output (with bias) on the intact input."""
         return self.linear(torch.flatten(linear_input, 1) if self.flattens else linear_input)
 
-    def channel_contributions(self, linear_input: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-        """What each of `channels` alone adds to the next pre-activation: (B, K, *pre-activation shape)."""
+    def channel_contributions(self, linear_input: torch.Tensor, channel_sets: torch.Tensor) -> torch.Tensor:
+        """What each set of channels (a row of `channel_sets`, (K, m)) alone adds to the next pre-activation:
+        (B, K, *pre-activation shape). One channel per set is the sweep's single-filter lesion."""
+        sets, size = channel_sets.shape
+        channels = channel_sets.reshape(-1)
         selected = linear_input.index_select(1, channels)
         if self.flattens:
             weight = self.linear.weight.view(self.linear.out_features, linear_input.shape[1], -1)
-            return torch.einsum("bks,hks->bkh", selected.flatten(2), weight.index_select(1, channels))
+            per_set = weight.index_select(1, channels).view(self.linear.out_features, sets, -1)
+            return torch.einsum("bks,hks->bkh", selected.reshape(len(selected), sets, -1), per_set)
         conv = self.linear
-        weight = conv.weight.index_select(1, channels).transpose(0, 1).reshape(-1, 1, *conv.kernel_size)
-        out = F.conv2d(selected, weight, None, conv.stride, conv.padding, conv.dilation, groups=len(channels))
-        return out.view(out.shape[0], len(channels), conv.out_channels, *out.shape[2:])
+        weight = conv.weight.index_select(1, channels).view(conv.out_channels, sets, size, *conv.kernel_size)
+        weight = weight.transpose(0, 1).reshape(-1, size, *conv.kernel_size)
+        out = F.conv2d(selected, weight, None, conv.stride, conv.padding, conv.dilation, groups=sets)
+        return out.view(out.shape[0], sets, conv.out_channels, *out.shape[2:])
 
 
 def split_at(model: VGG, layer: str) -> LayerSplit:

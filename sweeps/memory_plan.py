@@ -1,8 +1,13 @@
-"""How many images and lesions one forward pass of the lesion engine holds, fitted to a memory budget."""
+"""How many images and lesions one forward pass of the lesion engines holds, fitted to a memory budget.
+
+One planner (`plan_passes`) serves both engines: the sweep (`layer_plan`: one layer's single-filter lesions over its
+images) and the evaluation (`evaluation_plan`: every layer's lesions over one batch of test images, the same batch
+for all layers, since the intact network walks through them once per batch).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -25,12 +30,31 @@ class PassPlan:
     lesions_per_pass: int
 
 
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """How the evaluation engine groups lesions: images per batch (all layers), lesions per pass of each layer."""
+
+    images_per_pass: int
+    lesions_per_pass: dict[str, int]
+
+    def peak_bytes(self, model: VGG, image_shape: Sequence[int]) -> int:
+        """The most memory (bytes) one pass of any layer holds by the plan's own accounting (`evaluation_floats`)."""
+        sizes = evaluation_floats(model, image_shape)
+        return max(
+            (
+                BYTES_PER_FLOAT * self.images_per_pass * (sizes[layer][1] + lesions * sizes[layer][0])
+                for layer, lesions in self.lesions_per_pass.items()
+            ),
+            default=0,
+        )
+
+
 def activation_sizes(model: VGG, image_shape: Sequence[int]) -> dict[str, int]:
     """Per image, for each conv layer: floats held per lesion (`<layer>`) and once per image (`<layer>:shared`).
 
     Per lesion: the lesioned pre-activation of the next linear map, the channel's contribution, their
     difference, and the suffix's two largest activations. Per image: the layer's output, the next map's
-    input and its intact pre-activation.
+    input and its intact pre-activation. `<layer>:input` is the size of the next map's input alone.
     """
     sizes: dict[int, int] = {}
     hooks = [module.register_forward_hook(_record_numel(sizes, i)) for i, module in enumerate(model.features)]
@@ -51,6 +75,7 @@ def activation_sizes(model: VGG, image_shape: Sequence[int]) -> dict[str, int]:
         pre = later[0] if later else len(model.features) + 1  # position of the next linear map's output
         result[layer] = 3 * outputs[pre] + sum(sorted(outputs[pre:])[-2:])
         result[f"{layer}:shared"] = outputs[relu] + outputs[pre - 1] + outputs[pre]
+        result[f"{layer}:input"] = outputs[pre - 1]
     return result
 
 
@@ -95,6 +120,46 @@ def layer_plan(
     sizes = activation_sizes(model, image_shape)
     return plan_passes(
         sizes[layer], sizes[f"{layer}:shared"], num_images, num_lesions, batch_size, lesions_per_pass, budget_bytes
+    )
+
+
+def evaluation_floats(model: VGG, image_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """Per image, for each conv layer, the floats the evaluation engine holds (per lesion, once per image).
+
+    Per lesion: the sweep's (`activation_sizes`) plus a lesioned copy of the next linear map's input (a lesion of
+    several filters zeroes them in a copy of that input, or subtracts their contribution). Per image: the sweep's.
+    """
+    sizes = activation_sizes(model, image_shape)
+    return {layer: (sizes[layer] + sizes[f"{layer}:input"], sizes[f"{layer}:shared"]) for layer in relu_indices(model)}
+
+
+def evaluation_plan(
+    model: VGG,
+    lesions_per_layer: Mapping[str, int],
+    image_shape: Sequence[int],
+    budget_bytes: int,
+    images_per_pass: int | None = None,
+    lesions_per_pass: int | None = None,
+) -> EvaluationPlan:
+    """The evaluation engine's plan for `lesions_per_layer` (layer -> number of lesions) within `budget_bytes`.
+
+    Images per pass: given, or as many (up to DEFAULT_BATCH_SIZE) as leave room for one lesion of every layer;
+    then each layer's lesions per pass fill the budget (`plan_passes`), unless `lesions_per_pass` fixes them.
+    """
+    sizes = evaluation_floats(model, image_shape)
+    images = images_per_pass or min(
+        [
+            plan_passes(*sizes[layer], DEFAULT_BATCH_SIZE, 1, None, None, budget_bytes).images_per_pass
+            for layer in lesions_per_layer
+        ],
+        default=DEFAULT_BATCH_SIZE,
+    )
+    return EvaluationPlan(
+        images,
+        {
+            layer: plan_passes(*sizes[layer], images, count, images, lesions_per_pass, budget_bytes).lesions_per_pass
+            for layer, count in lesions_per_layer.items()
+        },
     )
 
 

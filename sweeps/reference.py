@@ -1,16 +1,23 @@
-"""The naive definition of a lesion sweep, which the engine must match (tests and the lesion benchmark).
+"""The naive definitions the engines must match (tests and benchmarks): a lesion sweep, and the per-image answers of
+lesioned networks.
 
-It shares nothing with the engine but the model and the definition of a lesion (`sweeps.lesions`): for each
-filter, a hook zeroes its output map, a full forward pass runs over every image in plain batches, and the loss is
-plain `F.cross_entropy`, summed per task. With separate heads, each image's loss and answer come from the slice of
-the logits that holds its head, cut out by hand.
+They share nothing with the engines but the model and the definition of a lesion (`sweeps.lesions`): for each
+lesion, a hook zeroes the filters' output maps and a full forward pass runs over every image in plain batches.
+
+- `reference_lesion_sweep` (held to `sweeps.engine`): each filter alone; the loss is plain `F.cross_entropy`, summed
+  per task. With separate heads, each image's loss and answer come from the slice of the logits that holds its
+  head, cut out by hand.
+- `reference_predictions` (held to `sweeps.evaluation`; the segregation analysis' definition of its predictions):
+  for each lesion, the network's top-1 answer and the top-1 among a task's outputs, per image.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -19,8 +26,11 @@ from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, filters_per_layer
 from sweeps.lesions import lesioned
+from sweeps.stimuli import Batch
 
 Images = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, the network's top-1, top-1 over the task's outputs
+Key = TypeVar("Key", bound=Hashable)
 
 
 def reference_lesion_sweep(
@@ -99,3 +109,27 @@ def _loss_and_accuracy(
                 correct += int((head_logits.argmax(dim=1) == head_targets).sum())
         scores[task] = (loss_sum / len(labels), correct / len(labels))
     return scores
+
+
+def reference_predictions(
+    model: VGG,
+    batches: Iterable[Batch],
+    outputs: torch.Tensor,
+    lesions: Mapping[Key, Mapping[str, Sequence[int]]],
+    heads: OutputHeads = OutputHeads(),
+) -> dict[Key, Predictions]:
+    """Per lesion (`lesions`: any key -> {conv layer: filters}): labels, the network's top-1 answers (over all outputs,
+    or over each image's head when `heads` are separate) and the top-1 over `outputs` (global labels, ascending),
+    one full forward pass of the lesioned network per batch; each batch is read once for all lesions."""
+    results: dict[Key, tuple[list, list, list]] = {key: ([], [], []) for key in lesions}
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for images, labels in batches:
+            for key, lesion in lesions.items():
+                with lesioned(model, lesion):
+                    logits = model(images.to(device)).cpu()
+                for values, batch in zip(
+                    results[key], (labels, heads.answer(logits, labels), outputs[logits[:, outputs].argmax(dim=1)])
+                ):
+                    values.append(batch)
+    return {key: tuple(torch.cat(values).numpy() for values in columns) for key, columns in results.items()}

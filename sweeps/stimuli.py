@@ -9,7 +9,7 @@ bit for bit as the loader would have (`data_pipeline.normalise`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 from data_pipeline.normalise import normalise_uint8
 
 ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) and labels in the model's output space (N,)
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,8 @@ class Stimuli:
         """(images as normalised float, labels, task ids) in consecutive batches, on `device`."""
         for start in range(0, len(self.labels), batch_size):
             stop = start + batch_size
-            images = self.images[start:stop].to(device)
             yield (
-                normalise_uint8(images) if images.dtype == torch.uint8 else images,
+                network_input(self.images[start:stop].to(device)),
                 self.labels[start:stop].to(device),
                 self.task_ids[start:stop].to(device),
             )
@@ -72,10 +72,23 @@ class Stimuli:
         """Number of images of each task."""
         return np.bincount(self.task_ids.numpy(), minlength=len(self.tasks))
 
+    def grouping(self) -> dict[str, np.ndarray]:
+        """The classes (labels) of each task's images; ValueError when a class belongs to two tasks."""
+        labels, task_ids = self.labels.numpy(), self.task_ids.numpy()
+        grouping = {task: np.unique(labels[task_ids == index]) for index, task in enumerate(self.tasks)}
+        if sum(map(len, grouping.values())) != len(np.unique(labels)):
+            raise ValueError("a class has images in two tasks; give each class's images to one task")
+        return grouping
+
     def __reduce__(self):
         """Pickle the images as a numpy array: Ray's object store then shares them between the workers of a node
         (zero-copy, read-only) instead of copying them into every task, as it does with a torch tensor."""
         return _stimuli_from_numpy, (self.images.numpy(), self.labels, self.task_ids, self.tasks)
+
+
+def network_input(images: torch.Tensor) -> torch.Tensor:
+    """Images as the network takes them: uint8 crops normalised as the loader would (bit for bit), float as given."""
+    return normalise_uint8(images) if images.dtype == torch.uint8 else images.float()
 
 
 def _stimuli_from_numpy(
@@ -85,3 +98,20 @@ def _stimuli_from_numpy(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return Stimuli(torch.from_numpy(images), labels, task_ids, tasks)
+
+
+def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Batches of any sizes regrouped into batches of `batch_size` (the last one may be smaller), in order."""
+    images: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    count = 0
+    for batch_images, batch_labels in batches:
+        images.append(batch_images)
+        labels.append(batch_labels)
+        count += len(batch_labels)
+        while count >= batch_size:
+            joined_images, joined_labels = torch.cat(images), torch.cat(labels)
+            yield joined_images[:batch_size], joined_labels[:batch_size]
+            images, labels, count = [joined_images[batch_size:]], [joined_labels[batch_size:]], count - batch_size
+    if count:
+        yield torch.cat(images), torch.cat(labels)

@@ -3,6 +3,8 @@ complete after a killed worker. One local Ray session (2 CPUs, `ray_cluster`) se
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,14 +28,17 @@ from common.ray_runner import Resources, unit_node
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import filters_per_layer
+from sweeps.class_totals import ClassTotals
 from sweeps.distributed import distributed_sweep
-from sweeps.engine import lesion_sweep
+from sweeps.engine import class_lesion_sweep, lesion_sweep
+from sweeps.ranking import oneshot_ranking
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import Stimuli
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent  # the driver subprocess runs here, so it imports helpers_sweeps
+CLASS_TABLES = ("class_losses", "class_intact")
 
 
 def test_stimuli_reach_ray_workers_without_a_copy(ray_cluster):
@@ -75,6 +80,31 @@ def test_ray_sweep_equals_in_process_sweep(ray_cluster, tmp_path):
     [node_id] = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
     ran_on = [unit_node(path) for path in (tmp_path / "chunks" / "oneshot").glob("*.parquet")]
     assert ran_on and all(where["ray_node_id"] == node_id and where["node"] for where in ran_on)
+    # the per-class table beside them: the same sums as in process, and the sweep's ranking to the last bit
+    table = ClassTotals.from_frames(*(pd.read_parquet(tmp_path / f"{name}.parquet") for name in CLASS_TABLES))
+    expected_table = class_lesion_sweep(model, data)
+    assert (table.layers == expected_table.layers).all() and (table.filters == expected_table.filters).all()
+    np.testing.assert_allclose(table.loss, expected_table.loss, rtol=1e-5)
+    assert (table.correct == expected_table.correct).all() and (table.images == expected_table.images).all()
+    pd.testing.assert_frame_equal(oneshot_ranking(table.task_losses({"a": [0, 1, 2], "b": [3, 4, 5]})), ranking)
+    pd.testing.assert_frame_equal(table.task_losses({"a": [0, 1, 2], "b": [3, 4, 5]}), filter_losses)
+
+
+def test_unfinished_sweep_of_an_older_version_is_refused_until_its_chunks_go(ray_cluster, tmp_path):
+    model, data, settings = tiny_vgg(), tiny_images(), SweepSettings(layers=("conv5_3",), filters_per_task=16)
+    distributed_sweep(model, data, tmp_path, settings, progress=False)
+    # as an older version leaves a sweep killed midway: per-task chunks, config.json without the chunk format
+    for name in ("ranking", "filter_losses", *CLASS_TABLES):
+        (tmp_path / f"{name}.parquet").unlink()
+    (tmp_path / "manifest.json").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["chunks"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"older version whose chunks lack per-class sums; delete .*chunks"):
+        distributed_sweep(model, data, tmp_path, settings, progress=False)
+    shutil.rmtree(tmp_path / "chunks")
+    filter_losses, _ = distributed_sweep(model, data, tmp_path, settings, progress=False)
+    assert (tmp_path / "class_losses.parquet").is_file() and len(filter_losses) == 2 * 32
 
 
 def losses_with_lesions(
@@ -124,7 +154,7 @@ def test_greedy_ranking_picks_each_rounds_highest_loss_filters(ray_cluster, tmp_
                             f"{layer}_*.parquet"
                         )
                     )
-                    assert sorted(lesioned_in_round["filter"]) == sorted(remaining)
+                    assert sorted(lesioned_in_round["filter"].unique()) == sorted(remaining)  # chunks: rows per class
                 losses = losses_with_lesions(model, layer, [[*base, f] for f in remaining], images, labels)
                 picked, others = losses[:count], losses[count:]
                 # the round's picks are its highest-loss filters, highest first, recorded with that loss

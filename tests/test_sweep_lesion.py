@@ -11,7 +11,8 @@ from torch import nn
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import filters_per_layer, relu_indices
-from sweeps.engine import RESULT_COLUMNS, lesion_sweep
+from sweeps.class_totals import RESULT_COLUMNS
+from sweeps.engine import lesion_sweep
 from sweeps.lesions import lesioned
 from sweeps.reference import reference_lesion_sweep
 

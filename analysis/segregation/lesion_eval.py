@@ -1,8 +1,16 @@
 """Per-image predictions of a network with a layer's top-ranked filters lesioned, fanned out with Ray and resumable.
 
-A unit of work is one (layer, lesioned task): the top fraction of that layer's filters in the task's ranking
-is lesioned (with `sweeps.lesions.lesioned`) and every task's full test set is classified, once per fraction
-(each batch is read once and classified at every fraction).
+Two ways to the same predictions:
+
+- per unit (today's stage, `evaluate_with_ray` / `evaluate_in_process`): a unit of work is one (layer, lesioned
+  task); the top fraction of that layer's filters in the task's ranking is lesioned and every task's full test set
+  is classified by the definition (`sweeps.reference.reference_predictions`: a hook, one full forward pass per
+  fraction; each batch is read once per unit and classified at every fraction);
+- every analysis at once (`evaluate_analyses`): the evaluation engine (`sweeps.evaluation`) reads each test image
+  once and answers every condition of every `Analysis` (the network's own tasks and any number of control
+  partitions, each with its plan of lesions) from one pass of the intact network per batch. The tables are the
+  same, row for row.
+
 One more unit holds the intact network's predictions. Each finished unit is written atomically to
 `<out>/units/<layer>__<task>.parquet`; a rerun skips the units already there.
 
@@ -17,7 +25,7 @@ are kept. Ray tasks receive the sources' paths, not images.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain
@@ -31,12 +39,13 @@ import torch
 from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
 from analysis.segregation.settings import DEFAULT_BATCH_SIZE
 from common.ray_runner import Resources, WorkUnit, run_units
+from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG
 from sweeps.devices import on_device
-from sweeps.lesions import lesioned
-
-Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W) and global labels (N,)
+from sweeps.evaluation import INTACT, Answers, EvaluationSettings, Lesion, Readout, evaluate_lesions
+from sweeps.reference import reference_predictions
+from sweeps.stimuli import Batch, rebatch
 
 
 class ImageSource(Protocol):
@@ -99,23 +108,6 @@ class EvalSet:
         )
 
 
-def rebatch(batches: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
-    """Batches of any sizes regrouped into batches of `batch_size` (the last one may be smaller), in order."""
-    images: list[torch.Tensor] = []
-    labels: list[torch.Tensor] = []
-    count = 0
-    for batch_images, batch_labels in batches:
-        images.append(batch_images)
-        labels.append(batch_labels)
-        count += len(batch_labels)
-        while count >= batch_size:
-            joined_images, joined_labels = torch.cat(images), torch.cat(labels)
-            yield joined_images[:batch_size], joined_labels[:batch_size]
-            images, labels, count = [joined_images[batch_size:]], [joined_labels[batch_size:]], count - batch_size
-    if count:
-        yield torch.cat(images), torch.cat(labels)
-
-
 @dataclass(frozen=True)
 class Unit:
     """One unit of work: a layer and the task whose top filters are lesioned (or the intact network)."""
@@ -162,45 +154,24 @@ def lesion_plan(
     }
 
 
-Predictions = tuple[np.ndarray, np.ndarray, np.ndarray]  # labels, the network's top-1, top-1 over the task's outputs
-
-
-def predict(
-    model: VGG,
-    batches: Iterable[Batch],
-    outputs: torch.Tensor,
-    lesions: Mapping[float, Mapping[str, Sequence[int]]],
-    heads: OutputHeads = OutputHeads(),
-) -> dict[float, Predictions]:
-    """Per fraction: labels, the network's top-1 answers (over all outputs, or over each image's head when `heads`
-    are separate) and the top-1 over `outputs` (global labels) of the network with that fraction's `lesions`;
-    each batch is read once and passed through every lesioned network."""
-    results: dict[float, tuple[list, list, list]] = {fraction: ([], [], []) for fraction in lesions}
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        for images, labels in batches:
-            for fraction, lesion in lesions.items():
-                with lesioned(model, lesion):
-                    logits = model(images.to(device)).cpu()
-                for values, batch in zip(
-                    results[fraction], (labels, heads.answer(logits, labels), outputs[logits[:, outputs].argmax(dim=1)])
-                ):
-                    values.append(batch)
-    return {fraction: tuple(torch.cat(values).numpy() for values in columns) for fraction, columns in results.items()}
-
-
 def predictions_frame(
-    unit: Unit, fraction: float, eval_set: EvalSet, labels: np.ndarray, overall: np.ndarray, within: np.ndarray
+    unit: Unit,
+    fraction: float,
+    task: str,
+    class_names: np.ndarray,
+    labels: np.ndarray,
+    overall: np.ndarray,
+    within: np.ndarray,
 ) -> pd.DataFrame:
-    """The per-image prediction rows of one unit, fraction and evaluated task."""
+    """The per-image prediction rows of one unit, fraction and evaluated task (`class_names` names every label)."""
     return pd.DataFrame(
         {
             "layer": unit.layer,
             "lesioned_task": unit.task,
             "fraction": float(fraction),
-            "eval_task": eval_set.task,
+            "eval_task": task,
             "image": np.arange(len(labels)),
-            "class": eval_set.class_names[labels],
+            "class": class_names[labels],
             "label": labels,
             "prediction": overall,
             "correct": overall == labels,
@@ -227,11 +198,12 @@ def evaluate_unit(
         for fraction, filters in filters_by_fraction.items()
     }
     predicted = [
-        predict(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads) for eval_set in eval_sets
+        reference_predictions(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads)
+        for eval_set in eval_sets
     ]
     return pd.concat(
         [
-            predictions_frame(unit, fraction, eval_set, *by_fraction[fraction])
+            predictions_frame(unit, fraction, eval_set.task, eval_set.class_names, *by_fraction[fraction])
             for fraction in lesions
             for eval_set, by_fraction in zip(eval_sets, predicted)
         ],
@@ -251,6 +223,66 @@ def evaluate_in_process(
         [evaluate_unit(model, eval_sets, unit, filters, batch_size, heads) for unit, filters in plan.items()],
         ignore_index=True,
     )
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One segregation analysis to evaluate: its tasks (a grouping of the model's classes: its own tasks, or a control
+    partition) and, per unit, the filters lesioned at each fraction (`lesion_plan`)."""
+
+    grouping: Mapping[str, np.ndarray]
+    plan: Mapping[Unit, Mapping[float, Sequence[int]]]
+
+
+def analysis_readouts(analyses: Sequence[Analysis]) -> list[Readout]:
+    """What the engine reads out: one readout per analysis, unit and fraction, in that order."""
+    return [
+        Readout(INTACT if unit == INTACT_UNIT else Lesion.of(unit.layer, filters), number)
+        for number, analysis in enumerate(analyses)
+        for unit, by_fraction in analysis.plan.items()
+        for filters in by_fraction.values()
+    ]
+
+
+def evaluate_analyses(
+    model: VGG,
+    sources: Sequence[ImageSource],
+    analyses: Sequence[Analysis],
+    label_space: LabelSpace,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    heads: OutputHeads = OutputHeads(),
+    settings: EvaluationSettings = EvaluationSettings(),
+) -> list[pd.DataFrame]:
+    """Every analysis' predictions, each as `evaluate_in_process` gives them on the analysis' `eval_sets`, from one
+    read of the test images: `sources` hold every real task's test images, in label-space order (read in batches of
+    `batch_size`; the engine plans its own passes)."""
+    batches = chain.from_iterable(source.batches(batch_size) for source in sources)
+    groupings = [analysis.grouping for analysis in analyses]
+    answers = evaluate_lesions(model, batches, analysis_readouts(analyses), groupings, heads, settings)
+    return analysis_predictions(answers, analyses, class_names(label_space))
+
+
+def analysis_predictions(answers: Answers, analyses: Sequence[Analysis], names: np.ndarray) -> list[pd.DataFrame]:
+    """Each analysis' prediction rows from the engine's answers to `analysis_readouts(analyses)` on all test images:
+    by unit, fraction and task of the analysis' grouping, that task's images in order (as its eval set streams them)."""
+    frames, readout = [], 0
+    for analysis in analyses:
+        members = {task: np.isin(answers.labels, classes) for task, classes in analysis.grouping.items()}
+        rows = []
+        for unit, by_fraction in analysis.plan.items():
+            for fraction in by_fraction:
+                for task, keep in members.items():
+                    overall = answers.prediction[readout, keep].astype(np.int64)
+                    within = answers.within[readout, keep].astype(np.int64)
+                    rows.append(predictions_frame(unit, fraction, task, names, answers.labels[keep], overall, within))
+                readout += 1
+        frames.append(pd.concat(rows, ignore_index=True))
+    return frames
+
+
+def class_names(label_space: LabelSpace) -> np.ndarray:
+    """The name of every global label (class), in label order."""
+    return np.asarray([name for classes in label_space.classes for name in classes], dtype=object)
 
 
 def unit_path(units_dir: Path, unit: Unit) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.segregation.lesion_eval import EvalSet, ImageSource
+from analysis.segregation.lesion_eval import EvalSet, ImageSource, class_names
 from data_pipeline.label_space import LabelSpace
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
@@ -64,7 +64,7 @@ def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, label_spac
     A task's set draws on the real tasks holding any of its classes, in label-space order, and keeps the images of
     its classes: the same images, in the same order, as `regroup` of the real tasks' test sets.
     """
-    names = np.asarray([name for classes in label_space.classes for name in classes], dtype=object)
+    names = class_names(label_space)
     origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
     return [
         EvalSet(
