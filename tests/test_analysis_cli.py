@@ -113,23 +113,7 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
 def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
     _, sweep_dir = sweep
     out = tmp_path / "random"
-    assert (
-        main(
-            [
-                "segregation",
-                "--sweep",
-                str(sweep_dir),
-                "--out",
-                str(out),
-                "--random-tasks",
-                "--seed",
-                "4",
-                "--bootstraps",
-                "50",
-            ]
-        )
-        == 0
-    )
+    random_control(sweep_dir, out, bootstraps=50)
     tasks = pd.read_parquet(out / "tasks.parquet")
     # the pseudo-tasks partition all 8 classes, 4 each like face and object, and mix the originals
     assert sorted(tasks.label) == list(range(8))
@@ -144,6 +128,12 @@ def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
     members = tasks.groupby("task")["label"].apply(set).to_dict()
     assert all(label in members[task] for task, label in zip(predictions.eval_task, predictions.label))
     assert len(predictions[predictions.layer == "intact"]) == 24  # every test image once
+
+
+def random_control(sweep_dir: Path, out: Path, bootstraps: int) -> None:
+    """`specialize segregation --random-tasks` (seed 4) of a sweep into `out`."""
+    args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4"]
+    assert main([*args, "--bootstraps", str(bootstraps)]) == 0
 
 
 def direct_pseudo_sweep(sweep_dir: Path, seed: int, out: Path) -> pd.DataFrame:
@@ -165,33 +155,17 @@ def direct_pseudo_sweep(sweep_dir: Path, seed: int, out: Path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_greedy_sweeps_control_runs_greedy_rounds_of_its_own(checkpoint, ray_cluster, tmp_path):
-    """A greedy sweep's control: round 0 from the per-class table, later rounds on the regrouped images; the ranking
-    of a direct greedy sweep of the pseudo-tasks, and resumable (a rerun after its rounds reuses them)."""
+    """A greedy sweep's control: round 0 from the per-class table, later rounds (conv3_1: 16 filters, 3 rounds) on the
+    regrouped images; the ranking of a direct greedy sweep of the pseudo-tasks."""
     data, path = checkpoint
     sweep_dir = tmp_path / "greedy_sweep"
     sweep_args = ["lesion", "--checkpoint", str(path), "--data", str(data), "--out", str(sweep_dir)]
     assert (
-        main([*sweep_args, "--images-per-task", "8", "--layers", "conv1_1", "--ranking", "greedy", "--no-progress"])
+        main([*sweep_args, "--images-per-task", "8", "--layers", "conv3_1", "--ranking", "greedy", "--no-progress"])
         == 0
     )
     out = tmp_path / "random"
-    assert (
-        main(
-            [
-                "segregation",
-                "--sweep",
-                str(sweep_dir),
-                "--out",
-                str(out),
-                "--random-tasks",
-                "--seed",
-                "4",
-                "--bootstraps",
-                "20",
-            ]
-        )
-        == 0
-    )
+    random_control(sweep_dir, out, bootstraps=20)
     ranking = pd.read_parquet(out / "ranking.parquet")
     pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, tmp_path / "direct"))
     rounds = sorted(path.relative_to(out) for path in (out / "pseudo_greedy" / "chunks" / "greedy").rglob("*.parquet"))
