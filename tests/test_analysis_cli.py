@@ -170,7 +170,7 @@ def test_greedy_sweeps_control_runs_greedy_rounds_of_its_own(checkpoint, ray_clu
     pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, tmp_path / "direct"))
     rounds = sorted(path.relative_to(out) for path in (out / "pseudo_greedy" / "chunks" / "greedy").rglob("*.parquet"))
     assert rounds and not (out / "pseudo_greedy" / "chunks" / "oneshot").exists()  # round 0 came from the table
-    assert {path.parts[3] for path in rounds} == {"pseudo1", "pseudo2"}  # rounds of both pseudo-tasks ran
+    assert {path.parts[4] for path in rounds} == {"pseudo1", "pseudo2"}  # rounds of both pseudo-tasks ran
 
 
 def test_missing_sweep_is_one_line_error(tmp_path, capsys):
