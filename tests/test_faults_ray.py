@@ -166,7 +166,8 @@ def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_unint
 def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ray_address, tmp_path):
     data, checkpoint = trained
     damaged_sweep = shutil.copytree(sweep, tmp_path / "sweep")
-    (damaged_sweep / "ranking.parquet").unlink()  # killed before its last write: the chunks are its resume state
+    for name in ("ranking.parquet", "manifest.json"):  # killed before its last writes: the chunks are its resume state
+        (damaged_sweep / name).unlink()
     chunk, intact = (
         damaged_sweep / "chunks" / "oneshot" / "conv5_3_0001.parquet",
         damaged_sweep / "chunks" / "intact.parquet",

@@ -60,7 +60,9 @@ from common.ray_runner import Resources
 from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
+from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import EvaluationSettings
+from sweeps.settings import SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation")
 
@@ -80,10 +82,8 @@ class Sweep:
         swept = set(self.ranking["layer"])
         return [layer for layer in CONV_LAYERS if layer in swept]
 
-    def class_totals(self) -> Any:
-        """The sweep's per-class table (`sweeps.class_totals.ClassTotals`); UserError for a sweep without one."""
-        from sweeps.class_totals import ClassTotals
-
+    def class_totals(self) -> ClassTotals:
+        """The sweep's per-class table; UserError for a sweep without one."""
         paths = [self.path / f"{name}.parquet" for name in ("class_losses", "class_intact")]
         if not all(readable_parquet(path) for path in paths):
             raise UserError(
@@ -93,10 +93,8 @@ class Sweep:
             )
         return ClassTotals.from_frames(*(pd.read_parquet(path) for path in paths))
 
-    def settings(self, resources: Resources) -> Any:
-        """The sweep's settings (`sweeps.settings.SweepSettings`, as recorded), run with `resources`."""
-        from sweeps.settings import SweepSettings
-
+    def settings(self, resources: Resources) -> SweepSettings:
+        """The sweep's settings, as recorded, run with `resources`."""
         recorded = self.config["settings"]
         return SweepSettings(**{**recorded, "layers": tuple(recorded["layers"]), "resources": resources})
 
@@ -121,14 +119,14 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
 
 
 def control_ranking(
-    loaded: Any, sweep: Sweep, table: Any, data_dir: str, grouping: Grouping, out: Path, resources: Resources
+    loaded: Any, sweep: Sweep, table: ClassTotals, data_dir: str, grouping: Grouping, out: Path, resources: Resources
 ) -> pd.DataFrame:
     """Filter rankings of the pseudo-tasks of `grouping`, by the sweep's method.
 
     One-shot: from the sweep's per-class table, no second sweep (equal to a sweep of the sweep's training images
     regrouped into the pseudo-tasks). Greedy: round 0 from the table, then greedy rounds of their own on the regrouped
     images (same seeded sample per real task, same settings as the sweep), resumable in `out`. `table`: the sweep's
-    per-class table (`Sweep.class_totals`).
+    per-class table.
     """
     from sweeps.ranking import oneshot_ranking
 
