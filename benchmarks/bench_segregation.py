@@ -67,26 +67,18 @@ PAPER_TMAC_PER_S = 5.0  # the README's assumed sustained float32 throughput per 
 
 def demo_network(data_root: Path, classes: int, test_per_class: int, resolution: int) -> tuple[Path, Any]:
     """The cached data directory and the demo's dual-task network on it, random weights (`load_model`'s view)."""
-    from data_pipeline.build import ImageCounts, build_dataset
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
     from data_pipeline.data_dir import DataDir
-    from data_pipeline.synth import generate
+    from data_pipeline.synth import SynthSettings, generate
     from lightning_modules.checkpoint import load_model
     from lightning_modules.config import load_config
     from lightning_modules.module import TaskModule
 
     images, data = data_root / "images", data_root / "data"
-    generate(
-        images,
-        seed=0,
-        tasks=TASKS,
-        classes_per_task=classes,
-        train_per_class=10,
-        test_per_class=test_per_class,
-        heldout_classes=0,
-        size=64,
-    )
-    if not (data / "manifest.json").is_file():
-        build_dataset({task: images / task for task in TASKS}, data, counts=ImageCounts(test=test_per_class, val=1))
+    synth = SynthSettings(0, TASKS, classes, train_per_class=10, test_per_class=test_per_class, heldout_classes=0)
+    generate(images, synth)
+    build = BuildSettings(counts=ImageCounts(test=test_per_class, val=1))
+    build_dataset({task: images / task for task in TASKS}, data, build)
     overrides = [f"data.dir={data}", f"data.resolution={resolution}", f"output.root={data_root / 'runs'}"]
     config = load_config(REPO / "configs" / "tiny_face_object.yaml", overrides)
     torch.manual_seed(0)
