@@ -1,22 +1,23 @@
-"""Segregation with its random-task control: today's path against the evaluation engine, on the demo's network size.
+"""Segregation with its random-task control: the old path (the definition) against the stage's engine, on the demo's
+network size.
 
 Setup (not timed; the data directory is cached under --data): synthetic face and object images, 60 classes per task,
 30 test images per class (3,600 test images), 48 px, built into .beton files; the demo's dual-task network (VGG16 at
 width 1/16 with batch norm, configs/tiny_face_object.yaml) with random weights, which cost what trained ones do; its
 one-shot sweep on the demo's 400 training images per task, with the per-class table (`class_lesion_sweep`).
 
-Timed, each path in a process of its own (today's path leaks about 14 MB per .beton stream it opens, which would add
+Timed, each path in a process of its own (the old path leaks about 14 MB per .beton stream it opens, which would add
 up over repeats in one process), the paths in turn, --repeats times; medians of wall and CPU seconds (CPU: all
 threads of the process, less disturbed by other work on a shared machine), setup not counted:
-- old, as `specialize segregation` and `--random-tasks` compute today: the network's analysis (`evaluate_in_process`:
-  the intact network and each (layer, task) unit stream every test .beton again and run one forward pass per
-  fraction), then the control: a second sweep of the training images relabelled into the pseudo-tasks
-  (`lesion_sweep` in process, lighter than the stage's Ray sweep), its ranking and the same evaluation; bootstrap
-  tables (`segregation_tables`) for both;
-- new: both rankings from the per-class table, one `evaluate_analyses` for both analyses (each test image read
-  once), the same tables;
-- the new path with one control alone, and with 20 control partitions (the controls alone), against today's single
-  control.
+- old, as `specialize segregation` and `--random-tasks` computed them before the engine (now the definition,
+  `analysis.segregation.reference`): the network's analysis (the intact network and each (layer, task) unit stream
+  every test .beton again and run one forward pass per fraction), then the control: a second sweep of the training
+  images relabelled into the pseudo-tasks (`lesion_sweep` in process, lighter than the stage's Ray sweep), its
+  ranking and the same evaluation; bootstrap tables (`segregation_tables`) for both;
+- new, as the two stages compute them now: the network's analysis, then the control's (its ranking from the
+  per-class table), each one `evaluate_analyses` (each test image read once per stage), the same tables;
+- the new path with one control alone, and with 20 control partitions in one pass (the controls alone), against
+  the old single control.
 Tables are checked identical between the paths (predictions, accuracy, drops, segregation). Last, the evaluation
 stage's cost at paper scale from the cost model: multiply-adds per fraction and per control partition, and the
 memory plan's peak at paper-scale shapes.
@@ -42,16 +43,10 @@ import pandas as pd
 import torch
 
 from analysis.segregation.indices import segregation_tables
-from analysis.segregation.lesion_eval import (
-    INTACT_UNIT,
-    Analysis,
-    Unit,
-    evaluate_analyses,
-    evaluate_in_process,
-    lesion_plan,
-)
+from analysis.segregation.lesion_eval import INTACT_UNIT, Analysis, Unit, evaluate_analyses, lesion_plan
+from analysis.segregation.reference import eval_sets, reference_analysis
 from analysis.segregation.run import beton_sources
-from analysis.segregation.task_groups import eval_sets, label_space_grouping, random_grouping, regroup
+from analysis.segregation.task_groups import label_space_grouping, random_grouping, regroup
 from benchmarks.bench_lesion import sweep_macs
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import filters_per_layer, vgg16
@@ -72,26 +67,18 @@ PAPER_TMAC_PER_S = 5.0  # the README's assumed sustained float32 throughput per 
 
 def demo_network(data_root: Path, classes: int, test_per_class: int, resolution: int) -> tuple[Path, Any]:
     """The cached data directory and the demo's dual-task network on it, random weights (`load_model`'s view)."""
-    from data_pipeline.build import ImageCounts, build_dataset
+    from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
     from data_pipeline.data_dir import DataDir
-    from data_pipeline.synth import generate
+    from data_pipeline.synth import SynthSettings, generate
     from lightning_modules.checkpoint import load_model
     from lightning_modules.config import load_config
     from lightning_modules.module import TaskModule
 
     images, data = data_root / "images", data_root / "data"
-    generate(
-        images,
-        seed=0,
-        tasks=TASKS,
-        classes_per_task=classes,
-        train_per_class=10,
-        test_per_class=test_per_class,
-        heldout_classes=0,
-        size=64,
-    )
-    if not (data / "manifest.json").is_file():
-        build_dataset({task: images / task for task in TASKS}, data, counts=ImageCounts(test=test_per_class, val=1))
+    synth = SynthSettings(0, TASKS, classes, train_per_class=10, test_per_class=test_per_class, heldout_classes=0)
+    generate(images, synth)
+    build = BuildSettings(counts=ImageCounts(test=test_per_class, val=1))
+    build_dataset({task: images / task for task in TASKS}, data, build)
     overrides = [f"data.dir={data}", f"data.resolution={resolution}", f"output.root={data_root / 'runs'}"]
     config = load_config(REPO / "configs" / "tiny_face_object.yaml", overrides)
     torch.manual_seed(0)
@@ -121,14 +108,14 @@ class Paths:
         self.ranking = oneshot_ranking(table.task_losses(self.network))  # the sweep's ranking.parquet
 
     def old_analysis(self, grouping: dict, ranking: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-        """Today's evaluation per unit, then the tables."""
+        """The old evaluation per unit (the definition), then the tables."""
         plan = lesion_plan(ranking, units_of(grouping), self.args.fractions)
         sets = eval_sets(self.sources, grouping, self.loaded.label_space)
-        predictions = evaluate_in_process(self.loaded.model, sets, plan, heads=self.loaded.output_heads)
+        predictions = reference_analysis(self.loaded.model, sets, plan, heads=self.loaded.output_heads)
         return predictions, tables_of(predictions, grouping, self.args.bootstraps)
 
     def old_control(self, grouping: dict) -> tuple[pd.DataFrame, dict]:
-        """Today's control: a second sweep of the relabelled training images ranks the pseudo-tasks."""
+        """The old control: a second sweep of the relabelled training images ranks the pseudo-tasks."""
         swept = lesion_sweep(self.loaded.model, regroup(self.train, grouping), heads=self.loaded.output_heads)
         return self.old_analysis(grouping, oneshot_ranking(swept))
 
@@ -137,7 +124,7 @@ class Paths:
         return oneshot_ranking(self.table.task_losses(grouping))
 
     def new(self, groupings: Sequence[dict]) -> list[tuple[pd.DataFrame, dict]]:
-        """Rankings from the per-class table, one engine pass for every analysis, the tables."""
+        """Rankings from the per-class table, one engine pass for all the analyses, the tables."""
         analyses = [
             Analysis(grouping, lesion_plan(self.table_ranking(grouping), units_of(grouping), self.args.fractions))
             for grouping in groupings
@@ -161,8 +148,8 @@ def timed(function: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def paper_scale_costs(partitions: int, budgets_gb: Sequence[float]) -> dict[str, Any]:
     """The evaluation stage at paper scale by the cost model (VGG16, 224 px, 2,137 outputs, 106,850 test images):
-    multiply-adds per image and in all of today's path and the engine's, per fraction of one analysis (a control
-    partition costs as much again, and today also a second sweep), and the memory plan's peak."""
+    multiply-adds per image and in all of the old path and the engine's, per fraction of one analysis (a control
+    partition costs as much again, and on the old path also a second sweep), and the memory plan's peak."""
     model, shape = vgg16(2137).eval(), (3, 224, 224)
     macs = module_macs(model, shape)
     forward = sum(macs.values())
@@ -177,14 +164,14 @@ def paper_scale_costs(partitions: int, budgets_gb: Sequence[float]) -> dict[str,
 
     per_image = {
         "intact_network_once_both_paths": forward,
-        "today_per_fraction": conditions * forward,
+        "old_per_fraction": conditions * forward,
         "engine_per_fraction_direct": engine(FRACTION, float("inf")),
         "engine_per_fraction_default_shortcut": engine(FRACTION, SHORTCUT_SAVING),
         "engine_per_fraction_shortcut_everywhere": engine(FRACTION, 1.0),
     }
     totals = {key: value * PAPER_TEST_IMAGES for key, value in per_image.items()}
-    # today's control also sweeps the relabelled training images (6,400 per task) to rank its pseudo-tasks
-    totals["today_control_sweep"] = sweep_macs(model, shape)["prefix_reuse_and_linearity"] * PAPER_SWEEP_IMAGES
+    # the old control also swept the relabelled training images (6,400 per task) to rank its pseudo-tasks
+    totals["old_control_sweep"] = sweep_macs(model, shape)["prefix_reuse_and_linearity"] * PAPER_SWEEP_IMAGES
     hours = {key: value / (PAPER_TMAC_PER_S * 1e12) / 3600 for key, value in totals.items()}
     lesions = {layer: 2 * (1 + partitions) for layer in CONV_LAYERS}  # one fraction, network + partitions
     weights = sum(p.numel() for p in model.parameters()) * 4
@@ -254,8 +241,10 @@ def run_path(args: argparse.Namespace) -> dict[str, Any]:
         times["old_control"] = (wall, cpu)
         results = [network, old_control]
     else:
-        groupings = {"new": [paths.network, control], "new_one_control": [control], "new_partitions": partitions}
-        wall, cpu, results = timed(lambda: paths.new(groupings[args.only]))
+        passes = {"new": [[paths.network], [control]], "new_one_control": [[control]], "new_partitions": [partitions]}
+        wall, cpu, results = timed(
+            lambda: [result for groupings in passes[args.only] for result in paths.new(groupings)]
+        )
         times[args.only] = (wall, cpu)
     if args.only in ("old", "new"):
         save_results(results, args.data / "results" / args.only)
@@ -328,8 +317,8 @@ def main() -> None:
         "runs": {name: [[round(w, 2), round(c, 2)] for w, c in times] for name, times in runs.items()},
         "median": medians,
         "speedup_segregation_and_one_control": ratios(medians["old"], medians["new"]),
-        "one_control_vs_todays": ratios(medians["new_one_control"], medians["old_control"]),
-        "partitions_vs_todays_single_control": ratios(medians["new_partitions"], medians["old_control"]),
+        "one_control_vs_old": ratios(medians["new_one_control"], medians["old_control"]),
+        "partitions_vs_old_single_control": ratios(medians["new_partitions"], medians["old_control"]),
         "partitions_vs_one_control_new_path": ratios(medians["new_partitions"], medians["new_one_control"]),
         "tables_identical": identical_results(args.data / "results"),
         "paper_scale": paper_scale_costs(args.partitions, budgets_gb=(8, 40)),

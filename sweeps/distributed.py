@@ -28,7 +28,7 @@ import ray
 
 from common.errors import UserError
 from common.io import read_json, write_parquet
-from common.ray_runner import WorkUnit, ray_session, run_units, worker_device
+from common.ray_runner import Resources, WorkUnit, ray_session, run_units, worker_device
 from common.stage import StageDir
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG, filters_per_layer
@@ -82,11 +82,16 @@ def chunks_of(layer: str, candidates: Sequence[int], size: int, **fields: Any) -
 
 
 @ray.remote
-def probe_budget(settings: SweepSettings) -> int:
-    """Half the free memory of the device a sweep task gets (scaled by its GPU fraction)."""
+def probe_budget(gpus: float) -> int:
+    """Half the free memory of the device a task asking for `gpus` gets (scaled by its GPU fraction)."""
     device = worker_device()
-    share = min(1.0, settings.resources.gpus) if device.type == "cuda" else 1.0
+    share = min(1.0, gpus) if device.type == "cuda" else 1.0
     return int(default_budget(device) * share)
+
+
+def task_budget(resources: Resources) -> int:
+    """The default memory budget of a Ray task with `resources`: half the free memory of the device it gets."""
+    return ray.get(probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.gpus))
 
 
 def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
@@ -244,9 +249,7 @@ def probed_settings(settings: SweepSettings) -> SweepSettings:
     """`settings` with a memory budget: half the free memory a sweep task sees, when none is given."""
     if settings.memory_budget is not None:
         return settings
-    resources = settings.resources
-    budget = ray.get(probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(settings))
-    return replace(settings, memory_budget=budget)
+    return replace(settings, memory_budget=task_budget(settings.resources))
 
 
 def sweep_tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

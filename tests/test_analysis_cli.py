@@ -1,5 +1,6 @@
 """`specialize segregation` end to end through Ray on a built tiny data directory: outputs, resume, the
-random-task control, `specialize figures`, and one-line errors; the streamed evaluation of test .beton files."""
+random-task control (one-shot and greedy rankings equal to a direct sweep of the pseudo-tasks), `specialize figures`,
+and one-line errors; the streamed evaluation of slices of the test .beton files."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from helpers_train import untrained_checkpoint, wandb_history
 
-from analysis.segregation.lesion_eval import EvalSet, TensorSource, Unit, evaluate_in_process
+from analysis.segregation.lesion_eval import INTACT_UNIT, Analysis, TensorSource, Unit, evaluate_analyses, image_slices
 from analysis.segregation.run import beton_sources
-from analysis.segregation.task_groups import eval_sets, random_grouping, regroup
+from analysis.segregation.task_groups import random_grouping, regroup
 from specialize.cli import main
 
 LAYERS = ("conv1_1", "conv5_3")
@@ -58,6 +58,7 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     _, sweep_dir = sweep
     out = tmp_path / "seg"
     args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--fractions", "0,0.5", "--bootstraps", "100"]
+    args += ["--images-per-unit", "5"]  # 12 test images per task: slices of 5, 5 and 2, six units
     assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
     assert "conv5_3" in capsys.readouterr().out
     predictions = pd.read_parquet(out / "predictions.parquet")
@@ -96,13 +97,15 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
 
     # a rerun reuses every finished unit and gives the same tables
     stamps = {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")}
-    assert len(stamps) == 5
+    assert sorted(path.name for path in stamps) == [
+        f"{task}_{start:08d}.parquet" for task in ("face", "object") for start in (0, 5, 10)
+    ]
     assert main(args) == 0
     assert {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")} == stamps
     pd.testing.assert_frame_equal(pd.read_parquet(out / "segregation.parquet"), segregation)
 
     # another sweep's analysis in the same directory is refused in one line
-    assert main([*args[:-4], "--fractions", "0.3", "--bootstraps", "100"]) == 2
+    assert main([*args[:-6], "--fractions", "0.3", "--bootstraps", "100"]) == 2
     assert "another fractions" in capsys.readouterr().err
 
 
@@ -110,35 +113,64 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
 def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
     _, sweep_dir = sweep
     out = tmp_path / "random"
-    assert (
-        main(
-            [
-                "segregation",
-                "--sweep",
-                str(sweep_dir),
-                "--out",
-                str(out),
-                "--random-tasks",
-                "--seed",
-                "4",
-                "--bootstraps",
-                "50",
-            ]
-        )
-        == 0
-    )
+    random_control(sweep_dir, out, bootstraps=50)
     tasks = pd.read_parquet(out / "tasks.parquet")
     # the pseudo-tasks partition all 8 classes, 4 each like face and object, and mix the originals
     assert sorted(tasks.label) == list(range(8))
     assert tasks.groupby("task").size().to_dict() == {"pseudo1": 4, "pseudo2": 4}
     assert tasks.groupby("task")["original_task"].nunique().max() == 2
-    ranking = pd.read_parquet(out / "pseudo_sweep" / "ranking.parquet")
+    ranking = pd.read_parquet(out / "ranking.parquet")
     assert set(ranking.task) == {"pseudo1", "pseudo2"} and set(ranking.layer) == set(LAYERS)
+    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, out.parent / "direct"))
+    assert not (out / "pseudo_greedy").exists()  # one-shot: no second sweep
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert set(predictions.eval_task) == {"pseudo1", "pseudo2"}
     members = tasks.groupby("task")["label"].apply(set).to_dict()
     assert all(label in members[task] for task, label in zip(predictions.eval_task, predictions.label))
     assert len(predictions[predictions.layer == "intact"]) == 24  # every test image once
+
+
+def random_control(sweep_dir: Path, out: Path, bootstraps: int) -> None:
+    """`specialize segregation --random-tasks` (seed 4) of a sweep into `out`."""
+    args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4"]
+    assert main([*args, "--bootstraps", str(bootstraps)]) == 0
+
+
+def direct_pseudo_sweep(sweep_dir: Path, seed: int, out: Path) -> pd.DataFrame:
+    """The ranking of a second sweep, as the control ran one before the per-class table: the sweep's training images
+    regrouped into the pseudo-tasks of `seed`, swept by the sweep's method and settings."""
+    from analysis.segregation.run import read_sweep
+    from common.ray_runner import Resources
+    from lightning_modules.checkpoint import load_model
+    from sweeps.distributed import distributed_sweep, training_images
+
+    recorded = read_sweep(sweep_dir)
+    loaded = load_model(recorded.manifest["checkpoint"])
+    settings = recorded.settings(Resources())
+    images = training_images(loaded, recorded.manifest["data"], settings.images_per_task, settings.seed)
+    grouping = random_grouping(loaded.label_space, seed)
+    _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, progress=False)
+    return ranking
+
+
+@pytest.mark.slow
+def test_greedy_sweeps_control_runs_greedy_rounds_of_its_own(checkpoint, ray_cluster, tmp_path):
+    """A greedy sweep's control: round 0 from the per-class table, later rounds (conv3_1: 16 filters, 3 rounds) on the
+    regrouped images; the ranking of a direct greedy sweep of the pseudo-tasks."""
+    data, path = checkpoint
+    sweep_dir = tmp_path / "greedy_sweep"
+    sweep_args = ["lesion", "--checkpoint", str(path), "--data", str(data), "--out", str(sweep_dir)]
+    assert (
+        main([*sweep_args, "--images-per-task", "8", "--layers", "conv3_1", "--ranking", "greedy", "--no-progress"])
+        == 0
+    )
+    out = tmp_path / "random"
+    random_control(sweep_dir, out, bootstraps=20)
+    ranking = pd.read_parquet(out / "ranking.parquet")
+    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, tmp_path / "direct"))
+    rounds = sorted(path.relative_to(out) for path in (out / "pseudo_greedy" / "chunks" / "greedy").rglob("*.parquet"))
+    assert rounds and not (out / "pseudo_greedy" / "chunks" / "oneshot").exists()  # round 0 came from the table
+    assert {path.parts[4] for path in rounds} == {"pseudo1", "pseudo2"}  # rounds of both pseudo-tasks ran
 
 
 def test_missing_sweep_is_one_line_error(tmp_path, capsys):
@@ -250,9 +282,10 @@ def test_figures_draw_each_analysis_as_its_own_labelled_curve(tmp_path, monkeypa
     assert "has no segregation index at fraction 0.3" in err and len(err.splitlines()) == 1
 
 
-def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(checkpoint, monkeypatch):
-    """Pseudo-tasks drawing on both real tasks' files: every forward pass and every streamed batch holds at most
-    --batch-size images, no whole split is loaded, and the predictions equal those of the whole test sets in memory."""
+def test_slices_of_the_test_betons_stream_in_batches_like_an_in_memory_evaluation(checkpoint, monkeypatch):
+    """The units' slices of both real tasks' test files, for pseudo-tasks drawing on both: every streamed batch holds
+    at most --batch-size images, no whole split is loaded, each test image is read once for all conditions, and the
+    predictions equal those of the whole test sets in memory."""
     from data_pipeline import sample
     from lightning_modules.checkpoint import load_model
 
@@ -260,19 +293,19 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     loaded = load_model(path)
     grouping, batch_size = random_grouping(loaded.label_space, seed=4), 5
     resolution = loaded.config.data.resolution
-    whole = {
-        task: sample.sample_images(data, task, "test", None, 0, resolution, label_space=loaded.label_space)
+    whole = [
+        TensorSource(*sample.sample_images(data, task, "test", None, 0, resolution, label_space=loaded.label_space))
         for task in loaded.label_space.tasks
-    }
-    names = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.label_space)[0].class_names
-    in_memory = [
-        EvalSet(task, (TensorSource(images, labels),), torch.from_numpy(grouping[task]).long(), names)
-        for task, (images, labels) in regroup(whole, grouping).items()
     ]
-    plan = {Unit("conv1_1", "pseudo1"): {0.0: [], 0.5: [0, 1]}, Unit("conv5_3", "pseudo2"): {0.5: [3, 4, 5]}}
-    expected = evaluate_in_process(loaded.model, in_memory, plan, batch_size)
+    plan = {
+        INTACT_UNIT: {0.0: []},
+        Unit("conv1_1", "pseudo1"): {0.0: [], 0.5: [0, 1]},
+        Unit("conv5_3", "pseudo2"): {0.5: [3, 4, 5]},
+    }
+    analyses = [Analysis(grouping, plan)]
+    [expected] = evaluate_analyses(loaded.model, whole, analyses, loaded.label_space, batch_size)
 
-    streamed_sizes, forward_sizes = [], []
+    streamed_sizes = []
 
     def stream_batches(*args, **kwargs):
         for images, labels in real_stream(*args, **kwargs):
@@ -282,14 +315,14 @@ def test_evaluation_streams_test_betons_in_batches_like_an_in_memory_evaluation(
     real_stream = sample.stream_batches
     monkeypatch.setattr(sample, "stream_batches", stream_batches)
     monkeypatch.setattr(sample, "sample_images", lambda *args, **kwargs: pytest.fail("a whole split was loaded"))
-    loaded.model.register_forward_pre_hook(lambda module, inputs: forward_sizes.append(len(inputs[0])))
-    streamed = eval_sets(beton_sources(loaded, str(data)), grouping, loaded.label_space)
-    assert all(len(eval_set.sources) == 2 for eval_set in streamed)  # the pseudo-tasks mix face and object classes
-    actual = evaluate_in_process(loaded.model, streamed, plan, batch_size)
+    slices = image_slices(beton_sources(loaded, str(data)), images_per_unit=7)
+    assert list(slices) == ["face_00000000", "face_00000007", "object_00000000", "object_00000007"]
+    [actual] = evaluate_analyses(loaded.model, list(slices.values()), analyses, loaded.label_space, batch_size)
 
     pd.testing.assert_frame_equal(actual, expected)
-    assert len(actual) == 3 * 24 and max(streamed_sizes) == batch_size and max(forward_sizes) == batch_size
-    assert sum(streamed_sizes) == 2 * 2 * 24  # 2 units x 2 pseudo-tasks x every test image of both files, once per unit
+    assert len(actual) == 4 * 24 and max(streamed_sizes) == batch_size
+    assert sum(streamed_sizes) == 2 * 12  # every test image of both files, once for all conditions
+    assert set(actual["eval_task"]) == {"pseudo1", "pseudo2"}
 
 
 def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):

@@ -1,6 +1,7 @@
 """Every analysis at once through the evaluation engine (`evaluate_analyses`): the same prediction tables, row for
-row, as today's evaluation per unit (`evaluate_in_process`), for the network's tasks and control partitions ranked
-from the sweep's per-class table, shared and separate heads; and from slices of the test images joined."""
+row, as the definition's evaluation per unit (`analysis.segregation.reference`), for the network's tasks and control
+partitions ranked from the sweep's per-class table, shared and separate heads; and from slices of the test images
+joined."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from analysis.segregation.lesion_eval import (
     analysis_readouts,
     class_names,
     evaluate_analyses,
-    evaluate_in_process,
     lesion_plan,
 )
-from analysis.segregation.task_groups import eval_sets, label_space_grouping, random_grouping
+from analysis.segregation.reference import eval_sets, reference_analysis
+from analysis.segregation.task_groups import label_space_grouping, random_grouping
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
 from sweeps.engine import class_lesion_sweep
@@ -47,7 +48,7 @@ def analyses_of(model, train, groupings) -> list[Analysis]:
 
 
 @pytest.mark.parametrize("heads", [OutputHeads(), OutputHeads((3, 3))], ids=["shared", "separate"])
-def test_all_analyses_at_once_give_todays_tables_row_for_row(heads):
+def test_all_analyses_at_once_give_the_definitions_tables_row_for_row(heads):
     train, test = tiny_images(seed=41, counts={"a": 30, "b": 24}), tiny_images(seed=42, counts={"a": 17, "b": 12})
     model = centred(tiny_vgg(seed=43, batch_norm=True), torch.cat([pair[0] for pair in test.values()]))
     groupings = [label_space_grouping(LABEL_SPACE), random_grouping(LABEL_SPACE, 1), random_grouping(LABEL_SPACE, 2)]
@@ -56,7 +57,7 @@ def test_all_analyses_at_once_give_todays_tables_row_for_row(heads):
     settings = EvaluationSettings(images_per_pass=7, lesions_per_pass=5)
     new = evaluate_analyses(model, list(sources.values()), analyses, LABEL_SPACE, 5, heads, settings)
     for analysis, frame in zip(analyses, new):
-        old = evaluate_in_process(model, eval_sets(sources, analysis.grouping, LABEL_SPACE), analysis.plan, 13, heads)
+        old = reference_analysis(model, eval_sets(sources, analysis.grouping, LABEL_SPACE), analysis.plan, 13, heads)
         pd.testing.assert_frame_equal(frame, old)
         tables = [segregation_tables(f, list(analysis.grouping), n_bootstraps=20, seed=0) for f in (frame, old)]
         for name in ("accuracy", "drops", "segregation"):

@@ -25,8 +25,8 @@ import torch
 from helpers_analysis import CLASSES, accuracy, duplicated_network, joined_network, task_images, train_single_task
 
 from analysis.segregation.indices import segregation_tables
-from analysis.segregation.lesion_eval import INTACT_UNIT, TensorSource, Unit, evaluate_in_process, lesion_plan
-from analysis.segregation.task_groups import Grouping, eval_sets, label_space_grouping, random_grouping, regroup
+from analysis.segregation.lesion_eval import INTACT_UNIT, Analysis, TensorSource, Unit, evaluate_analyses, lesion_plan
+from analysis.segregation.task_groups import Grouping, label_space_grouping, random_grouping, regroup
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.engine import lesion_sweep
@@ -81,8 +81,8 @@ def analyse(network, train, test, grouping: Grouping | None = None, layers=CONV_
     ranking = oneshot_ranking(lesion_sweep(network, regroup(train, grouping), layers=list(layers), batch_size=64))
     units = [INTACT_UNIT] + [Unit(layer, task) for layer in layers for task in grouping]
     plan = lesion_plan(ranking, units, [FRACTION])
-    sources = {task: TensorSource(images, labels) for task, (images, labels) in test.items()}
-    predictions = evaluate_in_process(network, eval_sets(sources, grouping, LABEL_SPACE), plan)
+    sources = [TensorSource(*test[task]) for task in LABEL_SPACE.tasks]
+    [predictions] = evaluate_analyses(network, sources, [Analysis(grouping, plan)], LABEL_SPACE)
     return segregation_tables(predictions, list(grouping), n_bootstraps=300, seed=0)
 
 

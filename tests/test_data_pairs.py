@@ -107,7 +107,7 @@ def _segregation_runs_on(data: DataDir, tasks: list[str], tmp_path: Path) -> Non
     from helpers_train import tiny_config
 
     from analysis.segregation.indices import segregation_tables
-    from analysis.segregation.lesion_eval import INTACT_UNIT, EvalSet, TensorSource, Unit, evaluate_in_process
+    from analysis.segregation.lesion_eval import INTACT_UNIT, Analysis, TensorSource, Unit, evaluate_analyses
     from analysis.segregation.task_groups import label_space_grouping
     from data_pipeline.sample import sample_images
     from lightning_modules.checkpoint import build_model
@@ -116,22 +116,13 @@ def _segregation_runs_on(data: DataDir, tasks: list[str], tmp_path: Path) -> Non
     label_space = data.label_space(tasks)
     torch.manual_seed(0)
     model = build_model(label_space, config.model).eval()
-    names = np.array([name for classes in label_space.classes for name in classes])
-    sets = [
-        EvalSet(
-            task,
-            (
-                TensorSource(
-                    *sample_images(data, task, "test", None, 0, config.data.resolution, label_space=label_space)
-                ),
-            ),
-            torch.from_numpy(labels).long(),
-            names,
-        )
-        for task, labels in label_space_grouping(label_space).items()
+    sources = [
+        TensorSource(*sample_images(data, task, "test", None, 0, config.data.resolution, label_space=label_space))
+        for task in label_space.tasks
     ]
     plan = {INTACT_UNIT: {0.0: []}, **{Unit("conv1_1", task): {0.5: [0, 1]} for task in tasks}}
-    predictions = evaluate_in_process(model, sets, plan, batch_size=4)
+    analysis = Analysis(label_space_grouping(label_space), plan)
+    [predictions] = evaluate_analyses(model, sources, [analysis], label_space, batch_size=4)
     assert len(predictions) == 3 * sum(data.counts(task)["test"] for task in tasks)
     assert set(predictions[predictions.eval_task == tasks[0]]["class"]) == set(data.classes(tasks[0]))
     segregation = segregation_tables(predictions, tasks, n_bootstraps=10, seed=0)["segregation"]

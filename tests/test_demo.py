@@ -92,15 +92,15 @@ def test_demo_runs_every_stage_and_resumes(
     counts = {stage: len(files) for stage, files in stamps.items()}
     # 2 tasks x (3 + 5 held-out classes) x (12 + 6) or 6 images; per task train/val/test/heldout and the pool's
     # train/val/test; best and last of 3 runs; intact + one-shot chunks of 16 filters (7 layers of at most 16, 6 of
-    # 32); intact + 13 layers x 2 (pseudo-)tasks, twice; decoding's folds and summary; RSA's per participant and
-    # summary tables; one visualisation grid per task
+    # 32); one slice of each task's 18 test images (every condition), twice; decoding's folds and summary; RSA's per
+    # participant and summary tables; one visualisation grid per task
     assert counts == {
         "images": 2 * (3 * 18 + 5 * 6),
         ".beton files": 2 * 4 + 3,
         "training": 6,
         "sweep": 1 + 7 + 6 * 2,
-        "segregation units": 1 + 26,
-        "random-task control units": 1 + 26,
+        "segregation units": 2,
+        "random-task control units": 2,
         "decoding": 2,
         "RSA": 2,
         "visualisation": 2,

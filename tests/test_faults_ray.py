@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,7 @@ from helpers_train import ROOT, build_tiny_data, untrained_checkpoint
 
 from analysis.segregation.run import SegregationSettings, run_segregation
 from common.io import read_json
+from common.ray_runner import Resources
 from common.redact import REDACTED
 from specialize.cli import main
 from sweeps.distributed import run_sweep
@@ -61,8 +63,18 @@ SWEEP_OPTIONS = (
     "--no-progress",
 )
 FRACTIONS = (0.0, 0.1, 0.3, 0.5)
-SEGREGATION = SegregationSettings(fractions=FRACTIONS, n_bootstraps=100, batch_size=16)
-SEGREGATION_OPTIONS = ("--fractions", ",".join(map(str, FRACTIONS)), "--bootstraps", 100, "--batch-size", 16)
+# 64 test images per task in slices of 16: 8 units, each a slice with every condition
+SEGREGATION = SegregationSettings(fractions=FRACTIONS, n_bootstraps=100, batch_size=16, images_per_unit=16)
+SEGREGATION_OPTIONS = (
+    "--fractions",
+    ",".join(map(str, FRACTIONS)),
+    "--bootstraps",
+    100,
+    "--batch-size",
+    16,
+    "--images-per-unit",
+    16,
+)
 TABLES = ("predictions", "accuracy", "drops", "segregation", "tasks")
 
 
@@ -132,13 +144,13 @@ def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_unint
     out = tmp_path / "segregation"
     command = specialize("segregation", "--sweep", sweep, "--out", out, "--address", ray_address, *SEGREGATION_OPTIONS)
     units = out / "units"
-    assert run_until(command, count_at_least(units, "*.parquet", 1))  # among the units (5 in all)
+    assert run_until(command, count_at_least(units, "*.parquet", 1))  # among the units (8 in all)
     assert not damaged_files(out)
     finished = mtimes(units.glob("*.parquet"))
-    assert 0 < len(finished) < 5
+    assert 0 < len(finished) < 8
     stop = threading.Event()
     with ThreadPoolExecutor(1) as pool:  # the rerun also loses a Ray worker in the middle of a unit
-        killer = pool.submit(kill_first_process, "evaluate_on_worker", stop)
+        killer = pool.submit(kill_first_process, "answer_slice", stop)
         assert run_until(command, exists(out / "predictions.parquet"))  # before the tables and figures
         stop.set()
         killed_pid = killer.result()
@@ -154,7 +166,8 @@ def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_unint
 def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ray_address, tmp_path):
     data, checkpoint = trained
     damaged_sweep = shutil.copytree(sweep, tmp_path / "sweep")
-    (damaged_sweep / "ranking.parquet").unlink()  # killed before its last write: the chunks are its resume state
+    for name in ("ranking.parquet", "manifest.json"):  # killed before its last writes: the chunks are its resume state
+        (damaged_sweep / name).unlink()
     chunk, intact = (
         damaged_sweep / "chunks" / "oneshot" / "conv5_3_0001.parquet",
         damaged_sweep / "chunks" / "intact.parquet",
@@ -168,12 +181,21 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
 
     damaged = shutil.copytree(segregation, tmp_path / "segregation")
     (damaged / "manifest.json").unlink()  # killed before its last write: the units are its resume state
-    unit = damaged / "units" / "conv5_3__object.parquet"
+    unit = damaged / "units" / "object_00000016.parquet"
     unit.write_bytes(unit.read_bytes()[:-100])
     kept = mtimes(path for path in (damaged / "units").glob("*.parquet") if path != unit)
     run_segregation(sweep, damaged, settings=SEGREGATION, address=ray_address)
     assert mtimes(kept) == kept and not damaged_files(damaged)
     assert_same_tables(damaged, segregation, TABLES)
+
+
+def test_one_ray_worker_gives_the_tables_of_two(sweep, segregation, ray_address, tmp_path):
+    """The uninterrupted analysis ran its 8 slices on two workers at once (1 CPU each of the 2); one worker at a time
+    (2 CPUs per task) gives the same tables."""
+    one = tmp_path / "one_worker"
+    run_segregation(sweep, one, settings=replace(SEGREGATION, resources=Resources(cpus=2)), address=ray_address)
+    assert len(list((one / "units").glob("*.parquet"))) == 8
+    assert_same_tables(one, segregation, TABLES)
 
 
 def wait_for_trials_to_die(timeout: float = 60) -> None:

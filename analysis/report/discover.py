@@ -3,7 +3,7 @@
 A run directory is one with a `manifest.json` that has a `kind` (train, lesion_sweep, segregation, data, synth,
 study, decoding, ...; written when the run has finished). The search descends through directories without a
 manifest (a demo directory, `train/`, `trials/`) and into a study and its trials, but not into other run
-directories, whose subdirectories are their own working state (a segregation's `pseudo_sweep/`, a decoding's
+directories, whose subdirectories are their own working state (a segregation's `units/`, a decoding's
 `activations/`). Data directories that runs name in their manifest (`data`) are added when they exist, so a study's
 report shows the data it was trained on.
 """

@@ -30,8 +30,10 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
         "segregation",
         help="lesion each task's top filters per layer; segregation index with bootstrap CIs",
         description="For every swept layer and task, lesion the top fraction of the layer's filters in that task's "
-        "ranking and classify the full test split of every task; report normalised performance, "
-        "proportional drops and the segregation index per layer with hierarchical-bootstrap 95%% CIs. "
+        "ranking and classify the full test split of every task (every condition from one pass of the intact "
+        "network per batch, each test image read once; Ray tasks take slices of the test images); report "
+        "normalised performance, proportional drops and the segregation index per layer with hierarchical-bootstrap "
+        "95%% CIs. "
         "Accuracy is top-1 over all outputs (tables also give it restricted to each task's outputs). "
         "Resumable: rerun the same command to continue.",
     )
@@ -66,12 +68,24 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--random-tasks",
         action="store_true",
-        help="control: split all classes at random into pseudo-tasks of the original sizes, "
-        "rank filters for them with the sweep engine, and analyse those",
+        help="control: split all classes at random into pseudo-tasks of the original sizes, rank filters for them "
+        "from the sweep's per-class table (no second sweep; a greedy sweep's control runs greedy rounds of its own), "
+        "and analyse those",
     )
     parser.add_argument("--figure-layer", help="layer of the normalised-performance figure (default: the last swept)")
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="images per forward pass (default: %(default)s)"
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="test images read per batch; the evaluation engine plans its passes within half the free memory of "
+        "a task's device (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images-per-unit",
+        type=int,
+        default=defaults.images_per_unit,
+        help="test images per Ray task (a slice of one task's test file, evaluated under every condition); does not "
+        "change the results (default: %(default)s)",
     )
     add_ray_arguments(parser)
     parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
@@ -96,6 +110,7 @@ def run_segregation_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         random_tasks=args.random_tasks,
         batch_size=args.batch_size,
+        images_per_unit=args.images_per_unit,
         figure_layer=args.figure_layer,
         resources=Resources.from_args(args),
     )

@@ -1,32 +1,29 @@
-"""Per-image predictions of a network with a layer's top-ranked filters lesioned, fanned out with Ray and resumable.
+"""Per-image predictions of networks with a layer's top-ranked filters lesioned: every condition from one read of
+the test set, fanned out over Ray by slices of the test images, resumable.
 
-Two ways to the same predictions:
+An `Analysis` is a grouping of the classes into tasks (the network's own tasks, or a control partition) with its
+plan: per unit (the intact network, or a layer and the task whose top filters are lesioned) the filters lesioned at
+each fraction (`lesion_plan`). The evaluation engine (`sweeps.evaluation.evaluate_lesions`) answers every readout of
+every analysis (all layers, lesioned tasks, fractions, and each analysis' own tasks) on a batch of test images from
+one pass of the intact network, and `analysis_predictions` deals the answers into each analysis' prediction table:
+rows by unit, fraction and task of the grouping, that task's images in order (numbered within the task). The table
+is the one the definition gives (`analysis.segregation.reference`: one full forward pass per condition), row for row.
 
-- per unit (today's stage, `evaluate_with_ray` / `evaluate_in_process`): a unit of work is one (layer, lesioned
-  task); the top fraction of that layer's filters in the task's ranking is lesioned and every task's full test set
-  is classified by the definition (`sweeps.reference.reference_predictions`: a hook, one full forward pass per
-  fraction; each batch is read once per unit and classified at every fraction);
-- every analysis at once (`evaluate_analyses`): the evaluation engine (`sweeps.evaluation`) reads each test image
-  once and answers every condition of every `Analysis` (the network's own tasks and any number of control
-  partitions, each with its plan of lesions) from one pass of the intact network per batch. The tables are the
-  same, row for row.
-
-One more unit holds the intact network's predictions. Each finished unit is written atomically to
-`<out>/units/<layer>__<task>.parquet`; a rerun skips the units already there.
-
-Test sets are streamed, never held whole: an `EvalSet` names its image sources (a real task's test .beton,
-read in file order with the eval transform, `BetonSource`; or tensors already in memory, `TensorSource`) and
-keeps, batch by batch, the images of its own classes (a pseudo-task of the random-task control draws on
-several real tasks' files). Images are regrouped into batches of exactly `batch_size` (as if the kept images
-were one tensor cut into batches), so memory is bounded by the batch size and only per-image predictions
-are kept. Ray tasks receive the sources' paths, not images.
+The test images are every real task's test .beton, read in file order with the eval transform (`BetonSource`), in
+label-space order. `evaluate_with_ray` cuts them into slices of at most `images_per_unit` images within one file
+(`image_slices`): a unit of work is one slice with all its conditions, so work spreads evenly over any number of
+workers and each image is read and decoded once in the whole run. Each finished unit's answers are written
+atomically to `<out>/units/<task>_<first image>.parquet`; a rerun skips the units already there, and Ray retries a
+unit whose worker died. The slices depend only on the test set and `images_per_unit`, so the tables do not depend on
+the number of workers. Memory is bounded by the engine's plan and the read batch, whatever the test-set size; only
+the answers (8 bytes per readout and image) are kept.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
@@ -37,15 +34,14 @@ import pandas as pd
 import torch
 
 from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
-from analysis.segregation.settings import DEFAULT_BATCH_SIZE
+from analysis.segregation.settings import DEFAULT_BATCH_SIZE, DEFAULT_IMAGES_PER_UNIT
 from common.ray_runner import Resources, WorkUnit, run_units
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
 from lightning_modules.vgg import VGG
-from sweeps.devices import on_device
+from sweeps.class_totals import Grouping
 from sweeps.evaluation import INTACT, Answers, EvaluationSettings, Lesion, Readout, evaluate_lesions
-from sweeps.reference import reference_predictions
-from sweeps.stimuli import Batch, rebatch
+from sweeps.stimuli import Batch
 
 
 class ImageSource(Protocol):
@@ -58,18 +54,34 @@ class ImageSource(Protocol):
 @dataclass(frozen=True)
 class BetonSource:
     """One real task's split in a .beton, read in file order with the eval transform, labels shifted by
-    `label_offset`."""
+    `label_offset`: its images `start` to `stop` (default: all)."""
 
     path: str
     label_offset: int
     resolution: int
     num_workers: int | None = None
+    start: int = 0
+    stop: int | None = None
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """The split's images in file order, one copied batch at a time."""
+        """The images in file order, one copied batch at a time."""
         from data_pipeline.sample import stream_batches
 
-        return stream_batches(self.path, self.resolution, batch_size, self.label_offset, num_workers=self.num_workers)
+        indices = None if self.start == 0 and self.stop is None else range(self.start, self.length())
+        return stream_batches(
+            self.path, self.resolution, batch_size, self.label_offset, indices=indices, num_workers=self.num_workers
+        )
+
+    def length(self) -> int:
+        """One past the last image read: `stop`, or the file's image count."""
+        from data_pipeline.sample import num_samples
+
+        return self.stop if self.stop is not None else num_samples(self.path)
+
+    def slices(self, size: int) -> list[BetonSource]:
+        """The file's images in consecutive slices of at most `size`."""
+        end = self.length()
+        return [replace(self, start=first, stop=min(first + size, end)) for first in range(self.start, end, size)]
 
 
 @dataclass(frozen=True)
@@ -86,39 +98,11 @@ class TensorSource:
 
 
 @dataclass(frozen=True)
-class EvalSet:
-    """One (pseudo-)task's test set: the images of its classes (`outputs`, global labels, also its output units)
-    among `sources`, in source order; `class_names` names every global label."""
-
-    task: str
-    sources: tuple[ImageSource, ...]
-    outputs: torch.Tensor
-    class_names: np.ndarray
-
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """The task's images in order, in batches of exactly `batch_size` (the last one may be smaller)."""
-        streamed = chain.from_iterable(source.batches(batch_size) for source in self.sources)
-        return rebatch(
-            (
-                (images[keep], labels[keep])
-                for images, labels in streamed
-                for keep in [torch.isin(labels, self.outputs)]
-            ),
-            batch_size,
-        )
-
-
-@dataclass(frozen=True)
 class Unit:
-    """One unit of work: a layer and the task whose top filters are lesioned (or the intact network)."""
+    """What one condition lesions: a layer's top filters for a task (or nothing: the intact network)."""
 
     layer: str
     task: str
-
-    @property
-    def name(self) -> str:
-        """File name stem of the unit's predictions."""
-        return f"{self.layer}__{self.task}"
 
 
 INTACT_UNIT = Unit(INTACT_LAYER, NO_TASK)
@@ -182,49 +166,6 @@ def predictions_frame(
     )
 
 
-def evaluate_unit(
-    model: VGG,
-    eval_sets: Sequence[EvalSet],
-    unit: Unit,
-    filters_by_fraction: Mapping[float, Sequence[int]],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    heads: OutputHeads = OutputHeads(),
-) -> pd.DataFrame:
-    """Predictions on every evaluated task with the unit's filters lesioned at each fraction; rows by fraction, then
-    task, then image. Each task's test set is streamed once, in batches, for all fractions."""
-    model.eval()
-    lesions = {
-        fraction: ({unit.layer: filters} if unit != INTACT_UNIT else {})
-        for fraction, filters in filters_by_fraction.items()
-    }
-    predicted = [
-        reference_predictions(model, eval_set.batches(batch_size), eval_set.outputs, lesions, heads)
-        for eval_set in eval_sets
-    ]
-    return pd.concat(
-        [
-            predictions_frame(unit, fraction, eval_set.task, eval_set.class_names, *by_fraction[fraction])
-            for fraction in lesions
-            for eval_set, by_fraction in zip(eval_sets, predicted)
-        ],
-        ignore_index=True,
-    )
-
-
-def evaluate_in_process(
-    model: VGG,
-    eval_sets: Sequence[EvalSet],
-    plan: Mapping[Unit, Mapping[float, Sequence[int]]],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    heads: OutputHeads = OutputHeads(),
-) -> pd.DataFrame:
-    """All units' predictions in this process (no Ray, nothing written): for tests and small jobs."""
-    return pd.concat(
-        [evaluate_unit(model, eval_sets, unit, filters, batch_size, heads) for unit, filters in plan.items()],
-        ignore_index=True,
-    )
-
-
 @dataclass(frozen=True)
 class Analysis:
     """One segregation analysis to evaluate: its tasks (a grouping of the model's classes: its own tasks, or a control
@@ -253,9 +194,9 @@ def evaluate_analyses(
     heads: OutputHeads = OutputHeads(),
     settings: EvaluationSettings = EvaluationSettings(),
 ) -> list[pd.DataFrame]:
-    """Every analysis' predictions, each as `evaluate_in_process` gives them on the analysis' `eval_sets`, from one
-    read of the test images: `sources` hold every real task's test images, in label-space order (read in batches of
-    `batch_size`; the engine plans its own passes)."""
+    """Every analysis' prediction table, in this process (no Ray, nothing written: tests, benchmarks, small jobs),
+    from one read of the test images: `sources` hold every real task's test images, in label-space order (read in
+    batches of `batch_size`; the engine plans its own passes)."""
     batches = chain.from_iterable(source.batches(batch_size) for source in sources)
     groupings = [analysis.grouping for analysis in analyses]
     answers = evaluate_lesions(model, batches, analysis_readouts(analyses), groupings, heads, settings)
@@ -264,7 +205,7 @@ def evaluate_analyses(
 
 def analysis_predictions(answers: Answers, analyses: Sequence[Analysis], names: np.ndarray) -> list[pd.DataFrame]:
     """Each analysis' prediction rows from the engine's answers to `analysis_readouts(analyses)` on all test images:
-    by unit, fraction and task of the analysis' grouping, that task's images in order (as its eval set streams them)."""
+    by unit, fraction and task of the analysis' grouping, that task's images in order."""
     frames, readout = [], 0
     for analysis in analyses:
         members = {task: np.isin(answers.labels, classes) for task, classes in analysis.grouping.items()}
@@ -285,45 +226,58 @@ def class_names(label_space: LabelSpace) -> np.ndarray:
     return np.asarray([name for classes in label_space.classes for name in classes], dtype=object)
 
 
-def unit_path(units_dir: Path, unit: Unit) -> Path:
-    """Where a unit's predictions are stored."""
-    return units_dir / f"{unit.name}.parquet"
+def image_slices(
+    sources: Mapping[str, BetonSource], images_per_unit: int = DEFAULT_IMAGES_PER_UNIT
+) -> dict[str, BetonSource]:
+    """The units of work: each real task's test images (`sources`, in label-space order) in slices of at most
+    `images_per_unit`, keyed by their file name stem `<task>_<first image>`, in order."""
+    return {
+        f"{task}_{part.start:08d}": part for task, source in sources.items() for part in source.slices(images_per_unit)
+    }
 
 
-def evaluate_on_worker(
+def answer_slice(
     model: VGG,
-    eval_sets: Sequence[EvalSet],
-    unit: Unit,
-    filters_by_fraction: Mapping[float, Sequence[int]],
-    batch_size: int,
+    source: ImageSource,
+    readouts: Sequence[Readout],
+    groupings: Sequence[Grouping],
     heads: OutputHeads,
+    settings: EvaluationSettings,
+    batch_size: int,
 ) -> pd.DataFrame:
-    """`evaluate_unit` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
+    """A Ray task: the answers of every readout on one slice of the test images (`Answers.frame`), on the GPU Ray
+    assigned to it, or the CPU."""
     from common.ray_runner import worker_device
 
-    with on_device(model, worker_device()) as (net, _):
-        return evaluate_unit(net, eval_sets, unit, filters_by_fraction, batch_size, heads)
+    batches = source.batches(batch_size)
+    return evaluate_lesions(model, batches, readouts, groupings, heads, settings, worker_device()).frame()
 
 
 def evaluate_with_ray(
     model: VGG,
-    eval_sets: Sequence[EvalSet],
-    plan: Mapping[Unit, Mapping[float, Sequence[int]]],
+    slices: Mapping[str, ImageSource],
+    analyses: Sequence[Analysis],
+    label_space: LabelSpace,
     units_dir: Path,
     resources: Resources = Resources(),
     batch_size: int = DEFAULT_BATCH_SIZE,
     heads: OutputHeads = OutputHeads(),
-) -> pd.DataFrame:
-    """Evaluate the units not yet stored in `units_dir` as Ray tasks, writing each as it finishes; return all units.
+    settings: EvaluationSettings = EvaluationSettings(),
+) -> list[pd.DataFrame]:
+    """Every analysis' prediction table (as `evaluate_analyses`): the slices of the test images (`image_slices`, in
+    order) not yet answered in `units_dir` as Ray tasks, each written as it finishes, then all joined in order.
 
     Needs a Ray session (`common.ray_runner.ray_session`).
     """
     import ray
 
-    model_ref, sets_ref = ray.put(model), ray.put(list(eval_sets))
+    readouts = analysis_readouts(analyses)
+    groupings = [dict(analysis.grouping) for analysis in analyses]
+    model_ref = ray.put(model)
     units = [
-        WorkUnit(unit_path(units_dir, unit), (model_ref, sets_ref, unit, dict(filters), batch_size, heads))
-        for unit, filters in plan.items()
+        WorkUnit(units_dir / f"{name}.parquet", (model_ref, source, readouts, groupings, heads, settings, batch_size))
+        for name, source in slices.items()
     ]
-    run_units(evaluate_on_worker, units, resources, "lesioned evaluations")
-    return pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
+    run_units(answer_slice, units, resources, "lesioned evaluations", unit_name="slice")
+    answers = Answers.concat([Answers.from_frame(pd.read_parquet(unit.path), len(readouts)) for unit in units])
+    return analysis_predictions(answers, analyses, class_names(label_space))

@@ -1,12 +1,18 @@
 """The segregation analysis of a lesion sweep: top-fraction lesions, per-image predictions, indices with CIs, figures.
 
-`run_segregation(sweep_dir, out_dir, ...)` reads the sweep (its checkpoint, data and ranking.parquet), and for
-every swept layer and every task T lesions the top fraction of the layer's filters in T's ranking, then
-classifies the full test split of every task (Ray tasks per (layer, T), resumable). Each unit streams the
-test .beton files in batches of --batch-size (file order, eval transform), so memory does not grow with the
-test set; only per-image predictions are kept. From the per-image
-predictions it computes accuracies, normalised performance, proportional drops d(X|Y) and the segregation
-index of every pair of tasks, each with a hierarchical-bootstrap 95% interval (`analysis.segregation.indices`).
+`run_segregation(sweep_dir, out_dir, ...)` reads the sweep (its checkpoint, data, ranking.parquet and per-class
+table), and for every swept layer and every task T lesions the top fraction of the layer's filters in T's ranking,
+then classifies the full test split of every task. The evaluation engine answers every condition (all layers,
+lesioned tasks and fractions) from one pass of the intact network per batch of test images; on Ray, a unit of work is
+a slice of the test images with all its conditions (`analysis.segregation.lesion_eval`: resumable, each image read
+and decoded once in the whole run), and only per-image predictions are kept. From them it computes accuracies,
+normalised performance, proportional drops d(X|Y) and the segregation index of every pair of tasks, each with a
+hierarchical-bootstrap 95% interval (`analysis.segregation.indices`).
+
+The random-task control (`--random-tasks`) ranks filters for its pseudo-tasks from the sweep's per-class table, with
+no second sweep: the ranking a sweep of the same training images regrouped into the pseudo-tasks gives. A greedy
+sweep's control still needs greedy rounds of its own (each round lesions filters on top of those already chosen for
+one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/.
 
 Accuracy is the network's top-1 answer (scope "all_outputs", used by the summary and figures): over all outputs
 (METHOD's measure) for a shared output layer, over the outputs of the image's own head for `model.heads: separate`,
@@ -14,14 +20,15 @@ which is how such a network answers. The tables also hold every quantity for top
 task's own outputs (scope "task_outputs").
 
 Output directory:
-  units/<layer>__<task>.parquet   finished units (resume skips them)
+  units/<task>_<first image>.parquet   answers of a finished slice of the test images (resume skips them)
   predictions.parquet             per image: layer, lesioned_task, fraction, eval_task, image, class, label,
                                   prediction, correct (+ prediction_within_task, correct_within_task);
                                   the intact network has layer "intact", lesioned_task "none", fraction 0
   accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
   tasks.parquet                   the classes of each analysed task (the pseudo-tasks of --random-tasks)
-  pseudo_sweep/                   --random-tasks: the sweep that ranks filters for the pseudo-tasks
-  summary.json, figures/*.png|svg, config.json, manifest.json
+  ranking.parquet                 the filter ranking of the analysed tasks (the sweep's, or the pseudo-tasks')
+  pseudo_greedy/                  --random-tasks of a greedy sweep: the pseudo-tasks' greedy rounds
+  summary.json, figures/*.png|svg, config.json (with the memory budget of the evaluation), manifest.json
 """
 
 from __future__ import annotations
@@ -36,22 +43,26 @@ import pandas as pd
 
 from analysis import figures
 from analysis.segregation.indices import INTACT_LAYER, segregation_tables
-from analysis.segregation.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
-from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
-from analysis.segregation.task_groups import (
-    Grouping,
-    eval_sets,
-    grouping_table,
-    label_space_grouping,
-    random_grouping,
-    regroup,
+from analysis.segregation.lesion_eval import (
+    INTACT_UNIT,
+    Analysis,
+    BetonSource,
+    Unit,
+    evaluate_with_ray,
+    image_slices,
+    lesion_plan,
 )
+from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
+from analysis.segregation.task_groups import Grouping, grouping_table, label_space_grouping, random_grouping, regroup
 from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, write_json, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
+from sweeps.class_totals import ClassTotals
+from sweeps.evaluation import EvaluationSettings
+from sweeps.settings import SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation")
 
@@ -70,6 +81,22 @@ class Sweep:
         """The swept conv layers, in network order."""
         swept = set(self.ranking["layer"])
         return [layer for layer in CONV_LAYERS if layer in swept]
+
+    def class_totals(self) -> ClassTotals:
+        """The sweep's per-class table; UserError for a sweep without one."""
+        paths = [self.path / f"{name}.parquet" for name in ("class_losses", "class_intact")]
+        if not all(readable_parquet(path) for path in paths):
+            raise UserError(
+                f"{self.path} has no per-class table (class_losses.parquet, class_intact.parquet; sweeps made before "
+                "it was recorded lack it), which the random-task control ranks its pseudo-tasks from; "
+                "rerun `specialize lesion` into a new --out and pass that as --sweep"
+            )
+        return ClassTotals.from_frames(*(pd.read_parquet(path) for path in paths))
+
+    def settings(self, resources: Resources) -> SweepSettings:
+        """The sweep's settings, as recorded, run with `resources`."""
+        recorded = self.config["settings"]
+        return SweepSettings(**{**recorded, "layers": tuple(recorded["layers"]), "resources": resources})
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
@@ -91,35 +118,28 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     )
 
 
-def pseudo_task_ranking(
-    loaded: Any, sweep: Sweep, data_dir: str, grouping: Grouping, out: Path, resources: Resources
+def control_ranking(
+    loaded: Any, sweep: Sweep, table: ClassTotals, data_dir: str, grouping: Grouping, out: Path, resources: Resources
 ) -> pd.DataFrame:
-    """Rank filters for the pseudo-tasks with the sweep engine, on the sweep's training images regrouped.
+    """Filter rankings of the pseudo-tasks of `grouping`, by the sweep's method.
 
-    Same images (seeded sample per real task), same ranking method and layers as the original sweep;
-    resumable in `out`.
+    One-shot: from the sweep's per-class table, no second sweep (equal to a sweep of the sweep's training images
+    regrouped into the pseudo-tasks). Greedy: round 0 from the table, then greedy rounds of their own on the regrouped
+    images (same seeded sample per real task, same settings as the sweep), resumable in `out`. `table`: the sweep's
+    per-class table.
     """
-    from sweeps.distributed import distributed_sweep, training_images
-    from sweeps.settings import SweepSettings
+    from sweeps.ranking import oneshot_ranking
 
-    settings = SweepSettings(
-        images_per_task=int(sweep.manifest["images_per_task"]),
-        seed=int(sweep.manifest["seeds"]["images"]),
-        layers=tuple(sweep.layers),
-        ranking=sweep.manifest.get("ranking", "oneshot"),
-        resources=resources,
-    )
-    images = training_images(loaded, data_dir, settings.images_per_task, settings.seed)
-    identity = {
-        "checkpoint_sha256": loaded.sha256,
-        "data": data_dir,
-        "source_sweep": str(sweep.path.resolve()),
-        "grouping": {task: [int(label) for label in labels] for task, labels in grouping.items()},
-    }
-    _, ranking = distributed_sweep(
-        loaded.model, regroup(images, grouping), out, settings, identity, heads=loaded.output_heads
-    )
-    return ranking
+    oneshot = table.task_losses(grouping)
+    if sweep.manifest.get("ranking", "oneshot") != "greedy":
+        return oneshot_ranking(oneshot)
+    from sweeps.distributed import ChunkRunner, greedy_rankings, training_images
+    from sweeps.stimuli import Stimuli
+
+    settings = sweep.settings(resources)
+    images = regroup(training_images(loaded, data_dir, settings.images_per_task, settings.seed), grouping)
+    runner = ChunkRunner(out, loaded.model, Stimuli.from_tasks(images), settings, True, loaded.output_heads)
+    return greedy_rankings(runner, loaded.model, grouping, table.frames()[1], oneshot)
 
 
 def beton_sources(loaded: Any, data_dir: str) -> dict[str, BetonSource]:
@@ -131,6 +151,15 @@ def beton_sources(loaded: Any, data_dir: str) -> dict[str, BetonSource]:
         task: BetonSource(str(data.beton(task, "test")), loaded.label_space.offset(task), resolution)
         for task in loaded.label_space.tasks
     }
+
+
+def evaluation_budget(stage: StageDir, resources: Resources) -> int:
+    """The evaluation's memory budget (bytes per Ray task): the one recorded when the analysis in `stage` began, so
+    a resumed analysis plans its passes as before; else half the free memory of the device a task gets."""
+    from sweeps.distributed import task_budget
+
+    recorded = stage.recorded() or {}
+    return int(recorded["memory_budget"]) if recorded.get("memory_budget") else task_budget(resources)
 
 
 def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
@@ -233,27 +262,41 @@ def run_segregation(
     ).check()
     if stage.finished:
         return read_json(stage.path / "summary.json")
-    out = stage.start(
-        {
-            "sweep": str(sweep.path.resolve()),
-            "out": str(stage.path.resolve()),
-            "address": address,
-            "wandb": asdict(wandb),
-            **asdict(settings),
-        }
-    )
+    if settings.random_tasks:
+        grouping, table = random_grouping(loaded.label_space, settings.seed), sweep.class_totals()
+    else:
+        grouping, table = label_space_grouping(loaded.label_space), None
     with ray_session(address):
-        if settings.random_tasks:
-            grouping = random_grouping(loaded.label_space, settings.seed)
-            ranking = pseudo_task_ranking(loaded, sweep, data, grouping, out / "pseudo_sweep", settings.resources)
-        else:
-            grouping, ranking = label_space_grouping(loaded.label_space), sweep.ranking
-        sets: list[EvalSet] = eval_sets(beton_sources(loaded, data), grouping, loaded.label_space)
+        budget = evaluation_budget(stage, settings.resources)
+        out = stage.start(
+            {
+                "sweep": str(sweep.path.resolve()),
+                "out": str(stage.path.resolve()),
+                "address": address,
+                "wandb": asdict(wandb),
+                **asdict(settings),
+                "memory_budget": budget,
+            }
+        )
+        ranking = (
+            control_ranking(loaded, sweep, table, data, grouping, out / "pseudo_greedy", settings.resources)
+            if settings.random_tasks
+            else sweep.ranking
+        )
+        write_parquet(out / "ranking.parquet", ranking)
         plan = lesion_plan(
             ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding
         )
-        predictions = evaluate_with_ray(
-            loaded.model, sets, plan, out / "units", settings.resources, settings.batch_size, loaded.output_heads
+        [predictions] = evaluate_with_ray(
+            loaded.model,
+            image_slices(beton_sources(loaded, data), settings.images_per_unit),
+            [Analysis(grouping, plan)],
+            loaded.label_space,
+            out / "units",
+            settings.resources,
+            settings.batch_size,
+            loaded.output_heads,
+            EvaluationSettings(memory_budget=budget),
         )
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))

@@ -16,7 +16,8 @@ from lightning_modules.layer_names import CONV_LAYERS
 # default; over the image's own head for `model.heads: separate`), or top-1 restricted to the evaluated task's outputs.
 SCOPES: dict[str, str] = {"all_outputs": "correct", "task_outputs": "correct_within_task"}
 DEFAULT_SCOPE = "all_outputs"
-DEFAULT_BATCH_SIZE = 256  # test images per forward pass
+DEFAULT_BATCH_SIZE = 256  # test images read (decoded) per batch; the evaluation engine plans its own passes
+DEFAULT_IMAGES_PER_UNIT = 1024  # test images per unit of work (a slice of one task's test file with every condition)
 # How a layer's top-fraction count is rounded: fraction x filters to the nearest integer, halves up (20% of 64 filters
 # -> 12.8 -> 13, the default), or down (-> 12). METHOD does not say; conv1 results depend on it.
 ROUNDINGS = ("nearest", "floor")
@@ -33,6 +34,7 @@ class SegregationSettings:
     random_tasks: bool = False
     level: float = 0.95
     batch_size: int = DEFAULT_BATCH_SIZE
+    images_per_unit: int = DEFAULT_IMAGES_PER_UNIT  # not part of the results, like the resources
     figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
     rounding: str = "nearest"  # of the top-fraction count of a layer (ROUNDINGS)
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
@@ -44,6 +46,7 @@ class SegregationSettings:
                 raise SettingError(key, f"must lie in [0, 1], not {outside[0]}")
         check_at_least("n_bootstraps", self.n_bootstraps, 1)
         check_at_least("batch_size", self.batch_size, 1)
+        check_at_least("images_per_unit", self.images_per_unit, 1)
         if not 0.0 < self.level < 1.0:
             raise SettingError("level", f"must lie in (0, 1), not {self.level}")
         check_choice("rounding", self.rounding, ROUNDINGS)
@@ -51,8 +54,9 @@ class SegregationSettings:
             check_choice("figure_layer", self.figure_layer, CONV_LAYERS)
 
     def result_fields(self) -> dict[str, Any]:
-        """Every setting but the resources: what the tables, summary and figures depend on."""
-        return {key: value for key, value in asdict(self).items() if key != "resources"}
+        """Every setting but how the work is spread (resources, images per unit): what the tables, summary and figures
+        depend on."""
+        return {key: value for key, value in asdict(self).items() if key not in ("resources", "images_per_unit")}
 
     @property
     def all_fractions(self) -> list[float]:

@@ -6,13 +6,10 @@ a seed and deals them into pseudo-tasks with as many classes as the original tas
 (pseudo1 has as many classes as the first task, and so on). Images keep their global labels, and accuracy
 over all outputs is unchanged; only which images and outputs count as one task changes.
 
-The control needs filter rankings of its own: the sweep ranked filters for the real tasks only. They come
-from the sweep engine (`sweeps.lesion_sweep`), run on the training-split images the sweep used (the same
-seeded sample per real task), regrouped into the pseudo-tasks: each filter's loss is then the mean
-cross-entropy over a pseudo-task's images, exactly as the sweep ranks a real task.
-
-Test sets are not regrouped in memory: `eval_sets` describes each analysed task by the real tasks' test
-sources it draws on, and the evaluation streams them, keeping the task's classes (`analysis.segregation.lesion_eval`).
+The control needs filter rankings of its own: the sweep ranked filters for the real tasks only. One-shot rankings
+come from the sweep's per-class table (`sweeps.class_totals`): a pseudo-task's loss with a filter lesioned is a sum
+over its classes, exactly what a sweep of the same training images regrouped into the pseudo-tasks (`regroup`)
+measures, so no second sweep runs. Greedy rankings need rounds of their own on the regrouped images.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.segregation.lesion_eval import EvalSet, ImageSource, class_names
 from data_pipeline.label_space import LabelSpace
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
@@ -55,26 +51,6 @@ def regroup(images_by_task: ImagesByTask, grouping: Grouping) -> dict[str, tuple
         keep = torch.from_numpy(np.isin(labels.numpy(), members))
         regrouped[task] = (images[keep], labels[keep])
     return regrouped
-
-
-def eval_sets(sources: Mapping[str, ImageSource], grouping: Grouping, label_space: LabelSpace) -> list[EvalSet]:
-    """Test sets of the grouping's tasks, from each real task's test images (`sources`, keyed by the label_space's
-    tasks).
-
-    A task's set draws on the real tasks holding any of its classes, in label-space order, and keeps the images of
-    its classes: the same images, in the same order, as `regroup` of the real tasks' test sets.
-    """
-    names = class_names(label_space)
-    origin = label_space.task_of(torch.arange(label_space.total_classes)).numpy()
-    return [
-        EvalSet(
-            task,
-            tuple(sources[real] for index, real in enumerate(label_space.tasks) if index in origin[members]),
-            torch.from_numpy(members).long(),
-            names,
-        )
-        for task, members in grouping.items()
-    ]
 
 
 def grouping_table(grouping: Grouping, label_space: LabelSpace) -> pd.DataFrame:
