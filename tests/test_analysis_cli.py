@@ -306,3 +306,26 @@ def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):
     )
     paths = plot_drop_heatmap(drops, tmp_path / "heatmap")
     assert [path.suffix for path in paths] == [".png", ".svg"] and all(path.stat().st_size > 0 for path in paths)
+
+
+def test_data_with_other_classes_than_the_checkpoints_is_refused_in_one_line(checkpoint, tmp_path, capsys):
+    from common.io import file_sha256, read_json, write_json
+
+    data, model = checkpoint
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    write_json(sweep_dir / "manifest.json", {"checkpoint": str(model), "checkpoint_sha256": file_sha256(model)})
+    write_json(sweep_dir / "config.json", {})
+    pd.DataFrame({"layer": ["conv1_1"], "task": ["face"], "rank": [0], "filter": [0]}).to_parquet(
+        sweep_dir / "ranking.parquet"
+    )
+    other = tmp_path / "other_data"  # a rebuilt directory whose face classes come in another order
+    other.mkdir()
+    manifest = read_json(data / "manifest.json")
+    manifest["tasks"]["face"]["classes"] = manifest["tasks"]["face"]["classes"][::-1]
+    write_json(other / "manifest.json", manifest)
+    out = tmp_path / "seg"
+    assert main(["segregation", "--sweep", str(sweep_dir), "--data", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task 'face'" in err and "other classes than the model was trained on" in err
+    assert len(err.splitlines()) == 1 and not out.exists()

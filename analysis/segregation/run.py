@@ -214,6 +214,7 @@ def run_segregation(
     W&B run) the figures, tables and the index of every layer also go to W&B.
     """
     from common.ray_runner import ray_session
+    from data_pipeline.data_dir import DataDir
     from lightning_modules.checkpoint import load_model
 
     sweep = read_sweep(sweep_dir)
@@ -221,6 +222,7 @@ def run_segregation(
     loaded = load_model(sweep.manifest["checkpoint"])
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
+    DataDir(data).check_serves(loaded.label_space)
     stage = StageDir(
         Path(out_dir),
         "segregation analysis",
