@@ -329,3 +329,19 @@ def test_data_with_other_classes_than_the_checkpoints_is_refused_in_one_line(che
     err = capsys.readouterr().err.strip()
     assert "task 'face'" in err and "other classes than the model was trained on" in err
     assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_fractions_past_a_greedy_sweeps_target_are_refused(tmp_path):
+    from analysis.segregation.run import Sweep, check_greedy_reach
+    from analysis.segregation.settings import SegregationSettings
+    from common.errors import UserError
+
+    ranking = pd.DataFrame({"layer": "conv1_1", "task": "face", "rank": range(64), "filter": range(64)})
+    greedy = Sweep(tmp_path, {"ranking": "greedy", "greedy_target": 0.2}, {}, ranking)
+    check_greedy_reach(greedy, SegregationSettings(fraction=0.2, fractions=(0.1,)))  # 13 of 64: chosen greedily
+    with pytest.raises(UserError, match=r"fraction 0.3 lesions 19 of conv1_1's 64 filters .* chose 13"):
+        check_greedy_reach(greedy, SegregationSettings(fractions=(0.3,)))
+    check_greedy_reach(
+        Sweep(tmp_path, {"ranking": "greedy", "greedy_target": 0.3}, {}, ranking), SegregationSettings(fractions=(0.3,))
+    )
+    check_greedy_reach(Sweep(tmp_path, {"ranking": "oneshot"}, {}, ranking), SegregationSettings(fractions=(0.5,)))

@@ -36,7 +36,15 @@ import pandas as pd
 
 from analysis import figures
 from analysis.segregation.indices import INTACT_LAYER, segregation_tables
-from analysis.segregation.lesion_eval import INTACT_UNIT, BetonSource, EvalSet, Unit, evaluate_with_ray, lesion_plan
+from analysis.segregation.lesion_eval import (
+    INTACT_UNIT,
+    BetonSource,
+    EvalSet,
+    Unit,
+    evaluate_with_ray,
+    lesion_count,
+    lesion_plan,
+)
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from analysis.segregation.task_groups import (
     Grouping,
@@ -52,6 +60,7 @@ from common.ray_runner import Resources
 from common.stage import StageDir
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
+from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
 
 TABLES = ("accuracy", "drops", "segregation")
 
@@ -70,6 +79,29 @@ class Sweep:
         """The swept conv layers, in network order."""
         swept = set(self.ranking["layer"])
         return [layer for layer in CONV_LAYERS if layer in swept]
+
+    @property
+    def greedy_target(self) -> float:
+        """The fraction of each layer a greedy ranking chose in rounds (sweeps before it was recorded: 0.2)."""
+        return float(self.manifest.get("greedy_target", GREEDY_TARGET_FRACTION))
+
+
+def check_greedy_reach(sweep: Sweep, settings: SegregationSettings) -> None:
+    """UserError when a fraction analysed lesions more of a layer than a greedy sweep chose in rounds: the ranks
+    past its target are one round's losses, not greedy choices."""
+    if sweep.manifest.get("ranking") != "greedy":
+        return
+    largest = max(settings.all_fractions)
+    for layer, rows in sweep.ranking.groupby("layer", sort=False):
+        filters = int(rows["filter"].nunique())
+        chosen = GreedySchedule.for_layer(filters, target_fraction=sweep.greedy_target).target
+        if lesion_count(largest, filters, settings.rounding) > chosen:
+            raise UserError(
+                f"fraction {largest} lesions {lesion_count(largest, filters, settings.rounding)} of {layer}'s "
+                f"{filters} filters but the greedy sweep in {sweep.path} chose {chosen} (--greedy-target "
+                f"{sweep.greedy_target}); rerun `specialize lesion --ranking greedy --greedy-target {largest}` "
+                f"or analyse fractions up to {sweep.greedy_target}"
+            )
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
@@ -107,6 +139,7 @@ def pseudo_task_ranking(
         seed=int(sweep.manifest["seeds"]["images"]),
         layers=tuple(sweep.layers),
         ranking=sweep.manifest.get("ranking", "oneshot"),
+        greedy_target=sweep.greedy_target,
         resources=resources,
     )
     images = training_images(loaded, data_dir, settings.images_per_task, settings.seed)
@@ -223,6 +256,7 @@ def run_segregation(
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     DataDir(data).check_serves(loaded.label_space)
+    check_greedy_reach(sweep, settings)
     stage = StageDir(
         Path(out_dir),
         "segregation analysis",
