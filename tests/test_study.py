@@ -257,6 +257,10 @@ def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_
         ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
         ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
         (
+            {"analyses": {"lesion": {"ranking": "greedy"}, "segregation": {"fractions": [0.3]}}},
+            "lesions up to fraction 0.3 but the greedy ranking chooses 0.2 of each layer",
+        ),
+        (
             {"analyses": {"decoding": {"enabled": True, "extraction": {"layers": ["conv9_1"]}}}},
             "config key analyses.decoding.extraction.layers has unknown layer 'conv9_1'",
         ),
