@@ -353,3 +353,42 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
     rsa = pd.read_parquet(study / "aggregate" / "rsa.parquet").set_index("layer")
     assert (rsa["n_seeds"] == 2).all() and rsa.loc["fc7", "mean"] == pytest.approx(trials["rsa/fc7"].mean())
     assert rsa.loc["conv5_3", "low"] <= rsa.loc["conv5_3", "mean"] <= rsa.loc["conv5_3", "high"]
+
+
+def planted_seeds(network, control, p_values=None) -> pd.DataFrame:
+    """Per-seed rows of one pair and layer: the network's index and its random-task control's (and, when given, the
+    network's permutation p-value with the mean of its null partitions at 0.05)."""
+    frame = pd.DataFrame(
+        {
+            "pair": "p",
+            "layer": "conv5_3",
+            "layer_index": 13,
+            "task_a": "a",
+            "task_b": "b",
+            "seed": np.tile(range(len(network)), 2),
+            "condition": ["network"] * len(network) + ["random tasks"] * len(control),
+            "si": [*network, *control],
+        }
+    )
+    if p_values is not None:
+        frame["p_value"] = [*p_values, *[np.nan] * len(control)]
+        frame["null_mean"] = [*[0.05] * len(network), *[np.nan] * len(control)]
+    return frame
+
+
+def test_paired_tests_of_planted_seeds_match_the_hand_worked_numbers():
+    from analysis.seeds import paired_tests
+
+    [row] = paired_tests(planted_seeds([0.5, 0.6, 0.7], [0.1, 0.1, 0.1])).itertuples()
+    # differences 0.4, 0.5, 0.6 against the random-task control: mean 0.5, SD 0.1, t(0.975, 2) = 4.302653
+    assert row.null_source == "random tasks" and row.mean_null == pytest.approx(0.1)
+    assert row.mean_difference == pytest.approx(0.5)
+    assert (row.low, row.high) == pytest.approx((0.5 - 0.248414, 0.5 + 0.248414), abs=1e-6)
+    assert row.p_sign_flip == pytest.approx(1 / 8)  # 3 seeds, all above: the least p, 2^-3
+    assert np.isnan(row.p_fisher)  # no permutation p-values
+    [row] = paired_tests(planted_seeds([0.5, 0.6, 0.7], [0.1, 0.1, 0.1], [0.01, 0.02, 0.05])).itertuples()
+    # the null partitions' mean (0.05) wins over the control: differences 0.45, 0.55, 0.65
+    assert row.null_source == "null partitions" and row.mean_difference == pytest.approx(0.55)
+    # Fisher: exp(-X/2) (1 + X/2 + (X/2)^2 / 2) with X/2 = -ln(0.01 x 0.02 x 0.05) = ln(1e5): 7.8787e-4
+    assert row.p_fisher == pytest.approx(1e-5 * (1 + np.log(1e5) + np.log(1e5) ** 2 / 2))
+    assert row.p_stouffer == pytest.approx(2.52e-4, rel=0.01)
