@@ -32,7 +32,7 @@ import pandas as pd
 
 from analysis.figures import save_figure  # chooses matplotlib's Agg backend before pyplot is imported
 from analysis.inference import combine_p_values, paired_difference, t_half_width
-from analysis.segregation.null import NULL_COLUMNS
+from analysis.segregation.null import NULL_COLUMNS, as_real_pairs
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
 from common.layout import CONTROL_DIR, SEGREGATION_DIR
@@ -83,11 +83,21 @@ def seed_nulls(seeds: pd.DataFrame) -> pd.DataFrame:
     """The network condition's rows with each seed's null index (`null`) and its source: the mean of the seed's null
     partitions where its analysis has them, else the seed's random-task control (NaN without either)."""
     network = seeds[seeds["condition"] == "network"]
-    control = seeds[seeds["condition"] == "random tasks"][[*PAIR_KEYS, "seed", "si"]]
+    controls = [
+        as_real_pairs(rows, pair_tasks(network[network["pair"] == pair]))
+        for pair, rows in seeds[seeds["condition"] == "random tasks"].groupby("pair", sort=False)
+    ]
+    columns = [*PAIR_KEYS, "seed", "si"]
+    control = pd.concat(controls, ignore_index=True)[columns] if controls else pd.DataFrame(columns=columns)
     merged = network.merge(control.rename(columns={"si": "control_si"}), on=[*PAIR_KEYS, "seed"], how="left")
     partitions = merged["null_mean"] if "null_mean" in merged.columns else pd.Series(np.nan, index=merged.index)
     source = np.where(partitions.notna(), "null partitions", np.where(merged["control_si"].notna(), "random tasks", ""))
     return merged.assign(null=partitions.fillna(merged["control_si"]), null_source=source)
+
+
+def pair_tasks(rows: pd.DataFrame) -> list[str]:
+    """A pair's tasks in label-space order, from its index rows (pairs of tasks in `combinations` order)."""
+    return list(dict.fromkeys(name for pair in zip(rows["task_a"], rows["task_b"]) for name in pair))
 
 
 def paired_tests(seeds: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:

@@ -153,6 +153,11 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     assert column(by_layer, "face_object, network") == [
         f"{interval(row.mean_si, row.low, row.high)} ({row.n_seeds})" for row in pairs.itertuples()
     ]
+    tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
+    paired = aggregation.tables[1]
+    assert column(paired, "null") == ["random tasks"] * len(tests)  # no null partitions yet: the control
+    assert column(paired, "sign-flip p") == [cell(p) for p in tests["p_sign_flip"]]
+    assert set(tests["p_sign_flip"]) <= {0.25, 0.5, 0.75, 1.0}  # two seeds: 2^2 sign patterns
     intact = find(sections, "Intact accuracy").figures[0]
     assert intact.png == (study / "aggregate" / "figures" / "intact_accuracy.png").read_bytes()
     assert len(find(sections, "Segregation").subsections) == 2

@@ -363,8 +363,8 @@ def planted_seeds(network, control, p_values=None) -> pd.DataFrame:
             "pair": "p",
             "layer": "conv5_3",
             "layer_index": 13,
-            "task_a": "a",
-            "task_b": "b",
+            "task_a": ["a"] * len(network) + ["pseudo1"] * len(control),  # the control's pseudo-tasks stand for a, b
+            "task_b": ["b"] * len(network) + ["pseudo2"] * len(control),
             "seed": np.tile(range(len(network)), 2),
             "condition": ["network"] * len(network) + ["random tasks"] * len(control),
             "si": [*network, *control],
