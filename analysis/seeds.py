@@ -11,8 +11,10 @@ scope (top-1 over all outputs):
   network's index minus its null (the mean of its null partitions where the analysis drew them, else its random-task
   control), with the mean difference, its t-interval and the exact sign-flip p-value (`analysis.inference`), and the
   Fisher and Stouffer combinations of the seeds' permutation p-values where the analyses have them;
-- `intact.parquet`: per network (pairs and single-task controls), seed and task, the validation top-1 of the trained
-  network (last epoch, over all outputs), so that dual- and single-task networks compare task by task;
+- `intact.parquet`: per network (pairs and single-task controls), seed and task, the test top-1 over all outputs of
+  the checkpoint the analyses lesion, with its hierarchical-bootstrap 95% interval (`analysis.accuracy`; paper
+  Fig. 1C), so that dual- and single-task networks compare task by task (trials finished before it was measured: the
+  validation top-1 of their last epoch, `split` "validation", no interval);
 - `decoding.parquet`, `rsa.parquet` (studies that enable them): per network, task and layer the held-out decoding
   accuracy, and per network and layer the RSA correlation with behaviour, as the mean across seeds with its
   t-interval;
@@ -30,12 +32,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import pandas as pd
 
+from analysis.accuracy import ACCURACY_FILE
 from analysis.figures import save_figure  # chooses matplotlib's Agg backend before pyplot is imported
 from analysis.inference import combine_p_values, paired_difference, t_half_width
 from analysis.segregation.null import NULL_COLUMNS, as_real_pairs
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
-from common.layout import CONTROL_DIR, SEGREGATION_DIR
+from common.layout import ACCURACY_DIR, CONTROL_DIR, SEGREGATION_DIR
 from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
@@ -141,19 +144,27 @@ def representation_tables(trials: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def read_test_accuracy(path: Path) -> pd.DataFrame:
+    """A trial's test accuracy in the default scope, by task."""
+    table = pd.read_parquet(path)
+    return table[table["scope"] == DEFAULT_SCOPE].set_index("task")
+
+
 def intact_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per trained network, seed and task: validation top-1 over all outputs at the end of training."""
-    rows = [
-        {
-            "network": trial["network"],
-            "kind": "pair" if trial["pair"] else "control",
-            "seed": trial["seed"],
-            "task": task,
-            "top1": trial.get(f"val/{task}/top1"),
-        }
-        for trial in trials.to_dict("records")
-        for task in trial["tasks"]
-    ]
+    """Per trained network, seed and task: test top-1 over all outputs with its interval (`low`, `high`), `split`
+    "test"; for a trial without a test accuracy, the validation top-1 at the end of training."""
+    rows = []
+    for trial in trials.to_dict("records"):
+        path = Path(trial["directory"]) / ACCURACY_DIR / ACCURACY_FILE
+        tested = read_test_accuracy(path) if path.is_file() else None
+        for task in trial["tasks"]:
+            row = {"network": trial["network"], "kind": "pair" if trial["pair"] else "control", "seed": trial["seed"]}
+            if tested is not None:
+                found = tested.loc[task]
+                row |= {"split": "test", "top1": found.accuracy, "low": found.accuracy_low, "high": found.accuracy_high}
+            else:
+                row |= {"split": "validation", "top1": trial.get(f"val/{task}/top1"), "low": np.nan, "high": np.nan}
+            rows.append({**row, "task": task})
     return pd.DataFrame(rows)
 
 
@@ -190,7 +201,8 @@ def plot_pairs(pairs: pd.DataFrame, stem: Path, tests: pd.DataFrame | None = Non
 
 
 def plot_intact(intact: pd.DataFrame, stem: Path) -> list[Path]:
-    """Per task: the validation top-1 of every network trained on it (mean across seeds, seeds as dots)."""
+    """Per task: the top-1 of every network trained on it (mean across seeds; seeds as dots, with their bootstrap
+    intervals where the table has them: `intact_table`)."""
     tasks = list(dict.fromkeys(intact["task"]))
     figure, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.6), squeeze=False)
     for axis, task in zip(axes[0], tasks):
@@ -203,12 +215,16 @@ def plot_intact(intact: pd.DataFrame, stem: Path) -> list[Path]:
             color=["tab:blue" if n in set(rows[rows.kind == "pair"].network) else "tab:orange" for n in networks],
         )
         for position, network in enumerate(networks):
-            values = rows[rows["network"] == network]["top1"]
-            axis.scatter([position] * len(values), values, color="black", s=10, zorder=3)
+            seeds = rows[rows["network"] == network]
+            axis.scatter([position] * len(seeds), seeds["top1"], color="black", s=10, zorder=3)
+            if "low" in seeds.columns:
+                axis.vlines([position] * len(seeds), seeds["low"], seeds["high"], color="black", linewidth=0.8)
         axis.set_xticks(range(len(networks)), networks, rotation=30, ha="right")
         axis.set_ylim(0, 1)
         axis.set_title(f"{task} task")
-    axes[0][0].set_ylabel("validation top-1 (dual: blue, single: orange)")
+    split = "test" if "split" in intact.columns and (intact["split"] == "test").all() else "validation"
+    axes[0][0].set_ylabel(f"{split} top-1 (dual: blue, single: orange)")
+    figure.suptitle("seeds as dots with their 95% bootstrap intervals" if split == "test" else "seeds as dots")
     return save_figure(figure, stem)
 
 
