@@ -18,6 +18,7 @@ from analysis.segregation.task_groups import eval_sets, random_grouping, regroup
 from specialize.cli import main
 
 LAYERS = ("conv1_1", "conv5_3")
+TASKS = ("face", "object")
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,11 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
         assert column in predictions
     # intact + 2 layers x 2 lesioned tasks x 3 fractions, each on 4 classes x 3 test images of both tasks
     assert len(predictions) == (1 + 2 * 2 * 3) * 2 * 12
+    # the top sets' checks: split-half reliability from the sweep's per-class table (4 classes: halves of 2), overlap
+    reliability = pd.read_parquet(out / "reliability.parquet")
+    assert set(zip(reliability.layer, reliability.task)) == {(layer, task) for layer in LAYERS for task in TASKS}
+    assert set(reliability["classes_per_half"]) == {2} and reliability["jaccard"].between(0, 1).all()
+    assert set(pd.read_parquet(out / "overlap.parquet")["layer"]) == set(LAYERS)
     intact = predictions[predictions.layer == "intact"]
     lesioned_nothing = predictions[predictions.fraction == 0.0].query("layer != 'intact'")
     # a fraction of 0 lesions nothing: the same predictions as the intact network

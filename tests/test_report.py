@@ -366,3 +366,28 @@ def test_an_index_undefined_by_a_task_at_zero_is_explained(demo: Path, tmp_path:
     ) == {"–"}
     [analysis] = find(sections_of(demo / "segregation"), "Segregation").subsections
     assert not any("test image right" in text for text in analysis.text)
+
+
+def test_unreliable_top_sets_are_warned_about() -> None:
+    from analysis.report.lesioning import ranking_checks_section
+
+    reliability = pd.DataFrame(
+        {
+            "layer": ["conv1_1", "conv5_3"],
+            "task": "face",
+            "top": [13, 102],
+            "classes_per_half": 5,
+            "jaccard": [0.15, 0.9],
+            "chance_jaccard": [0.117, 0.111],
+            "spearman": [0.1, 0.95],
+        }
+    )
+    overlap = pd.DataFrame(
+        {"layer": ["conv1_1"], "task_a": "face", "task_b": "object", "top": 13, "jaccard": 0.1, "chance_jaccard": 0.12}
+    )
+    section = ranking_checks_section(reliability, overlap, 0.2)
+    [warning] = section.text
+    assert "conv1_1 (face)" in warning and "conv5_3" not in warning
+    assert len(section.tables) == 2
+    assert ranking_checks_section(reliability.iloc[1:], overlap, 0.2).text == []
+    assert ranking_checks_section(pd.DataFrame(), pd.DataFrame(), 0.2) is None

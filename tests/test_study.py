@@ -157,6 +157,16 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
         ("food_object", "object"),
         ("face", "face"),
     }
+    # Fig. 1C: the analysed checkpoint's test top-1 of every network; a pair's equals its segregation's intact one
+    assert set(intact["split"]) == {"test"} and (intact["low"] <= intact["top1"]).all()
+    accuracy = pd.read_parquet(study / "trials" / "food_object-seed1" / "segregation" / "accuracy.parquet")
+    accuracy = accuracy[(accuracy.layer == "intact") & (accuracy.scope == "all_outputs")].set_index("eval_task")
+    tested = intact[(intact.network == "food_object") & (intact.seed == 1)].set_index("task")["top1"]
+    pd.testing.assert_series_equal(tested.sort_index(), accuracy["accuracy"].sort_index(), check_names=False)
+    tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
+    assert (
+        len(tests) == 2 * len(LAYERS) and set(tests["n_seeds"]) == {2} and set(tests["null_source"]) == {"random tasks"}
+    )
     for figure in ("segregation_by_pair", "intact_accuracy"):
         assert (study / "aggregate" / "figures" / f"{figure}.png").stat().st_size > 0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,18 @@ def unreliable(reliability: pd.DataFrame) -> pd.DataFrame:
         reliability["jaccard"] < 2 * reliability["chance_jaccard"]
     )
     return reliability[flagged]
+
+
+def ranking_checks(
+    sweep_dir: Path, ranking: pd.DataFrame, grouping: Grouping, fraction: float, rounding: str, seed: int
+) -> dict[str, pd.DataFrame]:
+    """The tables `reliability` (split-half, from the sweep's per-class table; empty for sweeps without one) and
+    `overlap` (of the analysed tasks' top sets in `ranking`) at `fraction`."""
+    from common.io import readable_parquet
+
+    paths = [sweep_dir / "class_losses.parquet", sweep_dir / "class_intact.parquet"]
+    reliability = pd.DataFrame()
+    if all(readable_parquet(path) for path in paths):
+        totals = ClassTotals.from_frames(*(pd.read_parquet(path) for path in paths))
+        reliability = split_half_reliability(totals, grouping, fraction, rounding=rounding, seed=seed)
+    return {"reliability": reliability, "overlap": top_set_overlap(ranking, list(grouping), fraction, rounding)}

@@ -19,6 +19,9 @@ Output directory:
                                   prediction, correct (+ prediction_within_task, correct_within_task);
                                   the intact network has layer "intact", lesioned_task "none", fraction 0
   accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
+  reliability.parquet, overlap.parquet   per layer (and task or pair) at the headline fraction: the split-half
+                                  reliability of each task's top set and the overlap of two tasks' top sets, beside
+                                  chance (`analysis.segregation.reliability`)
   tasks.parquet                   the classes of each analysed task (the pseudo-tasks of --random-tasks)
   pseudo_sweep/                   --random-tasks: the sweep that ranks filters for the pseudo-tasks
   summary.json, figures/*.png|svg, config.json, manifest.json
@@ -45,6 +48,7 @@ from analysis.segregation.lesion_eval import (
     lesion_count,
     lesion_plan,
 )
+from analysis.segregation.reliability import ranking_checks
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from analysis.segregation.task_groups import (
     Grouping,
@@ -294,8 +298,9 @@ def run_segregation(
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
     tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
-    for name in TABLES:
-        write_parquet(out / f"{name}.parquet", tables[name])
+    checks = ranking_checks(sweep.path, ranking, grouping, settings.fraction, settings.rounding, settings.seed)
+    for name, table in {**{name: tables[name] for name in TABLES}, **checks}.items():
+        write_parquet(out / f"{name}.parquet", table)
     summary = summarise(tables, list(grouping), settings, sweep.layers)
     write_json(out / "summary.json", summary)
     pngs = draw_figures(
