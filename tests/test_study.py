@@ -402,3 +402,30 @@ def test_paired_tests_of_planted_seeds_match_the_hand_worked_numbers():
     # Fisher: exp(-X/2) (1 + X/2 + (X/2)^2 / 2) with X/2 = -ln(0.01 x 0.02 x 0.05) = ln(1e5): 7.8787e-4
     assert row.p_fisher == pytest.approx(1e-5 * (1 + np.log(1e5) + np.log(1e5) ** 2 / 2))
     assert row.p_stouffer == pytest.approx(2.52e-4, rel=0.01)
+
+
+def test_intact_table_reads_each_trials_test_accuracy(tmp_path):
+    from analysis.seeds import intact_table
+
+    tested = tmp_path / "face_object-seed0"
+    (tested / "accuracy").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "task": ["face", "face", "object", "object"],
+            "scope": ["all_outputs", "task_outputs"] * 2,
+            "accuracy": [0.6, 0.7, 0.4, 0.5],
+            "accuracy_low": [0.5, 0.6, 0.3, 0.4],
+            "accuracy_high": [0.7, 0.8, 0.5, 0.6],
+        }
+    ).to_parquet(tested / "accuracy" / "accuracy.parquet")
+    trials = pd.DataFrame(
+        [
+            {"network": "face_object", "pair": True, "seed": 0, "tasks": ["face", "object"], "directory": str(tested)},
+            {"network": "face", "pair": False, "seed": 0, "tasks": ["face"], "directory": str(tmp_path / "old")},
+        ]
+    ).assign(**{"val/face/top1": [0.9, 0.8]})
+    table = intact_table(trials).set_index(["network", "task"])
+    assert table.loc[("face_object", "face"), ["split", "top1", "low", "high"]].tolist() == ["test", 0.6, 0.5, 0.7]
+    assert table.loc[("face_object", "object"), "top1"] == 0.4  # over all outputs, not within the task's
+    old = table.loc[("face", "face")]  # a trial finished before test accuracy was measured
+    assert old["split"] == "validation" and old["top1"] == 0.8 and np.isnan(old["low"])
