@@ -228,8 +228,10 @@ def test_shipped_study_configs_load(name):
     assert len(trials_of(study)) == len(study.networks) * len(study.seeds)
     if name in ("tiny", "demo"):  # laptop studies draw and build their own data, in the study's directory
         assert study.data.synth is not None and study.data_dir == study.out_dir / "data"
-    if name == "paper":  # the paper's scale: 3 pairs and 2 controls x 5 seeds; the face/object networks decode
-        assert (len(study.pairs), len(study.controls), len(study.seeds)) == (3, 2, 5)
+    if (
+        name == "paper"
+    ):  # the paper's scale: 4 pairs (faces as one class too) and 2 controls x 5 seeds; face/object decode
+        assert (len(study.pairs), len(study.controls), len(study.seeds)) == (4, 2, 5)
         assert [network for network in study.networks if study.analyses.decoding.runs_on(network)] == [
             "face_object",
             "face",
