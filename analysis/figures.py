@@ -147,8 +147,9 @@ def plot_layer_curves(
     lines: Mapping[str, float] | None = None,
     line_label: str = "",
 ) -> list[Path]:
-    """One panel per entry of `panels` (a frame with network, layer, value, sem): a line per network across its
-    layers with an SEM band, over the panel's reference band (e.g. the noise ceiling) and line (e.g. chance)."""
+    """One panel per entry of `panels` (a frame with network, layer, value, and sem or an interval low, high): a line
+    per network across its layers with its interval (else value +- SEM) as a band, over the panel's reference band
+    (e.g. the noise ceiling) and line (e.g. chance)."""
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False, sharey=True)
     for axis, (title, frame) in zip(axes[0], panels.items()):
         layers = [layer for layer in LAYER_NAMES if layer in set(frame["layer"])]
@@ -159,10 +160,11 @@ def plot_layer_curves(
         for network, rows in frame.groupby("network", sort=False):
             rows = rows.set_index("layer").reindex(layers)
             (line,) = axis.plot(range(len(layers)), rows["value"], marker="o", label=network)
+            has_interval = {"low", "high"} <= set(rows.columns)
             axis.fill_between(
                 range(len(layers)),
-                rows["value"] - rows["sem"],
-                rows["value"] + rows["sem"],
+                rows["low"] if has_interval else rows["value"] - rows["sem"],
+                rows["high"] if has_interval else rows["value"] + rows["sem"],
                 color=line.get_color(),
                 alpha=0.2,
             )

@@ -24,6 +24,7 @@ SEED_SUFFIX = "-seed"
 TRIALS_DIR = "trials"
 TRIAL_FILE = "trial.json"
 TRAIN_DIR = "train"
+ACCURACY_DIR = "accuracy"  # test accuracy of the analysed checkpoint
 LESION_DIR = "lesion"
 SEGREGATION_DIR = "segregation"
 CONTROL_DIR = "segregation_random"  # the random-task control of the segregation analysis

@@ -7,6 +7,7 @@ each resumes after a kill and a finished one returns its results without redoing
     synthetic_data   `data synth`, `data build` (and `data behaviour`)   -> images/, data/ (stimuli.txt, behaviour/)
     network_config   the training config a study gives a network (`specialize train`'s config)
     train            `specialize train`                                  -> its run directory
+    test_accuracy    test top-1 of the analysed checkpoint (Fig. 1C)     -> accuracy/
     lesion           `specialize lesion`                                 -> lesion/
     segregation      `specialize segregation` (and `--random-tasks`)     -> segregation/ (segregation_random/)
     decode, rsa      `specialize decode`, `specialize rsa`               -> decode/, rsa/
@@ -104,6 +105,13 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     from lightning_modules.train import train as train_run
 
     return train_run(config, callbacks)
+
+
+def test_accuracy(checkpoint: Path, data_dir: Path, out: Path) -> pd.DataFrame:
+    """Test top-1 per task with its bootstrap interval (`analysis.accuracy`)."""
+    from analysis.accuracy import run_test_accuracy
+
+    return run_test_accuracy(checkpoint, data_dir, out)
 
 
 def lesion(checkpoint: Path, data_dir: Path, out: Path, settings: SweepSettings, progress: bool) -> SweepResult:

@@ -9,6 +9,7 @@ trial's directory:
 
     OUT/images/, OUT/data/, OUT/behaviour/              the study's synthetic data (`data` section)
     OUT/trials/<network>-seed<N>/train/                 `specialize train` run directory
+                                /accuracy/              test top-1 of the analysed checkpoint (analysis.accuracy)
                                 /lesion/                `specialize lesion --out`
                                 /segregation/           `specialize segregation --out`
                                 /segregation_random/    `specialize segregation --random-tasks --out`
@@ -36,6 +37,7 @@ from common.cluster_job import ClusterJob
 from common.errors import UserError
 from common.io import read_json, write_json, write_parquet
 from common.layout import (
+    ACCURACY_DIR,
     DECODE_DIR,
     LESION_DIR,
     RSA_DIR,
@@ -139,6 +141,12 @@ def run_trial(params: dict[str, str], study: StudyConfig) -> None:
     summary = read_json(run_dir / "summary.json")
     metrics = {"stage": "train", "best_val_loss": summary["best_val_loss"], **summary["metrics"]}
     tune.report(metrics)
+    if study.analyses.lesion.enabled:  # an analysed study: every network's test accuracy (Fig. 1C)
+        checkpoint = checkpoint_path(run_dir, study.analyses.checkpoint)
+        table = pipeline.test_accuracy(checkpoint, Path(config.data.dir), stage.path / ACCURACY_DIR)
+        metrics.update(
+            {f"test/{row.task}/top1": row.accuracy for row in table.itertuples() if row.scope == "all_outputs"}
+        )
     if trial.pair and study.analyses.lesion.enabled:
         metrics.update(analyse_pair(study, trial, config, run_dir))
         tune.report(metrics)

@@ -295,6 +295,13 @@ def validate(study: StudyConfig, root: Path) -> None:
     for name in ("segregation", "visualize"):
         if getattr(analyses, name).enabled and not analyses.lesion.enabled:
             raise UserError(f"analyses.{name} needs analyses.lesion (it reads the sweep's ranking); enable both")
+    lesion, segregation = analyses.lesion, analyses.segregation
+    if segregation.enabled and lesion.ranking == "greedy" and max(segregation.all_fractions) > lesion.greedy_target:
+        raise UserError(
+            f"analyses.segregation lesions up to fraction {max(segregation.all_fractions)} but the greedy ranking "
+            f"chooses {lesion.greedy_target} of each layer; set analyses.lesion.greedy_target: "
+            f"{max(segregation.all_fractions)}"
+        )
     for name in ("decoding", "rsa", "visualize"):
         strangers = [network for network in getattr(analyses, name).networks if network not in study.networks]
         if strangers:

@@ -33,8 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ranking",
         default=defaults.ranking,
-        help=f"{' or '.join(RANKINGS)}: each filter alone, or METHOD's rounds of 1.6%% up to 20%% "
+        help=f"{' or '.join(RANKINGS)}: each filter alone, or METHOD's rounds of 1.6%% up to --greedy-target "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--greedy-target",
+        type=float,
+        default=defaults.greedy_target,
+        help="greedy: the fraction of each layer the rounds choose; `specialize segregation` refuses larger "
+        "fractions (default: %(default)s, METHOD's 20%%)",
     )
     parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
     add_ray_arguments(parser)
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         layers=tuple(args.layers) if args.layers else defaults.layers,
         ranking=args.ranking,
+        greedy_target=args.greedy_target,
         filters_per_task=args.filters_per_task,
         batch_size=args.batch_size,
         lesions_per_pass=args.lesions_per_pass,

@@ -192,7 +192,10 @@ def greedy_rankings(
     Each round lesions filters on top of those chosen for one task: another grouping of the classes needs rounds of
     its own (the per-class table gives its round 0 only)."""
     settings, sizes, tasks = runner.settings, filters_per_layer(model), list(grouping)
-    schedules = {layer: GreedySchedule.for_layer(sizes[layer]) for layer in settings.layers}
+    schedules = {
+        layer: GreedySchedule.for_layer(sizes[layer], target_fraction=settings.greedy_target)
+        for layer in settings.layers
+    }
     rounds = {
         (layer, task): [oneshot[(oneshot.layer == layer) & (oneshot.task == task)]]
         for layer in settings.layers
@@ -318,7 +321,8 @@ def distributed_sweep(
         write_parquet(out / f"{name}.parquet", frame)
     write_parquet(out / "filter_losses.parquet", filter_losses)
     write_parquet(out / "ranking.parquet", ranking)
-    stage.finish("lesion_sweep", **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking)
+    greedy = {"greedy_target": settings.greedy_target} if settings.ranking == "greedy" else {}
+    stage.finish("lesion_sweep", **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking, **greedy)
     return filter_losses, ranking
 
 

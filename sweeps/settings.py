@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
 from lightning_modules.layer_names import CONV_LAYERS, check_layers
+from sweeps.ranking import GREEDY_TARGET_FRACTION
 
 RANKINGS = ("oneshot", "greedy")
 
@@ -24,6 +26,7 @@ class SweepSettings:
     seed: int = 0  # of the image sample
     layers: tuple[str, ...] = CONV_LAYERS
     ranking: str = "oneshot"
+    greedy_target: float = GREEDY_TARGET_FRACTION  # greedy: rounds until this fraction of a layer is chosen
     filters_per_task: int = 16  # filters per Ray task
     batch_size: int | None = None
     lesions_per_pass: int | None = None
@@ -49,7 +52,11 @@ class SweepSettings:
         check_choice("ranking", self.ranking, RANKINGS)
         for key in ("images_per_task", "filters_per_task", "batch_size", "lesions_per_pass", "memory_budget"):
             check_at_least(key, getattr(self, key), 1)
+        if not 0.0 < self.greedy_target <= 1.0:
+            raise SettingError("greedy_target", f"must lie in (0, 1], not {self.greedy_target}")
 
     def result_fields(self) -> dict:
-        """The settings that change the numbers, as stored beside the results."""
-        return {key: getattr(self, key) for key in self.RESULT_FIELDS}
+        """The settings that change the numbers, as stored beside the results (the greedy target only for a greedy
+        ranking: it changes no one-shot number)."""
+        fields = {key: getattr(self, key) for key in self.RESULT_FIELDS}
+        return {**fields, "greedy_target": self.greedy_target} if self.ranking == "greedy" else fields

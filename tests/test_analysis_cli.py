@@ -18,6 +18,7 @@ from analysis.segregation.task_groups import random_grouping, regroup
 from specialize.cli import main
 
 LAYERS = ("conv1_1", "conv5_3")
+TASKS = ("face", "object")
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,11 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
         assert column in predictions
     # intact + 2 layers x 2 lesioned tasks x 3 fractions, each on 4 classes x 3 test images of both tasks
     assert len(predictions) == (1 + 2 * 2 * 3) * 2 * 12
+    # the top sets' checks: split-half reliability from the sweep's per-class table (4 classes: halves of 2), overlap
+    reliability = pd.read_parquet(out / "reliability.parquet")
+    assert set(zip(reliability.layer, reliability.task)) == {(layer, task) for layer in LAYERS for task in TASKS}
+    assert set(reliability["classes_per_half"]) == {2} and reliability["jaccard"].between(0, 1).all()
+    assert set(pd.read_parquet(out / "overlap.parquet")["layer"]) == set(LAYERS)
     intact = predictions[predictions.layer == "intact"]
     lesioned_nothing = predictions[predictions.fraction == 0.0].query("layer != 'intact'")
     # a fraction of 0 lesions nothing: the same predictions as the intact network
@@ -339,3 +345,42 @@ def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):
     )
     paths = plot_drop_heatmap(drops, tmp_path / "heatmap")
     assert [path.suffix for path in paths] == [".png", ".svg"] and all(path.stat().st_size > 0 for path in paths)
+
+
+def test_data_with_other_classes_than_the_checkpoints_is_refused_in_one_line(checkpoint, tmp_path, capsys):
+    from common.io import file_sha256, read_json, write_json
+
+    data, model = checkpoint
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    write_json(sweep_dir / "manifest.json", {"checkpoint": str(model), "checkpoint_sha256": file_sha256(model)})
+    write_json(sweep_dir / "config.json", {})
+    pd.DataFrame({"layer": ["conv1_1"], "task": ["face"], "rank": [0], "filter": [0]}).to_parquet(
+        sweep_dir / "ranking.parquet"
+    )
+    other = tmp_path / "other_data"  # a rebuilt directory whose face classes come in another order
+    other.mkdir()
+    manifest = read_json(data / "manifest.json")
+    manifest["tasks"]["face"]["classes"] = manifest["tasks"]["face"]["classes"][::-1]
+    write_json(other / "manifest.json", manifest)
+    out = tmp_path / "seg"
+    assert main(["segregation", "--sweep", str(sweep_dir), "--data", str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "task 'face'" in err and "other classes than the model was trained on" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_fractions_past_a_greedy_sweeps_target_are_refused(tmp_path):
+    from analysis.segregation.run import Sweep, check_greedy_reach
+    from analysis.segregation.settings import SegregationSettings
+    from common.errors import UserError
+
+    ranking = pd.DataFrame({"layer": "conv1_1", "task": "face", "rank": range(64), "filter": range(64)})
+    greedy = Sweep(tmp_path, {"ranking": "greedy", "greedy_target": 0.2}, {}, ranking)
+    check_greedy_reach(greedy, SegregationSettings(fraction=0.2, fractions=(0.1,)))  # 13 of 64: chosen greedily
+    with pytest.raises(UserError, match=r"fraction 0.3 lesions 19 of conv1_1's 64 filters .* chose 13"):
+        check_greedy_reach(greedy, SegregationSettings(fractions=(0.3,)))
+    check_greedy_reach(
+        Sweep(tmp_path, {"ranking": "greedy", "greedy_target": 0.3}, {}, ranking), SegregationSettings(fractions=(0.3,))
+    )
+    check_greedy_reach(Sweep(tmp_path, {"ranking": "oneshot"}, {}, ranking), SegregationSettings(fractions=(0.5,)))

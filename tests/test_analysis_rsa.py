@@ -111,3 +111,31 @@ def test_rsa_recovers_the_layer_whose_rdm_was_planted_in_the_participants(layer_
     assert max(mean, key=mean.get) == planted
     lower, _ = noise_ceiling(participants)
     assert mean[planted] > lower - 0.05  # the planted layer reaches the participants' ceiling
+
+
+def test_noise_ceiling_uses_the_pairs_the_model_comparison_uses():
+    participants = noisy_participants(squareform(np.random.default_rng(4).random(28)), 6, 1.0, seed=1)
+    model = squareform(np.random.default_rng(5).random(28))
+    model[2, :] = model[:, 2] = np.nan  # stimulus 2's pattern was constant: its 7 pairs are undefined
+    model[2, 2] = 0.0
+    kept = np.delete(np.delete(participants, 2, axis=1), 2, axis=2)  # the participants without stimulus 2
+    assert noise_ceiling(participants, "spearman", model) == pytest.approx(noise_ceiling(kept, "spearman"), abs=1e-12)
+    assert noise_ceiling(participants, "spearman", model) != pytest.approx(noise_ceiling(participants, "spearman"))
+    np.testing.assert_allclose(
+        compare_with_participants(model, participants),
+        compare_with_participants(squareform(upper(np.delete(np.delete(model, 2, 0), 2, 1))), kept),
+        atol=1e-12,
+    )
+
+
+def test_participant_bootstrap_interval_of_the_mean():
+    from analysis.representations.rsa import participant_interval
+
+    assert participant_interval(np.full(5, 0.3), 200, seed=0) == pytest.approx((0.3, 0.3))
+    values = np.random.default_rng(0).normal(0.4, 0.1, size=15)
+    low, high = participant_interval(values, 4000, seed=1)
+    # the bootstrap's standard error of the mean is the SD (ddof 0) / sqrt(n): about the analytic SEM
+    half = 1.96 * values.std() / np.sqrt(len(values))
+    assert low < values.mean() < high
+    assert (low, high) == pytest.approx((values.mean() - half, values.mean() + half), abs=0.01)
+    assert participant_interval(values, 4000, seed=1) == (low, high)  # seeded

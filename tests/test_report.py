@@ -153,6 +153,11 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     assert column(by_layer, "face_object, network") == [
         f"{interval(row.mean_si, row.low, row.high)} ({row.n_seeds})" for row in pairs.itertuples()
     ]
+    tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
+    paired = aggregation.tables[1]
+    assert column(paired, "null") == ["random tasks"] * len(tests)  # no null partitions yet: the control
+    assert column(paired, "sign-flip p") == [cell(p) for p in tests["p_sign_flip"]]
+    assert set(tests["p_sign_flip"]) <= {0.25, 0.5, 0.75, 1.0}  # two seeds: 2^2 sign patterns
     intact = find(sections, "Intact accuracy").figures[0]
     assert intact.png == (study / "aggregate" / "figures" / "intact_accuracy.png").read_bytes()
     assert len(find(sections, "Segregation").subsections) == 2
@@ -361,3 +366,28 @@ def test_an_index_undefined_by_a_task_at_zero_is_explained(demo: Path, tmp_path:
     ) == {"–"}
     [analysis] = find(sections_of(demo / "segregation"), "Segregation").subsections
     assert not any("test image right" in text for text in analysis.text)
+
+
+def test_unreliable_top_sets_are_warned_about() -> None:
+    from analysis.report.lesioning import ranking_checks_section
+
+    reliability = pd.DataFrame(
+        {
+            "layer": ["conv1_1", "conv5_3"],
+            "task": "face",
+            "top": [13, 102],
+            "classes_per_half": 5,
+            "jaccard": [0.15, 0.9],
+            "chance_jaccard": [0.117, 0.111],
+            "spearman": [0.1, 0.95],
+        }
+    )
+    overlap = pd.DataFrame(
+        {"layer": ["conv1_1"], "task_a": "face", "task_b": "object", "top": 13, "jaccard": 0.1, "chance_jaccard": 0.12}
+    )
+    section = ranking_checks_section(reliability, overlap, 0.2)
+    [warning] = section.text
+    assert "conv1_1 (face)" in warning and "conv5_3" not in warning
+    assert len(section.tables) == 2
+    assert ranking_checks_section(reliability.iloc[1:], overlap, 0.2).text == []
+    assert ranking_checks_section(pd.DataFrame(), pd.DataFrame(), 0.2) is None

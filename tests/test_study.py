@@ -157,6 +157,16 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
         ("food_object", "object"),
         ("face", "face"),
     }
+    # Fig. 1C: the analysed checkpoint's test top-1 of every network; a pair's equals its segregation's intact one
+    assert set(intact["split"]) == {"test"} and (intact["low"] <= intact["top1"]).all()
+    accuracy = pd.read_parquet(study / "trials" / "food_object-seed1" / "segregation" / "accuracy.parquet")
+    accuracy = accuracy[(accuracy.layer == "intact") & (accuracy.scope == "all_outputs")].set_index("eval_task")
+    tested = intact[(intact.network == "food_object") & (intact.seed == 1)].set_index("task")["top1"]
+    pd.testing.assert_series_equal(tested.sort_index(), accuracy["accuracy"].sort_index(), check_names=False)
+    tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
+    assert (
+        len(tests) == 2 * len(LAYERS) and set(tests["n_seeds"]) == {2} and set(tests["null_source"]) == {"random tasks"}
+    )
     for figure in ("segregation_by_pair", "intact_accuracy"):
         assert (study / "aggregate" / "figures" / f"{figure}.png").stat().st_size > 0
 
@@ -218,8 +228,10 @@ def test_shipped_study_configs_load(name):
     assert len(trials_of(study)) == len(study.networks) * len(study.seeds)
     if name in ("tiny", "demo"):  # laptop studies draw and build their own data, in the study's directory
         assert study.data.synth is not None and study.data_dir == study.out_dir / "data"
-    if name == "paper":  # the paper's scale: 3 pairs and 2 controls x 5 seeds; the face/object networks decode
-        assert (len(study.pairs), len(study.controls), len(study.seeds)) == (3, 2, 5)
+    if (
+        name == "paper"
+    ):  # the paper's scale: 4 pairs (faces as one class too) and 2 controls x 5 seeds; face/object decode
+        assert (len(study.pairs), len(study.controls), len(study.seeds)) == (4, 2, 5)
         assert [network for network in study.networks if study.analyses.decoding.runs_on(network)] == [
             "face_object",
             "face",
@@ -256,6 +268,10 @@ def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_
         ({"pairs": {"x": {"config": "configs/none.yaml"}}}, "does not exist"),
         ({"resources": {"train": {"gpus": 2}}}, "at most one GPU"),
         ({"analyses": {"lesion": {"rankin": "greedy"}}}, "unknown config key analyses.lesion.rankin"),
+        (
+            {"analyses": {"lesion": {"ranking": "greedy"}, "segregation": {"fractions": [0.3]}}},
+            "lesions up to fraction 0.3 but the greedy ranking chooses 0.2 of each layer",
+        ),
         (
             {"analyses": {"decoding": {"enabled": True, "extraction": {"layers": ["conv9_1"]}}}},
             "config key analyses.decoding.extraction.layers has unknown layer 'conv9_1'",
@@ -349,3 +365,69 @@ def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_s
     rsa = pd.read_parquet(study / "aggregate" / "rsa.parquet").set_index("layer")
     assert (rsa["n_seeds"] == 2).all() and rsa.loc["fc7", "mean"] == pytest.approx(trials["rsa/fc7"].mean())
     assert rsa.loc["conv5_3", "low"] <= rsa.loc["conv5_3", "mean"] <= rsa.loc["conv5_3", "high"]
+
+
+def planted_seeds(network, control, p_values=None) -> pd.DataFrame:
+    """Per-seed rows of one pair and layer: the network's index and its random-task control's (and, when given, the
+    network's permutation p-value with the mean of its null partitions at 0.05)."""
+    frame = pd.DataFrame(
+        {
+            "pair": "p",
+            "layer": "conv5_3",
+            "layer_index": 13,
+            "task_a": ["a"] * len(network) + ["pseudo1"] * len(control),  # the control's pseudo-tasks stand for a, b
+            "task_b": ["b"] * len(network) + ["pseudo2"] * len(control),
+            "seed": np.tile(range(len(network)), 2),
+            "condition": ["network"] * len(network) + ["random tasks"] * len(control),
+            "si": [*network, *control],
+        }
+    )
+    if p_values is not None:
+        frame["p_value"] = [*p_values, *[np.nan] * len(control)]
+        frame["null_mean"] = [*[0.05] * len(network), *[np.nan] * len(control)]
+    return frame
+
+
+def test_paired_tests_of_planted_seeds_match_the_hand_worked_numbers():
+    from analysis.seeds import paired_tests
+
+    [row] = paired_tests(planted_seeds([0.5, 0.6, 0.7], [0.1, 0.1, 0.1])).itertuples()
+    # differences 0.4, 0.5, 0.6 against the random-task control: mean 0.5, SD 0.1, t(0.975, 2) = 4.302653
+    assert row.null_source == "random tasks" and row.mean_null == pytest.approx(0.1)
+    assert row.mean_difference == pytest.approx(0.5)
+    assert (row.low, row.high) == pytest.approx((0.5 - 0.248414, 0.5 + 0.248414), abs=1e-6)
+    assert row.p_sign_flip == pytest.approx(1 / 8)  # 3 seeds, all above: the least p, 2^-3
+    assert np.isnan(row.p_fisher)  # no permutation p-values
+    [row] = paired_tests(planted_seeds([0.5, 0.6, 0.7], [0.1, 0.1, 0.1], [0.01, 0.02, 0.05])).itertuples()
+    # the null partitions' mean (0.05) wins over the control: differences 0.45, 0.55, 0.65
+    assert row.null_source == "null partitions" and row.mean_difference == pytest.approx(0.55)
+    # Fisher: exp(-X/2) (1 + X/2 + (X/2)^2 / 2) with X/2 = -ln(0.01 x 0.02 x 0.05) = ln(1e5): 7.8787e-4
+    assert row.p_fisher == pytest.approx(1e-5 * (1 + np.log(1e5) + np.log(1e5) ** 2 / 2))
+    assert row.p_stouffer == pytest.approx(2.52e-4, rel=0.01)
+
+
+def test_intact_table_reads_each_trials_test_accuracy(tmp_path):
+    from analysis.seeds import intact_table
+
+    tested = tmp_path / "face_object-seed0"
+    (tested / "accuracy").mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "task": ["face", "face", "object", "object"],
+            "scope": ["all_outputs", "task_outputs"] * 2,
+            "accuracy": [0.6, 0.7, 0.4, 0.5],
+            "accuracy_low": [0.5, 0.6, 0.3, 0.4],
+            "accuracy_high": [0.7, 0.8, 0.5, 0.6],
+        }
+    ).to_parquet(tested / "accuracy" / "accuracy.parquet")
+    trials = pd.DataFrame(
+        [
+            {"network": "face_object", "pair": True, "seed": 0, "tasks": ["face", "object"], "directory": str(tested)},
+            {"network": "face", "pair": False, "seed": 0, "tasks": ["face"], "directory": str(tmp_path / "old")},
+        ]
+    ).assign(**{"val/face/top1": [0.9, 0.8]})
+    table = intact_table(trials).set_index(["network", "task"])
+    assert table.loc[("face_object", "face"), ["split", "top1", "low", "high"]].tolist() == ["test", 0.6, 0.5, 0.7]
+    assert table.loc[("face_object", "object"), "top1"] == 0.4  # over all outputs, not within the task's
+    old = table.loc[("face", "face")]  # a trial finished before test accuracy was measured
+    assert old["split"] == "validation" and old["top1"] == 0.8 and np.isnan(old["low"])

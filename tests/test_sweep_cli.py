@@ -108,5 +108,6 @@ def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):
         sweep_stage(tmp_path, {"data": "d"}, replace(resumed, images_per_task=13))
     with pytest.raises(UserError, match="another filters_per_task \\(8, now 4\\)"):
         sweep_stage(tmp_path, {"data": "d"}, replace(resumed, filters_per_task=4))
-    with pytest.raises(UserError, match="another ranking \\('oneshot', now 'greedy'\\)"):
+    # a greedy sweep is also identified by its target, the first differing key named
+    with pytest.raises(UserError, match="another greedy_target \\(None, now 0.2\\)"):
         sweep_stage(tmp_path, {"data": "d"}, replace(resumed, ranking="greedy"))

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +245,14 @@ def test_sweep_completes_when_a_worker_dies_mid_task(ray_cluster, tmp_path):
     expected = lesion_sweep(model, data, layers=list(settings.layers))
     assert len(filter_losses) == len(expected) == 2 * (4 + 16 + 32)
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
+
+
+def test_greedy_rounds_run_to_the_target_fraction_given(ray_cluster, tmp_path):
+    # conv1_1 at width 3/16 has 12 filters: rounds of 1 up to round(0.5 x 12) = 6 (the default 0.2 stops at 2)
+    model, data = tiny_vgg(seed=5, width=3 / 16), tiny_images(seed=6)
+    settings = SweepSettings(layers=("conv1_1",), filters_per_task=64, ranking="greedy", greedy_target=0.5)
+    distributed_sweep(model, data, tmp_path, settings, progress=False)
+    rounds = sorted(path.name for path in (tmp_path / "chunks" / "greedy").iterdir())
+    assert rounds == [f"round_{r:02d}" for r in range(1, 6)]
+    assert json.loads((tmp_path / "manifest.json").read_text())["greedy_target"] == 0.5
+    assert "greedy_target" not in replace(settings, ranking="oneshot").result_fields()  # changes no one-shot number

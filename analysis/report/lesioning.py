@@ -22,6 +22,7 @@ from analysis.report.elements import (
     interval,
 )
 from analysis.report.provenance import relative
+from analysis.segregation.reliability import RELIABILITY_WARNING, unreliable
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from common.io import readable_parquet
 
@@ -203,6 +204,43 @@ def segregation_analysis(run: Run, control: Run | None, root: Path, collapsed: b
         drop_heatmap(run, tables["drops"], fraction),
         normalised_performance(run, tables["drops"], fraction),
     ]
+    checks = ranking_checks_section(read_table(run, "reliability"), read_table(run, "overlap"), fraction)
+    if checks is not None:
+        section.subsections.append(checks)
+    return section
+
+
+def ranking_checks_section(reliability: pd.DataFrame, overlap: pd.DataFrame, fraction: float) -> Section | None:
+    """Do the top sets hold up? Split-half reliability per layer and task, with a warning for the layers whose top
+    sets barely beat chance, and the overlap of the tasks' top sets; None for analyses without them."""
+    if reliability.empty and overlap.empty:
+        return None
+    section = Section(f"Top-{fraction:.0%} sets: reliability and overlap")
+    if not reliability.empty:
+        flagged = unreliable(reliability)
+        if not flagged.empty:
+            listed = ", ".join(f"{row.layer} ({row.task})" for row in flagged.itertuples())
+            section.text.append(
+                f"Warning: the top sets of {listed} are unreliable (split-half Jaccard below "
+                f"{RELIABILITY_WARNING} and below twice chance): their lesion results rest on an accident of the "
+                "ranking images."
+            )
+        section.tables.append(
+            frame_table(
+                reliability[["layer", "task", "top", "classes_per_half", "jaccard", "chance_jaccard", "spearman"]],
+                "Split-half reliability: top sets ranked on two disjoint halves of each task's classes",
+                "Jaccard overlap of the two top sets beside chance; Spearman correlation of the halves' losses",
+                max_rows=len(reliability),
+            )
+        )
+    if not overlap.empty:
+        section.tables.append(
+            frame_table(
+                overlap[["layer", "task_a", "task_b", "top", "jaccard", "chance_jaccard"]],
+                "Overlap of the tasks' top sets (Jaccard) beside chance",
+                max_rows=len(overlap),
+            )
+        )
     return section
 
 

@@ -99,16 +99,22 @@ def seed_aggregation(run: Run) -> Section:
         text=[
             f"The segregation index at the headline fraction ({cell(summary.get('fraction'))}, "
             f"{cell(summary.get('scope'))}) of every trial, as the mean across seeds with a 95% t-interval "
-            "(mean ± t × SD / √n; no interval with one seed); the random-task control in grey."
+            "(mean ± t × SD / √n; no interval with one seed); the random-task control in grey; a star marks a layer "
+            "whose index exceeds its null across seeds (sign-flip p < 0.05)."
         ],
     )
     if pairs.empty:
         section.text.append("No aggregation yet: no pair trial has finished its segregation analysis.")
         return section
+    tests = (
+        pd.read_parquet(directory / "paired_tests.parquet")
+        if readable_parquet(directory / "paired_tests.parquet")
+        else pd.DataFrame()
+    )
     section.figures.append(
         figure_or_drawn(
             directory / "figures" / "segregation_by_pair.png",
-            lambda stem: plot_pairs(pairs, stem),
+            lambda stem: plot_pairs(pairs, stem, tests),
             "Segregation by pair across seeds",
         )
     )
@@ -119,7 +125,36 @@ def seed_aggregation(run: Run) -> Section:
             "per-seed values: aggregate/seeds.parquet",
         )
     )
+    if not tests.empty:
+        section.tables.append(
+            frame_table(
+                paired_test_table(tests),
+                "Network minus null across seeds: mean difference [95% t-interval], sign-flip p, combined p",
+                "null: the mean of each seed's null partitions, or its random-task control; one-sided tests "
+                "(METHOD.md, Inference)",
+            )
+        )
     return section
+
+
+def paired_test_table(tests: pd.DataFrame) -> pd.DataFrame:
+    """One row per pair and layer: index, null, the difference with its interval and the p-values."""
+    return pd.DataFrame(
+        {
+            "pair": tests["pair"],
+            "layer": tests["layer"],
+            "seeds": tests["n_seeds"],
+            "null": tests["null_source"],
+            "mean index": tests["mean_si"].map(cell),
+            "mean null": tests["mean_null"].map(cell),
+            "difference": [
+                interval(mean, low, high)
+                for mean, low, high in zip(tests["mean_difference"], tests["low"], tests["high"])
+            ],
+            "sign-flip p": tests["p_sign_flip"].map(cell),
+            "Fisher p": tests["p_fisher"].map(cell),
+        }
+    )
 
 
 def pairs_by_layer(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from analysis.representations.settings import (
     CLASSIFIERS,
     COMPARISONS,
     DISTANCES,
+    ERROR_BARS,
     POOLINGS,
     ActivationSettings,
     DecodingSettings,
@@ -252,6 +253,20 @@ def _register_rsa(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.comparison,
         help=f"RDM comparison: {', '.join(COMPARISONS)} (default: %(default)s)",
     )
+    parser.add_argument(
+        "--error-bar",
+        default=defaults.error_bar,
+        help=f"{' or '.join(ERROR_BARS)}: across participants, a 95%% percentile interval of the mean over "
+        "participants resampled with replacement (the paper's), or mean ± SEM (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bootstraps",
+        dest="n_bootstraps",
+        type=int,
+        default=defaults.n_bootstraps,
+        help="participant resamples of the bootstrap error bar (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of those resamples (default: 0)")
     _add_extraction(parser, defaults.extraction)
     parser.set_defaults(run=run_rsa_command)
 
@@ -260,7 +275,14 @@ def run_rsa_command(args: argparse.Namespace) -> int:
     """Run RSA and print the noise ceiling and each network's best layer."""
     from analysis.representations.rsa import run_rsa
 
-    settings = RSASettings(distance=args.distance, comparison=args.comparison, extraction=extraction_settings(args))
+    settings = RSASettings(
+        distance=args.distance,
+        comparison=args.comparison,
+        error_bar=args.error_bar,
+        n_bootstraps=args.n_bootstraps,
+        seed=args.seed,
+        extraction=extraction_settings(args),
+    )
     summary = run_rsa(
         networks_of(args), args.stimuli, args.behaviour, args.out, settings, args.address, not args.no_progress
     )
@@ -270,14 +292,16 @@ def run_rsa_command(args: argparse.Namespace) -> int:
 
 
 def format_rsa(summary: pd.DataFrame, comparison: str) -> str:
-    """The noise ceiling and each network's best layer (mean ± SEM across participants) of an RSA summary."""
+    """The noise ceiling and each network's best layer (mean [error bar] across participants) of an RSA summary."""
     from analysis.representations.rsa import best_layers
 
     first = summary.iloc[0]
     lines = [f"noise ceiling ({comparison}): [{first['noise_ceiling_lower']:.3f}, {first['noise_ceiling_upper']:.3f}]"]
     for network, layer in best_layers(summary).items():
         row = summary[(summary.network == network) & (summary.layer == layer)].iloc[0]
-        lines.append(f"  {network:>16} best layer {layer:<8} {row['correlation']:.3f} ± {row['sem']:.3f}")
+        lines.append(
+            f"  {network:>16} best layer {layer:<8} {row['correlation']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+        )
     return "\n".join(lines)
 
 

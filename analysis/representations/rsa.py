@@ -4,9 +4,12 @@ judgements of the same stimuli.
 For every network and layer (default: all 16, whole activation maps), an RDM over the behavioural stimuli
 (default 1 - Pearson r between two stimuli's activation patterns; Euclidean or cosine distance as options) is
 compared with each participant's behavioural RDM (rsatoolbox: Spearman rho by default, Kendall tau-a or
-Pearson r as options); the mean and SEM across participants are reported beside the participants' noise ceiling
-(rsatoolbox's leave-one-out bounds: lower = each participant against the mean of the others, upper = against
-the mean of all, averaged over participants; for rank comparisons the mean is over rank-transformed RDMs).
+Pearson r as options); the mean across participants is reported with its error bar (by default the paper's: a 95%
+percentile interval of the mean over participants resampled with replacement; or mean +- SEM) beside the
+participants' noise ceiling (rsatoolbox's leave-one-out bounds: lower = each participant against the mean of the
+others, upper = against the mean of all, averaged over participants; for rank comparisons the mean is over
+rank-transformed RDMs). The ceiling of a layer is computed on the stimulus pairs its comparison uses: pairs undefined
+in the layer's RDM (a stimulus with a constant pattern) are left out of both.
 Layer RDMs are computed from the stored activations in chunks of features (a Gram matrix), so whole conv maps
 of large images never need to fit in memory.
 
@@ -15,8 +18,8 @@ Output directory:
   rdms/<network>/<layer>.npy         each layer's RDM, rows in rdms/<network>/stimuli.txt order (the behavioural
                                      data format: usable as a planted RDM for synthetic participants)
   rsa_participants.parquet           network, layer, layer_index, participant, correlation
-  rsa.parquet                        network, layer, layer_index, correlation (mean), sem, participants,
-                                     noise_ceiling_lower, noise_ceiling_upper
+  rsa.parquet                        network, layer, layer_index, correlation (mean), sem, low, high (the error
+                                     bar), participants, noise_ceiling_lower, noise_ceiling_upper
   summary.json, figures/rsa_by_layer.png|svg, config.json, manifest.json
 """
 
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import percentile_interval
 from analysis.representations.activations import FileImages, Network, extract_activations, network_hashes
 from analysis.representations.settings import RSASettings
 from common.io import file_sha256, write_json, write_parquet
@@ -85,11 +89,16 @@ def compare_with_participants(
     return compare(RDMs(model_rdm[None]), RDMs(participant_rdms), method=method)[0]
 
 
-def noise_ceiling(participant_rdms: np.ndarray, method: str = "spearman") -> tuple[float, float]:
-    """rsatoolbox's noise ceiling (lower: leave-one-out, upper: all participants) of P x N x N RDMs."""
+def noise_ceiling(
+    participant_rdms: np.ndarray, method: str = "spearman", model_rdm: np.ndarray | None = None
+) -> tuple[float, float]:
+    """rsatoolbox's noise ceiling (lower: leave-one-out, upper: all participants) of P x N x N RDMs, on the stimulus
+    pairs defined in `model_rdm` when given (those `compare_with_participants` uses)."""
     from rsatoolbox.inference import boot_noise_ceiling
     from rsatoolbox.rdm import RDMs
 
+    if model_rdm is not None:
+        participant_rdms = np.where(np.isnan(model_rdm), np.nan, participant_rdms)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Noise ceiling for tau based on averaged ranks")
         lower, upper = boot_noise_ceiling(RDMs(participant_rdms), method=method, rdm_descriptor="index")
@@ -111,24 +120,46 @@ def layer_correlations(network: str, layer: str, rdm: np.ndarray, behaviour: Any
     )
 
 
-def summarise(per_participant: pd.DataFrame, ceiling: tuple[float, float]) -> pd.DataFrame:
-    """Mean and SEM across participants per (network, layer), with the noise ceiling."""
-    grouped = per_participant.groupby(["network", "layer", "layer_index"], sort=False)["correlation"]
-    summary = grouped.agg(correlation="mean", sd="std", participants="count").reset_index()
-    summary["sem"] = summary.pop("sd") / np.sqrt(summary["participants"])
-    summary["noise_ceiling_lower"], summary["noise_ceiling_upper"] = ceiling
-    return summary[
-        [
-            "network",
-            "layer",
-            "layer_index",
-            "correlation",
-            "sem",
-            "participants",
-            "noise_ceiling_lower",
-            "noise_ceiling_upper",
-        ]
-    ]
+def participant_interval(values: np.ndarray, n_bootstraps: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of the mean across participants, the participants resampled with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(n_bootstraps, len(values)))
+    low, high = percentile_interval(values[draws].mean(axis=1), level)
+    return float(low), float(high)
+
+
+def summarise(
+    per_participant: pd.DataFrame, ceilings: Mapping[tuple[str, str], tuple[float, float]], settings: RSASettings
+) -> pd.DataFrame:
+    """Mean, SEM and the error bar (`low`, `high`: settings.error_bar) across participants per (network, layer),
+    with the noise ceiling of each (network, layer) (`ceilings`)."""
+    rows = []
+    for (network, layer, layer_index), group in per_participant.groupby(
+        ["network", "layer", "layer_index"], sort=False
+    ):
+        values = group["correlation"].to_numpy()
+        mean, sem = float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+        low, high = (
+            participant_interval(values, settings.n_bootstraps, settings.seed)
+            if settings.error_bar == "bootstrap"
+            else (mean - sem, mean + sem)
+        )
+        lower, upper = ceilings[(network, layer)]
+        rows.append(
+            {
+                "network": network,
+                "layer": layer,
+                "layer_index": layer_index,
+                "correlation": mean,
+                "sem": sem,
+                "low": low,
+                "high": high,
+                "participants": len(values),
+                "noise_ceiling_lower": lower,
+                "noise_ceiling_upper": upper,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def best_layers(summary: pd.DataFrame) -> dict[str, str]:
@@ -182,6 +213,7 @@ def run_rsa(
     )
     stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
     ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
+    ceilings: dict[tuple[str, str], tuple[float, float]] = {}
     frames = []
     for (network, _), activations in stored.items():
         rdms = {layer: rdm_from_features(activations.layer(layer), settings.distance) for layer in extraction.layers}
@@ -189,17 +221,21 @@ def run_rsa(
         frames += [
             layer_correlations(network, layer, rdm, behaviour, settings.comparison) for layer, rdm in rdms.items()
         ]
+        for layer, rdm in rdms.items():  # the ceiling on the pairs each comparison uses
+            defined = not np.isnan(rdm).any()
+            ceilings[(network, layer)] = ceiling if defined else noise_ceiling(behaviour.rdms, settings.comparison, rdm)
     per_participant = pd.concat(frames, ignore_index=True)
-    summary = summarise(per_participant, ceiling)
+    summary = summarise(per_participant, ceilings, settings)
     write_parquet(out / "rsa_participants.parquet", per_participant)
     write_parquet(out / "rsa.parquet", summary)
     title = f"{Path(behaviour_dir).resolve().name}: {len(behaviour.participants)} participants"
     plot_layer_curves(
         {title: summary.rename(columns={"correlation": "value"})},
         out / "figures" / "rsa_by_layer",
-        f"{settings.comparison} correlation with behaviour (mean ± SEM)",
+        f"{settings.comparison} correlation with behaviour (mean, "
+        + ("95% bootstrap interval over participants)" if settings.error_bar == "bootstrap" else "± SEM)"),
         bands={title: ceiling},
-        band_label="noise ceiling",
+        band_label="noise ceiling (all stimulus pairs)",
     )
     write_json(
         out / "summary.json",

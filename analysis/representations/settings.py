@@ -16,6 +16,9 @@ ACTIVATION_DTYPES = ("float32", "float16")
 CLASSIFIERS = ("logistic", "svm")  # scikit-learn LogisticRegression (lbfgs, multinomial) or LinearSVC
 DISTANCES = ("correlation", "euclidean", "cosine")  # correlation: 1 - Pearson r of two stimuli's activation patterns
 COMPARISONS = ("spearman", "tau-a", "corr")  # rsatoolbox's names: Spearman rho, Kendall tau-a, Pearson r
+# RSA's error bar across participants: a 95% percentile interval of the mean over participants resampled with
+# replacement (the paper's), or mean +- SEM
+ERROR_BARS = ("bootstrap", "sem")
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,20 @@ class RSASettings:
 
     distance: str = "correlation"
     comparison: str = "spearman"
+    error_bar: str = "bootstrap"  # ERROR_BARS
+    n_bootstraps: int = 1000  # participant resamples of the bootstrap error bar
+    seed: int = 0  # of those resamples
     extraction: ActivationSettings = field(default_factory=lambda: ActivationSettings(layers=LAYER_NAMES))
 
     def __post_init__(self) -> None:
         check_choice("distance", self.distance, DISTANCES)
         check_choice("comparison", self.comparison, COMPARISONS)
+        check_choice("error_bar", self.error_bar, ERROR_BARS)
+        check_at_least("n_bootstraps", self.n_bootstraps, 1)
 
     def result_fields(self) -> dict:
-        """The RDM and comparison settings (the extraction is recorded on its own)."""
-        return {"distance": self.distance, "comparison": self.comparison}
+        """The RDM, comparison and error-bar settings (the extraction is recorded on its own)."""
+        return {key: getattr(self, key) for key in ("distance", "comparison", "error_bar", "n_bootstraps", "seed")}
 
 
 @dataclass(frozen=True)

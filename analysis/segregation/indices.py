@@ -222,3 +222,15 @@ def segregation_tables(
         "drops": drop_table(accuracies, drops, level),
         "segregation": segregation_table(drops, tasks, level),
     }
+
+
+def fraction_curve_area(fractions: Sequence[float], values: np.ndarray) -> np.ndarray:
+    """The area under the index-by-fraction curve (trapezoids) divided by the span of the fractions: the curve's mean
+    height, on the index's own scale, so that a conclusion rests on every fraction analysed and not on one.
+
+    `values` holds the index at the ascending `fractions` along its last axis (a point estimate, or resamples in
+    earlier axes); at least two fractions."""
+    x = np.asarray(fractions, dtype=np.float64)
+    if x.size < 2 or np.any(np.diff(x) <= 0):
+        raise ValueError(f"the curve's area needs two or more ascending fractions, not {list(fractions)}")
+    return np.trapezoid(np.asarray(values, dtype=np.float64), x, axis=-1) / (x[-1] - x[0])

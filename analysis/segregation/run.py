@@ -25,6 +25,9 @@ Output directory:
                                   prediction, correct (+ prediction_within_task, correct_within_task);
                                   the intact network has layer "intact", lesioned_task "none", fraction 0
   accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
+  reliability.parquet, overlap.parquet   per layer (and task or pair) at the headline fraction: the split-half
+                                  reliability of each task's top set and the overlap of two tasks' top sets, beside
+                                  chance (`analysis.segregation.reliability`)
   tasks.parquet                   the classes of each analysed task (the pseudo-tasks of --random-tasks)
   ranking.parquet                 the filter ranking of the analysed tasks (the sweep's, or the pseudo-tasks')
   pseudo_greedy/                  --random-tasks of a greedy sweep: the pseudo-tasks' greedy rounds
@@ -50,8 +53,10 @@ from analysis.segregation.lesion_eval import (
     Unit,
     evaluate_with_ray,
     image_slices,
+    lesion_count,
     lesion_plan,
 )
+from analysis.segregation.reliability import ranking_checks
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from analysis.segregation.task_groups import Grouping, grouping_table, label_space_grouping, random_grouping, regroup
 from common.errors import UserError
@@ -62,6 +67,7 @@ from common.wandb_runs import WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import EvaluationSettings
+from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
 from sweeps.settings import SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation")
@@ -97,6 +103,29 @@ class Sweep:
         """The sweep's settings, as recorded, run with `resources`."""
         recorded = self.config["settings"]
         return SweepSettings(**{**recorded, "layers": tuple(recorded["layers"]), "resources": resources})
+
+    @property
+    def greedy_target(self) -> float:
+        """The fraction of each layer a greedy ranking chose in rounds (sweeps before it was recorded: 0.2)."""
+        return float(self.manifest.get("greedy_target", GREEDY_TARGET_FRACTION))
+
+
+def check_greedy_reach(sweep: Sweep, settings: SegregationSettings) -> None:
+    """UserError when a fraction analysed lesions more of a layer than a greedy sweep chose in rounds: the ranks
+    past its target are one round's losses, not greedy choices."""
+    if sweep.manifest.get("ranking") != "greedy":
+        return
+    largest = max(settings.all_fractions)
+    for layer, rows in sweep.ranking.groupby("layer", sort=False):
+        filters = int(rows["filter"].nunique())
+        chosen = GreedySchedule.for_layer(filters, target_fraction=sweep.greedy_target).target
+        if lesion_count(largest, filters, settings.rounding) > chosen:
+            raise UserError(
+                f"fraction {largest} lesions {lesion_count(largest, filters, settings.rounding)} of {layer}'s "
+                f"{filters} filters but the greedy sweep in {sweep.path} chose {chosen} (--greedy-target "
+                f"{sweep.greedy_target}); rerun `specialize lesion --ranking greedy --greedy-target {largest}` "
+                f"or analyse fractions up to {sweep.greedy_target}"
+            )
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
@@ -243,6 +272,7 @@ def run_segregation(
     W&B run) the figures, tables and the index of every layer also go to W&B.
     """
     from common.ray_runner import ray_session
+    from data_pipeline.data_dir import DataDir
     from lightning_modules.checkpoint import load_model
 
     sweep = read_sweep(sweep_dir)
@@ -250,6 +280,8 @@ def run_segregation(
     loaded = load_model(sweep.manifest["checkpoint"])
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
+    DataDir(data).check_serves(loaded.label_space)
+    check_greedy_reach(sweep, settings)
     stage = StageDir(
         Path(out_dir),
         "segregation analysis",
@@ -301,8 +333,9 @@ def run_segregation(
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
     tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
-    for name in TABLES:
-        write_parquet(out / f"{name}.parquet", tables[name])
+    checks = ranking_checks(sweep.path, ranking, grouping, settings.fraction, settings.rounding, settings.seed)
+    for name, table in {**{name: tables[name] for name in TABLES}, **checks}.items():
+        write_parquet(out / f"{name}.parquet", table)
     summary = summarise(tables, list(grouping), settings, sweep.layers)
     write_json(out / "summary.json", summary)
     pngs = draw_figures(
