@@ -41,6 +41,7 @@ class LayerSplit:
         fx.GraphModule
     )  # (the next linear map's pre-activation, or the lesioned unit without one, *context) -> logits
     flattens: bool  # whether the next linear map takes the flattened maps
+    after_flatten: nn.Sequential  # dropout between the flatten and a linear map (the identity in eval mode)
 
     @property
     def shortcut(self) -> bool:
@@ -53,7 +54,7 @@ class LayerSplit:
 
     def pre_activation(self, linear_input: torch.Tensor) -> torch.Tensor:
         """The next linear map's output (with bias) on the intact input."""
-        return self.linear(torch.flatten(linear_input, 1) if self.flattens else linear_input)
+        return self.linear(self.after_flatten(torch.flatten(linear_input, 1)) if self.flattens else linear_input)
 
     def channel_contributions(self, linear_input: torch.Tensor, channel_sets: torch.Tensor) -> torch.Tensor:
         """What each set of channels (a row of `channel_sets`, (K, m)) alone adds to the next pre-activation:
@@ -85,6 +86,7 @@ class Cut:
     chain: list[fx.Node]  # per-channel maps between the unit and the next linear map
     linear: fx.Node | None  # the next linear map, if the unit's only consumer (the shortcut)
     flatten: fx.Node | None  # a flatten before a linear map
+    after_flatten: list[fx.Node]  # dropout between that flatten and the linear map
     suffix: list[fx.Node]  # what runs per lesion after the linear map (or after the unit without one)
     context: list[fx.Node]  # values the suffix reads that the unit does not change
     prefix: list[fx.Node]  # everything the unit does not change
@@ -104,15 +106,15 @@ def cut_at(model: nn.Module, layer: str) -> tuple[fx.GraphModule, Cut]:
     unit = unit_node(graph, units[layer])
     order = {node: index for index, node in enumerate(graph.graph.nodes)}
     affected = _descendants(unit)
-    chain, linear, flatten = _shortcut_chain(unit, dict(graph.named_modules()))
-    done = {unit, *chain} | ({linear, flatten} - {None})
+    chain, linear, flatten, after_flatten = _shortcut_chain(unit, dict(graph.named_modules()))
+    done = {unit, *chain, *after_flatten} | ({linear, flatten} - {None})
     suffix = sorted((affected - done) - {_output(graph)}, key=order.get)
     context = sorted(
         {arg for node in suffix for arg in node.all_input_nodes if arg not in affected and arg is not unit},
         key=order.get,
     )
     prefix = [node for node in graph.graph.nodes if node.op != "output" and node not in affected]
-    return graph, Cut(unit, chain, linear, flatten, suffix, context, prefix)
+    return graph, Cut(unit, chain, linear, flatten, after_flatten, suffix, context, prefix)
 
 
 def split_at(model: nn.Module, layer: str) -> LayerSplit:
@@ -130,7 +132,8 @@ def _split(model: nn.Module, layer: str) -> LayerSplit:
     channelwise = _subgraph(graph, cut.chain, [cut.unit], [cut.chain[-1] if cut.chain else cut.unit])
     suffix = _subgraph(graph, cut.suffix, [cut.start, *cut.context], [_output(graph).args[0]])
     module = graph.get_submodule(cut.linear.target) if cut.linear is not None else None
-    return LayerSplit(prefix, channelwise, module, suffix, cut.flatten is not None)
+    after_flatten = nn.Sequential(*(graph.get_submodule(node.target) for node in cut.after_flatten))
+    return LayerSplit(prefix, channelwise, module, suffix, cut.flatten is not None, after_flatten)
 
 
 def _output(graph: fx.GraphModule) -> fx.Node:
@@ -151,10 +154,12 @@ def _descendants(node: fx.Node) -> set[fx.Node]:
 
 def _shortcut_chain(
     unit: fx.Node, modules: dict[str, nn.Module]
-) -> tuple[list[fx.Node], fx.Node | None, fx.Node | None]:
-    """(per-channel nodes, the next linear map's node, a flatten before it) when the unit's only consumer is one full
-    conv or linear map through per-channel maps; ([], None, None) otherwise."""
+) -> tuple[list[fx.Node], fx.Node | None, fx.Node | None, list[fx.Node]]:
+    """(per-channel nodes, the next linear map's node, a flatten before it, dropout after that flatten) when the
+    unit's only consumer is one full conv or linear map through per-channel maps; ([], None, None, []) otherwise.
+    Dropout after the flatten (AlexNet's) is the identity in eval mode, where the engine runs."""
     chain: list[fx.Node] = []
+    after_flatten: list[fx.Node] = []
     node, flatten = unit, None
     while len(node.users) == 1:
         (user,) = node.users
@@ -163,14 +168,16 @@ def _shortcut_chain(
             chain.append(user)
         elif user.op == "call_function" and user.target in FLATTENS and user.args[1:] == (1,) and flatten is None:
             flatten = user
+        elif isinstance(module, nn.Dropout) and flatten is not None:
+            after_flatten.append(user)
         elif isinstance(module, nn.Linear) and flatten is not None:
-            return chain, user, flatten
+            return chain, user, flatten, after_flatten
         elif isinstance(module, nn.Conv2d) and module.groups == 1 and flatten is None:
-            return chain, user, None
+            return chain, user, None, []
         else:
             break
         node = user
-    return [], None, None
+    return [], None, None, []
 
 
 def _subgraph(
