@@ -131,13 +131,14 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Pa
 
 def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], problem: str, fix: str) -> None:
     """Copy `weights` (a state dict in `model`'s layout) into `model`; UserError "<problem> (<tensor>: found <shape>,
-    model <shape>); <fix>" naming the first tensor that is missing, extra or of another shape."""
+    model <shape>); <fix>" naming the first tensor, in the model's order, that is missing, extra or of another
+    shape."""
     expected = model.state_dict()
-    mismatched = sorted(
+    mismatched = [  # the model's tensors in its own order, then the extra ones
         key
-        for key in expected.keys() | weights.keys()
+        for key in [*expected, *sorted(weights.keys() - expected.keys())]
         if key not in weights or key not in expected or tuple(weights[key].shape) != tuple(expected[key].shape)
-    )
+    ]
     if mismatched:
         key = mismatched[0]
         found = tuple(weights[key].shape) if key in weights else "missing"

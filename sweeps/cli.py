@@ -36,7 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"{' or '.join(RANKINGS)}: each filter alone, or METHOD's rounds of 1.6%% up to 20%% "
         "(default: %(default)s)",
     )
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="UNIT",
+        help="lesion units to sweep, named as the network's (VGG16: conv1_1 ... conv5_3; ResNet: conv1, "
+        "layer1.0.conv1, layer1.0, ...) (default: every unit)",
+    )
     add_ray_arguments(parser)
     parser.add_argument(
         "--filters-per-task",

@@ -300,7 +300,7 @@ def distributed_sweep(
     none).
     """
     identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
-    settings = with_recorded_budget(out_dir, settings)
+    settings = with_recorded_budget(out_dir, settings.for_units(tuple(filters_per_unit(model))))
     stage = sweep_stage(out_dir, identity, settings)
     if stage.finished:
         return sweep_tables(stage.path)
@@ -377,6 +377,7 @@ def run_sweep(
     from lightning_modules.checkpoint import load_model
 
     loaded = load_model(checkpoint)
+    settings = settings.for_units(tuple(filters_per_unit(loaded.model)))
     data = str(Path(data_dir).resolve())
     identity = {"checkpoint_sha256": loaded.sha256, "data": data, "tasks": list(loaded.label_space.tasks)}
     stage = sweep_stage(out_dir, identity, with_recorded_budget(out_dir, settings))

@@ -6,11 +6,11 @@ Free of torch and Ray, so that command-line parsers can read the choices and def
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
-from lightning_modules.layer_names import CONV_LAYERS, check_layers
+from lightning_modules.layer_names import check_layers, check_unit_names
 
 RANKINGS = ("oneshot", "greedy")
 
@@ -22,7 +22,7 @@ class SweepSettings:
 
     images_per_task: int = 6400  # the authors' code: 50 batches x 128 training images per task
     seed: int = 0  # of the image sample
-    layers: tuple[str, ...] = CONV_LAYERS
+    layers: tuple[str, ...] = ()  # lesion units; () = every unit of the network (VGG16: conv1_1 ... conv5_3)
     ranking: str = "oneshot"
     filters_per_task: int = 16  # filters per Ray task
     batch_size: int | None = None
@@ -45,10 +45,18 @@ class SweepSettings:
     )
 
     def __post_init__(self) -> None:
-        check_layers("layers", self.layers, CONV_LAYERS)
+        check_unit_names("layers", self.layers)
         check_choice("ranking", self.ranking, RANKINGS)
         for key in ("images_per_task", "filters_per_task", "batch_size", "lesions_per_pass", "memory_budget"):
             check_at_least(key, getattr(self, key), 1)
+
+    def for_units(self, units: tuple[str, ...]) -> SweepSettings:
+        """These settings for a network with lesion units `units` (forward order): every unit when `layers` is empty;
+        SettingError for a name the network lacks."""
+        if not self.layers:
+            return replace(self, layers=units)
+        check_layers("layers", self.layers, units)
+        return self
 
     def result_fields(self) -> dict:
         """The settings that change the numbers, as stored beside the results."""
