@@ -177,3 +177,15 @@ def test_output_layer_is_the_last_linear_map():
     for arch in ARCHITECTURES:
         outputs = [m for m in tiny_network(arch).modules() if isinstance(m, nn.Linear)][-1].out_features
         assert outputs == 6
+
+
+def test_the_architectures_studies_train_each_architecture():
+    from helpers_train import ROOT
+
+    from specialize.study_config import load_study
+
+    for name in ("architectures", "architectures_paper"):
+        study = load_study(ROOT / "studies" / f"{name}.yaml")
+        for network, spec in study.networks.items():
+            config = load_config(ROOT / spec.config, [*study.overrides, *spec.overrides])
+            assert config.model.arch == network and not study.analyses.lesion.layers  # every unit of each
