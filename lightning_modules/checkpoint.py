@@ -78,6 +78,17 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     )
 
 
+def require_vgg16(loaded: LoadedModel, analysis: str) -> LoadedModel:
+    """`loaded`, if a VGG16: the analyses not yet wired to other architectures' units call it; UserError otherwise."""
+    arch = loaded.config.model.arch
+    if arch != "vgg16":
+        raise UserError(
+            f"{analysis} takes VGG16 networks so far; {loaded.checkpoint} is a {arch}. Its lesion sweep "
+            "(specialize lesion) covers every unit of any architecture (README, Architectures)"
+        )
+    return loaded
+
+
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     """The contents of a .ckpt, on the CPU, read as data only (tensors, numbers, strings, lists, dicts).
 

@@ -214,11 +214,11 @@ def run_segregation(
     W&B run) the figures, tables and the index of every layer also go to W&B.
     """
     from common.ray_runner import ray_session
-    from lightning_modules.checkpoint import load_model
+    from lightning_modules.checkpoint import load_model, require_vgg16
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
-    loaded = load_model(sweep.manifest["checkpoint"])
+    loaded = require_vgg16(load_model(sweep.manifest["checkpoint"]), "the segregation analysis")
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     stage = StageDir(
