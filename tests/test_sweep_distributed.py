@@ -244,3 +244,25 @@ def test_sweep_completes_when_a_worker_dies_mid_task(ray_cluster, tmp_path):
     expected = lesion_sweep(model, data, layers=list(settings.layers))
     assert len(filter_losses) == len(expected) == 2 * (4 + 16 + 32)
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
+
+
+def test_ray_sweep_of_a_resnet_names_its_units_through_every_table(ray_cluster, tmp_path):
+    from helpers_sweeps import tiny_network
+
+    from common.errors import SettingError
+    from lightning_modules.units import lesion_units
+
+    model, data = tiny_network("resnet18", seed=2), tiny_images()
+    layers = ("conv1", "layer1.0.conv1", "layer2.0", "layer4.1")
+    settings = SweepSettings(layers=layers, filters_per_task=8)
+    filter_losses, ranking = distributed_sweep(model, data, tmp_path, settings, progress=False)
+    expected = lesion_sweep(model, data, layers=list(layers))
+    pd.testing.assert_frame_equal(
+        filter_losses[["layer", "layer_index", "filter", "task"]], expected[["layer", "layer_index", "filter", "task"]]
+    )
+    assert abs(filter_losses.loss - expected.loss).max() < 1e-5
+    assert sorted(set(ranking.layer_index)) == [1, 2, 7, 17]
+    table = ClassTotals.from_frames(*(pd.read_parquet(tmp_path / f"{name}.parquet") for name in CLASS_TABLES))
+    assert table.units == tuple(lesion_units(model)) and list(dict.fromkeys(table.layers)) == list(layers)
+    with pytest.raises(SettingError, match="unknown layer 'conv5_3'; choose from conv1, layer1.0.conv1"):
+        distributed_sweep(model, data, tmp_path / "other", SweepSettings(layers=("conv5_3",)), progress=False)
