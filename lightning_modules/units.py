@@ -58,6 +58,15 @@ def filters_per_unit(model: nn.Module) -> dict[str, int]:
     return {name: unit.channels for name, unit in lesion_units(model).items()}
 
 
+def unit_names(arch: str) -> tuple[str, ...]:
+    """The lesion units of the registry's `arch`, by name, in forward order (from a copy without data: names depend
+    on neither width nor batch norm)."""
+    from lightning_modules.architectures import build_network
+
+    with torch.device("meta"):
+        return tuple(lesion_units(build_network(arch, 2)))
+
+
 def num_outputs(model: nn.Module) -> int:
     """Number of units of the output layer (the label space's classes): the last linear layer's outputs."""
     return [module for module in model.modules() if isinstance(module, nn.Linear)][-1].out_features

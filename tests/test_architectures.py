@@ -189,3 +189,17 @@ def test_the_architectures_studies_train_each_architecture():
         for network, spec in study.networks.items():
             config = load_config(ROOT / spec.config, [*study.overrides, *spec.overrides])
             assert config.model.arch == network and not study.analyses.lesion.layers  # every unit of each
+
+
+def test_a_study_naming_a_unit_one_of_its_networks_lacks_stops_before_anything_runs(tmp_path):
+    from helpers_train import ROOT
+
+    from specialize.study import run_study
+    from specialize.study_config import load_study
+
+    study = load_study(
+        ROOT / "studies" / "architectures.yaml", [f"output={tmp_path}", "analyses.lesion.layers=[conv1_1,conv5_3]"]
+    )
+    with pytest.raises(UserError, match=r"analyses.lesion.layers has unknown layer 'conv1_1'.*\(network alexnet"):
+        run_study(study)
+    assert not any(tmp_path.iterdir())
