@@ -1,13 +1,14 @@
 """Throughput of `lesion_sweep` against the naive reference (one full forward pass per filter).
 
-VGG16 at width 1/4, 64 px, all 13 conv layers, random images in two tasks. The naive reference is timed on
+Any architecture of the registry (`--arch`, default VGG16) at width 1/4, 64 px, every lesion unit, random images in
+two tasks. The naive reference is timed on
 a sample of filters per layer (its cost per filter is the same in every layer); the fast sweep runs every
 filter. Reports lesions x images per second for both, the speedup (target >= 3x), the largest difference
 in loss on the shared filters, peak memory, the multiply-adds of the sweep (METHOD's cost model: naive,
 prefix reused, prefix reused + linearity of the next map) and the achieved fraction of the multiply-add
 bound: the sweep's multiply-adds over its time, relative to the machine's measured float32 GEMM rate.
 
-    python -m benchmarks.bench_lesion [--images-per-task 32] [--naive-filters 4] [--device cpu]
+    python -m benchmarks.bench_lesion [--arch resnet18] [--images-per-task 32] [--naive-filters 4] [--device cpu]
 """
 
 from __future__ import annotations
@@ -17,32 +18,33 @@ import json
 import time
 
 import torch
+from torch import nn
 
 from benchmarks.peak_memory import PeakMemory
-from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, conv_indices, filters_per_layer, vgg16
+from lightning_modules.architectures import ARCHITECTURES, build_network
+from lightning_modules.units import filters_per_unit
 from sweeps.cost_model import module_macs
 from sweeps.engine import lesion_sweep
+from sweeps.layer_split import split_at
 from sweeps.reference import reference_lesion_sweep
 
 
-def sweep_macs(model: VGG, image_shape: tuple[int, ...]) -> dict[str, float]:
+def sweep_macs(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, float]:
     """Multiply-adds per image of a sweep lesioning every filter alone: naive (a full forward pass per filter),
-    with the prefix reused, and with the prefix reused plus the next linear map's change from one channel."""
+    with the prefix reused, and with the prefix reused plus the next linear map's change from one channel (where the
+    unit has that shortcut; a plain suffix pass elsewhere)."""
     macs = module_macs(model, image_shape)
-    ordered = [m for m in model.modules() if m in macs]  # forward order
-    costs = [macs[m] for m in ordered]
-    sizes = filters_per_layer(model)
-    convs = [model.features[i] for i in conv_indices(model).values()]
+    forward = sum(macs.values())
     naive = reuse = linear = 0.0
-    for position, layer in enumerate(CONV_LAYERS):
-        nxt = ordered.index(convs[position]) + 1  # the next linear map: a conv, or fc6 after the last conv
-        prefix, next_map, suffix = sum(costs[:nxt]), costs[nxt], sum(costs[nxt + 1 :])
-        one_channel = next_map / sizes[layer]  # its input channels are this layer's filters
-        naive += sizes[layer] * sum(costs)
-        reuse += prefix + sizes[layer] * (next_map + suffix)
-        linear += prefix + next_map + sizes[layer] * (one_channel + suffix)
-    return {"naive": naive, "prefix_reuse": reuse, "prefix_reuse_and_linearity": linear, "forward": sum(costs)}
+    for layer, filters in filters_per_unit(model).items():
+        split = split_at(model, layer)
+        rest = sum(macs[module] for module in split.suffix_modules() if module in macs)
+        next_map = macs[split.linear] if split.shortcut else 0
+        prefix = forward - next_map - rest
+        naive += filters * forward
+        reuse += prefix + filters * (next_map + rest)
+        linear += prefix + next_map + filters * (next_map / filters + rest)
+    return {"naive": naive, "prefix_reuse": reuse, "prefix_reuse_and_linearity": linear, "forward": forward}
 
 
 def gemm_gmacs(device: str, size: int = 2048, repeats: int = 5) -> float:
@@ -72,6 +74,7 @@ def random_tasks(images_per_task: int, resolution: int, num_classes: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vgg16", choices=ARCHITECTURES)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--images-per-task", type=int, default=32)
@@ -81,10 +84,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = vgg16(20, width=args.width).eval()
+    model = build_network(args.arch, 20, width=args.width).eval()
     data = random_tasks(args.images_per_task, args.resolution, 20)
     images = 2 * args.images_per_task
-    sample = {layer: list(range(min(args.naive_filters, n))) for layer, n in filters_per_layer(model).items()}
+    sample = {layer: list(range(min(args.naive_filters, n))) for layer, n in filters_per_unit(model).items()}
 
     start = time.perf_counter()
     naive = reference_lesion_sweep(model, data, batch_size=args.batch_size or 128, device=args.device, filters=sample)
@@ -94,7 +97,7 @@ def main() -> None:
         fast = lesion_sweep(model, data, batch_size=args.batch_size, device=args.device)
     fast_s = time.perf_counter() - start
 
-    naive_lesions, fast_lesions = sum(map(len, sample.values())), sum(filters_per_layer(model).values())
+    naive_lesions, fast_lesions = sum(map(len, sample.values())), sum(filters_per_unit(model).values())
     shared = fast.merge(naive, on=["layer", "filter", "task"], suffixes=("", "_naive"))
     costs = sweep_macs(model, (3, args.resolution, args.resolution))
     naive_rate = naive_lesions * images / naive_s

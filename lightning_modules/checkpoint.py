@@ -17,22 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from common.errors import UserError
 from common.io import file_sha256
 from data_pipeline.label_space import LabelSpace
+from lightning_modules.architectures import build_network
 from lightning_modules.config import ModelConfig, TrainConfig, config_from_dict
 from lightning_modules.heads import OutputHeads
-from lightning_modules.vgg import VGG, vgg16
 
 MODEL_PREFIX = "model."
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A trained VGG16 (eval mode, CPU) and what it was trained on."""
+    """A trained network (eval mode, CPU) and what it was trained on."""
 
-    model: VGG
+    model: nn.Module
     label_space: LabelSpace
     config: TrainConfig
     checkpoint: Path
@@ -44,9 +45,11 @@ class LoadedModel:
         return OutputHeads.of(self.label_space, self.config.model.heads)
 
 
-def build_model(label_space: LabelSpace, model_config: ModelConfig) -> VGG:
-    """The VGG16 for a label space (one output per class of every task) and a config's `model` section."""
-    return vgg16(
+def build_model(label_space: LabelSpace, model_config: ModelConfig) -> nn.Module:
+    """The network of a config's `model` section (`model.arch`) for a label space (one output per class of every
+    task)."""
+    return build_network(
+        model_config.arch,
         label_space.total_classes,
         width=model_config.width,
         batch_norm=model_config.batch_norm,
@@ -73,6 +76,17 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(
         model=model.eval(), label_space=label_space, config=config, checkpoint=path, sha256=file_sha256(path)
     )
+
+
+def require_vgg16(loaded: LoadedModel, analysis: str) -> LoadedModel:
+    """`loaded`, if a VGG16: the analyses not yet wired to other architectures' units call it; UserError otherwise."""
+    arch = loaded.config.model.arch
+    if arch != "vgg16":
+        raise UserError(
+            f"{analysis} takes VGG16 networks so far; {loaded.checkpoint} is a {arch}. Its lesion sweep "
+            "(specialize lesion) covers every unit of any architecture (README, Architectures)"
+        )
+    return loaded
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
@@ -113,23 +127,32 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
-def load_weights(model: VGG, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """Copy a TaskModule state dict into `model`; UserError when the architectures differ."""
     weights = {
         key.removeprefix(MODEL_PREFIX): value for key, value in state_dict.items() if key.startswith(MODEL_PREFIX)
     }
-    expected = model.state_dict()
-    mismatched = sorted(
-        key
-        for key in expected.keys() | weights.keys()
-        if key not in weights or key not in expected or weights[key].shape != expected[key].shape
+    load_matching(
+        model,
+        weights,
+        f"{path} does not match the network its config describes",
+        "the checkpoint is of another architecture",
     )
+
+
+def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], problem: str, fix: str) -> None:
+    """Copy `weights` (a state dict in `model`'s layout) into `model`; UserError "<problem> (<tensor>: found <shape>,
+    model <shape>); <fix>" naming the first tensor, in the model's order, that is missing, extra or of another
+    shape."""
+    expected = model.state_dict()
+    mismatched = [  # the model's tensors in its own order, then the extra ones
+        key
+        for key in [*expected, *sorted(weights.keys() - expected.keys())]
+        if key not in weights or key not in expected or tuple(weights[key].shape) != tuple(expected[key].shape)
+    ]
     if mismatched:
         key = mismatched[0]
         found = tuple(weights[key].shape) if key in weights else "missing"
         wanted = tuple(expected[key].shape) if key in expected else "absent"
-        raise UserError(
-            f"{path} does not match the VGG16 its config describes ({key}: checkpoint {found}, model {wanted}); "
-            "the checkpoint is of another architecture"
-        )
+        raise UserError(f"{problem} ({key}: found {found}, model {wanted}); {fix}")
     model.load_state_dict(weights)

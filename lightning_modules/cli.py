@@ -1,4 +1,5 @@
-"""`specialize train`: train a VGG16 on one or more tasks from a YAML config with `key=value` overrides."""
+"""`specialize train`: train a network (`model.arch`, VGG16 by default) on one or more tasks from a YAML config with
+`key=value` overrides; `specialize import`: a trained network's weights from elsewhere as a specialize checkpoint."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train` subcommand."""
+    """Add the `train` and `import` subcommands."""
+    register_import(subparsers)
     parser = subparsers.add_parser(
         "train",
-        help="train a single- or multi-task VGG16 (Lightning; DDP over devices and nodes)",
+        help="train a single- or multi-task network of any model.arch (Lightning; DDP over devices and nodes)",
         description="Train from a YAML config; a run directory that already holds a checkpoint is continued.",
     )
     parser.add_argument("--config", help="YAML training config, e.g. configs/tiny_face_object.yaml")
@@ -38,6 +40,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the resolved config as YAML (or the value of one dotted KEY, or run_dir) and exit without training",
     )
     parser.set_defaults(run=run_train, job=train_job)
+
+
+def register_import(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `import` subcommand."""
+    from lightning_modules.architectures import ARCHITECTURES
+    from lightning_modules.config import HEADS
+
+    parser = subparsers.add_parser(
+        "import",
+        help="make a specialize checkpoint from trained weights (a torchvision-layout state dict) and class names",
+        description="Read a state dict in torchvision's layout (.pth/.pt read as data only, or .safetensors) of one "
+        "of the registry's architectures, and the class names of each task in output order; write a checkpoint "
+        "that every analysis accepts. A tensor that does not fit is named in one line.",
+    )
+    parser.add_argument("--weights", required=True, help="the state dict: .pth, .pt or .safetensors")
+    parser.add_argument("--arch", required=True, help=f"one of {', '.join(ARCHITECTURES)}")
+    parser.add_argument(
+        "--classes",
+        action="append",
+        default=[],
+        metavar="TASK=FILE",
+        help="a task and a file of its class names, one a line, in output order; repeat per task, tasks in output "
+        "order",
+    )
+    parser.add_argument("--out", required=True, help="the checkpoint to write (.ckpt)")
+    parser.add_argument("--width", type=float, help="the network's width (default: from its first conv, 64 x width)")
+    parser.add_argument(
+        "--heads", default="shared", help=f"{' or '.join(HEADS)}: how the output layer was trained (default: shared)"
+    )
+    parser.add_argument(
+        "--resolution", type=int, default=224, help="input size the network was trained at (default: %(default)s)"
+    )
+    parser.set_defaults(run=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Write the checkpoint and say what it holds."""
+    from common.typed_config import check_choice
+    from lightning_modules.architectures import ARCHITECTURES
+    from lightning_modules.config import HEADS
+
+    check_choice("arch", args.arch, ARCHITECTURES)
+    check_choice("heads", args.heads, HEADS)
+    from lightning_modules.import_weights import import_weights
+
+    out = import_weights(args.weights, args.arch, args.classes, args.out, args.width, args.heads, args.resolution)
+    print(f"imported {args.arch} from {args.weights} -> {out}")
+    return 0
 
 
 def resolved_config(args: argparse.Namespace) -> TrainConfig:

@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
-from common.errors import UserError
+from common.errors import SettingError, UserError
 from common.io import atomic_path, read_json
 from common.layout import CONFIG_FILE, IDENTITY_KEY
 from common.redact import redact
 from common.typed_config import apply_override, build_dataclass, check_choice, read_yaml
 from common.wandb_runs import WANDB_MODES, WANDB_PROJECT
+from lightning_modules.architectures import DEFAULT_ARCH, check_model
 
 HEADS = ("shared", "separate")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -41,11 +42,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The VGG16 and its output layer."""
+    """The network (`lightning_modules.architectures`) and its output layer."""
 
+    arch: str = DEFAULT_ARCH  # vgg16, vgg11, vgg13, vgg19, alexnet, resnet18, resnet50
     width: float = 1.0
-    batch_norm: bool = False
-    dropout: float = 0.5
+    batch_norm: bool = False  # the VGGs' batch-norm variant; ResNets always have batch norm, AlexNet never
+    dropout: float = 0.5  # VGGs and AlexNet; ResNets have no dropout
     heads: str = "shared"  # shared: one softmax over all classes (paper); separate: one per task's outputs
 
 
@@ -160,10 +162,10 @@ def validate(config: TrainConfig) -> None:
     ):
         if value <= 0:
             raise UserError(f"config key {key} must be positive, got {value}")
-    if config.data.resolution < 32:
-        raise UserError(
-            f"config key data.resolution must be at least 32 (VGG16 pools 5 times), got {config.data.resolution}"
-        )
+    try:
+        check_model(config.model.arch, config.model.batch_norm, config.data.resolution)
+    except SettingError as error:
+        raise error.named(f"config key {error.key}") from None
     if config.data.batch_size % config.world_size:
         raise UserError(
             f"data.batch_size={config.data.batch_size} (global) is not divisible by the {config.world_size} processes "

@@ -1,7 +1,9 @@
 """The names every analysis uses for VGG16's layers (conv1_1 ... conv5_3, fc6, fc7, output), defined once.
 
 Kept free of torch so that command-line parsers can offer them as choices without loading it; `check_layers` is the
-one check of a list of them.
+one check of a list of them. Other architectures' lesion units are found from their module graph
+(`lightning_modules.units`) and checked against the network once it is loaded; `check_unit_names` is what can be
+checked before.
 """
 
 CONV_LAYERS: tuple[str, ...] = (
@@ -32,3 +34,16 @@ def check_layers(key: str, layers: tuple[str, ...] | list[str], valid: tuple[str
         raise SettingError(key, f"has unknown layer {unknown[0]!r}; choose from {', '.join(valid)}")
     if not layers:
         raise SettingError(key, f"is empty; name at least one of {', '.join(valid)}")
+
+
+def check_unit_names(key: str, layers: tuple[str, ...] | list[str]) -> None:
+    """What can be checked of unit names before the network is known: SettingError for a name that is not a
+    non-empty string or that repeats."""
+    from common.errors import SettingError
+
+    bad = [layer for layer in layers if not isinstance(layer, str) or not layer]
+    if bad:
+        raise SettingError(key, f"has a bad unit name {bad[0]!r}; name units as the network's (e.g. conv3_1, layer3.1)")
+    repeated = sorted({layer for layer in layers if list(layers).count(layer) > 1})
+    if repeated:
+        raise SettingError(key, f"names {repeated[0]!r} twice; name each unit once")

@@ -1,7 +1,9 @@
-"""VGG16 (configuration D) at any width, laid out like torchvision's `vgg16`, with METHOD's initialisation.
+"""VGG (configurations A, B, D, E: torchvision's `vgg11`, `vgg13`, `vgg16`, `vgg19`) at any width, laid out like
+torchvision's, with METHOD's initialisation.
 
-Layer names (conv1_1 ... conv5_3, fc6, fc7, output) come from `layer_names`; `conv_indices`, `relu_indices` and
-`fc_indices` find those layers in a model.
+VGG16's layer names (conv1_1 ... conv5_3, fc6, fc7, output) come from `layer_names`; every configuration names its
+convs `conv<block>_<position>` (`conv_names`). `conv_indices`, `relu_indices` and `fc_indices` find those layers in a
+model.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_modules.layer_names import CONV_LAYERS, FC_LAYERS
+from lightning_modules.layer_names import FC_LAYERS
+from lightning_modules.scaling import init_weights, scaled
 
 CONFIG_D: tuple[int | str, ...] = (
     64,
@@ -31,12 +34,13 @@ CONFIG_D: tuple[int | str, ...] = (
     512,
     "M",
 )
+CONFIGS: dict[str, tuple[int | str, ...]] = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg16": CONFIG_D,
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+}
 HIDDEN_FC = 4096
-
-
-def scaled(channels: int, width: float) -> int:
-    """A layer width scaled by `width`, at least 1."""
-    return max(1, int(round(channels * width)))
 
 
 class VGG(nn.Module):
@@ -65,11 +69,14 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-def make_features(width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
-    """The 13-conv feature stack of configuration D, each conv followed by (batch norm and) ReLU."""
+def make_features(
+    width: float = 1.0, batch_norm: bool = False, config: tuple[int | str, ...] = CONFIG_D
+) -> nn.Sequential:
+    """The feature stack of a configuration (default D, VGG16's 13 convs), each conv followed by (batch norm and)
+    ReLU, "M" a 2x2 max pooling."""
     layers: list[nn.Module] = []
     in_channels = 3
-    for entry in CONFIG_D:
+    for entry in config:
         if entry == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
@@ -82,27 +89,10 @@ def make_features(width: float = 1.0, batch_norm: bool = False) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-def init_weights(model: nn.Module, width: float = 1.0) -> None:
-    """METHOD's initialisation: conv Kaiming-normal (fan_out, relu), linear N(0, 0.01), biases 0, BN (1, 0).
-
-    At reduced width the linear std is 0.01 / sqrt(width), so each FC layer scales its input's magnitude as at
-    full width (its fan-in shrinks by `width`); at width 1.0 this is exactly METHOD's N(0, 0.01).
-    """
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, 0.01 / width**0.5)
-            nn.init.zeros_(module.bias)
-
-
-def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> VGG:
-    """VGG16 configuration D with `num_classes` outputs; `width` scales every conv and hidden FC layer."""
-    features = make_features(width, batch_norm)
+def vgg(arch: str, num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> VGG:
+    """The VGG `arch` (vgg11, vgg13, vgg16, vgg19) with `num_classes` outputs; `width` scales every conv and hidden FC
+    layer."""
+    features = make_features(width, batch_norm, CONFIGS[arch])
     model = VGG(
         features, num_classes, hidden=scaled(HIDDEN_FC, width), last_channels=scaled(512, width), dropout=dropout
     )
@@ -110,12 +100,23 @@ def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropou
     return model
 
 
+def vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> VGG:
+    """VGG16 configuration D with `num_classes` outputs; `width` scales every conv and hidden FC layer."""
+    return vgg("vgg16", num_classes, width, batch_norm, dropout)
+
+
 def conv_indices(model: VGG) -> dict[str, int]:
-    """Map conv1_1 ... conv5_3 to the index of that conv in `model.features`."""
-    indices = [i for i, module in enumerate(model.features) if isinstance(module, nn.Conv2d)]
-    if len(indices) != len(CONV_LAYERS):
-        raise ValueError(f"expected {len(CONV_LAYERS)} conv layers in a VGG16, found {len(indices)}")
-    return dict(zip(CONV_LAYERS, indices))
+    """Map conv names (`conv<block>_<position>`, blocks ending at each max pooling: conv1_1 ... conv5_3 in VGG16) to
+    the index of that conv in `model.features`."""
+    indices: dict[str, int] = {}
+    block, position = 1, 0
+    for index, module in enumerate(model.features):
+        if isinstance(module, nn.MaxPool2d):
+            block, position = block + 1, 0
+        elif isinstance(module, nn.Conv2d):
+            position += 1
+            indices[f"conv{block}_{position}"] = index
+    return indices
 
 
 def relu_indices(model: VGG) -> dict[str, int]:

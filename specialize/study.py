@@ -267,6 +267,25 @@ def without_resources(data: Any) -> Any:
     return {key: without_resources(value) for key, value in data.items() if key != "resources"}
 
 
+def check_lesion_units(study: StudyConfig) -> None:
+    """Before anything runs: UserError when `analyses.lesion.layers` names a unit one of the pairs' networks (its
+    `model.arch`) lacks, so that a misnamed unit does not wait for the trained networks to surface."""
+    from common.errors import SettingError
+    from lightning_modules.units import unit_names
+
+    lesion = study.analyses.lesion
+    if not lesion.enabled or not lesion.layers:
+        return
+    for network in study.pairs:
+        arch = pipeline.network_config(study, network).model.arch
+        try:
+            lesion.for_units(unit_names(arch))
+        except SettingError as error:
+            raise UserError(
+                f"config key analyses.lesion.{error.key} {error.problem} (network {network}: {arch})"
+            ) from None
+
+
 def run_study(
     study: StudyConfig, address: str | None = None, aggregate_only: bool = False, only_seeds: list[int] | None = None
 ) -> pd.DataFrame:
@@ -276,6 +295,7 @@ def run_study(
     `only_seeds` runs the trials of those seeds alone and leaves the aggregation to a later `--aggregate-only`
     (one job of a Slurm array per seed: the jobs then never write the same files).
     """
+    check_lesion_units(study)
     stage = study_stage(study).check()
     out = stage.start(study.to_dict())
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]

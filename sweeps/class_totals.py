@@ -41,6 +41,7 @@ class ClassTotals:
     intact_loss: np.ndarray  # (C,) float64: the same sums for the intact network
     intact_correct: np.ndarray  # (C,) int64
     attrs: dict[str, Any] = field(default_factory=dict)  # how the sweep ran (memory budget, plans); not results
+    units: tuple[str, ...] = CONV_LAYERS  # the network's lesion units in forward order (layer_index = position + 1)
 
     def task_losses(self, grouping: Grouping) -> pd.DataFrame:
         """One row per lesion and task of `grouping` (RESULT_COLUMNS): mean loss and top-1 accuracy over the task's
@@ -53,7 +54,7 @@ class ClassTotals:
         return pd.DataFrame(
             {
                 "layer": np.repeat(self.layers, tasks),
-                "layer_index": np.repeat([CONV_LAYERS.index(layer) + 1 for layer in self.layers], tasks),
+                "layer_index": np.repeat([self.units.index(layer) + 1 for layer in self.layers], tasks),
                 "filter": np.repeat(self.filters, tasks),
                 "task": np.tile(np.asarray(list(grouping), dtype=object), len(self.filters)),
                 "loss": loss.ravel(),
@@ -67,21 +68,26 @@ class ClassTotals:
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The table as its two Parquet-ready frames: `class_loss_frame` and `class_intact_frame`."""
         return (
-            class_loss_frame(self.layers, self.filters, self.loss, self.correct),
+            class_loss_frame(self.layers, self.filters, self.loss, self.correct, self.units),
             class_intact_frame(self.images, self.intact_loss, self.intact_correct),
         )
 
     @classmethod
-    def from_frames(cls, lesions: pd.DataFrame, intact: pd.DataFrame) -> ClassTotals:
+    def from_frames(
+        cls, lesions: pd.DataFrame, intact: pd.DataFrame, units: tuple[str, ...] | None = None
+    ) -> ClassTotals:
         """The table from its frames (`frames`, or chunks of them): lesion rows in order of first appearance.
+        `units`: the network's units in forward order (default: the categories of a categorical `layer` column, as
+        `class_loss_frame` writes it, else VGG16's conv layers).
 
         ValueError unless every lesion has exactly one row per label of `intact` (labels 0 .. C-1).
         """
+        units = units or frame_units(lesions)
         classes = len(intact)
         if not np.array_equal(np.sort(intact["label"].to_numpy()), np.arange(classes)):
             raise ValueError("the intact per-class totals must hold each label 0 .. C-1 once")
         order = np.argsort(intact["label"].to_numpy())
-        keys, firsts = lesion_keys(lesions)
+        keys, firsts = lesion_keys(lesions, units)
         labels = lesions["label"].to_numpy().astype(np.int64)
         if len(lesions) != len(firsts) * classes or labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
             raise ValueError(f"per-class totals need one row per lesion and label (0 .. {classes - 1})")
@@ -100,14 +106,21 @@ class ClassTotals:
             images=intact["images"].to_numpy()[order].astype(np.int64),
             intact_loss=intact["loss_sum"].to_numpy()[order].astype(np.float64),
             intact_correct=intact["correct"].to_numpy()[order].astype(np.int64),
+            units=tuple(units),
         )
 
 
-def lesion_keys(lesions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def frame_units(lesions: pd.DataFrame) -> tuple[str, ...]:
+    """The units a `class_loss_frame` names: its layer column's categories, or VGG16's conv layers."""
+    layers = lesions["layer"]
+    return tuple(layers.cat.categories) if isinstance(layers.dtype, pd.CategoricalDtype) else CONV_LAYERS
+
+
+def lesion_keys(lesions: pd.DataFrame, units: Sequence[str] = CONV_LAYERS) -> tuple[np.ndarray, np.ndarray]:
     """Each row's lesion number (lesions numbered in order of first appearance) and each lesion's first row."""
-    codes = pd.Categorical(lesions["layer"], categories=CONV_LAYERS).codes.astype(np.int64)
+    codes = pd.Categorical(lesions["layer"], categories=list(units)).codes.astype(np.int64)
     if (codes < 0).any():
-        raise ValueError(f"per-class totals of unknown layers; conv layers are {', '.join(CONV_LAYERS)}")
+        raise ValueError(f"per-class totals of unknown layers; the network's units are {', '.join(units)}")
     filters = lesions["filter"].to_numpy().astype(np.int64)
     combined = codes * (filters.max(initial=0) + 1) + filters
     _, firsts, inverse = np.unique(combined, return_index=True, return_inverse=True)
@@ -117,14 +130,22 @@ def lesion_keys(lesions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return number[inverse.ravel()], firsts[appearance]
 
 
-def class_loss_frame(layers: np.ndarray, filters: np.ndarray, loss: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+def class_loss_frame(
+    layers: np.ndarray,
+    filters: np.ndarray,
+    loss: np.ndarray,
+    correct: np.ndarray,
+    units: Sequence[str] = CONV_LAYERS,
+) -> pd.DataFrame:
     """Rows (layer, filter, label, loss_sum, correct) of lesions (`layers`, `filters`, (F,)) and their per-class sums
-    (F, C): every label 0 .. C-1 of every lesion, float64 sums and int32 counts."""
+    (F, C): every label 0 .. C-1 of every lesion, float64 sums and int32 counts; `layer` is categorical over the
+    network's `units` in forward order."""
     rows, classes = loss.shape
-    codes = np.asarray([CONV_LAYERS.index(layer) for layer in layers], dtype=np.int8)
+    units = list(units)
+    codes = np.asarray([units.index(layer) for layer in layers], dtype=np.int16)
     return pd.DataFrame(
         {
-            "layer": pd.Categorical.from_codes(np.repeat(codes, classes), categories=CONV_LAYERS),
+            "layer": pd.Categorical.from_codes(np.repeat(codes, classes), categories=units),
             "filter": np.repeat(filters, classes).astype(np.int32),
             "label": np.tile(np.arange(classes, dtype=np.int32), rows),
             "loss_sum": loss.ravel(),

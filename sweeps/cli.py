@@ -43,7 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="greedy: the fraction of each layer the rounds choose; `specialize segregation` refuses larger "
         "fractions (default: %(default)s, METHOD's 20%%)",
     )
-    parser.add_argument("--layers", nargs="+", metavar="LAYER", help="conv layers to sweep (default: all 13)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="UNIT",
+        help="lesion units to sweep, named as the network's (VGG16: conv1_1 ... conv5_3; ResNet: conv1, "
+        "layer1.0.conv1, layer1.0, ...) (default: every unit)",
+    )
     add_ray_arguments(parser)
     parser.add_argument(
         "--filters-per-task",

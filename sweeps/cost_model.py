@@ -1,4 +1,4 @@
-"""Multiply-adds of a VGG's conv and linear maps, and of a lesion's pass from the lesioned layer on.
+"""Multiply-adds of a network's conv and linear maps, and of a lesion's pass from the lesioned layer on.
 
 The benchmarks price whole sweeps and evaluations with it; the evaluation engine uses it to decide, per layer and
 lesion size, whether the shortcut (`sweeps.layer_split`) saves enough to pay (`sweeps.evaluation`).
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lightning_modules.vgg import VGG, filters_per_layer
+from lightning_modules.units import filters_per_unit
 from sweeps.layer_split import split_at
 
 
-def module_macs(model: VGG, image_shape: Sequence[int]) -> dict[nn.Module, int]:
+def module_macs(model: nn.Module, image_shape: Sequence[int]) -> dict[nn.Module, int]:
     """Multiply-adds per image of every conv and linear module, for images of `image_shape` (C, H, W)."""
     macs: dict[nn.Module, int] = {}
 
@@ -37,11 +37,14 @@ def module_macs(model: VGG, image_shape: Sequence[int]) -> dict[nn.Module, int]:
     return macs
 
 
-def lesion_pass_macs(model: VGG, layer: str, filters: int, macs: dict[nn.Module, int]) -> tuple[float, float]:
+def lesion_pass_macs(model: nn.Module, layer: str, filters: int, macs: dict[nn.Module, int]) -> tuple[float, float]:
     """Multiply-adds per image of one lesion of `filters` of `layer`'s filters, from the layer on (`macs`:
     `module_macs`): directly (the next linear map and the rest) and by the shortcut (that map on the lesioned
-    channels alone, `filters` / the layer's filters of it, and the rest)."""
-    ordered = [module for module in model.modules() if module in macs]  # forward order
-    position = ordered.index(split_at(model, layer).linear)
-    next_map, rest = macs[ordered[position]], sum(macs[module] for module in ordered[position + 1 :])
-    return next_map + rest, next_map * filters / filters_per_layer(model)[layer] + rest
+    channels alone, `filters` / the layer's filters of it, and the rest; the direct cost where the unit has no
+    shortcut)."""
+    split = split_at(model, layer)
+    rest = sum(macs[module] for module in split.suffix_modules() if module in macs)
+    if split.linear is None:
+        return rest, rest
+    next_map = macs[split.linear]
+    return next_map + rest, next_map * filters / filters_per_unit(model)[layer] + rest

@@ -7,8 +7,7 @@ import copy
 from collections.abc import Iterator
 
 import torch
-
-from lightning_modules.vgg import VGG
+from torch import nn
 
 
 @contextlib.contextmanager
@@ -23,7 +22,7 @@ def tf32(allowed: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def on_device(model: VGG, device: torch.device | str | None) -> Iterator[tuple[VGG, torch.device]]:
+def on_device(model: nn.Module, device: torch.device | str | None) -> Iterator[tuple[nn.Module, torch.device]]:
     """`model` in eval mode on `device` (default: where it is); a copy when it has to move, so the caller's stays
     put."""
     current = next(model.parameters()).device

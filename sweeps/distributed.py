@@ -25,13 +25,14 @@ from typing import Any
 
 import pandas as pd
 import ray
+from torch import nn
 
 from common.errors import UserError
 from common.io import read_json, write_parquet
 from common.ray_runner import Resources, WorkUnit, ray_session, run_units, worker_device
 from common.stage import StageDir
 from lightning_modules.heads import OutputHeads
-from lightning_modules.vgg import VGG, filters_per_layer
+from lightning_modules.units import filters_per_unit
 from sweeps.class_totals import ClassTotals, Grouping
 from sweeps.devices import on_device, tf32
 from sweeps.engine import class_rows, intact_rows, intact_sums, sweep_layer
@@ -94,7 +95,9 @@ def task_budget(resources: Resources) -> int:
     return ray.get(probe_budget.options(num_cpus=resources.cpus, num_gpus=resources.gpus).remote(resources.gpus))
 
 
-def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
+def run_chunk(
+    model: nn.Module, stimuli: Stimuli, chunk: Chunk, settings: SweepSettings, heads: OutputHeads
+) -> pd.DataFrame:
     """Per-class rows (layer, filter, label, loss_sum, correct) of one chunk (a Ray task)."""
     images = stimuli.only(chunk.task) if chunk.task else stimuli
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
@@ -109,10 +112,10 @@ def run_chunk(model: VGG, stimuli: Stimuli, chunk: Chunk, settings: SweepSetting
             images.images.shape[1:],
         )
         sums = sweep_layer(net, chunk.layer, chunk.filters, images, plan, base=chunk.base, heads=heads)
-    return class_rows(chunk.layer, chunk.filters, sums)
+    return class_rows(chunk.layer, chunk.filters, sums, tuple(filters_per_unit(model)))
 
 
-def run_intact(model: VGG, stimuli: Stimuli, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
+def run_intact(model: nn.Module, stimuli: Stimuli, settings: SweepSettings, heads: OutputHeads) -> pd.DataFrame:
     """Per-class rows (label, images, loss_sum, correct) of the unlesioned model (a Ray task)."""
     with on_device(model, worker_device()) as (net, _), tf32(settings.allow_tf32):
         return intact_rows(intact_sums(net, stimuli, settings.batch_size or DEFAULT_BATCH_SIZE, heads), stimuli)
@@ -125,7 +128,13 @@ class ChunkRunner:
     """Runs a sweep's chunks through the Ray runner: the model and images go into the object store once."""
 
     def __init__(
-        self, out_dir: Path, model: VGG, stimuli: Stimuli, settings: SweepSettings, progress: bool, heads: OutputHeads
+        self,
+        out_dir: Path,
+        model: nn.Module,
+        stimuli: Stimuli,
+        settings: SweepSettings,
+        progress: bool,
+        heads: OutputHeads,
     ):
         self.out_dir = out_dir
         self.settings = settings
@@ -176,22 +185,22 @@ def chunk_task_losses(
     )
 
 
-def oneshot_chunks(model: VGG, settings: SweepSettings) -> list[Chunk]:
+def oneshot_chunks(model: nn.Module, settings: SweepSettings) -> list[Chunk]:
     """Every filter of the chosen layers, in chunks."""
-    sizes = filters_per_layer(model)
+    sizes = filters_per_unit(model)
     return [
         chunk for layer in settings.layers for chunk in chunks_of(layer, range(sizes[layer]), settings.filters_per_task)
     ]
 
 
 def greedy_rankings(
-    runner: ChunkRunner, model: VGG, grouping: Grouping, intact: pd.DataFrame, oneshot: pd.DataFrame
+    runner: ChunkRunner, model: nn.Module, grouping: Grouping, intact: pd.DataFrame, oneshot: pd.DataFrame
 ) -> pd.DataFrame:
     """METHOD's greedy ranking of every (layer, task of `grouping`), round by round; round 0 is the one-shot sweep.
 
     Each round lesions filters on top of those chosen for one task: another grouping of the classes needs rounds of
     its own (the per-class table gives its round 0 only)."""
-    settings, sizes, tasks = runner.settings, filters_per_layer(model), list(grouping)
+    settings, sizes, tasks = runner.settings, filters_per_unit(model), list(grouping)
     schedules = {
         layer: GreedySchedule.for_layer(sizes[layer], target_fraction=settings.greedy_target)
         for layer in settings.layers
@@ -213,7 +222,10 @@ def greedy_rankings(
             if schedules[layer].rounds > round_index:
                 done.append(frame[(frame.layer == layer) & (frame.task == task)])
     return pd.concat(
-        [greedy_ranking(layer, task, done, schedules[layer]) for (layer, task), done in rounds.items()],
+        [
+            greedy_ranking(layer, task, done, schedules[layer], int(done[0]["layer_index"].iloc[0]))
+            for (layer, task), done in rounds.items()
+        ],
         ignore_index=True,
     )
 
@@ -273,7 +285,7 @@ def check_chunk_format(out_dir: Path) -> None:
 
 
 def distributed_sweep(
-    model: VGG,
+    model: nn.Module,
     images_by_task: ImagesByTask,
     out_dir: str | os.PathLike,
     settings: SweepSettings = SweepSettings(),
@@ -294,7 +306,7 @@ def distributed_sweep(
     none).
     """
     identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
-    settings = with_recorded_budget(out_dir, settings)
+    settings = with_recorded_budget(out_dir, settings.for_units(tuple(filters_per_unit(model))))
     stage = sweep_stage(out_dir, identity, settings)
     if stage.finished:
         return sweep_tables(stage.path)
@@ -372,6 +384,7 @@ def run_sweep(
     from lightning_modules.checkpoint import load_model
 
     loaded = load_model(checkpoint)
+    settings = settings.for_units(tuple(filters_per_unit(loaded.model)))
     data = str(Path(data_dir).resolve())
     identity = {"checkpoint_sha256": loaded.sha256, "data": data, "tasks": list(loaded.label_space.tasks)}
     stage = sweep_stage(out_dir, identity, with_recorded_budget(out_dir, settings))

@@ -1,15 +1,18 @@
-"""The lesion engine: the loss and accuracy of a VGG16 with each conv filter's output map set to zero.
+"""The lesion engine: the loss and accuracy of a network with each filter's output map of a unit set to zero.
 
-A lesion zeroes a filter's output map after its nonlinearity (METHOD, `sweeps.lesions`). Three things make the
-sweep fast while keeping it exact:
+A lesion zeroes a filter's output map after its nonlinearity (METHOD, `sweeps.lesions`); the units of every
+architecture come from its module graph (`lightning_modules.units`: VGG16's conv1_1 ... conv5_3, ResNet blocks and
+their convs). Three things make the sweep fast while keeping it exact:
 
-1. The network up to the lesioned layer (the prefix) runs once per batch of images and is reused for
-   every filter of that layer.
+1. The network up to the lesioned unit (the prefix, and whatever else the rest reads that the unit does not change)
+   runs once per batch of images and is reused for every filter of that unit.
 2. Many lesions share one forward pass: the lesion dimension is folded into the batch, with the number of
    lesions per pass chosen from a memory budget (`sweeps.memory_plan`) or given.
-3. The next linear map is linear in its input, so its pre-activation with channel k zeroed is the intact
-   pre-activation minus the contribution of channel k alone: a single-channel conv (or a slice of fc6) per
-   lesion instead of a full conv (`sweeps.layer_split`).
+3. Where the unit's only consumer is one conv or linear map, that map is linear in its input, so its
+   pre-activation with channel k zeroed is the intact pre-activation minus the contribution of channel k alone: a
+   single-channel conv (or a slice of fc6) per lesion instead of a full conv (`sweeps.layer_split`). Elsewhere (a
+   ResNet block's output, read by the next block and its skip path) the rest of the network runs on the lesioned
+   maps.
 
 The sums are kept per class (`sweeps.class_totals`): per-task losses, and those of any other grouping of the classes,
 are sums over them. `sweeps.reference.reference_lesion_sweep` is the naive definition (a hook that zeroes the
@@ -18,26 +21,26 @@ channel, one full forward pass per filter); tests and the benchmark hold `lesion
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from lightning_modules.heads import OutputHeads
-from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, filters_per_layer, num_outputs
+from lightning_modules.units import filters_per_unit, num_outputs
 from sweeps.class_totals import ClassTotals, class_intact_frame, class_loss_frame
 from sweeps.devices import on_device, tf32
-from sweeps.layer_split import split_at
+from sweeps.layer_split import LayerSplit, split_at
 from sweeps.lesions import check_lesions
 from sweeps.memory_plan import PassPlan, default_budget, layer_plan
 from sweeps.stimuli import ImagesByTask, Stimuli
 
 
-def lesion_sweep(model: VGG, images_by_task: ImagesByTask, *args: Any, **options: Any) -> pd.DataFrame:
+def lesion_sweep(model: nn.Module, images_by_task: ImagesByTask, *args: Any, **options: Any) -> pd.DataFrame:
     """Lesion every filter of the layers alone; one row per (layer, filter, task).
 
     Arguments as `class_lesion_sweep`. Columns: layer, layer_index (1..13), filter, task, loss (mean cross-entropy),
@@ -51,7 +54,7 @@ def lesion_sweep(model: VGG, images_by_task: ImagesByTask, *args: Any, **options
 
 
 def class_lesion_sweep(
-    model: VGG,
+    model: nn.Module,
     images_by_task: ImagesByTask,
     layers: Sequence[str] | None = None,
     batch_size: int | None = None,
@@ -63,21 +66,21 @@ def class_lesion_sweep(
     progress: bool = False,
     heads: OutputHeads = OutputHeads(),
 ) -> ClassTotals:
-    """Lesion every filter of `layers` (default: all 13 conv layers) alone; the loss and correct-answer sums per class
-    (label): the table that ranks any grouping of the classes (`ClassTotals.task_losses`; `lesion_sweep` gives the
-    tasks of `images_by_task`).
+    """Lesion every filter of `layers` (default: every unit of the network, VGG16's 13 conv layers) alone; the loss
+    and correct-answer sums per class (label): the table that ranks any grouping of the classes
+    (`ClassTotals.task_losses`; `lesion_sweep` gives the tasks of `images_by_task`).
 
     `images_by_task` maps a task to (images, labels), labels in the model's output space. Loss and top-1 are over
     the outputs of each image's head (`heads`; default one head over all outputs). `memory_budget` (bytes; default
     half the device's free memory) bounds the images and lesions per pass unless `batch_size` / `lesions_per_pass`
     fix them. TF32 stays off unless allowed. `attrs` holds memory_budget_bytes and the pass plan of each layer.
     """
-    layers = list(layers or CONV_LAYERS)
     stimuli = Stimuli.from_tasks(images_by_task)
     with on_device(model, device) as (net, target), tf32(allow_tf32):
+        sizes = filters_per_unit(net)
+        layers = list(layers or sizes)
         check_lesions(net, {layer: [] for layer in layers})
         budget = memory_budget or default_budget(target)
-        sizes = filters_per_layer(net)
         plans = {
             layer: layer_plan(
                 net,
@@ -99,16 +102,17 @@ def class_lesion_sweep(
                     layer,
                     range(sizes[layer]),
                     sweep_layer(net, layer, range(sizes[layer]), stimuli, plans[layer], progress=bar, heads=heads),
+                    tuple(sizes),
                 )
                 for layer in layers
             ]
-    totals = ClassTotals.from_frames(pd.concat(frames, ignore_index=True), intact_rows(intact, stimuli))
+    totals = ClassTotals.from_frames(pd.concat(frames, ignore_index=True), intact_rows(intact, stimuli), tuple(sizes))
     totals.attrs.update(memory_budget_bytes=int(budget), plans={layer: vars(plan) for layer, plan in plans.items()})
     return totals
 
 
 def sweep_layer(
-    model: VGG,
+    model: nn.Module,
     layer: str,
     filters: Sequence[int],
     stimuli: Stimuli,
@@ -128,22 +132,40 @@ def sweep_layer(
     sums = ClassSums(len(chosen), num_outputs(model), heads)
     with torch.inference_mode():
         for images, labels, _ in stimuli.batches(plan.images_per_pass, device):
-            activations = split.prefix(images)
+            activations, *context = split.prefix(images)
             if len(base_channels):
                 activations = activations.index_fill(1, base_channels, 0.0)
-            linear_input = split.lesion_input(activations)
-            intact = split.pre_activation(linear_input)
+            lesions = single_lesions(split, activations)
             for start in range(0, len(chosen), plan.lesions_per_pass):
                 rows = slice(start, min(start + plan.lesions_per_pass, len(chosen)))
-                contribution = split.channel_contributions(linear_input, chosen[rows].unsqueeze(1))
-                logits = split.suffix((intact.unsqueeze(1) - contribution).flatten(0, 1))
-                sums.add(rows, logits, labels)
+                repeated = [values.repeat_interleave(rows.stop - rows.start, dim=0) for values in context]
+                sums.add(rows, split.suffix(lesions(chosen[rows]), *repeated), labels)
                 if progress is not None:
                     progress.update((rows.stop - rows.start) * len(labels))
     return sums
 
 
-def intact_sums(model: VGG, stimuli: Stimuli, batch_size: int, heads: OutputHeads = OutputHeads()) -> ClassSums:
+def single_lesions(split: LayerSplit, activations: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """For a batch of the unit's maps (B, C, ...), a function from K filters to the suffix's input under each filter's
+    lesion alone, (B*K, ...) image-major: by the shortcut (the next map's intact pre-activation minus the channel's
+    contribution) where the split has one, else the maps with that channel set to zero."""
+    if split.shortcut:
+        linear_input = split.lesion_input(activations)
+        intact = split.pre_activation(linear_input)
+        return lambda filters: (
+            intact.unsqueeze(1) - split.channel_contributions(linear_input, filters.unsqueeze(1))
+        ).flatten(0, 1)
+
+    def zeroed(filters: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(len(filters), activations.shape[1], dtype=torch.bool, device=activations.device)
+        keep[torch.arange(len(filters), device=activations.device), filters] = False
+        shape = (1, len(filters), activations.shape[1]) + (1,) * (activations.dim() - 2)
+        return torch.where(keep.view(shape), activations.unsqueeze(1), 0.0).flatten(0, 1)
+
+    return zeroed
+
+
+def intact_sums(model: nn.Module, stimuli: Stimuli, batch_size: int, heads: OutputHeads = OutputHeads()) -> ClassSums:
     """Loss and correct-answer sums per class of the unlesioned `model` (eval mode, on its device)."""
     device = next(model.parameters()).device
     sums = ClassSums(1, num_outputs(model), heads)
@@ -180,10 +202,11 @@ def _sum_by_label(values: torch.Tensor, labels: torch.Tensor, num_classes: int) 
     return totals.cpu()
 
 
-def class_rows(layer: str, filters: Sequence[int], sums: ClassSums) -> pd.DataFrame:
-    """Per-class rows (`class_loss_frame`) of lesions of one layer: every label of the output space."""
+def class_rows(layer: str, filters: Sequence[int], sums: ClassSums, units: Sequence[str]) -> pd.DataFrame:
+    """Per-class rows (`class_loss_frame`) of lesions of one layer: every label of the output space (`units`: the
+    network's units in forward order)."""
     layers = np.full(len(sums.loss), layer, dtype=object)
-    return class_loss_frame(layers, np.asarray(filters), sums.loss.numpy(), sums.correct.numpy())
+    return class_loss_frame(layers, np.asarray(filters), sums.loss.numpy(), sums.correct.numpy(), units)
 
 
 def intact_rows(sums: ClassSums, stimuli: Stimuli) -> pd.DataFrame:

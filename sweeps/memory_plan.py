@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import psutil
 import torch
-from torch import nn
+from torch import fx, nn
 
-from lightning_modules.vgg import VGG, conv_indices, relu_indices
+from lightning_modules.units import lesion_units, traced
+from sweeps.layer_split import cut_at
 
 DEFAULT_BATCH_SIZE = 128
 
@@ -37,7 +38,7 @@ class EvaluationPlan:
     images_per_pass: int
     lesions_per_pass: dict[str, int]
 
-    def peak_bytes(self, model: VGG, image_shape: Sequence[int]) -> int:
+    def peak_bytes(self, model: nn.Module, image_shape: Sequence[int]) -> int:
         """The most memory (bytes) one pass of any layer holds by the plan's own accounting (`evaluation_floats`)."""
         sizes = evaluation_floats(model, image_shape)
         return max(
@@ -49,41 +50,50 @@ class EvaluationPlan:
         )
 
 
-def activation_sizes(model: VGG, image_shape: Sequence[int]) -> dict[str, int]:
-    """Per image, for each conv layer: floats held per lesion (`<layer>`) and once per image (`<layer>:shared`).
+def activation_sizes(model: nn.Module, image_shape: Sequence[int]) -> dict[str, int]:
+    """Per image, for each lesion unit: floats held per lesion (`<layer>`) and once per image (`<layer>:shared`).
 
-    Per lesion: the lesioned pre-activation of the next linear map, the channel's contribution, their
-    difference, and the suffix's two largest activations. Per image: the layer's output, the next map's
-    input and its intact pre-activation. `<layer>:input` is the size of the next map's input alone.
+    Per lesion: with the shortcut (`sweeps.layer_split`), the lesioned pre-activation of the next linear map, the
+    channel's contribution and their difference; without it, the lesioned copy of the unit's maps; then the copies
+    of the context the suffix reads (a skip path), and the suffix's two largest module outputs. Per image: the
+    unit's output, the next map's input and its intact pre-activation (with the shortcut), and the context.
+    `<layer>:input` is the size of the next map's input (the unit's maps without the shortcut) alone.
     """
-    sizes: dict[int, int] = {}
-    hooks = [module.register_forward_hook(_record_numel(sizes, i)) for i, module in enumerate(model.features)]
-    try:
-        with torch.inference_mode():
-            probe = torch.zeros(1, *image_shape, device=next(model.parameters()).device)
-            pooled = model.avgpool(model.features(probe))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    # Every activation in forward order: the feature maps, the pooled maps, fc6, fc7 and the output.
-    outputs = [sizes[i] for i in range(len(model.features))] + [pooled.numel()]
-    outputs += [m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
-    convs = list(conv_indices(model).values())
+    numels = node_numels(model, image_shape)
     result: dict[str, int] = {}
-    for layer, relu in relu_indices(model).items():
-        later = [i for i in convs if i > relu]
-        pre = later[0] if later else len(model.features) + 1  # position of the next linear map's output
-        result[layer] = 3 * outputs[pre] + sum(sorted(outputs[pre:])[-2:])
-        result[f"{layer}:shared"] = outputs[relu] + outputs[pre - 1] + outputs[pre]
-        result[f"{layer}:input"] = outputs[pre - 1]
+    for layer in lesion_units(model):
+        _, cut = cut_at(model, layer)
+        context = sum(numels[node] for node in cut.context)
+        later = [numels[node] for node in [cut.start, *cut.suffix] if node.op == "call_module"]
+        largest = sum(sorted(later)[-2:])
+        if cut.linear is not None:
+            linear_input = numels[cut.chain[-1] if cut.chain else cut.unit]
+            pre = numels[cut.linear]
+            result[layer] = 3 * pre + largest + context
+            result[f"{layer}:shared"] = numels[cut.unit] + linear_input + pre + context
+        else:
+            linear_input = numels[cut.unit]
+            result[layer] = linear_input + largest + context
+            result[f"{layer}:shared"] = linear_input + context
+        result[f"{layer}:input"] = linear_input
     return result
 
 
-def _record_numel(sizes: dict[int, int], index: int):
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        sizes[index] = output[0].numel()
+def node_numels(model: nn.Module, image_shape: Sequence[int]) -> dict[fx.Node, int]:
+    """Per image, the number of values of every tensor node of the model's traced graph, for images of
+    `image_shape` (C, H, W)."""
+    numels: dict[fx.Node, int] = {}
 
-    return hook
+    class Recorder(fx.Interpreter):
+        def run_node(self, node: fx.Node) -> object:
+            result = super().run_node(node)
+            if isinstance(result, torch.Tensor):
+                numels[node] = result[0].numel()
+            return result
+
+    with torch.inference_mode():
+        Recorder(traced(model)).run(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
+    return numels
 
 
 def plan_passes(
@@ -107,7 +117,7 @@ def plan_passes(
 
 
 def layer_plan(
-    model: VGG,
+    model: nn.Module,
     layer: str,
     num_images: int,
     num_lesions: int,
@@ -123,18 +133,18 @@ def layer_plan(
     )
 
 
-def evaluation_floats(model: VGG, image_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
+def evaluation_floats(model: nn.Module, image_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
     """Per image, for each conv layer, the floats the evaluation engine holds (per lesion, once per image).
 
     Per lesion: the sweep's (`activation_sizes`) plus a lesioned copy of the next linear map's input (a lesion of
     several filters zeroes them in a copy of that input, or subtracts their contribution). Per image: the sweep's.
     """
     sizes = activation_sizes(model, image_shape)
-    return {layer: (sizes[layer] + sizes[f"{layer}:input"], sizes[f"{layer}:shared"]) for layer in relu_indices(model)}
+    return {layer: (sizes[layer] + sizes[f"{layer}:input"], sizes[f"{layer}:shared"]) for layer in lesion_units(model)}
 
 
 def evaluation_plan(
-    model: VGG,
+    model: nn.Module,
     lesions_per_layer: Mapping[str, int],
     image_shape: Sequence[int],
     budget_bytes: int,

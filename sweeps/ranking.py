@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from lightning_modules.layer_names import CONV_LAYERS
-
 RANKING_COLUMNS = ("layer", "layer_index", "task", "rank", "filter", "loss")
 GREEDY_STEP_FRACTION = 0.016
 GREEDY_TARGET_FRACTION = 0.2
@@ -28,16 +26,20 @@ def by_loss(frame: pd.DataFrame) -> pd.DataFrame:
 
 def oneshot_ranking(filter_losses: pd.DataFrame) -> pd.DataFrame:
     """Per layer and task, filters by their single-lesion loss, highest first."""
-    parts = [ranked(layer, task, by_loss(group)) for (layer, task), group in _groups(filter_losses)]
+    parts = [
+        ranked(layer, task, by_loss(group), int(group["layer_index"].iloc[0]))
+        for (layer, task), group in _groups(filter_losses)
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
-def ranked(layer: str, task: str, ordered: pd.DataFrame) -> pd.DataFrame:
-    """Ranking rows of one layer and task from rows already in rank order (columns filter, loss)."""
+def ranked(layer: str, task: str, ordered: pd.DataFrame, layer_index: int) -> pd.DataFrame:
+    """Ranking rows of one layer (the network's `layer_index`-th unit) and task from rows already in rank order
+    (columns filter, loss)."""
     return pd.DataFrame(
         {
             "layer": layer,
-            "layer_index": CONV_LAYERS.index(layer) + 1,
+            "layer_index": layer_index,
             "task": task,
             "rank": range(len(ordered)),
             "filter": ordered["filter"].to_numpy(),
@@ -48,9 +50,9 @@ def ranked(layer: str, task: str, ordered: pd.DataFrame) -> pd.DataFrame:
 
 
 def _groups(frame: pd.DataFrame):
-    """(layer, task) groups in layer order, then task order of first appearance."""
+    """(layer, task) groups in layer order (`layer_index`), then task order of first appearance."""
     tasks = list(dict.fromkeys(frame["task"]))
-    layer_order = {layer: i for i, layer in enumerate(CONV_LAYERS)}
+    layer_order = dict(zip(frame["layer"], frame["layer_index"]))
     keys = sorted(
         {(layer, task) for layer, task in zip(frame["layer"], frame["task"])},
         key=lambda key: (layer_order[key[0]], tasks.index(key[1])),
@@ -99,9 +101,12 @@ def chosen_filters(rounds: Sequence[pd.DataFrame], schedule: GreedySchedule) -> 
     return [int(f) for pick in greedy_picks(rounds, schedule) for f in pick["filter"]]
 
 
-def greedy_ranking(layer: str, task: str, rounds: Sequence[pd.DataFrame], schedule: GreedySchedule) -> pd.DataFrame:
-    """The greedy ranking of one layer and task from all its rounds' losses (frames with columns filter, loss)."""
+def greedy_ranking(
+    layer: str, task: str, rounds: Sequence[pd.DataFrame], schedule: GreedySchedule, layer_index: int
+) -> pd.DataFrame:
+    """The greedy ranking of one layer (the network's `layer_index`-th unit) and task from all its rounds' losses
+    (frames with columns filter, loss)."""
     picks = greedy_picks(rounds, schedule)
     last = by_loss(rounds[-1])
     rest = last[~last["filter"].isin(pd.concat(picks)["filter"])]
-    return ranked(layer, task, pd.concat([*picks, rest]))
+    return ranked(layer, task, pd.concat([*picks, rest]), layer_index)

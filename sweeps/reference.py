@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from lightning_modules.heads import OutputHeads
-from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, filters_per_layer
+from lightning_modules.units import filters_per_unit
 from sweeps.lesions import lesioned
 from sweeps.stimuli import Batch
 
@@ -34,7 +34,7 @@ Key = TypeVar("Key", bound=Hashable)
 
 
 def reference_lesion_sweep(
-    model: VGG,
+    model: nn.Module,
     images_by_task: Images,
     layers: Sequence[str] | None = None,
     batch_size: int = 128,
@@ -42,7 +42,8 @@ def reference_lesion_sweep(
     filters: Mapping[str, Sequence[int]] | None = None,
     heads: OutputHeads = OutputHeads(),
 ) -> pd.DataFrame:
-    """One row per (layer, filter, task): mean loss and top-1 accuracy with that filter lesioned, and intact.
+    """One row per (layer, filter, task): mean loss and top-1 accuracy with that filter lesioned, and intact; layers
+    are the network's units (default all; `layer_index` is the unit's position in forward order, from 1).
 
     `filters` optionally restricts each layer to some filters (the benchmark times a sample). Loss and top-1 are
     over the outputs of each image's head (`heads.sizes`; default all outputs). Runs in float32 without TF32.
@@ -54,16 +55,17 @@ def reference_lesion_sweep(
     try:
         bounds = _head_bounds(heads)
         intact = _loss_and_accuracy(net, images_by_task, {}, batch_size, target, bounds)
-        sizes = filters_per_layer(net)
+        sizes = filters_per_unit(net)
+        units = list(sizes)
         rows = []
-        for layer in layers or CONV_LAYERS:
+        for layer in layers or units:
             for index in filters[layer] if filters else range(sizes[layer]):
                 lesioned_scores = _loss_and_accuracy(net, images_by_task, {layer: [index]}, batch_size, target, bounds)
                 for task, (loss, accuracy) in lesioned_scores.items():
                     rows.append(
                         {
                             "layer": layer,
-                            "layer_index": CONV_LAYERS.index(layer) + 1,
+                            "layer_index": units.index(layer) + 1,
                             "filter": int(index),
                             "task": task,
                             "loss": loss,
@@ -86,7 +88,7 @@ def _head_bounds(heads: OutputHeads) -> list[tuple[int, int]] | None:
 
 
 def _loss_and_accuracy(
-    net: VGG,
+    net: nn.Module,
     images_by_task: Images,
     lesions: Mapping[str, Sequence[int]],
     batch_size: int,
@@ -112,13 +114,13 @@ def _loss_and_accuracy(
 
 
 def reference_predictions(
-    model: VGG,
+    model: nn.Module,
     batches: Iterable[Batch],
     outputs: torch.Tensor,
     lesions: Mapping[Key, Mapping[str, Sequence[int]]],
     heads: OutputHeads = OutputHeads(),
 ) -> dict[Key, Predictions]:
-    """Per lesion (`lesions`: any key -> {conv layer: filters}): labels, the network's top-1 answers (over all outputs,
+    """Per lesion (`lesions`: any key -> {unit: filters}): labels, the network's top-1 answers (over all outputs,
     or over each image's head when `heads` are separate) and the top-1 over `outputs` (global labels, ascending),
     one full forward pass of the lesioned network per batch; each batch is read once for all lesions."""
     results: dict[Key, tuple[list, list, list]] = {key: ([], [], []) for key in lesions}

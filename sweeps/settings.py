@@ -6,12 +6,12 @@ Free of torch and Ray, so that command-line parsers can read the choices and def
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
-from lightning_modules.layer_names import CONV_LAYERS, check_layers
+from lightning_modules.layer_names import check_layers, check_unit_names
 from sweeps.ranking import GREEDY_TARGET_FRACTION
 
 RANKINGS = ("oneshot", "greedy")
@@ -24,7 +24,7 @@ class SweepSettings:
 
     images_per_task: int = 6400  # the authors' code: 50 batches x 128 training images per task
     seed: int = 0  # of the image sample
-    layers: tuple[str, ...] = CONV_LAYERS
+    layers: tuple[str, ...] = ()  # lesion units; () = every unit of the network (VGG16: conv1_1 ... conv5_3)
     ranking: str = "oneshot"
     greedy_target: float = GREEDY_TARGET_FRACTION  # greedy: rounds until this fraction of a layer is chosen
     filters_per_task: int = 16  # filters per Ray task
@@ -48,12 +48,20 @@ class SweepSettings:
     )
 
     def __post_init__(self) -> None:
-        check_layers("layers", self.layers, CONV_LAYERS)
+        check_unit_names("layers", self.layers)
         check_choice("ranking", self.ranking, RANKINGS)
         for key in ("images_per_task", "filters_per_task", "batch_size", "lesions_per_pass", "memory_budget"):
             check_at_least(key, getattr(self, key), 1)
         if not 0.0 < self.greedy_target <= 1.0:
             raise SettingError("greedy_target", f"must lie in (0, 1], not {self.greedy_target}")
+
+    def for_units(self, units: tuple[str, ...]) -> SweepSettings:
+        """These settings for a network with lesion units `units` (forward order): every unit when `layers` is empty;
+        SettingError for a name the network lacks."""
+        if not self.layers:
+            return replace(self, layers=units)
+        check_layers("layers", self.layers, units)
+        return self
 
     def result_fields(self) -> dict:
         """The settings that change the numbers, as stored beside the results (the greedy target only for a greedy

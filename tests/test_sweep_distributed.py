@@ -256,3 +256,25 @@ def test_greedy_rounds_run_to_the_target_fraction_given(ray_cluster, tmp_path):
     assert rounds == [f"round_{r:02d}" for r in range(1, 6)]
     assert json.loads((tmp_path / "manifest.json").read_text())["greedy_target"] == 0.5
     assert "greedy_target" not in replace(settings, ranking="oneshot").result_fields()  # changes no one-shot number
+
+
+def test_ray_sweep_of_a_resnet_names_its_units_through_every_table(ray_cluster, tmp_path):
+    from helpers_sweeps import tiny_network
+
+    from common.errors import SettingError
+    from lightning_modules.units import lesion_units
+
+    model, data = tiny_network("resnet18", seed=2), tiny_images()
+    layers = ("conv1", "layer1.0.conv1", "layer2.0", "layer4.1")
+    settings = SweepSettings(layers=layers, filters_per_task=8)
+    filter_losses, ranking = distributed_sweep(model, data, tmp_path, settings, progress=False)
+    expected = lesion_sweep(model, data, layers=list(layers))
+    pd.testing.assert_frame_equal(
+        filter_losses[["layer", "layer_index", "filter", "task"]], expected[["layer", "layer_index", "filter", "task"]]
+    )
+    assert abs(filter_losses.loss - expected.loss).max() < 1e-5
+    assert sorted(set(ranking.layer_index)) == [1, 2, 7, 17]
+    table = ClassTotals.from_frames(*(pd.read_parquet(tmp_path / f"{name}.parquet") for name in CLASS_TABLES))
+    assert table.units == tuple(lesion_units(model)) and list(dict.fromkeys(table.layers)) == list(layers)
+    with pytest.raises(SettingError, match="unknown layer 'conv5_3'; choose from conv1, layer1.0.conv1"):
+        distributed_sweep(model, data, tmp_path / "other", SweepSettings(layers=("conv5_3",)), progress=False)

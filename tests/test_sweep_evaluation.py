@@ -6,6 +6,8 @@ the memory plan; identical lesions run once; slices of the images join into the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ import sweeps.evaluation as evaluation
 import sweeps.lesions
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.units import lesion_units
 from lightning_modules.vgg import conv_indices, filters_per_layer
 from sweeps.evaluation import (
     INTACT,
@@ -167,7 +170,11 @@ def test_the_comparison_has_teeth(case, monkeypatch):
     monkeypatch.undo()
 
     if any(isinstance(module, nn.BatchNorm2d) for module in model.features) and heads.shared:
-        monkeypatch.setattr(sweeps.lesions, "relu_indices", conv_indices)  # hooks on the convs: before batch norm
+        on_convs = {  # hooks on the convs: before batch norm
+            name: replace(unit, hook=f"features.{index}")
+            for (name, unit), index in zip(lesion_units(model).items(), conv_indices(model).values())
+        }
+        monkeypatch.setattr(sweeps.lesions, "lesion_units", lambda _: on_convs)
         before_batch_norm = definition_answers(model, images, labels, readouts, heads)
         monkeypatch.undo()
         assert mismatches(before_batch_norm, expected) > 0

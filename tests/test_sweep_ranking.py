@@ -33,7 +33,7 @@ def test_each_round_picks_its_highest_losses_and_the_rest_follow_the_last_round(
     ]
     picks = greedy_picks(rounds, schedule)
     assert [pick["filter"].tolist() for pick in picks] == [[1, 3], [4, 7], [2]]
-    ranking = greedy_ranking("conv5_3", "face", rounds, schedule)
+    ranking = greedy_ranking("conv5_3", "face", rounds, schedule, layer_index=13)
     assert ranking["filter"].tolist() == [1, 3, 4, 7, 2, 6, 0, 5]
     assert ranking["loss"].tolist() == [0.9, 0.8, 3.0, 2.5, 3.3, 3.2, 3.1, 3.0]
     assert ranking["rank"].tolist() == list(range(8)) and set(ranking["layer_index"]) == {13}

@@ -120,7 +120,7 @@ def test_shipped_tiny_configs_differ_from_their_base_in_name_and_tasks_alone():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.widht=1"], "unknown config key model.widht; valid keys here: batch_norm, dropout, heads, width"),
+        (["model.widht=1"], "unknown config key model.widht; valid keys here: arch, batch_norm, dropout, heads, width"),
         (["bogus=1"], "unknown config key bogus"),
         (["model.heads=three"], "model.heads"),
         (["trainer.epochs=many"], "trainer.epochs must be int"),

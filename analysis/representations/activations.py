@@ -335,7 +335,7 @@ def extract_activations(
 ) -> dict[tuple[str, str], Activations]:
     """Activations of every network on every image set into `out_dir` (layout in the module docstring), one Ray
     task per pair, resuming finished pairs; returns {(network, image set): Activations}."""
-    from lightning_modules.checkpoint import load_model
+    from lightning_modules.checkpoint import load_model, require_vgg16
 
     check_unique(networks)
     stage = StageDir(
@@ -358,7 +358,7 @@ def extract_activations(
     pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
     # only networks with work left are loaded, before anything is written (a refused checkpoint writes nothing)
     loaded = {
-        network.name: load_model(network.checkpoint)
+        network.name: require_vgg16(load_model(network.checkpoint), "activation extraction")
         for network in networks
         if any(name == network.name for name, _ in pending)
     }

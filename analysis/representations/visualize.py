@@ -376,11 +376,11 @@ def run_visualize(
 ) -> dict[str, pd.DataFrame]:
     """Visualise chosen filters (`filters`) or each task's `top` filters in a sweep of one layer (module
     docstring); groups already written are skipped, a finished visualisation is returned. Returns {group: summary}."""
-    from lightning_modules.checkpoint import load_model
+    from lightning_modules.checkpoint import load_model, require_vgg16
     from lightning_modules.layer_names import LAYER_NAMES
 
     check_choice("layer", layer, LAYER_NAMES)
-    loaded = load_model(network.checkpoint)
+    loaded = require_vgg16(load_model(network.checkpoint), "feature visualisation")
     groups = choose_groups(loaded, layer, filters, top, tasks, sweep_dir)
     data = None if not settings.natural_images else str(Path(data_dir or loaded.config.data.dir).resolve())
     stage = StageDir(

@@ -273,11 +273,11 @@ def run_segregation(
     """
     from common.ray_runner import ray_session
     from data_pipeline.data_dir import DataDir
-    from lightning_modules.checkpoint import load_model
+    from lightning_modules.checkpoint import load_model, require_vgg16
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
-    loaded = load_model(sweep.manifest["checkpoint"])
+    loaded = require_vgg16(load_model(sweep.manifest["checkpoint"]), "the segregation analysis")
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     DataDir(data).check_serves(loaded.label_space)
