@@ -30,7 +30,7 @@ from analysis.figures import save_figure  # chooses matplotlib's Agg backend bef
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
 from common.layout import CONTROL_DIR, SEGREGATION_DIR
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import StageLog, WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
 CONDITIONS = {SEGREGATION_DIR: "network", CONTROL_DIR: "random tasks"}
@@ -190,5 +190,5 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
         if not pairs.empty
         else {}
     )
-    log_stage(wandb, "aggregate", out, {"fraction": fraction}, pngs, tables, scalars)
+    log_stage(wandb, "aggregate", out, {"fraction": fraction}, StageLog(scalars, tables, pngs))
     return summary

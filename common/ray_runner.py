@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from common.console import hidden
 from common.errors import SettingError, UserError
 from common.io import parquet_metadata, readable_parquet, write_parquet
 from common.typed_config import check_at_least
@@ -224,7 +225,7 @@ def run_units(
     threads = max(1, int(resources.cpus))
     pending = {remote.remote(function, threads, *unit.args): unit for unit in missing}
     total, done = sum(unit.size for unit in units), sum(unit.size for unit in units if unit not in missing)
-    with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=not progress) as bar:
+    with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=hidden(progress)) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])

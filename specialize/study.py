@@ -48,7 +48,7 @@ from common.layout import (
 )
 from common.ray_runner import Resources, add_ray_cluster_arguments, ray_session
 from common.stage import StageDir
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import WandbTarget, logging_to
 from specialize import pipeline
 from specialize.study_config import StudyConfig, study_from_dict, with_absolute_paths
 
@@ -109,7 +109,7 @@ def accelerator(resources: Resources) -> dict[str, Any]:
 
 
 def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTarget:
-    """Where a trial's lesion and segregation stages log: the study's group, the trial's name and labels."""
+    """Where a trial's stages after training log: the study's group, the trial's name and labels."""
     return WandbTarget(
         project=study.wandb.project,
         mode=study.wandb.mode,
@@ -139,12 +139,13 @@ def run_trial(params: dict[str, str], study: StudyConfig) -> None:
     summary = read_json(run_dir / "summary.json")
     metrics = {"stage": "train", "best_val_loss": summary["best_val_loss"], **summary["metrics"]}
     tune.report(metrics)
-    if trial.pair and study.analyses.lesion.enabled:
-        metrics.update(analyse_pair(study, trial, config, run_dir))
-        tune.report(metrics)
-    if representation_stages(study, trial):
-        metrics.update(analyse_representations(study, trial, config, run_dir))
-        tune.report(metrics)
+    with logging_to(wandb_target(study, trial, config.tasks)):
+        if trial.pair and study.analyses.lesion.enabled:
+            metrics.update(analyse_pair(study, trial, config, run_dir))
+            tune.report(metrics)
+        if representation_stages(study, trial):
+            metrics.update(analyse_representations(study, trial, config, run_dir))
+            tune.report(metrics)
     write_json(
         stage.path / TRIAL_FILE,
         {**dataclasses.asdict(trial), "directory": str(stage.path), "tasks": list(config.tasks), **metrics},
@@ -157,23 +158,12 @@ def analyse_pair(study: StudyConfig, trial: Trial, config: TrainConfig, run_dir:
     from analysis.segregation.run import summary_scalars
 
     analyses, directory = study.analyses, trial.directory(study)
-    target = wandb_target(study, trial, config.tasks)
     checkpoint = checkpoint_path(run_dir, analyses.checkpoint)
-    logged = (directory / LESION_DIR / "manifest.json").is_file()
     sweep = pipeline.lesion(checkpoint, Path(config.data.dir), directory / LESION_DIR, analyses.lesion, progress=False)
-    if not logged:
-        log_stage(
-            target,
-            "lesion",
-            sweep.out_dir,
-            {"checkpoint": str(checkpoint), **dataclasses.asdict(analyses.lesion)},
-            tables={"ranking": sweep.ranking},
-            summary=intact_scalars(sweep.filter_losses),
-        )
     metrics: dict[str, Any] = {"stage": "lesion"}
     if not analyses.segregation.enabled:
         return metrics
-    summaries = pipeline.segregation(sweep.out_dir, Path(config.data.dir), directory, analyses.segregation, target)
+    summaries = pipeline.segregation(sweep.out_dir, Path(config.data.dir), directory, analyses.segregation)
     for summary in summaries.values():
         prefix = "random/" if summary["random_tasks"] else ""
         metrics.update({f"{prefix}{key}": value for key, value in summary_scalars(summary).items()})
@@ -208,15 +198,6 @@ def analyse_representations(study: StudyConfig, trial: Trial, config: TrainConfi
             network, config.tasks, directory / LESION_DIR, data, directory / VISUALIZE_DIR, analyses.visualize
         )
     return {**metrics, "stage": "representations"}
-
-
-def intact_scalars(filter_losses: pd.DataFrame) -> dict[str, float]:
-    """The intact network's loss and accuracy per task on the sweep's images, as W&B summary keys."""
-    intact = filter_losses.drop_duplicates("task")
-    return {
-        **{f"intact/{row.task}/loss": float(row.intact_loss) for row in intact.itertuples()},
-        **{f"intact/{row.task}/accuracy": float(row.intact_accuracy) for row in intact.itertuples()},
-    }
 
 
 # ------------------------------------------------------------------------------------------ the study

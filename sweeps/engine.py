@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from common.console import hidden
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, filters_per_layer, num_outputs
@@ -92,7 +93,7 @@ def class_lesion_sweep(
             for layer in layers
         }
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
-        with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
+        with tqdm(total=total, unit="img", disable=hidden(progress), desc="lesions") as bar:
             intact = intact_sums(net, stimuli, plans[layers[0]].images_per_pass, heads)
             frames = [
                 class_rows(

@@ -50,10 +50,12 @@ from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, write_json, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import StageLog, model_artifact, table_artifact
 from lightning_modules.layer_names import CONV_LAYERS
 
 TABLES = ("accuracy", "drops", "segregation")
+# the segregation artifact (W&B): the index first (it names the artifact), the tables behind it and the summary
+SEGREGATION_FILES = ("segregation.parquet", "accuracy.parquet", "drops.parquet", "tasks.parquet", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -206,15 +208,16 @@ def run_segregation(
     data_dir: str | os.PathLike | None = None,
     settings: SegregationSettings = SegregationSettings(),
     address: str | None = None,
-    wandb: WandbTarget = WandbTarget(),
 ) -> dict[str, Any]:
     """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary.
 
-    An analysis already finished in `out_dir` (same inputs) is not redone. With a W&B project (or inside an active
-    W&B run) the figures, tables and the index of every layer also go to W&B.
+    An analysis already finished in `out_dir` (same inputs) is not redone. Inside `common.wandb_runs.logging_to` (or
+    an active W&B run) the figures, tables and the index of every layer also go to W&B, with the sweep and checkpoint
+    it used and the tables it made as artifacts.
     """
     from common.ray_runner import ray_session
     from lightning_modules.checkpoint import load_model
+    from sweeps.distributed import sweep_artifact
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
@@ -238,7 +241,6 @@ def run_segregation(
             "sweep": str(sweep.path.resolve()),
             "out": str(stage.path.resolve()),
             "address": address,
-            "wandb": asdict(wandb),
             **asdict(settings),
         }
     )
@@ -267,6 +269,13 @@ def run_segregation(
     )
     stage.finish(
         "segregation",
+        StageLog(
+            summary_scalars(summary),
+            tables,
+            pngs,
+            uses=[sweep_artifact(sweep.path), model_artifact(loaded.checkpoint, loaded.sha256)],
+            makes=[table_artifact("segregation", out, SEGREGATION_FILES)],
+        ),
         sweep=str(sweep.path.resolve()),
         checkpoint=str(loaded.checkpoint),
         checkpoint_sha256=loaded.sha256,
@@ -281,7 +290,6 @@ def run_segregation(
         n_bootstraps=settings.n_bootstraps,
         fractions=settings.all_fractions,
     )
-    log_stage(wandb, "segregation", out, asdict(settings), pngs, tables, summary_scalars(summary))
     return summary
 
 
