@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import warnings
 
 VERBOSE_VARIABLE = "SPECIALIZE_VERBOSE"
@@ -19,6 +20,7 @@ QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.util
 # warnings that carry no information for a user of this project
 NOISE_WARNINGS = (
     r"The `srun` command is available on your system but is not used",  # training runs under srun when it should
+    r"The number of training batches .* is smaller than the logging interval",  # the project sets the interval
 )
 LIBRARY_MODULES = r"(pytorch_lightning|lightning_fabric|lightning_utilities|torchmetrics)(\..*)?"
 
@@ -53,3 +55,19 @@ def on_terminal() -> bool:
 def hidden(progress: bool) -> bool | None:
     """tqdm's `disable` for a bar the caller wants (`progress`): None (drawn on a terminal only) or True."""
     return None if progress else True
+
+
+class ProgressLines:
+    """Off a terminal, where no bar is drawn, a line at most once a minute saying how far a long loop is."""
+
+    def __init__(self, description: str, total: int, unit: str, done: int = 0, seconds: float = 60.0):
+        self.description, self.total, self.unit, self.done, self.seconds = description, total, unit, done, seconds
+        self.shown = not on_terminal()
+        self.last = time.monotonic()
+
+    def update(self, count: int) -> None:
+        """Count `count` more done; say so when a minute has passed since the last line."""
+        self.done += count
+        if self.shown and time.monotonic() - self.last >= self.seconds:
+            self.last = time.monotonic()
+            logging.getLogger("specialize").info("%s: %d of %d %ss", self.description, self.done, self.total, self.unit)

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from common.console import hidden
+from common.console import ProgressLines, hidden
 from common.errors import SettingError, UserError
 from common.io import parquet_metadata, readable_parquet, write_parquet
 from common.typed_config import check_at_least
@@ -225,6 +225,7 @@ def run_units(
     threads = max(1, int(resources.cpus))
     pending = {remote.remote(function, threads, *unit.args): unit for unit in missing}
     total, done = sum(unit.size for unit in units), sum(unit.size for unit in units if unit not in missing)
+    lines = ProgressLines(description, total, unit_name, done) if progress else None
     with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=hidden(progress)) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -232,3 +233,5 @@ def run_units(
             result, node = ray.get(ready[0])
             write_parquet(unit.path, result, metadata={NODE_METADATA_KEY: json.dumps(node)})
             bar.update(unit.size)
+            if lines is not None:
+                lines.update(unit.size)

@@ -7,6 +7,7 @@ directory it used and, once it finished, its checkpoints as `model` artifacts (b
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,18 @@ class WandbSummaryMetrics(Callback):
                 for task in self.tasks:
                     logger.experiment.define_metric(f"val/{task}/top1", summary="max")
                     logger.experiment.define_metric(f"val/{task}/top1_own", summary="max")
+
+
+class EpochLines(Callback):
+    """Off a terminal (no progress bar drawn), one line per epoch: its validation loss and top-1 per task."""
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        scores = ", ".join(f"{key} {float(value):.3f}" for key, value in metrics.items() if key.startswith("val/"))
+        epoch = trainer.current_epoch + 1
+        logging.getLogger("specialize").info("epoch %d of %d: %s", epoch, trainer.max_epochs, scores)
 
 
 def wandb_run_id(run_dir: Path) -> str | None:

@@ -36,7 +36,7 @@ from common.stage import StageDir
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig, write_config
-from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, log_lineage, make_loggers
+from lightning_modules.loggers import EpochLines, WandbSummaryMetrics, finish_wandb_run, log_lineage, make_loggers
 
 # Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
 # lives neither: `--resume RUN_DIR` names it by its directory).
@@ -201,6 +201,8 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
         enable_version_counter=False,
     )
     callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
+    if not (trainer_config.progress_bar and on_terminal()):
+        callbacks.append(EpochLines())
     plugins: list[Any] = [SafeCheckpointIO()]
     if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
