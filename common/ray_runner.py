@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from common.console import ProgressLines, hidden
+from common.console import ProgressLines, hidden, verbose
 from common.errors import SettingError, UserError
 from common.io import parquet_metadata, readable_parquet, write_parquet
 from common.typed_config import check_at_least
@@ -121,6 +122,7 @@ def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
             address=address,
             include_dashboard=dashboard,
             log_to_driver=False,
+            logging_level=logging.DEBUG if verbose() else logging.WARNING,  # "Started a local Ray instance" and such
             **({"dashboard_host": DASHBOARD_HOST} if dashboard else {}),
         )
     except (ConnectionError, ValueError, RuntimeError) as error:

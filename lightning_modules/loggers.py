@@ -46,6 +46,8 @@ def make_loggers(config: TrainConfig, run_dir: Path, resume_step: int = 0) -> li
         config=redact(wandb_run_config(config)),
         settings=quiet_settings(),
     )
+    # Lightning passes `anonymous=None`, which W&B answers with a warning that it has no effect
+    getattr(wandb_logger, "_wandb_init", {}).pop("anonymous", None)
     if rank_zero_only.rank == 0:
         with redacted_sys_argv():  # W&B records the command line when its run starts: start it here
             start_run(lambda: wandb_logger.experiment)
@@ -83,7 +85,8 @@ class EpochLines(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
-        scores = ", ".join(f"{key} {float(value):.3f}" for key, value in metrics.items() if key.startswith("val/"))
+        shown = [key for key in metrics if key == "val/loss" or (key.startswith("val/") and key.endswith("/top1"))]
+        scores = ", ".join(f"{key} {float(metrics[key]):.3f}" for key in shown)
         epoch = trainer.current_epoch + 1
         logging.getLogger("specialize").info("epoch %d of %d: %s", epoch, trainer.max_epochs, scores)
 

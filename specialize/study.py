@@ -110,13 +110,7 @@ def accelerator(resources: Resources) -> dict[str, Any]:
 
 def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTarget:
     """Where a trial's stages after training log: the study's group, the trial's name and labels."""
-    return WandbTarget(
-        project=study.wandb.project,
-        mode=study.wandb.mode,
-        group=study.wandb_group,
-        name=trial.name,
-        labels={"pair": trial.network, "tasks": "+".join(tasks), "seed": trial.seed, "study": study.name},
-    )
+    return study.wandb_target(trial.name, pair=trial.network, tasks="+".join(tasks), seed=trial.seed)
 
 
 # ----------------------------------------------------------------------------------------- one trial
@@ -254,7 +248,8 @@ def run_study(
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]
     pending = [trial for trial in chosen if not trial.stage(study).finished]
     if pending and not aggregate_only and study.data.synth is not None:
-        pipeline.synthetic_data(out, study.data)  # before Ray starts: the build forks worker processes
+        with logging_to(study.wandb_target(f"{study.name}-data")):  # before Ray starts: the build forks processes
+            pipeline.synthetic_data(out, study.data)
     failed = tune_trials(study, pending, address) if pending and not aggregate_only else []
     if only_seeds is not None:
         report_failures(failed, pending, out)
@@ -268,13 +263,7 @@ def run_study(
             out / "aggregate",
             table,
             study.analyses.segregation.fraction,
-            WandbTarget(
-                study.wandb.project,
-                study.wandb.mode,
-                study.wandb_group,
-                f"{study.name}-aggregate",
-                {"study": study.name},
-            ),
+            study.wandb_target(f"{study.name}-aggregate"),
         )
     stage.finish(
         "study",
