@@ -5,13 +5,11 @@ of its own. Offline W&B (online is not reachable here; the id and the service ar
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from helpers_train import ROOT, session_tiny_data, tiny_config, wandb_records
+from helpers_train import ROOT, kill_after_first_checkpoint, session_tiny_data, tiny_config, wandb_records
 
 from lightning_modules.config import write_config
 
@@ -36,13 +34,7 @@ def test_rerun_after_a_kill_attaches_to_the_same_run_id(tmp_path_factory, tmp_pa
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "config" / "config.yaml")]
     env = {**os.environ, "WANDB_MODE": "offline"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = config.run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, config.run_dir)
     assert os.environ[SERVICE] == shared_service  # the service outlives the kill, holding the run's id
 
     rerun = subprocess.run(
