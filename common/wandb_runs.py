@@ -51,7 +51,7 @@ class WandbTarget:
     def __post_init__(self) -> None:
         from common.typed_config import check_choice
 
-        check_choice("mode", self.mode, WANDB_MODES)
+        check_choice("wandb_mode", self.mode, WANDB_MODES)  # the CLI names it --wandb-mode
 
 
 @dataclass(frozen=True)
