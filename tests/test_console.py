@@ -18,7 +18,6 @@ NOISE = (
     "is deprecated",  # deprecation warnings from Lightning's internals
     "wandb: Tracking run",  # W&B's banner
     "wandb: Run summary",  # W&B's summary block
-    "Unable to join threads",  # numba's TBB pool at a fork
     "it/s]",  # a progress bar refresh
 )
 
