@@ -39,7 +39,7 @@ from analysis.segregation.null import NULL_COLUMNS, as_real_pairs
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
 from common.layout import ACCURACY_DIR, CONTROL_DIR, SEGREGATION_DIR
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import StageLog, WandbTarget, log_stage
 from lightning_modules.layer_names import CONV_LAYERS
 
 CONDITIONS = {SEGREGATION_DIR: "network", CONTROL_DIR: "random tasks"}
@@ -277,5 +277,5 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
     write_json(out / "summary.json", summary)
     scalars = {f"si/{row.pair}/{row.condition}/{row.layer}": float(row.mean_si) for row in pairs.itertuples()}
     scalars |= {f"p_sign_flip/{row.pair}/{row.layer}": float(row.p_sign_flip) for row in tests.itertuples()}
-    log_stage(wandb, "aggregate", out, {"fraction": fraction}, pngs, tables, scalars)
+    log_stage(wandb, "aggregate", out, {"fraction": fraction}, StageLog(scalars, tables, pngs))
     return summary

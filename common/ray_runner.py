@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from common.console import ProgressLines, hidden, verbose
 from common.errors import SettingError, UserError
 from common.io import parquet_metadata, readable_parquet, write_parquet
 from common.typed_config import check_at_least
@@ -120,6 +122,7 @@ def ray_session(address: str | None, dashboard: bool = False) -> Iterator[None]:
             address=address,
             include_dashboard=dashboard,
             log_to_driver=False,
+            logging_level=logging.DEBUG if verbose() else logging.WARNING,  # "Started a local Ray instance" and such
             **({"dashboard_host": DASHBOARD_HOST} if dashboard else {}),
         )
     except (ConnectionError, ValueError, RuntimeError) as error:
@@ -224,10 +227,13 @@ def run_units(
     threads = max(1, int(resources.cpus))
     pending = {remote.remote(function, threads, *unit.args): unit for unit in missing}
     total, done = sum(unit.size for unit in units), sum(unit.size for unit in units if unit not in missing)
-    with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=not progress) as bar:
+    lines = ProgressLines(description, total, unit_name, done) if progress else None
+    with tqdm(total=total, initial=done, unit=unit_name, desc=description, disable=hidden(progress)) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
             result, node = ray.get(ready[0])
             write_parquet(unit.path, result, metadata={NODE_METADATA_KEY: json.dumps(node)})
             bar.update(unit.size)
+            if lines is not None:
+                lines.update(unit.size)

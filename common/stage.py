@@ -10,11 +10,14 @@ A stage's *identity* is every input and setting that changes its result. Its ste
 3. `start(arguments)`: create the folder (`prepare_output_dir`), remove the temporary files a killed run left, and
    write config.json: the resolved arguments plus an `identity` key.
 4. the stage's own work, each result written atomically (`common.io`), resumable where it is long;
-5. `finish(kind, **fields)`: write manifest.json (versions, seeds, hashes, the caller's fields) last.
+5. `finish(kind, log=..., **fields)`: write manifest.json (versions, seeds, hashes, the caller's fields) last; with
+   `log` (a `common.wandb_runs.StageLog`), the stage then logs its W&B run (job type `kind`) to the target set around
+   it (`common.wandb_runs.logging_to`), with its config.json as the run config.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from common.io import as_stored, read_json, remove_temporaries, write_json
 from common.layout import CONFIG_FILE, IDENTITY_KEY, MANIFEST_FILE
 from common.manifest import write_manifest
 from common.output_dir import flatten, prepare_output_dir
+from common.wandb_runs import StageLog, log_finished_stage
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,11 @@ class StageDir:
         write_json(self.config_path, {**arguments, IDENTITY_KEY: self.identity})
         return path
 
-    def finish(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Write the manifest, last: the stage is finished. Returns it."""
-        return write_manifest(self.manifest_path, kind, **fields)
+    def finish(self, kind: str, log: StageLog | None = None, **fields: Any) -> dict[str, Any]:
+        """Write the manifest, last: the stage is finished; then, with `log`, log the stage's W&B run. Returns the
+        manifest."""
+        manifest = write_manifest(self.manifest_path, kind, **fields)
+        logging.getLogger(__name__).info("%s finished: %s", self.job, self.path)
+        if log is not None:
+            log_finished_stage(kind, self.path, self.recorded() or {}, log)
+        return manifest

@@ -29,6 +29,7 @@ from common.io import atomic_path, read_json, read_state_json
 from common.output_dir import check_output_path
 from common.stage import StageDir
 from common.typed_config import check_at_least, check_choice
+from common.wandb_runs import StageLog, data_artifact
 from data_pipeline.beton import STATE_FILE, ImageEncoding, Item, write_all
 from data_pipeline.images import check_image
 from data_pipeline.label_space import LabelSpace
@@ -140,7 +141,8 @@ class FileChecker:
         if not todo:
             return
         self._checked.update(todo)
-        for path, reason, note in tqdm(self._decode(todo), total=len(todo), desc="checking images", unit="img"):
+        checks = tqdm(self._decode(todo), total=len(todo), desc="checking images", unit="img", disable=None)
+        for path, reason, note in checks:
             if reason is not None:
                 self.skipped.append({"path": readable(path), "reason": reason})
                 continue
@@ -542,6 +544,7 @@ def build_dataset(
     )
     return stage.finish(
         "data",
+        StageLog(makes=[data_artifact(out)]),
         seed=seed,
         tasks=_task_entries(plans),
         pools=_pool_entries(plans, pool_specs),

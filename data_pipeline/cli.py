@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 
 from common.errors import UserError
+from common.wandb_runs import add_wandb_arguments
 from data_pipeline.beton import WRITE_MODES, ImageEncoding
 from data_pipeline.build import BuildSettings, ImageCounts
 from data_pipeline.sources import SPLIT_MODES
@@ -180,6 +181,7 @@ def _register_build(commands: argparse._SubParsersAction) -> None:
         help="pooled multi-task files to write, repeatable (default: one pool of all tasks in order)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_build)
 
 

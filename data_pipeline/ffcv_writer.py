@@ -91,10 +91,12 @@ class SupervisedDatasetWriter(DatasetWriter):
 
     def _wait_for_samples(self, processes: list[Process], errors: Queue, done: Any) -> None:
         """Show progress until every sample is written; raise as soon as a worker fails."""
-        with tqdm(total=self.num_samples) as progress:
-            while progress.n != self.num_samples:
+        written = 0
+        with tqdm(total=self.num_samples, disable=None) as progress:  # a disabled bar counts nothing
+            while written != self.num_samples:
                 _raise_failure(processes, errors)
-                progress.update(done.value - progress.n)
+                progress.update(done.value - written)
+                written = done.value
                 sleep(POLL_SECONDS)
 
     def _collect(self, processes: list[Process], errors: Queue, allocations: Queue) -> list[list]:

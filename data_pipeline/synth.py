@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from common.console import hidden
 from common.errors import SettingError, UserError
 from common.io import atomic_path
 from common.stage import StageDir
@@ -178,7 +179,7 @@ def generate(out: str | os.PathLike, settings: SynthSettings = SynthSettings(), 
 def _run_parallel(jobs: list[ImageJob], seed: int, size: int, workers: int, batch: int = 64) -> None:
     """Draw `jobs` in batches over a process pool with a progress bar."""
     batches = [(seed, size, jobs[i : i + batch]) for i in range(0, len(jobs), batch)]
-    progress = tqdm(total=len(jobs), desc="synth", unit="img", disable=not jobs)
+    progress = tqdm(total=len(jobs), desc="synth", unit="img", disable=hidden(bool(jobs)))
     if workers == 1:
         for args in batches:
             progress.update(_write_batch(args))

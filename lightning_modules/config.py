@@ -86,6 +86,7 @@ class WandbConfig:
     job_type: str = "train"
     tags: list[str] = field(default_factory=list)
     mode: str = WANDB_MODES[0]
+    upload_checkpoints: bool = False  # the checkpoints' `model` artifacts upload the files (else: by reference)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.console import on_terminal
 from common.errors import UserError
 from common.io import file_sha256, read_json, write_json
 from common.layout import CHECKPOINT_DIR, CHECKPOINTS, MANIFEST_FILE, checkpoint_path
@@ -35,7 +36,7 @@ from common.stage import StageDir
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig, write_config
-from lightning_modules.loggers import WandbSummaryMetrics, finish_wandb_run, make_loggers
+from lightning_modules.loggers import EpochLines, WandbSummaryMetrics, finish_wandb_run, log_lineage, make_loggers
 
 # Keys that may change when a run is continued: they change neither the model nor the data it sees (where the run
 # lives neither: `--resume RUN_DIR` names it by its directory).
@@ -53,6 +54,7 @@ RESUMABLE_KEYS = frozenset(
         "output.root",
         "output.run_name",
         "wandb.mode",
+        "wandb.upload_checkpoints",
     }
 )
 
@@ -87,6 +89,8 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     datamodule = make_datamodule(config, trainer.world_size)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+        if not trainer.interrupted:
+            log_lineage(trainer, config)
     finally:  # also when preempted (`preemption.Preempted` raised on SIGUSR1 after saving a checkpoint)
         finish_wandb_run(trainer)
     if trainer.is_global_zero and not trainer.interrupted:
@@ -197,6 +201,8 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
         enable_version_counter=False,
     )
     callbacks: list[Any] = [best, last, WandbSummaryMetrics(config.tasks), *extra_callbacks]
+    if not (trainer_config.progress_bar and on_terminal()):
+        callbacks.append(EpochLines())
     plugins: list[Any] = [SafeCheckpointIO()]
     if SLURMEnvironment.detect():  # pre-emption is ours (preemption.py), not Lightning's in-handler save + requeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -212,7 +218,7 @@ def make_trainer(config: TrainConfig, run_dir: Path, extra_callbacks: Sequence[A
         logger=make_loggers(config, run_dir, resume_step),
         callbacks=callbacks,
         plugins=plugins,
-        enable_progress_bar=trainer_config.progress_bar,
+        enable_progress_bar=trainer_config.progress_bar and on_terminal(),
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         log_every_n_steps=10,

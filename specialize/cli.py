@@ -13,10 +13,12 @@ import os
 import sys
 from typing import NoReturn
 
+from common.console import setup_console
 from common.errors import SettingError, UserError
 from common.io import DISK_FULL_ERRNOS
 from common.ray_runner import command_session
 from common.redact import redact_text
+from common.wandb_runs import logging_to, target_from_args
 
 SUBCOMMAND_MODULES = (
     "data_pipeline.cli",
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="specialize",
         description="Train VGG16s on several visual tasks, lesion every conv filter, and measure task segregation.",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show everything: third-party hints, W&B's blocks, debug messages"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -73,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # a usage error (one line already printed, code 2) or --help (code 0)
         return stop.code if isinstance(stop.code, int) else 0
+    setup_console(args.verbose)
     try:
-        with command_session(args):  # --ray-dashboard: one local Ray, with its dashboard, for the whole command
+        # --ray-dashboard: one local Ray, with its dashboard, for the whole command; --wandb-*: where stages log
+        with command_session(args), logging_to(target_from_args(args)):
             return int(args.run(args) or 0)
     except SettingError as error:  # a setting's own check: a bad option value, said as a usage error is
         if error.key not in args.options:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.layout import DECODE_DIR, LESION_DIR, RSA_DIR, TRAIN_DIR, VISUALIZE_DIR, checkpoint_path
+from common.wandb_runs import logging_to
 
 if TYPE_CHECKING:
     from specialize.study_config import StudyConfig
@@ -172,23 +173,26 @@ def analyse(study: StudyConfig, out: Path, data: Path, runs: dict[str, Path]) ->
 
     analyses = study.analyses
     [dual] = study.pairs
-    sweep = pipeline.lesion(
-        checkpoint_path(runs[dual], analyses.checkpoint), data, out / LESION_DIR, analyses.lesion, progress=True
-    )
-    print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
-    print("\n" + format_segregation(pipeline.segregation(sweep.out_dir, data, out, analyses.segregation)))
+    with logging_to(study.wandb_target(dual)):
+        sweep = pipeline.lesion(
+            checkpoint_path(runs[dual], analyses.checkpoint), data, out / LESION_DIR, analyses.lesion, progress=True
+        )
+        print(f"\nlesion sweep: {len(sweep.filter_losses)} (layer, filter, task) rows in {sweep.out_dir}")
+        print("\n" + format_segregation(pipeline.segregation(sweep.out_dir, data, out, analyses.segregation)))
     print(f"figure: {plot_against_control(out)[0]}")
     networks = [Network(name, checkpoint_path(run_dir, analyses.checkpoint)) for name, run_dir in runs.items()]
-    print("\n" + format_decoding(pipeline.decode(networks, data, out / DECODE_DIR, analyses.decoding)))
-    stimuli, behaviour = pipeline.behaviour_inputs(study)
-    rsa = pipeline.rsa(networks, stimuli, behaviour, out / RSA_DIR, analyses.rsa)
+    with logging_to(study.wandb_target(study.name)):
+        print("\n" + format_decoding(pipeline.decode(networks, data, out / DECODE_DIR, analyses.decoding)))
+        stimuli, behaviour = pipeline.behaviour_inputs(study)
+        rsa = pipeline.rsa(networks, stimuli, behaviour, out / RSA_DIR, analyses.rsa)
     participants = study.data.behaviour.participants
     print(
         f"\nRSA with {participants} synthetic participants who judge face identity:\n"
         + format_rsa(rsa, analyses.rsa.comparison)
     )
     tasks = read_run_config(runs[dual]).tasks
-    pipeline.visualize(networks[-1], tasks, out / LESION_DIR, data, out / VISUALIZE_DIR, analyses.visualize)
+    with logging_to(study.wandb_target(networks[-1].name)):
+        pipeline.visualize(networks[-1], tasks, out / LESION_DIR, data, out / VISUALIZE_DIR, analyses.visualize)
 
 
 def format_segregation(summaries: dict[str, dict[str, Any]]) -> str:
@@ -230,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
 
     study = demo_study(args)
     out = Path(args.out)
-    data = pipeline.synthetic_data(out, study.data)
+    with logging_to(study.wandb_target(f"{study.name}-data")):
+        data = pipeline.synthetic_data(out, study.data)
     runs = train_networks(study, out)
     print("\nvalidation top-1 per task (best checkpoint's epoch is used below):")
     for name, run_dir in runs.items():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.layout import BEHAVIOUR_DIR, CONTROL_DIR, DATA_DIR, IMAGES_DIR, SEGREGATION_DIR, STIMULI_FILE
 from common.typed_config import part_of
-from common.wandb_runs import WandbTarget
+from common.wandb_runs import current_target, logging_to
 from specialize.study_config import (
     DecodingStage,
     RSAStage,
@@ -122,23 +122,23 @@ def lesion(checkpoint: Path, data_dir: Path, out: Path, settings: SweepSettings,
     return run_sweep(checkpoint, data_dir, out, part_of(settings, SweepSettings), progress=progress)
 
 
-def segregation(
-    sweep_dir: Path, data_dir: Path, out: Path, stage: SegregationStage, wandb: WandbTarget = WandbTarget()
-) -> dict[str, dict[str, Any]]:
+def segregation(sweep_dir: Path, data_dir: Path, out: Path, stage: SegregationStage) -> dict[str, dict[str, Any]]:
     """The segregation analysis of a sweep into out/segregation and, when the stage asks for it, its random-task
-    control into out/segregation_random (W&B runs `wandb.name` and `<name>-random`); directory name -> summary."""
+    control into out/segregation_random (W&B runs named as the current target and `<name>-random`); directory name
+    -> summary."""
     from analysis.segregation.run import run_segregation
     from analysis.segregation.settings import SegregationSettings
 
     settings = part_of(stage, SegregationSettings)
-    runs = {SEGREGATION_DIR: (settings, wandb)}
+    summaries = {SEGREGATION_DIR: run_segregation(sweep_dir, out / SEGREGATION_DIR, data_dir, settings)}
     if stage.control:
-        control = dataclasses.replace(wandb, name=f"{wandb.name}-random" if wandb.name else None)
-        runs[CONTROL_DIR] = (dataclasses.replace(settings, random_tasks=True), control)
-    return {
-        name: run_segregation(sweep_dir, out / name, data_dir, run_settings, wandb=target)
-        for name, (run_settings, target) in runs.items()
-    }
+        target = current_target()
+        control = dataclasses.replace(target, name=f"{target.name}-random") if target and target.name else target
+        with logging_to(control):
+            summaries[CONTROL_DIR] = run_segregation(
+                sweep_dir, out / CONTROL_DIR, data_dir, dataclasses.replace(settings, random_tasks=True)
+            )
+    return summaries
 
 
 def decode(networks: Sequence[Network], data_dir: Path, out: Path, stage: DecodingStage) -> pd.DataFrame:

@@ -50,7 +50,7 @@ from common.layout import (
 )
 from common.ray_runner import Resources, add_ray_cluster_arguments, ray_session
 from common.stage import StageDir
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import WandbTarget, logging_to
 from specialize import pipeline
 from specialize.study_config import StudyConfig, study_from_dict, with_absolute_paths
 
@@ -111,14 +111,8 @@ def accelerator(resources: Resources) -> dict[str, Any]:
 
 
 def wandb_target(study: StudyConfig, trial: Trial, tasks: list[str]) -> WandbTarget:
-    """Where a trial's lesion and segregation stages log: the study's group, the trial's name and labels."""
-    return WandbTarget(
-        project=study.wandb.project,
-        mode=study.wandb.mode,
-        group=study.wandb_group,
-        name=trial.name,
-        labels={"pair": trial.network, "tasks": "+".join(tasks), "seed": trial.seed, "study": study.name},
-    )
+    """Where a trial's stages after training log: the study's group, the trial's name and labels."""
+    return study.wandb_target(trial.name, pair=trial.network, tasks="+".join(tasks), seed=trial.seed)
 
 
 # ----------------------------------------------------------------------------------------- one trial
@@ -141,18 +135,19 @@ def run_trial(params: dict[str, str], study: StudyConfig) -> None:
     summary = read_json(run_dir / "summary.json")
     metrics = {"stage": "train", "best_val_loss": summary["best_val_loss"], **summary["metrics"]}
     tune.report(metrics)
-    if study.analyses.lesion.enabled:  # an analysed study: every network's test accuracy (Fig. 1C)
-        checkpoint = checkpoint_path(run_dir, study.analyses.checkpoint)
-        table = pipeline.test_accuracy(checkpoint, Path(config.data.dir), stage.path / ACCURACY_DIR)
-        metrics.update(
-            {f"test/{row.task}/top1": row.accuracy for row in table.itertuples() if row.scope == "all_outputs"}
-        )
-    if trial.pair and study.analyses.lesion.enabled:
-        metrics.update(analyse_pair(study, trial, config, run_dir))
-        tune.report(metrics)
-    if representation_stages(study, trial):
-        metrics.update(analyse_representations(study, trial, config, run_dir))
-        tune.report(metrics)
+    with logging_to(wandb_target(study, trial, config.tasks)):
+        if study.analyses.lesion.enabled:  # an analysed study: every network's test accuracy (Fig. 1C)
+            checkpoint = checkpoint_path(run_dir, study.analyses.checkpoint)
+            table = pipeline.test_accuracy(checkpoint, Path(config.data.dir), stage.path / ACCURACY_DIR)
+            metrics.update(
+                {f"test/{row.task}/top1": row.accuracy for row in table.itertuples() if row.scope == "all_outputs"}
+            )
+        if trial.pair and study.analyses.lesion.enabled:
+            metrics.update(analyse_pair(study, trial, config, run_dir))
+            tune.report(metrics)
+        if representation_stages(study, trial):
+            metrics.update(analyse_representations(study, trial, config, run_dir))
+            tune.report(metrics)
     write_json(
         stage.path / TRIAL_FILE,
         {**dataclasses.asdict(trial), "directory": str(stage.path), "tasks": list(config.tasks), **metrics},
@@ -165,23 +160,12 @@ def analyse_pair(study: StudyConfig, trial: Trial, config: TrainConfig, run_dir:
     from analysis.segregation.run import summary_scalars
 
     analyses, directory = study.analyses, trial.directory(study)
-    target = wandb_target(study, trial, config.tasks)
     checkpoint = checkpoint_path(run_dir, analyses.checkpoint)
-    logged = (directory / LESION_DIR / "manifest.json").is_file()
     sweep = pipeline.lesion(checkpoint, Path(config.data.dir), directory / LESION_DIR, analyses.lesion, progress=False)
-    if not logged:
-        log_stage(
-            target,
-            "lesion",
-            sweep.out_dir,
-            {"checkpoint": str(checkpoint), **dataclasses.asdict(analyses.lesion)},
-            tables={"ranking": sweep.ranking},
-            summary=intact_scalars(sweep.filter_losses),
-        )
     metrics: dict[str, Any] = {"stage": "lesion"}
     if not analyses.segregation.enabled:
         return metrics
-    summaries = pipeline.segregation(sweep.out_dir, Path(config.data.dir), directory, analyses.segregation, target)
+    summaries = pipeline.segregation(sweep.out_dir, Path(config.data.dir), directory, analyses.segregation)
     for summary in summaries.values():
         prefix = "random/" if summary["random_tasks"] else ""
         metrics.update({f"{prefix}{key}": value for key, value in summary_scalars(summary).items()})
@@ -216,15 +200,6 @@ def analyse_representations(study: StudyConfig, trial: Trial, config: TrainConfi
             network, config.tasks, directory / LESION_DIR, data, directory / VISUALIZE_DIR, analyses.visualize
         )
     return {**metrics, "stage": "representations"}
-
-
-def intact_scalars(filter_losses: pd.DataFrame) -> dict[str, float]:
-    """The intact network's loss and accuracy per task on the sweep's images, as W&B summary keys."""
-    intact = filter_losses.drop_duplicates("task")
-    return {
-        **{f"intact/{row.task}/loss": float(row.intact_loss) for row in intact.itertuples()},
-        **{f"intact/{row.task}/accuracy": float(row.intact_accuracy) for row in intact.itertuples()},
-    }
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -301,7 +276,8 @@ def run_study(
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]
     pending = [trial for trial in chosen if not trial.stage(study).finished]
     if pending and not aggregate_only and study.data.synth is not None:
-        pipeline.synthetic_data(out, study.data)  # before Ray starts: the build forks worker processes
+        with logging_to(study.wandb_target(f"{study.name}-data")):  # before Ray starts: the build forks processes
+            pipeline.synthetic_data(out, study.data)
     failed = tune_trials(study, pending, address) if pending and not aggregate_only else []
     if only_seeds is not None:
         report_failures(failed, pending, out)
@@ -315,13 +291,7 @@ def run_study(
             out / "aggregate",
             table,
             study.analyses.segregation.fraction,
-            WandbTarget(
-                study.wandb.project,
-                study.wandb.mode,
-                study.wandb_group,
-                f"{study.name}-aggregate",
-                {"study": study.name},
-            ),
+            study.wandb_target(f"{study.name}-aggregate"),
         )
     stage.finish(
         "study",

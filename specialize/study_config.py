@@ -27,7 +27,7 @@ from common.errors import SettingError, UserError
 from common.layout import CHECKPOINTS, DATA_DIR
 from common.ray_runner import Resources
 from common.typed_config import apply_override, build_dataclass, check_at_least, check_choice, read_yaml
-from common.wandb_runs import WANDB_MODES, WANDB_PROJECT
+from common.wandb_runs import WANDB_MODES, WANDB_PROJECT, WandbTarget
 from data_pipeline.build import BuildSettings
 from data_pipeline.synth import SynthSettings
 from data_pipeline.synth_behaviour import BehaviourSettings
@@ -221,6 +221,11 @@ class StudyConfig:
     def wandb_group(self) -> str:
         """The W&B group of every run of the study."""
         return self.wandb.group or self.name
+
+    def wandb_target(self, name: str, **labels: Any) -> WandbTarget:
+        """Where a stage of the study logs: the study's W&B project, mode and group, run `name`, labelled with the
+        study and `labels`."""
+        return WandbTarget(self.wandb.project, self.wandb.mode, self.wandb_group, name, {**labels, "study": self.name})
 
     @property
     def data_dir(self) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.ray_runner import Resources, add_ray_arguments
+from common.wandb_runs import add_wandb_arguments
 from sweeps.settings import RANKINGS, SweepSettings
 
 
@@ -63,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--memory-budget-gb", type=float, help="memory per task in GiB (default: half of the free memory a task sees)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run)
 
 

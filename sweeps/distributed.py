@@ -31,6 +31,7 @@ from common.errors import UserError
 from common.io import read_json, write_parquet
 from common.ray_runner import Resources, WorkUnit, ray_session, run_units, worker_device
 from common.stage import StageDir
+from common.wandb_runs import ArtifactFiles, StageLog, data_artifact, model_artifact, table_artifact
 from lightning_modules.heads import OutputHeads
 from lightning_modules.units import filters_per_unit
 from sweeps.class_totals import ClassTotals, Grouping
@@ -295,6 +296,7 @@ def distributed_sweep(
     arguments: Mapping[str, Any] | None = None,
     heads: OutputHeads = OutputHeads(),
     manifest: Mapping[str, Any] | None = None,
+    uses: Sequence[ArtifactFiles] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the sweep of `model` (on the CPU) through Ray into `out_dir`; returns (filter_losses, ranking), also
     written there as Parquet.
@@ -303,7 +305,7 @@ def distributed_sweep(
     `identity` (what is swept; with separate `heads`, also their sizes, so a sweep scored otherwise is never resumed
     into this one) and `arguments` go into config.json, `manifest` into manifest.json. The per-class table goes into
     class_losses.parquet and class_intact.parquet (`sweeps.class_totals`; sweeps finished before it was recorded have
-    none).
+    none). With `uses` (the artifacts it used), the sweep logs its W&B run (`common.wandb_runs`).
     """
     identity = {**(identity or {}), **({} if heads.shared else {"heads": list(heads.sizes)})}
     settings = with_recorded_budget(out_dir, settings.for_units(tuple(filters_per_unit(model))))
@@ -333,9 +335,28 @@ def distributed_sweep(
         write_parquet(out / f"{name}.parquet", frame)
     write_parquet(out / "filter_losses.parquet", filter_losses)
     write_parquet(out / "ranking.parquet", ranking)
+    log = None
+    if uses is not None:
+        log = StageLog(intact_scalars(filter_losses), {"ranking": ranking}, uses=uses, makes=[sweep_artifact(out)])
     greedy = {"greedy_target": settings.greedy_target} if settings.ranking == "greedy" else {}
-    stage.finish("lesion_sweep", **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking, **greedy)
+    stage.finish(
+        "lesion_sweep", log, **(manifest or {}), layers=list(settings.layers), ranking=settings.ranking, **greedy
+    )
     return filter_losses, ranking
+
+
+def sweep_artifact(out_dir: str | os.PathLike) -> ArtifactFiles:
+    """A finished sweep's tables as the W&B `sweep` artifact (defined by its ranking)."""
+    return table_artifact("sweep", out_dir, ["ranking.parquet", "filter_losses.parquet"])
+
+
+def intact_scalars(filter_losses: pd.DataFrame) -> dict[str, float]:
+    """The intact network's loss and accuracy per task on the sweep's images, as W&B summary keys."""
+    intact = filter_losses.drop_duplicates("task")
+    return {
+        **{f"intact/{row.task}/loss": float(row.intact_loss) for row in intact.itertuples()},
+        **{f"intact/{row.task}/accuracy": float(row.intact_accuracy) for row in intact.itertuples()},
+    }
 
 
 # ------------------------------------------------------------------------------- checkpoint and data
@@ -412,5 +433,6 @@ def run_sweep(
             "resolution": loaded.config.data.resolution,
             "heads": loaded.config.model.heads,
         },
+        uses=[model_artifact(checkpoint, loaded.sha256), data_artifact(data)],
     )
     return SweepResult(filter_losses, ranking, stage.path)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from common.console import hidden
 from lightning_modules.heads import OutputHeads
 from lightning_modules.units import filters_per_unit, num_outputs
 from sweeps.class_totals import ClassTotals, class_intact_frame, class_loss_frame
@@ -95,7 +96,7 @@ def class_lesion_sweep(
             for layer in layers
         }
         total = len(stimuli.labels) * sum(sizes[layer] for layer in layers)
-        with tqdm(total=total, unit="img", disable=not progress, desc="lesions") as bar:
+        with tqdm(total=total, unit="img", disable=hidden(progress), desc="lesions") as bar:
             intact = intact_sums(net, stimuli, plans[layers[0]].images_per_pass, heads)
             frames = [
                 class_rows(

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from common.console import hidden
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, num_outputs, relu_indices
@@ -178,7 +179,7 @@ def evaluate_lesions(
         )
         intact = lesions.index(INTACT) if INTACT in lesions else None
         shortcuts = shortcut_sizes(net, by_layer, first[0].shape[1:], settings.shortcut_saving)
-        with torch.inference_mode(), tqdm(unit="img", desc="lesioned answers", disable=not progress) as bar:
+        with torch.inference_mode(), tqdm(unit="img", desc="lesioned answers", disable=hidden(progress)) as bar:
             for images, labels in rebatch(chain([first], stream), plan.images_per_pass):
                 sheet.start(labels.to(target))
                 passes = lesioned_logits(net, network_input(images.to(target)), by_layer, intact, plan, shortcuts)

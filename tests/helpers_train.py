@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,10 +103,19 @@ def tiny_config(data_dir: Path, out: Path, overrides: Sequence[str] = ()) -> Tra
     return load_config(ROOT / "configs" / "tiny_face_object.yaml", [*base, *overrides])
 
 
+def kill_after_first_checkpoint(process: subprocess.Popen, run_dir: Path, timeout: float = 300) -> None:
+    """SIGKILL a training process once its run directory holds last.ckpt (asserting it had not ended by then)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + timeout
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def wandb_records(run_dir: Path) -> list[list[dict]]:
     """Every record of each offline W&B run under `run_dir`/wandb (one list per run), read with `wandb leet inspect`."""
-    import subprocess
-
     wandb = Path(sys.executable).parent / "wandb"
     runs = []
     for log in sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb")):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers_train import ROOT, session_tiny_data, tiny_config, wandb_history
+from helpers_train import ROOT, kill_after_first_checkpoint, session_tiny_data, tiny_config, wandb_history
 
 from common.errors import UserError
 from lightning_modules.checkpoint import load_model
@@ -114,13 +112,8 @@ def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    kill_after_first_checkpoint(process, config.run_dir, timeout=120)
     last = config.run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
     assert not (config.run_dir / "summary.json").exists()
     assert torch.load(last, weights_only=True)["epoch"] < 3  # killed with epochs left to run
 

@@ -16,6 +16,7 @@ from analysis.report.lesioning import lesion_section, segregation_section
 from analysis.report.provenance import data_section, what_was_run
 from analysis.report.study import intact_figure, study_section
 from analysis.report.training import intact_section, training_section
+from common.console import hidden
 from common.io import atomic_path
 from common.manifest import build_manifest
 
@@ -39,7 +40,7 @@ def report_sections(runs: list[Run], root: Path, progress: bool = False) -> list
         *[(kind, lambda kind=kind: [generic_section(kind[0].kind, kind, root)]) for kind in others],
     ]
     sections: list[Section | None] = [what_was_run(runs, root)]
-    with tqdm(total=len(runs), desc="report", unit="run", disable=not progress) as bar:
+    with tqdm(total=len(runs), desc="report", unit="run", disable=hidden(progress)) as bar:
         for covered, build in parts:
             if covered:
                 sections += build()

@@ -38,6 +38,7 @@ from common.errors import UserError
 from common.io import atomic_path, file_sha256, readable_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units
 from common.stage import StageDir
+from common.wandb_runs import ArtifactFiles, StageLog, model_artifact
 from lightning_modules.layer_names import LAYER_NAMES
 from lightning_modules.vgg import VGG, fc_indices, relu_indices
 from sweeps.devices import on_device
@@ -325,6 +326,11 @@ def network_hashes(networks: Sequence[Network]) -> dict[str, str]:
     return {network.name: file_sha256(network.checkpoint) for network in networks}
 
 
+def model_artifacts(networks: Sequence[Network], hashes: Mapping[str, str]) -> list[ArtifactFiles]:
+    """The networks' checkpoints as the W&B `model` artifacts an analysis uses (`hashes`: `network_hashes`)."""
+    return [model_artifact(network.checkpoint, hashes[network.name]) for network in networks]
+
+
 def extract_activations(
     networks: Sequence[Network],
     image_sets: Sequence[ImageSet],
@@ -369,6 +375,10 @@ def extract_activations(
         _run_pending(loaded, {images.name: images for images in image_sets}, pending, settings, address, progress)
     stage.finish(
         "activations",
+        StageLog(
+            summary={"networks": len(networks), "image_sets": len(image_sets)},
+            uses=model_artifacts(networks, stage.identity["networks"]),
+        ),
         checkpoints={n.name: str(n.checkpoint) for n in networks},
         checkpoint_sha256=stage.identity["networks"],
         image_sets=stage.identity["image_sets"],

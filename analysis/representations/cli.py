@@ -22,6 +22,7 @@ from analysis.representations.settings import (
     VisualizeSettings,
 )
 from common.ray_runner import Resources, add_ray_arguments
+from common.wandb_runs import add_wandb_arguments
 from lightning_modules.layer_names import LAYER_NAMES
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def _register_activations(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task of the data with that split)")
     parser.add_argument("--stimuli", help="instead of --data: a text file listing image paths, one per line")
     _add_extraction(parser, ActivationSettings())
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_activations)
 
 
@@ -193,6 +195,7 @@ def _register_decode(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the folds (default: %(default)s)")
     _add_extraction(parser, defaults.extraction)
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_decode)
 
 
@@ -268,6 +271,7 @@ def _register_rsa(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of those resamples (default: 0)")
     _add_extraction(parser, defaults.extraction)
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_rsa_command)
 
 
@@ -358,6 +362,7 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     add_ray_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_visualize_command)
 
 

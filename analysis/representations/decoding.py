@@ -28,12 +28,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.representations.activations import Activations, Network, extract_activations, network_hashes, split_images
+from analysis.representations.activations import (
+    Activations,
+    Network,
+    extract_activations,
+    model_artifacts,
+    network_hashes,
+    split_images,
+)
 from analysis.representations.settings import DecodingSettings
 from common.errors import UserError
 from common.io import write_json, write_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units
 from common.stage import StageDir
+from common.wandb_runs import StageLog, data_artifact, figures_in, logging_to, table_artifact
 from lightning_modules.layer_names import LAYER_NAMES
 
 HEADLINE_LAYER = "fc7"
@@ -201,7 +209,8 @@ def run_decoding(
         return pd.read_parquet(stage.path / "decoding.parquet")
     out = stage.start({"checkpoints": {n.name: str(n.checkpoint.resolve()) for n in networks}})
     with ray_session(address):
-        stored = extract_activations(networks, image_sets, out / "activations", extraction, address, progress)
+        with logging_to(None):  # the extraction is part of this stage's W&B run
+            stored = extract_activations(networks, image_sets, out / "activations", extraction, address, progress)
         task_of = {images.name: task for task, images in zip(chosen, image_sets)}
         units = [
             WorkUnit(
@@ -246,6 +255,13 @@ def run_decoding(
     )
     stage.finish(
         "decoding",
+        StageLog(
+            summary={f"decode/{r.network}/{r.task}/{r.layer}": float(r.accuracy) for r in summary.itertuples()},
+            tables={"decoding": summary},
+            figures=figures_in(out / "figures"),
+            uses=[data_artifact(data), *model_artifacts(networks, stage.identity["networks"])],
+            makes=[table_artifact("decoding", out, ["decoding.parquet", "decoding_folds.parquet", "summary.json"])],
+        ),
         data=data,
         tasks=chosen,
         seeds={"folds": settings.seed},

@@ -35,10 +35,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_interval
-from analysis.representations.activations import FileImages, Network, extract_activations, network_hashes
+from analysis.representations.activations import (
+    FileImages,
+    Network,
+    extract_activations,
+    model_artifacts,
+    network_hashes,
+)
 from analysis.representations.settings import RSASettings
 from common.io import file_sha256, write_json, write_parquet
 from common.stage import StageDir
+from common.wandb_runs import StageLog, figures_in, logging_to, table_artifact
 from lightning_modules.layer_names import LAYER_NAMES
 
 CHUNK_VALUES = 1 << 24  # activation values read at once when computing an RDM
@@ -211,7 +218,8 @@ def run_rsa(
             "behaviour": str(Path(behaviour_dir).resolve()),
         }
     )
-    stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
+    with logging_to(None):  # the extraction is part of this stage's W&B run
+        stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
     ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
     ceilings: dict[tuple[str, str], tuple[float, float]] = {}
     frames = []
@@ -250,6 +258,13 @@ def run_rsa(
     )
     stage.finish(
         "rsa",
+        StageLog(
+            summary={f"rsa/{row.network}/{row.layer}": float(row.correlation) for row in summary.itertuples()},
+            tables={"rsa": summary},
+            figures=figures_in(out / "figures"),
+            uses=model_artifacts(networks, stage.identity["networks"]),
+            makes=[table_artifact("rsa", out, ["rsa.parquet", "rsa_participants.parquet", "summary.json"])],
+        ),
         behaviour_sha256=hashes,
         stimuli=len(behaviour.stimuli),
         checkpoints={n.name: str(n.checkpoint.resolve()) for n in networks},

@@ -45,11 +45,13 @@ from analysis.representations.activations import (
     split_images,
 )
 from analysis.representations.settings import ActivationSettings, VisualizeSettings
+from common.console import hidden
 from common.errors import UserError
 from common.io import atomic_path, readable_parquet, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
 from common.typed_config import check_choice
+from common.wandb_runs import StageLog, figures_in, logging_to, model_artifact
 from lightning_modules.layer_names import CONV_LAYERS
 from lightning_modules.vgg import VGG, conv_indices, fc_indices
 from sweeps.devices import on_device
@@ -124,7 +126,7 @@ def optimise_images(
         images = start.to(target).requires_grad_(True)
         wanted = torch.as_tensor(list(filters), device=target)
         optimiser = torch.optim.Adam([images], lr=settings.learning_rate)
-        for step in tqdm(range(settings.steps), desc=f"{layer} gradient ascent", disable=not progress):
+        for step in tqdm(range(settings.steps), desc=f"{layer} gradient ascent", disable=hidden(progress)):
             shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
             response = own_filter(preactivation(net, torch.roll(images, shift, dims=(2, 3)), layer), wanted)
             loss = -response.sum() + settings.l2 * images.square().mean(dim=(1, 2, 3)).sum()
@@ -378,6 +380,7 @@ def run_visualize(
     docstring); groups already written are skipped, a finished visualisation is returned. Returns {group: summary}."""
     from lightning_modules.checkpoint import load_model, require_vgg16
     from lightning_modules.layer_names import LAYER_NAMES
+    from sweeps.distributed import sweep_artifact
 
     check_choice("layer", layer, LAYER_NAMES)
     loaded = require_vgg16(load_model(network.checkpoint), "feature visualisation")
@@ -401,9 +404,10 @@ def run_visualize(
     out = stage.start({"checkpoint": str(network.checkpoint.resolve())})
     natural = None
     if settings.natural_images:
-        natural = natural_images(
-            network, loaded.label_space.tasks, data, layer, out, settings.resources, address, progress
-        )
+        with logging_to(None):  # the extraction is part of this stage's W&B run
+            natural = natural_images(
+                network, loaded.label_space.tasks, data, layer, out, settings.resources, address, progress
+            )
     summaries = {
         group.label: pd.read_parquet(f"{stems[group.label]}.parquet")
         if readable_parquet(f"{stems[group.label]}.parquet")
@@ -412,6 +416,11 @@ def run_visualize(
     }
     stage.finish(
         "visualize",
+        StageLog(
+            tables=summaries,
+            figures=figures_in(out),
+            uses=[model_artifact(network.checkpoint, loaded.sha256), *([sweep_artifact(sweep_dir)] * bool(sweep_dir))],
+        ),
         checkpoint=str(network.checkpoint.resolve()),
         checkpoint_sha256=loaded.sha256,
         layer=layer,

@@ -6,7 +6,7 @@ import argparse
 
 from analysis.segregation.settings import DEFAULT_SCOPE, ROUNDINGS, SCOPES, SegregationSettings
 from common.ray_runner import Resources, add_ray_arguments
-from common.wandb_runs import WANDB_MODES, WandbTarget
+from common.wandb_runs import add_wandb_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,13 +88,7 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
         "change the results (default: %(default)s)",
     )
     add_ray_arguments(parser)
-    parser.add_argument("--wandb-project", help="also log the figures and tables to a run in this W&B project")
-    parser.add_argument(
-        "--wandb-mode",
-        dest="mode",
-        default=WandbTarget.mode,
-        help=f"{', '.join(WANDB_MODES)}: W&B mode of that run (default: %(default)s; WANDB_MODE, when set, wins)",
-    )
+    add_wandb_arguments(parser)
     parser.set_defaults(run=run_segregation_command)
 
 
@@ -114,9 +108,7 @@ def run_segregation_command(args: argparse.Namespace) -> int:
         figure_layer=args.figure_layer,
         resources=Resources.from_args(args),
     )
-    summary = run_segregation(
-        args.sweep, args.out, args.data, settings, args.address, WandbTarget(args.wandb_project, args.mode)
-    )
+    summary = run_segregation(args.sweep, args.out, args.data, settings, args.address)
     print(format_summary(summary))
     print(f"tables, summary.json and figures/ in {args.out}")
     return 0

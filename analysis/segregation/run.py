@@ -63,7 +63,7 @@ from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, write_json, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
-from common.wandb_runs import WandbTarget, log_stage
+from common.wandb_runs import StageLog, model_artifact, table_artifact
 from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import EvaluationSettings
@@ -71,6 +71,17 @@ from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
 from sweeps.settings import SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation")
+# the segregation artifact (W&B): the index first (it names the artifact), the tables behind it and the summary
+SEGREGATION_FILES = (
+    "segregation.parquet",
+    "accuracy.parquet",
+    "drops.parquet",
+    "tasks.parquet",
+    "ranking.parquet",
+    "reliability.parquet",
+    "overlap.parquet",
+    "summary.json",
+)
 
 
 @dataclass(frozen=True)
@@ -264,16 +275,17 @@ def run_segregation(
     data_dir: str | os.PathLike | None = None,
     settings: SegregationSettings = SegregationSettings(),
     address: str | None = None,
-    wandb: WandbTarget = WandbTarget(),
 ) -> dict[str, Any]:
     """The whole analysis of one sweep into `out_dir` (see the module docstring); returns the summary.
 
-    An analysis already finished in `out_dir` (same inputs) is not redone. With a W&B project (or inside an active
-    W&B run) the figures, tables and the index of every layer also go to W&B.
+    An analysis already finished in `out_dir` (same inputs) is not redone. Inside `common.wandb_runs.logging_to` (or
+    an active W&B run) the figures, tables and the index of every layer also go to W&B, with the sweep and checkpoint
+    it used and the tables it made as artifacts.
     """
     from common.ray_runner import ray_session
     from data_pipeline.data_dir import DataDir
     from lightning_modules.checkpoint import load_model, require_vgg16
+    from sweeps.distributed import sweep_artifact
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
@@ -305,7 +317,6 @@ def run_segregation(
                 "sweep": str(sweep.path.resolve()),
                 "out": str(stage.path.resolve()),
                 "address": address,
-                "wandb": asdict(wandb),
                 **asdict(settings),
                 "memory_budget": budget,
             }
@@ -343,6 +354,13 @@ def run_segregation(
     )
     stage.finish(
         "segregation",
+        StageLog(
+            summary_scalars(summary),
+            tables,
+            pngs,
+            uses=[sweep_artifact(sweep.path), model_artifact(loaded.checkpoint, loaded.sha256)],
+            makes=[table_artifact("segregation", out, SEGREGATION_FILES)],
+        ),
         sweep=str(sweep.path.resolve()),
         checkpoint=str(loaded.checkpoint),
         checkpoint_sha256=loaded.sha256,
@@ -357,7 +375,6 @@ def run_segregation(
         n_bootstraps=settings.n_bootstraps,
         fractions=settings.all_fractions,
     )
-    log_stage(wandb, "segregation", out, asdict(settings), pngs, tables, summary_scalars(summary))
     return summary
 
 

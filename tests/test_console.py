@@ -1,0 +1,53 @@
+"""A quiet console: a command whose output goes to a pipe shows its results and the project's own lines, without
+Lightning's hints and device lines, its internal deprecation warnings, W&B's banners and summary blocks, or progress
+bar refreshes; `--verbose` brings them back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers_train import ROOT, session_tiny_data
+
+NOISE = (
+    "GPU available",  # Lightning's device lines
+    "Tip:",  # Lightning's cloud-logging tip
+    "srun` command is available",  # Lightning's Slurm hint (srun is installed here)
+    "is deprecated",  # deprecation warnings from Lightning's internals
+    "wandb: Tracking run",  # W&B's banner
+    "wandb: Run summary",  # W&B's summary block
+    "it/s]",  # a progress bar refresh
+)
+
+
+def train_command(data, out, *options: str) -> list[str]:
+    """`specialize [options] train` of one tiny epoch, W&B offline."""
+    overrides = [f"data.dir={data}", f"output.root={out}", "trainer.epochs=1", "data.batch_size=8"]
+    config = str(ROOT / "configs" / "tiny_face_object.yaml")
+    return [sys.executable, "-m", "specialize.cli", *options, "train", "--config", config, *overrides]
+
+
+@pytest.mark.slow
+def test_piped_output_is_quiet_and_verbose_brings_everything_back(tmp_path_factory, tmp_path):
+    data = session_tiny_data(tmp_path_factory)
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    env["WANDB_MODE"] = "offline"
+    quiet = subprocess.run(
+        train_command(data, tmp_path / "quiet"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    output = quiet.stdout + quiet.stderr
+    assert [noise for noise in NOISE if noise in output] == []
+    assert f"run directory: {tmp_path / 'quiet' / 'tiny_face_object'}" in quiet.stdout  # the result, on stdout
+    assert "INFO specialize: epoch 1 of 1: val/loss" in quiet.stderr  # a line per epoch, in the one format
+    assert "INFO common.stage: training run finished" in quiet.stderr
+
+    loud = subprocess.run(
+        train_command(data, tmp_path / "loud", "--verbose"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    output = loud.stdout + loud.stderr
+    for line in ("GPU available", "Tip:", "wandb:"):
+        assert line in output, line
