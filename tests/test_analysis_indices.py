@@ -177,3 +177,21 @@ def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
     assert args.rounding == "floor" and SegregationSettings().rounding == "nearest"
     with pytest.raises(UserError, match="unknown rounding"):
         SegregationSettings(rounding="ceil")
+
+
+def test_each_evaluated_task_is_resampled_independently_of_the_other():
+    # Both tasks' predictions have the same layout and the same right and wrong images: with resamples shared
+    # between the tasks, their bootstrap accuracies would move together (and the index's interval would shrink).
+    from analysis.segregation.indices import resample_accuracies
+
+    rng = np.random.default_rng(4)
+    rows = predictions(lambda layer, lesioned, evaluated: 0.5)
+    right = rng.random(CLASSES * PER_CLASS) < 0.6
+    for task in ("face", "object"):
+        mask = rows["eval_task"] == task
+        rows.loc[mask, "correct"] = np.tile(right, mask.sum() // right.size)
+    estimates = resample_accuracies(rows, n_bootstraps=1000, seed=3)
+    face = estimates[(INTACT_LAYER, NO_TASK, 0.0, "face", "all_outputs")].samples
+    other = estimates[(INTACT_LAYER, NO_TASK, 0.0, "object", "all_outputs")].samples
+    assert estimates[(INTACT_LAYER, NO_TASK, 0.0, "face", "all_outputs")].point == pytest.approx(right.mean())
+    assert abs(np.corrcoef(face, other)[0, 1]) < 0.1  # independent: correlation 0 +- 0.03
