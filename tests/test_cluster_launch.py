@@ -194,12 +194,11 @@ RAY_FAKES = {
         'for word in "$@"; do [[ $word == --port=* ]] && port=${word#--port=}; done\n'
         'if [[ -n ${port:-} ]]; then exec "$REAL_PYTHON" -c "import socket, sys, time\n'
         "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-        "s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(600)\" \"$port\"; fi\n"
+        's.bind((\'127.0.0.1\', int(sys.argv[1]))); s.listen(); time.sleep(600)" "$port"; fi\n'
         "exec sleep 600"
     ),
     "python": (
-        'if [[ $2 == *get_node_ip_address* ]]; then echo 127.0.0.1; exit; fi\n'
-        'grep -c "^start" "$FAKE_LOG/ray.log"'
+        'if [[ $2 == *get_node_ip_address* ]]; then echo 127.0.0.1; exit; fi\ngrep -c "^start" "$FAKE_LOG/ray.log"'
     ),
 }
 
