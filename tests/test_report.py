@@ -298,6 +298,7 @@ BROWSER_HEADINGS = {
 }
 
 
+@pytest.mark.chromium
 @pytest.mark.parametrize("name", ["demo", "study"])
 def test_report_renders_in_a_real_browser(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
     directory = request.getfixturevalue(name)
