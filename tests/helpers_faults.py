@@ -187,7 +187,8 @@ def small_disk(root: Path, size: str = "256m") -> Iterator[Path]:
     )
     if mounted.returncode != 0:
         pytest.fail(
-            f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root (marked root: deselect them with -m 'not root')"
+            f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root "
+            "(they are marked root: deselect them with -m 'not root')"
         )
     try:
         yield root
