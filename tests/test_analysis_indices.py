@@ -175,7 +175,7 @@ def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
     assert filters[0.2] == list(range(63, 51, -1))  # the 12 best-ranked filters
     args = build_parser().parse_args(["segregation", "--sweep", "s", "--out", "o", "--rounding", "floor"])
     assert args.rounding == "floor" and SegregationSettings().rounding == "nearest"
-    with pytest.raises(UserError, match="unknown rounding"):
+    with pytest.raises(UserError, match="rounding is .ceil.; valid values: nearest, floor"):
         SegregationSettings(rounding="ceil")
 
 
