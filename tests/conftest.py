@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -22,7 +24,32 @@ def ray_cluster():
     running session); yields its address for subprocesses that join it. Shut down after the module, so that no
     Ray runs beside the tests of other modules. Request it after the fixtures that fork processes (data builds,
     synthetic images): a process forked beside a live Ray driver can deadlock."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+# What a test needs, from the fixtures it uses (`pytest -m "not chromium"` and so on; pyproject.toml lists the
+# markers); modules that start Ray or Slurm through the command line mark themselves.
+FIXTURE_MARKS = {"ray_cluster": "ray", "ray_address": "ray", "one_ray_session": "ray"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by what its fixtures start."""
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """A skipped test fails: what cannot run here (no Slurm, no root, no browser) must say so in CI, not pass
+    unseen. Deselect such tests by their marker instead (`-m "not slurm"`)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which this suite does not allow (deselect by marker instead): {report.longrepr}"

@@ -179,14 +179,17 @@ def damaged_files(root: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def small_disk(root: Path, size: str = "256m") -> Iterator[Path]:
-    """A real file system that fills up: a tmpfs of `size` mounted at `root` for the block (root only; the test is
-    skipped where mounting is not allowed)."""
+    """A real file system that fills up: a tmpfs of `size` mounted at `root` for the block (root only; the test
+    fails where mounting is not allowed: it is marked `root`)."""
     root.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(root)], capture_output=True, text=True
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root")
+        pytest.fail(
+            f"cannot mount a tmpfs ({mounted.stderr.strip()}); the full-disk tests need root "
+            "(they are marked root: deselect them with -m 'not root')"
+        )
     try:
         yield root
     finally:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.representations.decoding import decode, headline_layer, summarise
+from analysis.representations.decoding import decode, fold_splits, headline_layer, summarise
 from analysis.representations.settings import DecodingSettings
 from common.errors import UserError
 
@@ -32,11 +32,40 @@ def test_separable_planted_features_decode_near_perfectly_and_noise_at_chance(cl
     assert abs(noise["accuracy"].mean() - 1 / CLASSES) < 0.06
 
 
-def test_folds_are_stratified_and_seeded():
+def test_folds_are_stratified_shuffled_and_seeded():
+    features, labels = planted(signal=1.0)  # labels sorted by class, as the stored activations are
+    splits = fold_splits(labels, 4, seed=1)
+    for train, test in splits:  # stratified: each class's 20 images split 5 per fold (KFold shuffled is uneven)
+        assert (np.bincount(labels[test], minlength=CLASSES) == PER_CLASS // 4).all()
+        assert sorted([*train, *test]) == list(range(len(labels)))
+    tests = [test for _, test in splits]
+    assert sorted(np.concatenate(tests)) == list(range(len(labels)))
+    assert not all((np.diff(test) == 1).all() for test in tests)  # shuffled: not runs of neighbouring images
+    again, other = fold_splits(labels, 4, seed=1), fold_splits(labels, 4, seed=2)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(splits, again))
+    assert not all(np.array_equal(a, b) for (_, a), (_, b) in zip(splits, other))  # the seed is used
+    weak, _ = planted(signal=0.3)  # decoded well short of perfect, so other folds give other accuracies
+    first = decode(weak, labels, DecodingSettings(folds=4, seed=1))
+    assert first.equals(decode(weak, labels, DecodingSettings(folds=4, seed=1)))
+    assert not first["accuracy"].equals(decode(weak, labels, DecodingSettings(folds=4, seed=2))["accuracy"])
+
+
+def test_standardisation_is_fitted_on_each_training_fold_alone(monkeypatch):
+    from sklearn.preprocessing import StandardScaler
+
     features, labels = planted(signal=1.0)
-    first = decode(features, labels, DecodingSettings(folds=4, seed=1))
-    assert first.equals(decode(features, labels, DecodingSettings(folds=4, seed=1)))
-    assert (first["test_images"] == CLASSES * PER_CLASS // 4).all()
+    fitted_on: list[np.ndarray] = []
+    fit = StandardScaler.fit
+
+    def recording_fit(self, x, y=None, **kwargs):
+        fitted_on.append(np.asarray(x).copy())
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(StandardScaler, "fit", recording_fit)
+    decode(features, labels, DecodingSettings(folds=4, seed=1))
+    flat = features.reshape(len(features), -1)
+    expected = [flat[train] for train, _ in fold_splits(labels, 4, seed=1)]
+    assert len(fitted_on) == 4 and all(np.array_equal(a, b) for a, b in zip(fitted_on, expected))
 
 
 def test_too_few_images_per_class_for_the_folds_is_a_clear_error():
@@ -44,7 +73,7 @@ def test_too_few_images_per_class_for_the_folds_is_a_clear_error():
     keep = np.flatnonzero((labels != 3) | (np.arange(len(labels)) % PER_CLASS < 4))
     with pytest.raises(UserError, match="class 3 has only 4 images for 5 folds; lower --folds to at most 4"):
         decode(features[keep], labels[keep], DecodingSettings(folds=5))
-    with pytest.raises(UserError, match="--folds must be at least 2"):
+    with pytest.raises(UserError, match="folds must be at least 2, not 1"):
         DecodingSettings(folds=1)
 
 

@@ -175,5 +175,52 @@ def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
     assert filters[0.2] == list(range(63, 51, -1))  # the 12 best-ranked filters
     args = build_parser().parse_args(["segregation", "--sweep", "s", "--out", "o", "--rounding", "floor"])
     assert args.rounding == "floor" and SegregationSettings().rounding == "nearest"
-    with pytest.raises(UserError, match="unknown rounding"):
+    with pytest.raises(UserError, match="rounding is .ceil.; valid values: nearest, floor"):
         SegregationSettings(rounding="ceil")
+
+
+def test_each_evaluated_task_is_resampled_independently_of_the_other():
+    # Both tasks' predictions have the same layout and the same right and wrong images: with resamples shared
+    # between the tasks, their bootstrap accuracies would move together (and the index's interval would shrink).
+    from analysis.segregation.indices import resample_accuracies
+
+    rng = np.random.default_rng(4)
+    rows = predictions(lambda layer, lesioned, evaluated: 0.5)
+    right = rng.random(CLASSES * PER_CLASS) < 0.6
+    for task in ("face", "object"):
+        mask = rows["eval_task"] == task
+        rows.loc[mask, "correct"] = np.tile(right, mask.sum() // right.size)
+    estimates = resample_accuracies(rows, n_bootstraps=1000, seed=3)
+    face = estimates[(INTACT_LAYER, NO_TASK, 0.0, "face", "all_outputs")].samples
+    other = estimates[(INTACT_LAYER, NO_TASK, 0.0, "object", "all_outputs")].samples
+    assert estimates[(INTACT_LAYER, NO_TASK, 0.0, "face", "all_outputs")].point == pytest.approx(right.mean())
+    assert abs(np.corrcoef(face, other)[0, 1]) < 0.1  # independent: correlation 0 +- 0.03
+
+
+@pytest.mark.parametrize("level", [0.95, 0.8])
+def test_index_interval_equals_a_plain_bootstrap_of_the_definition(level):
+    # Per resample, written out: each task's images drawn (classes, then images; the task's own generator), every
+    # condition's accuracy on them, the drops against that resample's intact accuracy, the index; then percentiles.
+    from analysis.bootstrap import resample_counts, task_rng
+
+    rows = predictions(ALL_OUTPUTS)
+    rng = np.random.default_rng(8)  # per-image noise on the planted accuracies, so that resamples differ
+    rows["correct"] = rows["correct"] ^ (rng.random(len(rows)) < 0.15)
+    tables = segregation_tables(rows, ["face", "object"], n_bootstraps=300, seed=5, level=level)
+    accuracy = {}
+    for task in ("face", "object"):
+        frame = rows[rows["eval_task"] == task]
+        labels = frame.drop_duplicates("image").sort_values("image")["label"].to_numpy()
+        [counts] = list(resample_counts(labels, 300, task_rng(5, task)))
+        for (layer, lesioned), condition in frame.groupby(["layer", "lesioned_task"]):
+            correct = condition.sort_values("image")["correct"].to_numpy(dtype=float)
+            accuracy[(layer, lesioned, task)] = counts @ correct / counts.sum(axis=1)
+
+    def drop(evaluated, lesioned):
+        return 1 - accuracy[("conv5_3", lesioned, evaluated)] / accuracy[(INTACT_LAYER, NO_TASK, evaluated)]
+
+    index = 0.5 * (drop("face", "face") - drop("object", "face") + drop("object", "object") - drop("face", "object"))
+    tail = 100 * (1 - level) / 2
+    row = tables["segregation"].set_index(["scope", "layer"]).loc[("all_outputs", "conv5_3")]
+    assert [row["si_low"], row["si_high"]] == pytest.approx(np.percentile(index, [tail, 100 - tail]), abs=1e-6)
+    assert row["si_high"] - row["si_low"] > 0.05

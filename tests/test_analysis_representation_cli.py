@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 import torch
 from helpers_representation import HELDOUT_CLASSES, save_checkpoint, session_heldout_data
 from helpers_train import session_tiny_data
@@ -25,7 +26,6 @@ from lightning_modules.checkpoint import load_model
 from lightning_modules.vgg import vgg16
 from specialize.cli import main
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 WIDTH = 1 / 16
 

@@ -181,6 +181,68 @@ def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fak
     assert "ray_gpus=4 " in script and "RAY_ADDRESS=$ray_address" in lines[driver]
 
 
+RAY_FAKES = {
+    # the command's environment: `specialize` (plans with the real CLI, records the driver's call), `ray` (records
+    # `ray start`; the head listens on its port until stopped) and `python` (the node address; how many nodes joined:
+    # those that ran `ray start`)
+    "specialize": (
+        'if [[ $1 == cluster ]]; then exec "$REAL_PYTHON" -m specialize.cli "$@"; fi\n'
+        '{ echo "RAY_ADDRESS=$RAY_ADDRESS"; printf "%s\\n" "$@"; } >> "$FAKE_LOG/driver.log"'
+    ),
+    "ray": (
+        'printf "%s\\n" "$*" >> "$FAKE_LOG/ray.log"\n'
+        'for word in "$@"; do [[ $word == --port=* ]] && port=${word#--port=}; done\n'
+        'if [[ -n ${port:-} ]]; then exec "$REAL_PYTHON" -c "import socket, sys, time\n'
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        's.bind((\'127.0.0.1\', int(sys.argv[1]))); s.listen(); time.sleep(600)" "$port"; fi\n'
+        "exec sleep 600"
+    ),
+    "python": (
+        'if [[ $2 == *get_node_ip_address* ]]; then echo 127.0.0.1; exit; fi\ngrep -c "^start" "$FAKE_LOG/ray.log"'
+    ),
+}
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_ray_job_script_run_starts_one_head_a_worker_per_other_node_and_one_driver(fake_slurm, tmp_path, nodes):
+    bin_dir = tmp_path / "env"
+    bin_dir.mkdir()
+    for name, body in RAY_FAKES.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**fake_slurm, "REAL_PYTHON": sys.executable}
+    lesion = [str(bin_dir / "specialize"), "lesion", "--checkpoint", "c.ckpt", "--data", "d", "--out", "o"]
+    launch(env, "--nodes", str(nodes), "--gpus-per-node", "0", "--cpus-per-task", "2", "--", *lesion)
+    job = {"SLURM_JOB_ID": "4243", "SLURM_JOB_NUM_NODES": str(nodes), "SLURM_CPUS_PER_TASK": "2"}
+    assert run_job(env, **job) == 0
+    port = 25000 + 4 * (4243 % 1900)
+    log = Path(env["FAKE_LOG"])
+    starts = (log / "ray.log").read_text().splitlines()
+    assert len(starts) == nodes and starts[0].startswith(f"start --head --port={port} --node-ip-address=127.0.0.1")
+    assert all(start.startswith(f"start --address=127.0.0.1:{port} ") for start in starts[1:])
+    assert all("--num-cpus=2 --num-gpus=0" in start for start in starts)
+    steps = [call[2:] for call in srun_calls(env)]
+    assert steps[0][:4] == ["--nodes=1", "--ntasks=1", "--cpus-per-task=2", "--nodelist=node1"]
+    if nodes == 1:
+        assert len(steps) == 1  # no worker step on a one-node job
+    else:
+        [workers] = steps[1:]  # one step starts every other node's worker, none on the head's node
+        assert workers[:5] == [
+            f"--nodes={nodes - 1}",
+            f"--ntasks={nodes - 1}",
+            "--ntasks-per-node=1",
+            "--cpus-per-task=2",
+            "--exclude=node1",
+        ]
+    # the command ran once, on the head, joined to the job's cluster
+    assert (log / "driver.log").read_text().splitlines() == [
+        f"RAY_ADDRESS=127.0.0.1:{port}",
+        *lesion[1:],
+        "--address",
+        f"127.0.0.1:{port}",
+    ]
+
+
 def test_the_cli_says_which_commands_run_on_ray_how_seeds_go_to_jobs_and_which_data_to_copy(fake_slurm, tmp_path):
     def command_line(*args: str) -> str:
         script = launch(fake_slurm, "--dry-run", *args).stdout

@@ -46,7 +46,7 @@ from sweeps.ranking import oneshot_ranking
 
 LAUNCH = ROOT / "cluster" / "launch.sh"
 LOCAL_SLURM = ROOT / "cluster" / "local_slurm.sh"
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.root]
 
 
 def scontrol_jobs(job_id: str, env: dict) -> list[dict[str, str]]:

@@ -14,6 +14,9 @@ from helpers_report import open_in_browser
 from lightning_modules.layer_names import CONV_LAYERS
 from specialize.cli import main
 
+pytestmark = pytest.mark.ray  # starts Ray through the command line
+
+
 STAGE_FILES = {  # what each stage leaves, relative to the demo directory
     "images": "images/**/*.jpg",
     ".beton files": "data/**/*.beton",

@@ -73,6 +73,7 @@ def last_error_line(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.root
 @pytest.mark.slow
 def test_data_build_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(images, disk, capsys):
     out = disk / "data"
@@ -99,6 +100,7 @@ def test_a_file_size_limit_is_reported_like_a_full_disk(images, tmp_path, capsys
     assert not damaged_files(tmp_path / "data") and not temporaries(tmp_path / "data")
 
 
+@pytest.mark.root
 @pytest.mark.slow
 def test_train_on_a_full_disk_fails_in_one_line_and_resumes_once_space_is_freed(tmp_path_factory, disk, capsys):
     args = [

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import ray
 from helpers_faults import (
     count_at_least,
     damaged_files,
@@ -42,7 +43,6 @@ from specialize.cli import main
 from sweeps.distributed import run_sweep
 from sweeps.settings import SweepSettings
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 LAYERS = ("conv1_1", "conv5_3")
@@ -251,6 +251,7 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
     pd.testing.assert_frame_equal(table.drop(columns="directory"), reference.drop(columns="directory"))
 
 
+@pytest.mark.root
 def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_space_is_freed(
     trained, sweep, segregation, ray_address, tmp_path, capsys
 ):

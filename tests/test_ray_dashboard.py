@@ -15,6 +15,9 @@ from ray._private.utils import get_dashboard_dependency_error
 from common.ray_runner import ray_session
 from specialize.cli import main
 
+pytestmark = pytest.mark.ray  # starts Ray through the command line
+
+
 RAY_COMMANDS = ("lesion", "segregation", "activations", "decode", "rsa", "study", "tune")
 LESION = ["lesion", "--checkpoint", "missing.ckpt", "--data", "missing", "--ray-dashboard"]
 

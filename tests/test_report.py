@@ -113,7 +113,18 @@ def test_demo_training_data_and_sweep_sections(demo: Path) -> None:
     assert table(data, "Skipped files by reason").rows == [["empty file", "2"], ["cannot decode", "1"]]
     sweep = find(sections, "Lesion sweep: lesion")
     assert len(sweep.figures) == 1
-    assert len(table(sweep, "Single-filter lesions per layer and task").rows) == 4  # 2 layers x 2 tasks
+    summary = table(sweep, "Single-filter lesions per layer and task")
+    losses = pd.read_parquet(demo / "lesion" / "filter_losses.parquet")
+    increase = (losses["loss"] - losses["intact_loss"]).groupby([losses["layer"], losses["task"]])
+    assert len(summary.rows) == 4  # 2 layers x 2 tasks, each read back from the sweep's table
+    for layer, task, filters, largest in zip(
+        column(summary, "layer"),
+        column(summary, "task"),
+        column(summary, "filters"),
+        column(summary, "largest loss increase"),
+    ):
+        assert filters == cell(len(increase.get_group((layer, task))))
+        assert largest == cell(increase.get_group((layer, task)).max())
 
 
 def test_other_analysis_kinds_get_generic_sections(demo: Path) -> None:
@@ -123,7 +134,10 @@ def test_other_analysis_kinds_get_generic_sections(demo: Path) -> None:
         "folds": "5",
     }  # plain summary values; lists of rows are tables
     assert [found.title for found in decoding.tables] == ["decoding.parquet", "decoding_folds.parquet"]
-    assert len(decoding.tables[0].rows) == 4  # small: listed
+    assert len(decoding.tables[0].rows) == 4  # small: listed, each accuracy as stored
+    stored = pd.read_parquet(demo / "decoding" / "decoding.parquet")
+    assert column(decoding.tables[0], "accuracy") == [cell(value) for value in stored["accuracy"]]
+    assert len(set(stored["accuracy"])) > 1  # a cell mixed up with another row's would show
     assert "60 rows: summarised" in decoding.tables[1].note and len(decoding.tables[1].rows) == 3  # big: per column
     assert sorted(figure.caption for figure in decoding.figures) == [
         "decoding/conv5_3_face.png",
@@ -289,6 +303,7 @@ BROWSER_HEADINGS = {
 }
 
 
+@pytest.mark.chromium
 @pytest.mark.parametrize("name", ["demo", "study"])
 def test_report_renders_in_a_real_browser(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
     directory = request.getfixturevalue(name)

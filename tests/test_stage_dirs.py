@@ -19,7 +19,7 @@ from data_pipeline.data_dir import DataDir
 from lightning_modules.vgg import vgg16
 from specialize.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 WIDTH = 1 / 16
 
 

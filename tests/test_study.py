@@ -19,6 +19,9 @@ from helpers_train import ROOT, wandb_run
 from analysis.seeds import across_seeds
 from specialize.cli import main
 
+pytestmark = pytest.mark.ray  # starts Ray through the command line
+
+
 LAYERS = ["conv1_1", "conv5_3"]
 
 

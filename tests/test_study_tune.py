@@ -10,6 +10,8 @@ from helpers_train import ROOT, build_tiny_data
 
 from specialize.cli import main
 
+pytestmark = pytest.mark.ray  # starts Ray through the command line
+
 
 def test_bad_seeds_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(

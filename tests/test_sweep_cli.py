@@ -12,6 +12,7 @@ from helpers_train import untrained_checkpoint
 
 from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
+from lightning_modules.vgg import filters_per_layer
 from specialize.cli import main
 from sweeps.engine import lesion_sweep
 
@@ -86,6 +87,15 @@ def test_cli_sweep_writes_tables_and_manifest(trained, ray_cluster, tmp_path, ca
     assert len(filter_losses) == len(expected) == 2 * (4 + 32)
     assert abs(filter_losses.loss - expected.loss).max() < 1e-5
     assert len(ranking) == len(filter_losses) and set(ranking.task) == {"face", "object"}
+    # one-shot ranking: per layer and task, the filters by their own loss, highest first, each rank once
+    losses = filter_losses[["layer", "task", "filter", "loss"]]
+    ranked = ranking.drop(columns=["loss"], errors="ignore").merge(losses, on=["layer", "task", "filter"])
+    ranked = ranked.sort_values(["layer", "task", "rank"])
+    for (layer, task), group in ranked.groupby(["layer", "task"]):
+        assert list(group["rank"]) == list(range(len(group))) == list(range(filters_per_layer(loaded.model)[layer]))
+        assert group["loss"].is_monotonic_decreasing, (layer, task)
+        direct = expected[(expected.layer == layer) & (expected.task == task)].set_index("filter").loss
+        assert direct[group["filter"].iat[0]] > direct.max() - 1e-5  # the top filter is the direct sweep's top
 
 
 def test_rerun_into_a_directory_of_another_sweep_is_refused(tmp_path):

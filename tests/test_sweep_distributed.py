@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import ray
 import torch
 import torch.nn.functional as F
 from helpers_faults import kill_first_process
@@ -36,7 +37,6 @@ from sweeps.ranking import oneshot_ranking
 from sweeps.settings import SweepSettings
 from sweeps.stimuli import Stimuli
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent  # the driver subprocess runs here, so it imports helpers_sweeps
 CLASS_TABLES = ("class_losses", "class_intact")

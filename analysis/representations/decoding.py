@@ -73,19 +73,26 @@ def check_folds(labels: np.ndarray, folds: int, what: str) -> None:
         )
 
 
+def fold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) image indices of each fold: stratified (every class split evenly over the folds), shuffled
+    and seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(labels)), labels))
+
+
 def decode(
     features: np.ndarray, labels: np.ndarray, settings: DecodingSettings = DecodingSettings(), what: str = "the data"
 ) -> pd.DataFrame:
     """Cross-validated accuracy of a linear classifier: one row per fold (fold, accuracy, train_images,
     test_images, converged). Features are (images, ...) and flattened per image."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold
 
     features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
     check_folds(labels, settings.folds, what)
-    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.seed)
     rows = []
-    for fold, (train, test) in enumerate(splitter.split(features, labels)):
+    for fold, (train, test) in enumerate(fold_splits(labels, settings.folds, settings.seed)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             classifier = make_classifier(settings).fit(features[train], labels[train])
