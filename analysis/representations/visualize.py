@@ -419,7 +419,10 @@ def run_visualize(
         StageLog(
             tables=summaries,
             figures=figures_in(out),
-            uses=[model_artifact(network.checkpoint, loaded.sha256), *([sweep_artifact(sweep_dir)] * bool(sweep_dir))],
+            uses=[
+                model_artifact(network.checkpoint, loaded.sha256),
+                *([sweep_artifact(sweep_dir)] if sweep_dir else []),
+            ],
         ),
         checkpoint=str(network.checkpoint.resolve()),
         checkpoint_sha256=loaded.sha256,
