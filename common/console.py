@@ -15,8 +15,11 @@ import warnings
 VERBOSE_VARIABLE = "SPECIALIZE_VERBOSE"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
-# Lightning's informational lines (device availability, tips, checkpoint restores) go through these loggers
+# Lightning's informational lines (device availability, tips, checkpoint restores) go through these loggers; of them,
+# only warnings and the lines that tell a cluster user something are kept: a run resumed from a checkpoint (after a
+# requeue) and the distributed set-up (backend, ranks joined)
 QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+KEPT_INFO = ("Restoring states from the checkpoint path", "distributed_backend=")
 # warnings that carry no information for a user of this project
 NOISE_WARNINGS = (
     r"The `srun` command is available on your system but is not used",  # training runs under srun when it should
@@ -40,11 +43,16 @@ def setup_console(verbose_console: bool = False) -> None:
         return
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).addFilter(informative)
     for message in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=LIBRARY_MODULES)
     warnings.filterwarnings("ignore", category=FutureWarning, module=LIBRARY_MODULES)
+
+
+def informative(record: logging.LogRecord) -> bool:
+    """Whether a record of Lightning's informational loggers is shown: warnings, and the lines in KEPT_INFO."""
+    return record.levelno >= logging.WARNING or any(kept in str(record.msg) for kept in KEPT_INFO)
 
 
 def on_terminal() -> bool:

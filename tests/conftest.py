@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -53,3 +54,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, which this suite does not allow (deselect by marker instead): {report.longrepr}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_wandb_service_beyond_its_module():
+    """End a W&B service (and its client threads) that a module's in-process runs started in this process, as Ray's
+    is ended: a process forked beside live threads can deadlock (a data build of a later module hung so)."""
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()

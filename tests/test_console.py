@@ -11,6 +11,8 @@ import sys
 import pytest
 from helpers_train import ROOT, session_tiny_data
 
+from common.console import VERBOSE_VARIABLE
+
 NOISE = (
     "GPU available",  # Lightning's device lines
     "Tip:",  # Lightning's cloud-logging tip
@@ -32,7 +34,10 @@ def train_command(data, out, *options: str) -> list[str]:
 @pytest.mark.slow
 def test_piped_output_is_quiet_and_verbose_brings_everything_back(tmp_path_factory, tmp_path):
     data = session_tiny_data(tmp_path_factory)
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+    # as from a fresh shell: not the suite's own W&B service, nor what an in-process command of an earlier test set
+    # (WANDB_SILENT, which would hide W&B's lines from the --verbose run, and SPECIALIZE_VERBOSE)
+    leftovers = ("WANDB_SERVICE", "WANDB_SILENT", VERBOSE_VARIABLE)
+    env = {key: value for key, value in os.environ.items() if key not in leftovers}
     env["WANDB_MODE"] = "offline"
     quiet = subprocess.run(
         train_command(data, tmp_path / "quiet"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
