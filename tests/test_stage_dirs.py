@@ -141,7 +141,7 @@ CASES = {  # stages that fork worker processes first: Ray starts with the first 
     "lesion": Case(
         LESION,
         ["--ranking", "greedy"],
-        "holds a lesion sweep with another ranking",
+        "holds a lesion sweep with another greedy_target (None, now 0.2)",  # the first differing key
         ray=True,
         same=("--cpus-per-task", "2", "--max-retries", "1"),
     ),

@@ -88,8 +88,10 @@ def split_half_reliability(
 ) -> pd.DataFrame:
     """Per layer and task: the Jaccard overlap of the top `fraction` on two disjoint halves of the task's classes
     (`jaccard`), its chance value (`chance_jaccard`) and the Spearman correlation of the halves' losses (`spearman`);
-    `filters`, `top` (the top set's size) and `classes_per_half` beside them."""
-    first, second = split_classes(grouping, seed)
+    `filters`, `top` (the top set's size) and `classes_per_half` beside them. Classes of which the sweep drew no
+    image (it samples images per task, not per class) are left out."""
+    swept = {task: [label for label in labels if totals.images[label] > 0] for task, labels in grouping.items()}
+    first, second = split_classes(swept, seed)
     losses = [half_losses(totals, half) for half in (first, second)]
     rows = []
     for task in first:
