@@ -167,9 +167,9 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     tested = intact[(intact.network == "food_object") & (intact.seed == 1)].set_index("task")["top1"]
     pd.testing.assert_series_equal(tested.sort_index(), accuracy["accuracy"].sort_index(), check_names=False)
     tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
-    assert (
-        len(tests) == 2 * len(LAYERS) and set(tests["n_seeds"]) == {2} and set(tests["null_source"]) == {"random tasks"}
-    )
+    assert len(tests) == 2 * len(LAYERS) and set(tests["n_seeds"]) == {2}
+    # each seed's null is its random-task control; '' where no seed's control has an index (NaN at a layer)
+    assert "random tasks" in set(tests["null_source"]) and set(tests["null_source"]) <= {"random tasks", ""}
     for figure in ("segregation_by_pair", "intact_accuracy"):
         assert (study / "aggregate" / "figures" / f"{figure}.png").stat().st_size > 0
 
