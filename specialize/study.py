@@ -148,10 +148,9 @@ def run_trial(params: dict[str, str], study: StudyConfig) -> None:
         if representation_stages(study, trial):
             metrics.update(analyse_representations(study, trial, config, run_dir))
             tune.report(metrics)
-    write_json(
-        stage.path / TRIAL_FILE,
-        {**dataclasses.asdict(trial), "directory": str(stage.path), "tasks": list(config.tasks), **metrics},
-    )
+    # metrics sorted: the table has one column order whether a training resumed or not
+    identity = {**dataclasses.asdict(trial), "directory": str(stage.path), "tasks": list(config.tasks)}
+    write_json(stage.path / TRIAL_FILE, {**identity, **dict(sorted(metrics.items()))})
     stage.finish("trial", seed=trial.seed, network=trial.network)
 
 
