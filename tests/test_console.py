@@ -60,6 +60,27 @@ def test_forking_after_loaders_prints_nothing_from_numba(tmp_path_factory):
     assert FORK_LINE not in run.stdout + run.stderr
 
 
+RAY_AUTH_SCRIPT = """
+from common.console import setup_console
+from ray._private.authentication import authentication_token_setup as setup
+
+setup_console()
+setup._warn_token_auth_enabled()
+setup._warn_token_auth_disabled()
+"""
+
+
+def test_ray_token_notice_is_quiet_and_its_security_warning_kept():
+    env = {key: value for key, value in os.environ.items() if key != VERBOSE_VARIABLE}
+    quiet = subprocess.run([sys.executable, "-c", RAY_AUTH_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Token authentication is enabled" not in quiet.stderr
+    assert "Token authentication is disabled" in quiet.stderr
+    env[VERBOSE_VARIABLE] = "1"
+    loud = subprocess.run([sys.executable, "-c", RAY_AUTH_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "Token authentication is enabled" in loud.stderr
+
+
 def train_command(data, out, *options: str) -> list[str]:
     """`specialize [options] train` of one tiny epoch, W&B offline."""
     overrides = [f"data.dir={data}", f"output.root={out}", "trainer.epochs=1", "data.batch_size=8"]
