@@ -1,8 +1,8 @@
-"""The console a person reads: the project's messages through `logging` in one plain format on stderr (results stay
-on stdout), third-party noise that tells the user nothing silenced (Lightning's hints and device lines, its internal
-deprecation warnings, W&B's banners and summary blocks), real warnings kept, and progress bars only on a terminal
-(elsewhere each stage says one line when it finishes). `specialize --verbose` brings everything back; the choice is
-handed to subprocesses and Ray workers through SPECIALIZE_VERBOSE."""
+"""The console a person reads: the project's messages through `logging` in one plain format on stderr (results stay on
+stdout), third-party noise that tells the user nothing silenced (Lightning's hints and device lines, its internal
+deprecation warnings, W&B's banners and summary blocks, Ray's token-authentication notice), real warnings kept, and
+progress bars only on a terminal (elsewhere each stage says one line when it finishes). `specialize --verbose` brings
+everything back; the choice is handed to subprocesses and Ray workers through SPECIALIZE_VERBOSE."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ NOISE_WARNINGS = (
     r"The number of training batches .* is smaller than the logging interval",  # the project sets the interval
 )
 LIBRARY_MODULES = r"(pytorch_lightning|lightning_fabric|lightning_utilities|torchmetrics)(\..*)?"
+# Ray 2.60 warns at each local ray.init that it turned on token authentication, its default (set RAY_AUTH_MODE to
+# choose, which also silences it); its warning that authentication is off is kept
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 def verbose() -> bool:
@@ -44,6 +48,7 @@ def setup_console(verbose_console: bool = False) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).addFilter(informative)
+    logging.getLogger(RAY_AUTH_LOGGER).addFilter(lambda record: RAY_AUTH_NOTICE not in str(record.msg))
     for message in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=LIBRARY_MODULES)

@@ -164,9 +164,11 @@ def safe_name(name: str) -> str:
 
 
 def declare_artifacts(run: Any, uses: Sequence[ArtifactFiles] = (), makes: Sequence[ArtifactFiles] = ()) -> None:
-    """Declare in `run` the artifacts it used and made. Offline, W&B's `use_artifact` refuses to run, so a used
-    artifact is recorded as `use_artifact` records a draft artifact online (logged with use-after-commit): `wandb sync`
-    then marks it used by the run."""
+    """Declare in `run` the artifacts it used and made. Offline, W&B's `use_artifact` refuses to run (wandb 0.31:
+    "Cannot use artifact when in offline mode"; its documentation offers no public alternative), so a used artifact
+    is recorded as `use_artifact` records a draft artifact online, through W&B's private `Run._log_artifact(...,
+    use_after_commit=True)`: `wandb sync` then marks it used by the run. Being private, it may change with a wandb
+    release: test_wandb_lineage.py checks these edges against the version constraints.txt pins."""
     for spec in uses:
         if run.settings._offline:
             run._log_artifact(wandb_artifact(spec), aliases=list(spec.aliases), use_after_commit=True)

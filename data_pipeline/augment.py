@@ -9,7 +9,8 @@ count or scheduling. The CPU and GPU paths take the same decisions (one `uniform
 arrays).
 
 `SeededLoader` sets the key's epoch whenever an epoch starts: the epoch a callback names (the trainer's epoch under
-Lightning, so that a resumed run continues the sequence), else FFCV's own count. Compiled operations read the key
+Lightning, so that a resumed run continues the sequence), else FFCV's own count. It runs one epoch at a time: an
+epoch left unfinished is stopped when the next starts (or by `stop`). Compiled operations read the key
 through numba's object mode, once per batch.
 """
 
@@ -24,12 +25,15 @@ import torch
 from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import imdecode, resize_crop
 from ffcv.loader import Loader
+from ffcv.loader.epoch_iterator import EpochIterator
 from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 from ffcv.pipeline.operation import Operation
 from ffcv.pipeline.state import State
 from numba.core.errors import NumbaWarning
 from numba.extending import register_jitable
+
+from data_pipeline.ffcv_fixes import stop_epoch
 
 CROP_RATIO = 224 / 256
 # Streams: independent draws of one sample in one epoch.
@@ -79,13 +83,22 @@ class SeededLoader(Loader):
 
     def __init__(self, *args, key: EpochKey, epoch: Callable[[], int] | None = None, **kwargs):
         self.key, self.epoch = key, epoch
+        self.running: EpochIterator | None = None
         super().__init__(*args, **kwargs)
 
-    def __iter__(self):
+    def __iter__(self) -> EpochIterator:
+        self.stop()
         if self.epoch is not None:
             self.next_epoch = self.epoch()
         self.key.epoch = self.next_epoch
-        return super().__iter__()
+        self.running = super().__iter__()
+        return self.running
+
+    def stop(self) -> None:
+        """Stop the epoch in progress, if any (its thread exits; see `stop_epoch`); a finished epoch is left alone."""
+        running, self.running = self.running, None
+        if running is not None and running.is_alive():
+            stop_epoch(running)
 
 
 @register_jitable

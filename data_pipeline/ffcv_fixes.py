@@ -1,14 +1,17 @@
-"""Two fixes to FFCV 1.0.2 and numba 0.68 that every process building FFCV loaders needs; `install_ffcv_fixes`
-applies both, once (`make_loader` calls it, so no loader is built without them).
-
-They patch library classes for the whole process, so they are applied where loaders are built, never on
-import: a process that only reads manifests or plots figures is left untouched.
+"""Fixes to FFCV 1.0.2 and numba 0.68 that every process building FFCV loaders needs. `install_ffcv_fixes` applies
+the two that patch library classes, once (`make_loader` calls it, so no loader is built without them); they patch
+them for the whole process, so they are applied where loaders are built, never on import: a process that only reads
+manifests or plots figures is left untouched. `stop_epoch` ends an epoch a caller left unfinished (`SeededLoader`
+calls it).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import os
+import queue
 
 
 @functools.cache
@@ -52,3 +55,21 @@ def numba_threads_only() -> None:
         numba.set_num_threads(cls.num_threads)
 
     Compiler.set_num_threads = classmethod(set_num_threads)
+
+
+def stop_epoch(epoch) -> None:
+    """End an FFCV epoch iteration (`ffcv.loader.epoch_iterator.EpochIterator`) its consumer left unfinished: no new
+    batch is started, its thread exits, its memory is released.
+
+    FFCV 1.0.2 stops an epoch's thread only when the iterator is garbage-collected, which never happens while the
+    thread runs (the thread refers to it): an iterator dropped early (Lightning's `iter(loader)` check that a loader
+    is iterable, before each fit) kept its thread waiting for a reader for the life of the process. That thread has
+    run numba's parallel code, so numba's TBB threading layer could not shut its threads down at the process's next
+    fork (Ray's start, a worker pool) and printed "Unable to join threads to shut down before fork()".
+    """
+    epoch.terminate_event.set()
+    collections.deque(epoch.iter_ixes, maxlen=0)  # the thread finds no batch left after the one it is making
+    while epoch.is_alive():  # its last put (the end marker, or a batch) waits for room in the queue: make it
+        with contextlib.suppress(queue.Empty):
+            epoch.output_queue.get(timeout=0.1)
+    epoch.close()

@@ -73,7 +73,8 @@ def stream_batches(
     """(images, labels) batches of a .beton (all samples, or `indices`) in file order with the eval transform.
 
     Labels are shifted by `label_offset`; normalise=False yields uint8 images. Each batch is a copy, so it
-    outlives the loader's next step (FFCV reuses its batch buffers); only one batch is held at a time.
+    outlives the loader's next step (FFCV reuses its batch buffers); only one batch is held at a time. Closing the
+    generator early stops the loader's epoch.
     """
     loader = make_loader(
         beton_path,
@@ -86,8 +87,11 @@ def stream_batches(
         drop_last=False,
         normalise=normalise,
     )
-    for images, labels in loader:
-        yield images.clone(), labels.clone()
+    try:
+        for images, labels in loader:
+            yield images.clone(), labels.clone()
+    finally:  # a consumer that stops early (or fails) leaves no loader thread behind
+        loader.stop()
 
 
 def eval_transform(image: np.ndarray, resolution: int) -> torch.Tensor:
