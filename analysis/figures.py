@@ -29,7 +29,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from common.io import atomic_path  # noqa: E402
+from common.io import atomic_path, remove_stale_temporaries  # noqa: E402
 from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -40,6 +40,7 @@ def save_figure(figure: plt.Figure, stem: str | os.PathLike) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = Path(f"{stem}.{fmt}")
+        remove_stale_temporaries(path)  # left by a killed run
         with atomic_path(path) as tmp:
             figure.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
         paths.append(path)

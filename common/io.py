@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -54,6 +55,14 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
         raise _naming(error, path) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporaries of `atomic_path` for `path` alone that a killed writer left beside it."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if TEMPORARY_NAME.fullmatch(leftover.name) and leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def remove_temporaries(root: str | os.PathLike, recursive: bool = True) -> None:

@@ -22,10 +22,26 @@ import pytest
 import yaml
 
 from common.io import readable_parquet
-from data_pipeline.synth import is_whole_jpeg
+from data_pipeline.synth import SynthSettings, generate, is_whole_jpeg
 from lightning_modules.checkpoint import is_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_synthetic_images(root: Path) -> Path:
+    """Synthetic face and object folders under `root`: 2 classes each, 6 train and 2 test images per class, 32 px
+    (seed 1): the smallest set a data build accepts."""
+    settings = SynthSettings(
+        seed=1,
+        tasks=("face", "object"),
+        classes_per_task=2,
+        train_per_class=6,
+        test_per_class=2,
+        heldout_classes=0,
+        size=32,
+    )
+    generate(root, settings, workers=1)
+    return root
 
 
 def specialize(*args: object) -> list[str]:
@@ -83,6 +99,42 @@ def run_until(
         stderr.seek(0)
         assert process.returncode == 0, stderr.read().decode(errors="replace")[-3000:]
     return False
+
+
+# `specialize ARGS` with common.io's flush before the rename of an atomic write wrapped: the process group is killed
+# with SIGKILL the moment the NTH file matching PATTERN is written whole but not yet renamed into place
+_KILLED_WRITING = """
+import os, signal, sys
+import common.io
+from specialize.cli import main
+pattern, nth, written, flush = sys.argv[1], int(sys.argv[2]), [], common.io._flush_to_disk
+def flush_or_die(tmp):
+    flush(tmp)
+    if (tmp.parent / tmp.name[1:].rsplit(".", 2)[0]).match(pattern):
+        written.append(tmp)
+        if len(written) == nth:
+            os.killpg(0, signal.SIGKILL)
+common.io._flush_to_disk = flush_or_die
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def killed_writing(
+    args: Sequence[object], pattern: str, nth: int = 1, timeout: float = 300, env: Mapping[str, str] | None = None
+) -> None:
+    """Run `specialize ARGS` and SIGKILL its process group at a chosen instant of a stage too short to hit by time:
+    when its `nth` file matching `pattern` (`Path.match`, e.g. "units/*.parquet") is written to its temporary name
+    but not yet renamed into place. The kill must land there: a command that ends otherwise fails the test."""
+    result = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITING, pattern, str(nth), *map(str, args)],
+        cwd=ROOT,
+        env=dict(env or command_env()),
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == -signal.SIGKILL, f"not killed at {pattern} #{nth}: {result.stderr[-3000:]}"
 
 
 def run_to_end(

@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
 from helpers_data import make_tiny_data_dir
 
+from common.io import write_json, write_parquet
+from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
+from lightning_modules.checkpoint import load_model
 from lightning_modules.config import TrainConfig
-from lightning_modules.vgg import VGG
+from lightning_modules.vgg import VGG, vgg16
 
 HELDOUT_CLASSES = 3
 HELDOUT_PER_CLASS = 6
@@ -46,6 +50,32 @@ def save_checkpoint(
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
     return path
+
+
+def untrained_networks(data: Path, root: Path, width: float, names: Sequence[str]) -> dict[str, Path]:
+    """Untrained tiny networks on `data` (batch norm, 32 px), each seeded by its position in `names`: "face" and
+    "object" single-task, "dual" on both tasks; name -> checkpoint under `root`."""
+    classes = {task: DataDir(data).classes(task) for task in ("face", "object")}
+    specs = {"face": {"face": classes["face"]}, "object": {"object": classes["object"]}, "dual": classes}
+    paths = {}
+    for seed, name in enumerate(names):
+        torch.manual_seed(seed)
+        model = vgg16(sum(map(len, specs[name].values())), width=width, batch_norm=True, dropout=0.0)
+        paths[name] = save_checkpoint(model, specs[name], root / f"{name}.ckpt", data, width, batch_norm=True)
+    return paths
+
+
+def fake_sweep(directory: Path, checkpoint: Path, ranks: dict[str, list[int]]) -> Path:
+    """A lesion-sweep output directory holding only what `visualize --top` reads: the ranking and the manifest."""
+    rows = [
+        {"layer": "conv5_3", "task": task, "filter": f, "rank": rank}
+        for task, order in ranks.items()
+        for rank, f in enumerate(order)
+    ]
+    write_parquet(directory / "ranking.parquet", pd.DataFrame(rows))
+    write_json(directory / "manifest.json", {"checkpoint_sha256": load_model(checkpoint).sha256})
+    write_json(directory / "config.json", {})
+    return directory
 
 
 class MemoryImages:

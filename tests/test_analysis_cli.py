@@ -90,6 +90,25 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     segregation = pd.read_parquet(out / "segregation.parquet")
     assert set(segregation.fraction) == {0.0, 0.2, 0.5} and set(segregation.layer) == set(LAYERS)
     assert np.allclose(segregation.query("fraction == 0.0")["si"], 0.0)
+    # at a fraction that lesions filters, the index (stored as float32) is the definition's, computed here from the
+    # predictions
+    accuracy = predictions.groupby(["layer", "lesioned_task", "fraction", "eval_task"])["correct"].mean()
+
+    def drop(layer: str, evaluated: str, lesioned: str) -> float:
+        return 1 - accuracy[(layer, lesioned, 0.5, evaluated)] / accuracy[("intact", "none", 0.0, evaluated)]
+
+    headline = segregation.query("fraction == 0.5 and scope == 'all_outputs'").set_index("layer")["si"]
+    by_hand = {
+        layer: 0.5
+        * (
+            drop(layer, "face", "face")
+            - drop(layer, "object", "face")
+            + drop(layer, "object", "object")
+            - drop(layer, "face", "object")
+        )
+        for layer in LAYERS
+    }
+    assert headline.to_dict() == pytest.approx(by_hand, abs=1e-6) and any(abs(v) > 0.01 for v in by_hand.values())
     summary = json.loads((out / "summary.json").read_text())
     assert [row["layer"] for row in summary["segregation_index"]["all_outputs"]["face+object"]] == list(LAYERS)
     for name in ("segregation_by_layer", "normalised_performance_conv5_3", "drop_heatmap"):

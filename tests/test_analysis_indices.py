@@ -105,8 +105,15 @@ def test_drops_and_index_match_their_definitions_worked_by_hand():
     # SI = 1/2 [d(F|F) - d(O|F) + d(O|O) - d(F|O)]
     assert si.loc[("all_outputs", "conv5_3"), "si"] == pytest.approx(0.5 * (0.75 - 0.2 + 0.8 - 0.25))  # 0.55
     assert si.loc[("task_outputs", "conv5_3"), "si"] == pytest.approx(0.5 * (0.7 - 1 / 3 + 2 / 3 - 0.1))  # 0.4667
+    # its interval: every class alike, so only the images vary; the face half of the index is the share of the 80
+    # intact-right face images that the face lesion turns wrong and the object lesion does not (4 of 8 positions),
+    # the object half the same share of the 50 intact-right object images (3 of 5): by the delta method
+    # SE = 1/2 sqrt(0.5 x 0.5 / 80 + 0.6 x 0.4 / 50) = 0.0445, a 95% half-width of 0.087 (the percentile interval of
+    # 200 resamples: within 0.025 of it on either side)
+    half_width = 1.96 * 0.5 * np.sqrt(0.5 * 0.5 / 80 + 0.6 * 0.4 / 50)
     row = si.loc[("all_outputs", "conv5_3")]
-    assert 0.35 < row["si_low"] < 0.55 < row["si_high"] < 0.75
+    assert row["si"] - row["si_low"] == pytest.approx(half_width, abs=0.025)
+    assert row["si_high"] - row["si"] == pytest.approx(half_width, abs=0.025)
     # conv1_1 hurts each task alike whichever task's filters are lesioned: every resample's index is exactly 0
     for scope in ("all_outputs", "task_outputs"):
         row = si.loc[(scope, "conv1_1")]

@@ -5,6 +5,7 @@ and one-line errors."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,17 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from helpers_representation import HELDOUT_CLASSES, save_checkpoint, session_heldout_data
+from helpers_representation import HELDOUT_CLASSES, fake_sweep, session_heldout_data, untrained_networks
 from helpers_train import session_tiny_data
+from scipy.stats import spearmanr
 
 from analysis.representations.activations import Activations, forward_layers
 from analysis.representations.decoding import decode
+from analysis.representations.rsa import noise_ceiling
 from analysis.representations.settings import DecodingSettings
-from common.io import write_json, write_parquet
-from data_pipeline.behaviour import write_stimulus_list
-from data_pipeline.data_dir import DataDir
+from data_pipeline.behaviour import read_behaviour, write_stimulus_list
 from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
-from lightning_modules.vgg import vgg16
 from specialize.cli import main
 
 pytestmark = pytest.mark.slow
@@ -42,15 +42,7 @@ def one_ray_session():
 def networks(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     """The held-out data and untrained tiny Face, Object and Dual-task networks on it (batch norm, 32 px)."""
     data = session_heldout_data(tmp_path_factory)
-    root = tmp_path_factory.mktemp("networks")
-    classes = {task: DataDir(data).classes(task) for task in ("face", "object")}
-    specs = {"face": {"face": classes["face"]}, "object": {"object": classes["object"]}, "dual": classes}
-    paths = {}
-    for seed, (name, label_space) in enumerate(specs.items()):
-        torch.manual_seed(seed)
-        model = vgg16(sum(map(len, label_space.values())), width=WIDTH, batch_norm=True, dropout=0.0)
-        paths[name] = save_checkpoint(model, label_space, root / f"{name}.ckpt", data, WIDTH, batch_norm=True)
-    return data, paths
+    return data, untrained_networks(data, tmp_path_factory.mktemp("networks"), WIDTH, ("face", "object", "dual"))
 
 
 def checkpoints(paths: dict[str, Path]) -> list[str]:
@@ -276,17 +268,42 @@ def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tm
     assert "1 behavioural stimuli are missing from the stimulus list" in err and len(err.splitlines()) == 1
 
 
-def fake_sweep(directory: Path, checkpoint: Path, ranks: dict[str, list[int]]) -> Path:
-    """A lesion-sweep output directory holding only what `visualize --top` reads: the ranking and the manifest."""
-    rows = [
-        {"layer": "conv5_3", "task": task, "filter": f, "rank": rank}
-        for task, order in ranks.items()
-        for rank, f in enumerate(order)
-    ]
-    write_parquet(directory / "ranking.parquet", pd.DataFrame(rows))
-    write_json(directory / "manifest.json", {"checkpoint_sha256": load_model(checkpoint).sha256})
-    write_json(directory / "config.json", {})
-    return directory
+def test_rsa_comparison_reaches_the_participant_comparisons_and_the_noise_ceiling(networks, tmp_path):
+    data, paths = networks
+    behaviour = tmp_path / "behaviour"
+    stimuli = stimulus_list(data, tmp_path / "list.txt")
+    assert main(["data", "behaviour", "--stimuli", str(stimuli), "--out", str(behaviour), "--participants", "5"]) == 0
+    participants = read_behaviour(behaviour).rdms
+    i, j = np.triu_indices(participants.shape[1], 1)
+    by_hand = {  # each comparison of a model RDM's pairs with a participant's, computed here
+        "spearman": lambda model, person: spearmanr(model[i, j], person[i, j]).statistic,
+        "corr": lambda model, person: np.corrcoef(model[i, j], person[i, j])[0, 1],
+        "tau-a": lambda model, person: (
+            np.mean(
+                np.sign(model[i, j][:, None] - model[i, j][None]) * np.sign(person[i, j][:, None] - person[i, j][None])
+            )
+            * len(i)
+            / (len(i) - 1)
+        ),
+    }
+    ceilings = {}
+    for comparison, compare in by_hand.items():
+        out = tmp_path / comparison
+        if comparison != "spearman":  # the stimuli's activations, extracted once
+            shutil.copytree(tmp_path / "spearman" / "activations", out / "activations")
+        args = ["rsa", *checkpoints({"dual": paths["dual"]}), "--stimuli", str(stimuli), "--behaviour", str(behaviour)]
+        args += ["--layers", "conv2_1", "fc7", "--comparison", comparison, "--out", str(out), "--no-progress"]
+        assert main(args) == 0
+        table = pd.read_parquet(out / "rsa_participants.parquet")
+        summary = pd.read_parquet(out / "rsa.parquet").set_index("layer")
+        for layer in ("conv2_1", "fc7"):
+            model = np.load(out / "rdms" / "dual" / f"{layer}.npy")
+            expected = [compare(model, person) for person in participants]
+            np.testing.assert_allclose(table[table.layer == layer]["correlation"], expected, atol=1e-9)
+            ceiling = summary.loc[layer, ["noise_ceiling_lower", "noise_ceiling_upper"]].tolist()
+            assert ceiling == pytest.approx(noise_ceiling(participants, comparison, model), abs=1e-12)
+        ceilings[comparison] = ceiling
+    assert len({tuple(np.round(bounds, 6)) for bounds in ceilings.values()}) == 3  # the three ceilings differ
 
 
 def test_visualize_chosen_and_top_ranked_filters_with_natural_images(networks, tmp_path, capsys):

@@ -8,11 +8,10 @@ import resource
 from pathlib import Path
 
 import pytest
-from helpers_faults import damaged_files, fill, small_disk, temporaries
+from helpers_faults import damaged_files, fill, small_disk, temporaries, tiny_synthetic_images
 from helpers_train import ROOT, session_tiny_data
 
 from common.io import read_json
-from data_pipeline.synth import SynthSettings, generate
 from specialize.cli import main
 
 DISK_FULL = "error: No space left on device while writing "
@@ -30,21 +29,7 @@ def disk(tmp_path):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("full_disk_images")
-    generate(
-        root,
-        SynthSettings(
-            seed=1,
-            tasks=("face", "object"),
-            classes_per_task=2,
-            train_per_class=6,
-            test_per_class=2,
-            heldout_classes=0,
-            size=32,
-        ),
-        workers=1,
-    )
-    return root
+    return tiny_synthetic_images(tmp_path_factory.mktemp("full_disk_images"))
 
 
 def build_args(images: Path, out: Path) -> list[str]:

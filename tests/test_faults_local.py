@@ -21,6 +21,7 @@ from helpers_faults import (
     run_until,
     specialize,
     temporaries,
+    tiny_synthetic_images,
 )
 from helpers_train import ROOT, session_tiny_data, tiny_config
 
@@ -197,19 +198,7 @@ def test_a_checkpoint_cut_short_is_passed_over_and_a_finished_run_is_left_as_it_
 
 
 def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
-    generate(
-        tmp_path / "images",
-        SynthSettings(
-            seed=1,
-            tasks=("face", "object"),
-            classes_per_task=2,
-            train_per_class=6,
-            test_per_class=2,
-            heldout_classes=0,
-            size=32,
-        ),
-        workers=1,
-    )
+    tiny_synthetic_images(tmp_path / "images")
     roots = {task: tmp_path / "images" / task for task in ("face", "object")}
 
     def build() -> dict:

@@ -17,7 +17,7 @@ from analysis.report.provenance import data_section, what_was_run
 from analysis.report.study import intact_figure, study_section
 from analysis.report.training import intact_section, training_section
 from common.console import hidden
-from common.io import atomic_path
+from common.io import atomic_path, remove_stale_temporaries
 from common.manifest import build_manifest
 
 REPORT_NAME = "report.html"
@@ -109,6 +109,7 @@ def write_report(
     sections = report_sections(runs, root, progress)
     about = build_manifest("report", source=os.fsdecode(root.resolve()), runs=len(runs))
     html = render(title or default_title(runs, root), sections, about)
+    remove_stale_temporaries(path)  # left by a killed run
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return path
