@@ -38,12 +38,12 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 import torch
-from torch import fx, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from common.console import hidden
 from lightning_modules.heads import OutputHeads
-from lightning_modules.units import lesion_units, num_outputs, traced, unit_node
+from lightning_modules.units import lesion_units, node_value, num_outputs, walk
 from sweeps.class_totals import Grouping
 from sweeps.cost_model import lesion_pass_macs, module_macs
 from sweeps.devices import on_device, tf32
@@ -236,38 +236,19 @@ def lesioned_logits(
     """Logits (K, B, outputs) of groups of lesions on one batch, with the lesions' indices: unit by unit as the
     intact network walks through the batch (its traced graph, node by node, keeping each value until its last reader
     has run), then the intact network's own (index `intact`, if not None)."""
-    graph = traced(model)
     units = lesion_units(model)
-    pauses = {unit_node(graph, units[layer]): layer for layer in by_layer}
-    nodes = list(graph.graph.nodes)
-    last_read = {arg: position for position, node in enumerate(nodes) for arg in node.all_input_nodes}
-    walk = fx.Interpreter(graph, garbage_collect_values=False)
-    for position, node in enumerate(nodes):
+    pauses = {units[layer].node: layer for layer in by_layer}
+    for node, walked in walk(model, images):
         if node.op == "output":
             if intact is not None:
-                yield [intact], walk.env[node.args[0]].unsqueeze(0)
-            break
-        walk.env[node] = images if node.op == "placeholder" else computed(walk, node)
-        for arg in node.all_input_nodes:
-            if last_read[arg] == position:
-                walk.env.pop(arg)
-        if node in pauses:
-            layer = pauses[node]
+                yield [intact], walked.env[node.args[0]].unsqueeze(0)
+        elif node.name in pauses:
+            layer = pauses[node.name]
             split, (_, cut) = split_at(model, layer), cut_at(model, layer)
-            context = [computed(walk, value) for value in cut.context]
+            context = [node_value(walked, value) for value in cut.context]
             yield from layer_logits(
-                split, walk.env[node], context, by_layer[layer], plan.lesions_per_pass[layer], shortcuts[layer]
+                split, walked.env[node], context, by_layer[layer], plan.lesions_per_pass[layer], shortcuts[layer]
             )
-
-
-def computed(walk: fx.Interpreter, node: fx.Node) -> torch.Tensor:
-    """The value of `node` in the walk: kept, or computed now with whatever it reads that is not yet (a value the
-    rest reads that a unit does not change may come later in the graph, e.g. a ResNet block's downsampled input)."""
-    if node not in walk.env:
-        for arg in node.all_input_nodes:
-            computed(walk, arg)
-        walk.env[node] = walk.run_node(node)
-    return walk.env[node]
 
 
 def layer_logits(
