@@ -1,5 +1,5 @@
-"""Shared pieces of the representation-analysis tests: a tiny data directory with held-out classes, any VGG saved
-as a `specialize train`-style checkpoint, and image sets held in memory."""
+"""Shared pieces of the representation-analysis tests: a tiny data directory with held-out classes, any network of the
+registry saved as a `specialize train`-style checkpoint, a stimulus list, and image sets held in memory."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 from helpers_data import make_tiny_data_dir
+from torch import nn
 
+from data_pipeline.behaviour import write_stimulus_list
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.config import TrainConfig
-from lightning_modules.vgg import VGG
 
 HELDOUT_CLASSES = 3
 HELDOUT_PER_CLASS = 6
@@ -30,22 +31,31 @@ def session_heldout_data(tmp_path_factory) -> Path:
 
 
 def save_checkpoint(
-    model: VGG,
+    model: nn.Module,
     classes: Mapping[str, Sequence[str]],
     path: Path,
     data_dir: Path,
     width: float,
     batch_norm: bool,
     resolution: int = 32,
+    arch: str = "vgg16",
 ) -> Path:
-    """`model` as a checkpoint `load_model` reads (as `specialize train` writes it), trained on `classes`."""
+    """`model` (the registry's `arch`) as a checkpoint `load_model` reads (as `specialize train` writes it), trained
+    on `classes`."""
     config = TrainConfig(tasks=list(classes))
     config.data.dir, config.data.resolution = str(data_dir), resolution
     config.model.width, config.model.batch_norm, config.model.dropout = width, batch_norm, 0.0
+    config.model.arch = arch
     hparams = {"config": config.to_dict(), "label_space": LabelSpace.from_classes(classes).to_dict()}
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
     return path
+
+
+def stimulus_list(data: Path, out: Path) -> Path:
+    """A list of 4 images of each held-out face class (the synthetic folders beside the data directory)."""
+    images = sorted((data.parent / "synth" / "face" / "heldout").rglob("*.jpg"))
+    return write_stimulus_list(out, [path for path in images if int(path.stem) < 4])
 
 
 class MemoryImages:
