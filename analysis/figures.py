@@ -96,7 +96,8 @@ def plot_normalised_performance(drops: pd.DataFrame, layer: str, stem: str | os.
 
 
 def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
-    """Heat map of d(X|Y): one row per (evaluated X, lesioned Y), one column per conv layer; one fraction and scope."""
+    """Heat map of d(X|Y): one row per (evaluated X, lesioned Y), one column per layer (by layer_index, labelled by
+    its `layer` name); one fraction and scope."""
     table = drops.pivot(index=["eval_task", "lesioned_task"], columns="layer_index", values="drop")  # NaN kept
     labels = [f"d({x}|{y})" for x, y in table.index]
     values = table.to_numpy(dtype=float)
