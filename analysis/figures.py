@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from common.io import atomic_path, remove_stale_temporaries  # noqa: E402
-from lightning_modules.layer_names import CONV_LAYERS, LAYER_NAMES  # noqa: E402
 
 FORMATS = ("png", "svg")
 
@@ -58,11 +57,18 @@ def plot_segregation_by_layer(
         (line,) = axis.plot(frame["layer_index"], frame["si"], marker="o", label=label)
         axis.fill_between(frame["layer_index"], frame["si_low"], frame["si_high"], color=line.get_color(), alpha=0.25)
     axis.axhline(0.0, color="grey", linewidth=0.8)
-    axis.set_xticks(range(1, len(CONV_LAYERS) + 1), CONV_LAYERS, rotation=45, ha="right")
+    label_layers(axis, pd.concat(list(curves.values())) if curves else pd.DataFrame(columns=["layer", "layer_index"]))
     axis.set_ylabel("segregation index")
     axis.set_title(title)
     axis.legend(frameon=False)
     return save_figure(figure, stem)
+
+
+def label_layers(axis: plt.Axes, rows: pd.DataFrame) -> None:
+    """Label the x axis, where layers sit at their `layer_index`, with the names of the layers in `rows` (columns
+    layer, layer_index), in forward order."""
+    names = rows[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
+    axis.set_xticks(names["layer_index"].tolist(), names["layer"].tolist(), rotation=45, ha="right")
 
 
 def plot_normalised_performance(drops: pd.DataFrame, layer: str, stem: str | os.PathLike) -> list[Path]:
@@ -91,7 +97,8 @@ def plot_normalised_performance(drops: pd.DataFrame, layer: str, stem: str | os.
 
 
 def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path]:
-    """Heat map of d(X|Y): one row per (evaluated X, lesioned Y), one column per conv layer; one fraction and scope."""
+    """Heat map of d(X|Y): one row per (evaluated X, lesioned Y), one column per layer (by layer_index, labelled by
+    its `layer` name); one fraction and scope."""
     table = drops.pivot(index=["eval_task", "lesioned_task"], columns="layer_index", values="drop")  # NaN kept
     labels = [f"d({x}|{y})" for x, y in table.index]
     values = table.to_numpy(dtype=float)
@@ -99,7 +106,8 @@ def plot_drop_heatmap(drops: pd.DataFrame, stem: str | os.PathLike) -> list[Path
     figure, axis = plt.subplots(figsize=(8, 0.5 + 0.45 * len(labels)))
     image = axis.imshow(values, aspect="auto", cmap="viridis", vmin=min(0.0, lowest), vmax=1.0)
     axis.set_yticks(range(len(labels)), labels)
-    axis.set_xticks(range(len(table.columns)), [CONV_LAYERS[i - 1] for i in table.columns], rotation=45, ha="right")
+    names = dict(zip(drops["layer_index"], drops["layer"]))
+    axis.set_xticks(range(len(table.columns)), [names[i] for i in table.columns], rotation=45, ha="right")
     for (row, column), value in np.ndenumerate(values):
         axis.text(
             column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.5 else "black"
@@ -148,12 +156,12 @@ def plot_layer_curves(
     lines: Mapping[str, float] | None = None,
     line_label: str = "",
 ) -> list[Path]:
-    """One panel per entry of `panels` (a frame with network, layer, value, and sem or an interval low, high): a line
-    per network across its layers with its interval (else value +- SEM) as a band, over the panel's reference band
-    (e.g. the noise ceiling) and line (e.g. chance)."""
+    """One panel per entry of `panels` (a frame with network, layer, layer_index, value, and sem or an interval low,
+    high): a line per network across its layers (in layer_index order) with its interval (else value +- SEM) as a
+    band, over the panel's reference band (e.g. the noise ceiling) and line (e.g. chance)."""
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False, sharey=True)
     for axis, (title, frame) in zip(axes[0], panels.items()):
-        layers = [layer for layer in LAYER_NAMES if layer in set(frame["layer"])]
+        layers = list(frame.sort_values("layer_index", kind="stable")["layer"].drop_duplicates())
         if bands and title in bands:
             axis.axhspan(*bands[title], color="grey", alpha=0.3, label=band_label)
         if lines and title in lines:

@@ -33,14 +33,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.accuracy import ACCURACY_FILE
-from analysis.figures import save_figure  # chooses matplotlib's Agg backend before pyplot is imported
+from analysis.figures import label_layers, save_figure  # chooses matplotlib's Agg backend before pyplot is imported
 from analysis.inference import combine_p_values, paired_difference, t_half_width
 from analysis.segregation.null import NULL_COLUMNS, as_real_pairs
 from analysis.segregation.settings import DEFAULT_SCOPE
 from common.io import write_json, write_parquet
 from common.layout import ACCURACY_DIR, CONTROL_DIR, SEGREGATION_DIR
 from common.wandb_runs import StageLog, WandbTarget, log_stage
-from lightning_modules.layer_names import CONV_LAYERS
 
 CONDITIONS = {SEGREGATION_DIR: "network", CONTROL_DIR: "random tasks"}
 LEVEL = 0.95
@@ -193,7 +192,7 @@ def plot_pairs(pairs: pd.DataFrame, stem: Path, tests: pd.DataFrame | None = Non
         )
         axis.plot(rows["layer_index"], rows["mean_si"], color="grey", linewidth=1)
     axis.axhline(0.0, color="black", linewidth=0.6)
-    axis.set_xticks(range(1, len(CONV_LAYERS) + 1), CONV_LAYERS, rotation=45, ha="right")
+    label_layers(axis, pairs)
     axis.set_ylabel("segregation index (mean across seeds)")
     axis.set_title(f"Task segregation by layer, 95% interval across seeds (*: sign-flip p < {SIGNIFICANCE})")
     axis.legend(frameon=False, fontsize=8)

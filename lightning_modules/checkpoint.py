@@ -78,15 +78,18 @@ def load_model(checkpoint_path: str | os.PathLike) -> LoadedModel:
     )
 
 
-def require_vgg16(loaded: LoadedModel, analysis: str) -> LoadedModel:
-    """`loaded`, if a VGG16: the analyses not yet wired to other architectures' units call it; UserError otherwise."""
-    arch = loaded.config.model.arch
-    if arch != "vgg16":
+def checkpoint_config(checkpoint_path: str | os.PathLike) -> TrainConfig:
+    """The training config a checkpoint holds, read without its weights (memory-mapped); UserError as `load_model`."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist; pass a .ckpt from a run's checkpoints/ directory")
+    checkpoint = read_checkpoint(path, mmap=True)
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    if "config" not in hparams:
         raise UserError(
-            f"{analysis} takes VGG16 networks so far; {loaded.checkpoint} is a {arch}. Its lesion sweep "
-            "(specialize lesion) covers every unit of any architecture (README, Architectures)"
+            f"{path} is not a specialize training checkpoint (no config); pass a .ckpt written by specialize train"
         )
-    return loaded
+    return config_from_dict(hparams["config"])
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:

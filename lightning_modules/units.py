@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import operator
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from lightning_modules.vgg import VGG, conv_indices
+from lightning_modules.vgg import VGG, conv_indices, fc_indices
 
 ADDS = (operator.add, operator.iadd, torch.add)
 RELUS = (F.relu, torch.relu)
+OUTPUT = "output"  # the name of the logits among the representation layers
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class Unit:
     channels: int
 
 
-_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[fx.GraphModule, dict[str, Unit]]] = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[fx.GraphModule, dict[str, Unit], dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def traced(model: nn.Module) -> fx.GraphModule:
@@ -51,6 +55,22 @@ def traced(model: nn.Module) -> fx.GraphModule:
 def lesion_units(model: nn.Module) -> dict[str, Unit]:
     """The model's lesion units by name, in forward order."""
     return _trace(model)[1]
+
+
+def representation_layers(model: nn.Module) -> dict[str, str]:
+    """The named activations the representation analyses read, in forward order, each with the name of its node in
+    the traced graph: every lesion unit, each hidden linear layer after its ReLU (VGG's fc6 and fc7; elsewhere named
+    by the linear's path, e.g. AlexNet's `classifier.1`), and the logits (`output`)."""
+    return _trace(model)[2]
+
+
+def representation_names(arch: str) -> tuple[str, ...]:
+    """The representation layers of the registry's `arch`, by name, in forward order (VGG16: conv1_1 ... conv5_3,
+    fc6, fc7, output; ResNet-18: conv1, layer1.0.conv1, layer1.0, ..., layer4.1, output)."""
+    from lightning_modules.architectures import build_network
+
+    with torch.device("meta"):
+        return tuple(representation_layers(build_network(arch, 2)))
 
 
 def filters_per_unit(model: nn.Module) -> dict[str, int]:
@@ -77,21 +97,66 @@ def unit_node(graph: fx.GraphModule, unit: Unit) -> fx.Node:
     return next(node for node in graph.graph.nodes if node.name == unit.node)
 
 
-def _trace(model: nn.Module) -> tuple[fx.GraphModule, dict[str, Unit]]:
+def walk(model: nn.Module, images: torch.Tensor) -> Iterator[tuple[fx.Node, fx.Interpreter]]:
+    """The model's traced graph run on `images` node by node: yields each node, its value in the interpreter's `env`,
+    and last the output node (the logits: `env[node.args[0]]`). A value is dropped once its last reader has run, so
+    memory is what the forward pass itself holds; `node_value` computes a later node ahead of the walk."""
+    graph = traced(model)
+    nodes = list(graph.graph.nodes)
+    last_read = {arg: position for position, node in enumerate(nodes) for arg in node.all_input_nodes}
+    interpreter = fx.Interpreter(graph, garbage_collect_values=False)
+    for position, node in enumerate(nodes):
+        if node.op != "output":
+            interpreter.env[node] = images if node.op == "placeholder" else node_value(interpreter, node)
+            for arg in node.all_input_nodes:
+                if last_read[arg] == position:
+                    interpreter.env.pop(arg)
+        yield node, interpreter
+
+
+def node_value(interpreter: fx.Interpreter, node: fx.Node) -> torch.Tensor:
+    """The value of `node` in a `walk`: kept, or computed now with whatever it reads that is not yet (a value that a
+    unit does not change may come later in the graph than the unit, e.g. a ResNet block's downsampled input)."""
+    if node not in interpreter.env:
+        for arg in node.all_input_nodes:
+            node_value(interpreter, arg)
+        interpreter.env[node] = interpreter.run_node(node)
+    return interpreter.env[node]
+
+
+def _trace(model: nn.Module) -> tuple[fx.GraphModule, dict[str, Unit], dict[str, str]]:
     if model not in _TRACES:
         graph = fx.symbolic_trace(model)
-        _TRACES[model] = graph, _find_units(graph, _conv_names(model))
+        names = _display_names(model)
+        units = _find_units(graph, names)
+        _TRACES[model] = graph, units, _find_representations(graph, units, names)
     return _TRACES[model]
 
 
-def _conv_names(model: nn.Module) -> dict[str, str]:
-    """Display names of conv modules by path: VGG's conv<block>_<n>; other architectures keep their paths."""
+def _display_names(model: nn.Module) -> dict[str, str]:
+    """Display names of conv and linear modules by path: VGG's conv<block>_<n>, fc6 and fc7; other architectures
+    keep their paths."""
     if isinstance(model, VGG):
-        return {f"features.{index}": name for name, index in conv_indices(model).items()}
+        convs = {f"features.{index}": name for name, index in conv_indices(model).items()}
+        return convs | {f"classifier.{index}": name for name, index in fc_indices(model).items()}
     return {}
 
 
-def _find_units(graph: fx.GraphModule, conv_names: dict[str, str]) -> dict[str, Unit]:
+def _find_representations(graph: fx.GraphModule, units: dict[str, Unit], names: dict[str, str]) -> dict[str, str]:
+    modules = dict(graph.named_modules())
+    by_node = {unit.node: name for name, unit in units.items()}
+    layers: dict[str, str] = {}
+    for node in graph.graph.nodes:
+        if node.name in by_node:
+            layers[by_node[node.name]] = node.name
+        elif _is_relu(node, modules) and _is_module(node.args[0], modules, nn.Linear):
+            layers[names.get(node.args[0].target, node.args[0].target)] = node.name
+        elif node.op == "output":
+            layers[OUTPUT] = node.args[0].name
+    return layers
+
+
+def _find_units(graph: fx.GraphModule, display_names: dict[str, str]) -> dict[str, Unit]:
     modules = dict(graph.named_modules())
     calls: dict[str, int] = {}
     for node in graph.graph.nodes:
@@ -103,7 +168,7 @@ def _find_units(graph: fx.GraphModule, conv_names: dict[str, str]) -> dict[str, 
             continue
         source = _skip_batch_norm(node.args[0], modules)
         if _is_module(source, modules, nn.Conv2d):
-            name = conv_names.get(source.target, source.target)
+            name = display_names.get(source.target, source.target)
         elif source.op == "call_function" and source.target in ADDS:
             name = _enclosing_module(node, graph)
         else:  # a ReLU after a linear layer: not a lesion unit

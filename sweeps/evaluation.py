@@ -1,20 +1,24 @@
 """The evaluation engine: each test image's answers under many lesions, from one pass of the intact network per batch.
 
-A lesion (`Lesion`) zeroes some filters of one conv layer after its ReLU (METHOD, `sweeps.lesions`). The segregation
+A lesion (`Lesion`) zeroes some filters of one unit after its ReLU (METHOD, `sweeps.lesions`; the units of any
+architecture: `lightning_modules.units`). The segregation
 analysis asks what the network answers on every test image for every layer, lesioned task, fraction and grouping of
 the classes into tasks (the network's own tasks, or control partitions). Its definition,
 `sweeps.reference.reference_predictions`, runs one full forward pass per lesion and batch. `evaluate_lesions` gets
 the same answers with far less work:
 
-1. One intact pass per batch. Each batch walks through the intact network once; at each lesioned layer the walk
-   pauses, that layer's lesions run from there on (sharing everything before it), and the walk goes on.
+1. One intact pass per batch. Each batch walks through the intact network's traced graph once; at each lesioned unit
+   the walk pauses, that unit's lesions run from there on (sharing everything before it, and the values the rest
+   reads that the unit does not change, such as a ResNet block's skip path), and the walk goes on.
 2. Many lesions per pass. A layer's lesions are folded into the batch dimension (lesion-major), as many per pass
    as the memory plan allows (`sweeps.memory_plan.evaluation_plan`; the images per batch are the same for every
    layer). Identical lesions (the same filters reached by two tasks, fractions or groupings) run once; a lesion of
    no filters is the intact network.
 3. The sweep's shortcut, where it pays: the next linear map's pre-activation with the lesioned channels zeroed is
    the intact one minus the contribution of those channels alone (`sweeps.layer_split`). It saves that map's
-   multiply-adds on the filters kept, but adds a subtraction on its output; it is used for a lesion when the cost
+   multiply-adds on the filters kept, but adds a subtraction on its output; where the unit has no single next linear
+   map (a ResNet block's output, read by the next block and its skip path) the rest runs on the lesioned maps. The
+   shortcut is used for a lesion when the cost
    model (`sweeps.cost_model`) says it cuts the lesion's pass at least `shortcut_saving` times (SHORTCUT_SAVING:
    where it was measured to pay). In VGG16 that is the lesions of the layers before large next maps (fc6 after
    conv5_3; at paper scale also conv5_2, and conv4_2 at small fractions).
@@ -34,16 +38,16 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from common.console import hidden
 from lightning_modules.heads import OutputHeads
-from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, num_outputs, relu_indices
+from lightning_modules.units import lesion_units, node_value, num_outputs, walk
 from sweeps.class_totals import Grouping
 from sweeps.cost_model import lesion_pass_macs, module_macs
 from sweeps.devices import on_device, tf32
-from sweeps.layer_split import LayerSplit, split_at
+from sweeps.layer_split import LayerSplit, cut_at, split_at
 from sweeps.lesions import check_lesions
 from sweeps.memory_plan import EvaluationPlan, default_budget, evaluation_plan
 from sweeps.stimuli import Batch, network_input, rebatch
@@ -59,7 +63,7 @@ SHORTCUT_SAVING = 2.0
 
 @dataclass(frozen=True)
 class Lesion:
-    """Filters of one conv layer zeroed after its ReLU; `Lesion()` (INTACT) is the intact network."""
+    """Filters of one unit zeroed after its ReLU; `Lesion()` (INTACT) is the intact network."""
 
     layer: str | None = None
     filters: tuple[int, ...] = ()
@@ -141,7 +145,7 @@ class Answers:
 
 
 def evaluate_lesions(
-    model: VGG,
+    model: nn.Module,
     batches: Iterable[Batch],
     readouts: Sequence[Readout],
     groupings: Sequence[Grouping],
@@ -160,7 +164,7 @@ def evaluate_lesions(
     lesions = list(dict.fromkeys(readout.lesion for readout in readouts))
     if any(not 0 <= readout.grouping < len(groupings) for readout in readouts):
         raise ValueError(f"a readout names a grouping outside the {len(groupings)} given")
-    by_layer = lesions_by_layer(lesions)
+    by_layer = lesions_by_layer(lesions, list(lesion_units(model)))
     stream = iter(batches)
     first = next(stream, None)
     with on_device(model, device) as (net, target), tf32(settings.allow_tf32):
@@ -190,27 +194,30 @@ def evaluate_lesions(
     return sheet.answers()
 
 
-def lesions_by_layer(lesions: Sequence[Lesion]) -> dict[str, list[tuple[int, Lesion]]]:
-    """The lesions (with their index in `lesions`) of each lesioned layer, layers in network order; INTACT left out."""
+def lesions_by_layer(lesions: Sequence[Lesion], units: Sequence[str]) -> dict[str, list[tuple[int, Lesion]]]:
+    """The lesions (with their index in `lesions`) of each lesioned unit, in the order of `units` (the network's, in
+    forward order); INTACT left out."""
     by_layer: dict[str, list[tuple[int, Lesion]]] = {}
-    for layer in CONV_LAYERS:
+    for layer in units:
         indexed = [(index, lesion) for index, lesion in enumerate(lesions) if lesion.layer == layer]
         if indexed:
             by_layer[layer] = indexed
-    unknown = {lesion.layer for lesion in lesions if lesion.layer is not None and lesion.layer not in CONV_LAYERS}
+    unknown = {lesion.layer for lesion in lesions if lesion.layer is not None and lesion.layer not in units}
     if unknown:
-        raise ValueError(f"cannot lesion {', '.join(sorted(unknown))}: conv layers are {', '.join(CONV_LAYERS)}")
+        raise ValueError(f"cannot lesion {', '.join(sorted(unknown))}: the network's units are {', '.join(units)}")
     return by_layer
 
 
 def shortcut_sizes(
-    model: VGG, by_layer: Mapping[str, Sequence[tuple[int, Lesion]]], image_shape: Sequence[int], saving: float
+    model: nn.Module, by_layer: Mapping[str, Sequence[tuple[int, Lesion]]], image_shape: Sequence[int], saving: float
 ) -> dict[str, set[int]]:
     """Per layer, the lesion sizes (numbers of filters) whose pass the shortcut cuts at least `saving` times."""
     macs = module_macs(model, image_shape)
     chosen: dict[str, set[int]] = {}
     for layer, indexed in by_layer.items():
         chosen[layer] = set()
+        if not split_at(model, layer).shortcut:
+            continue
         for size in {len(lesion.filters) for _, lesion in indexed}:
             direct, by_shortcut = lesion_pass_macs(model, layer, size, macs)
             if direct >= saving * by_shortcut:
@@ -219,68 +226,86 @@ def shortcut_sizes(
 
 
 def lesioned_logits(
-    model: VGG,
+    model: nn.Module,
     images: torch.Tensor,
     by_layer: Mapping[str, Sequence[tuple[int, Lesion]]],
     intact: int | None,
     plan: EvaluationPlan,
     shortcuts: Mapping[str, Collection[int]],
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Logits (K, B, outputs) of groups of lesions on one batch, with the lesions' indices: layer by layer as the
-    intact network walks through the batch, then the intact network's own (index `intact`, if not None)."""
-    relus = relu_indices(model)
-    activations, position = images, 0
-    for layer, indexed in by_layer.items():
-        activations = model.features[position : relus[layer] + 1](activations)
-        position = relus[layer] + 1
-        split = split_at(model, layer)
-        yield from layer_logits(split, activations, indexed, plan.lesions_per_pass[layer], shortcuts[layer])
-    if intact is not None:
-        features = model.features[position:](activations)
-        yield [intact], model.classifier(torch.flatten(model.avgpool(features), 1)).unsqueeze(0)
+    """Logits (K, B, outputs) of groups of lesions on one batch, with the lesions' indices: unit by unit as the
+    intact network walks through the batch (its traced graph, node by node, keeping each value until its last reader
+    has run), then the intact network's own (index `intact`, if not None)."""
+    units = lesion_units(model)
+    pauses = {units[layer].node: layer for layer in by_layer}
+    for node, walked in walk(model, images):
+        if node.op == "output":
+            if intact is not None:
+                yield [intact], walked.env[node.args[0]].unsqueeze(0)
+        elif node.name in pauses:
+            layer = pauses[node.name]
+            split, (_, cut) = split_at(model, layer), cut_at(model, layer)
+            context = [node_value(walked, value) for value in cut.context]
+            yield from layer_logits(
+                split, walked.env[node], context, by_layer[layer], plan.lesions_per_pass[layer], shortcuts[layer]
+            )
 
 
 def layer_logits(
     split: LayerSplit,
     activations: torch.Tensor,
+    context: Sequence[torch.Tensor],
     indexed: Sequence[tuple[int, Lesion]],
     per_pass: int,
     shortcut_sizes: Collection[int] = (),
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Logits (K, B, outputs) of one layer's lesions, `per_pass` at a time, from the layer's intact output maps; by
-    the shortcut for lesions of `shortcut_sizes` filters."""
+    """Logits (K, B, outputs) of one unit's lesions, `per_pass` at a time, from the unit's intact output maps and the
+    values the rest reads that the unit does not change (`context`: the split's); by the shortcut for lesions of
+    `shortcut_sizes` filters."""
     linear_input = split.lesion_input(activations)
     shortcut = [item for item in indexed if len(item[1].filters) in shortcut_sizes]
     direct = [item for item in indexed if len(item[1].filters) not in shortcut_sizes]
     if shortcut:
         intact = split.pre_activation(linear_input)
         for group in equal_size_groups(shortcut, per_pass):
-            yield [index for index, _ in group], shortcut_logits(split, linear_input, intact, group)
+            yield [index for index, _ in group], shortcut_logits(split, linear_input, context, intact, group)
     for start in range(0, len(direct), per_pass):
         group = direct[start : start + per_pass]
-        yield [index for index, _ in group], direct_logits(split, linear_input, group)
+        yield [index for index, _ in group], direct_logits(split, linear_input, context, group)
 
 
-def direct_logits(split: LayerSplit, linear_input: torch.Tensor, group: Sequence[tuple[int, Lesion]]) -> torch.Tensor:
-    """Logits (K, B, outputs): the next linear map and the rest of the network on K copies of its input, each with
-    its lesion's channels set to zero (pooling in between keeps a zeroed map at zero)."""
+def direct_logits(
+    split: LayerSplit, linear_input: torch.Tensor, context: Sequence[torch.Tensor], group: Sequence[tuple[int, Lesion]]
+) -> torch.Tensor:
+    """Logits (K, B, outputs): the next linear map (if the unit has one) and the rest of the network on K copies of
+    its input, each with its lesion's channels set to zero (pooling in between keeps a zeroed map at zero)."""
     keep = torch.ones(len(group), linear_input.shape[1], dtype=torch.bool, device=linear_input.device)
     for row, (_, lesion) in enumerate(group):
         keep[row, list(lesion.filters)] = False
     shape = (len(group), 1, linear_input.shape[1]) + (1,) * (linear_input.dim() - 2)
     folded = torch.where(keep.view(shape), linear_input.unsqueeze(0), 0.0).flatten(0, 1)
-    return split.suffix(split.pre_activation(folded)).view(len(group), len(linear_input), -1)
+    start = split.pre_activation(folded) if split.shortcut else folded
+    return split.suffix(start, *copies(context, len(group))).view(len(group), len(linear_input), -1)
 
 
 def shortcut_logits(
-    split: LayerSplit, linear_input: torch.Tensor, intact: torch.Tensor, group: Sequence[tuple[int, Lesion]]
+    split: LayerSplit,
+    linear_input: torch.Tensor,
+    context: Sequence[torch.Tensor],
+    intact: torch.Tensor,
+    group: Sequence[tuple[int, Lesion]],
 ) -> torch.Tensor:
     """Logits (K, B, outputs) of K lesions of equally many filters: the intact pre-activation of the next linear map
     minus the lesioned channels' contribution, then the rest of the network."""
     sets = torch.as_tensor([lesion.filters for _, lesion in group], dtype=torch.long, device=linear_input.device)
     contributions = split.channel_contributions(linear_input, sets)
     lesioned = (intact.unsqueeze(1) - contributions).transpose(0, 1).flatten(0, 1)
-    return split.suffix(lesioned).view(len(group), len(linear_input), -1)
+    return split.suffix(lesioned, *copies(context, len(group))).view(len(group), len(linear_input), -1)
+
+
+def copies(context: Sequence[torch.Tensor], lesions: int) -> list[torch.Tensor]:
+    """Each context value repeated for `lesions` lesions, lesion-major as the folded batch: (K*B, ...)."""
+    return [value.repeat(lesions, *(1,) * (value.dim() - 1)) for value in context]
 
 
 def equal_size_groups(indexed: Sequence[tuple[int, Lesion]], per_pass: int) -> Iterator[list[tuple[int, Lesion]]]:

@@ -1,5 +1,5 @@
-"""Shared pieces of the representation-analysis tests: a tiny data directory with held-out classes, any VGG saved
-as a `specialize train`-style checkpoint, and image sets held in memory."""
+"""Shared pieces of the representation-analysis tests: a tiny data directory with held-out classes, any network of the
+registry saved as a `specialize train`-style checkpoint, a stimulus list, and image sets held in memory."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 from helpers_data import make_tiny_data_dir
+from torch import nn
 
 from common.io import write_json, write_parquet
+from data_pipeline.behaviour import write_stimulus_list
 from data_pipeline.data_dir import DataDir
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.checkpoint import load_model
 from lightning_modules.config import TrainConfig
-from lightning_modules.vgg import VGG, vgg16
+from lightning_modules.vgg import vgg16
 
 HELDOUT_CLASSES = 3
 HELDOUT_PER_CLASS = 6
@@ -34,18 +36,21 @@ def session_heldout_data(tmp_path_factory) -> Path:
 
 
 def save_checkpoint(
-    model: VGG,
+    model: nn.Module,
     classes: Mapping[str, Sequence[str]],
     path: Path,
     data_dir: Path,
     width: float,
     batch_norm: bool,
     resolution: int = 32,
+    arch: str = "vgg16",
 ) -> Path:
-    """`model` as a checkpoint `load_model` reads (as `specialize train` writes it), trained on `classes`."""
+    """`model` (the registry's `arch`) as a checkpoint `load_model` reads (as `specialize train` writes it), trained
+    on `classes`."""
     config = TrainConfig(tasks=list(classes))
     config.data.dir, config.data.resolution = str(data_dir), resolution
     config.model.width, config.model.batch_norm, config.model.dropout = width, batch_norm, 0.0
+    config.model.arch = arch
     hparams = {"config": config.to_dict(), "label_space": LabelSpace.from_classes(classes).to_dict()}
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
@@ -76,6 +81,12 @@ def fake_sweep(directory: Path, checkpoint: Path, ranks: dict[str, list[int]]) -
     write_json(directory / "manifest.json", {"checkpoint_sha256": load_model(checkpoint).sha256})
     write_json(directory / "config.json", {})
     return directory
+
+
+def stimulus_list(data: Path, out: Path) -> Path:
+    """A list of 4 images of each held-out face class (the synthetic folders beside the data directory)."""
+    images = sorted((data.parent / "synth" / "face" / "heldout").rglob("*.jpg"))
+    return write_stimulus_list(out, [path for path in images if int(path.stem) < 4])
 
 
 class MemoryImages:

@@ -356,7 +356,7 @@ def test_drop_heatmap_of_undefined_drops_is_drawn_blank(tmp_path):
 
     drops = pd.DataFrame(
         [
-            {"eval_task": x, "lesioned_task": y, "layer_index": i, "drop": np.nan}
+            {"eval_task": x, "lesioned_task": y, "layer": f"layer{i}", "layer_index": i, "drop": np.nan}
             for x in ("face", "object")
             for y in ("face", "object")
             for i in (1, 2)

@@ -13,7 +13,13 @@ import pandas as pd
 import pytest
 import ray
 import torch
-from helpers_representation import HELDOUT_CLASSES, fake_sweep, session_heldout_data, untrained_networks
+from helpers_representation import (
+    HELDOUT_CLASSES,
+    fake_sweep,
+    session_heldout_data,
+    stimulus_list,
+    untrained_networks,
+)
 from helpers_train import session_tiny_data
 from scipy.stats import spearmanr
 
@@ -21,7 +27,7 @@ from analysis.representations.activations import Activations, forward_layers
 from analysis.representations.decoding import decode
 from analysis.representations.rsa import noise_ceiling
 from analysis.representations.settings import DecodingSettings
-from data_pipeline.behaviour import read_behaviour, write_stimulus_list
+from data_pipeline.behaviour import read_behaviour
 from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
 from specialize.cli import main
@@ -124,12 +130,6 @@ def test_decode_errors_are_one_line(networks, tmp_path_factory, tmp_path, capsys
         assert main(["decode", *checkpoints(paths), *extra, "--out", str(tmp_path / str(index)), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
-
-
-def stimulus_list(data: Path, out: Path) -> Path:
-    """A list of 4 images of each held-out face class (the synthetic folders beside the data directory)."""
-    images = sorted((data.parent / "synth" / "face" / "heldout").rglob("*.jpg"))
-    return write_stimulus_list(out, [path for path in images if int(path.stem) < 4])
 
 
 def test_rsa_with_synthetic_participants_recovers_the_planted_layer(networks, tmp_path, capsys):

@@ -133,11 +133,3 @@ def test_pickled_objects_are_refused_and_the_cli_says_so_in_one_line(tmp_path):
     )
     assert result.returncode == 2 and "--arch is 'resnet17'" in result.stderr
     assert not (tmp_path / "x.ckpt").exists()
-
-
-def test_analyses_not_yet_wired_to_other_architectures_say_so_in_one_line(tmp_path):
-    from lightning_modules.checkpoint import require_vgg16
-
-    checkpoint, _ = trained_here(tmp_path, "resnet18")
-    with pytest.raises(UserError, match=r"the segregation analysis takes VGG16 networks so far; .* is a resnet18"):
-        require_vgg16(load_model(checkpoint), "the segregation analysis")

@@ -11,14 +11,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers_sweeps import centred, tiny_images, tiny_vgg
+from helpers_sweeps import centred, resolution, tiny_images, tiny_network, tiny_vgg
 from torch import nn
 
 import sweeps.evaluation as evaluation
 import sweeps.lesions
 from lightning_modules.heads import OutputHeads
 from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.units import lesion_units
+from lightning_modules.units import filters_per_unit, lesion_units
 from lightning_modules.vgg import conv_indices, filters_per_layer
 from sweeps.evaluation import (
     INTACT,
@@ -41,18 +41,20 @@ HEADS = {"shared": OutputHeads(), "separate": OutputHeads((3, 3))}
 IMAGE_SHAPE = (3, 32, 32)
 
 
-def evaluation_images(seed: int = 21) -> tuple[torch.Tensor, torch.Tensor]:
-    """27 images of both tasks (an odd number, so passes have ragged ends)."""
-    data = tiny_images(seed=seed, counts={"a": 14, "b": 13})
+def evaluation_images(
+    seed: int = 21, counts: tuple[int, int] = (14, 13), size: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of both tasks (by default 27, an odd number, so passes have ragged ends) of `size` px."""
+    data = tiny_images(seed=seed, counts=dict(zip("ab", counts)), size=size)
     return torch.cat([pair[0] for pair in data.values()]), torch.cat([pair[1] for pair in data.values()])
 
 
-def readouts_of(model: nn.Module, seed: int = 0) -> list[Readout]:
+def readouts_of(model: nn.Module, seed: int = 0, fractions: tuple[float, ...] = FRACTIONS) -> list[Readout]:
     """The segregation analysis' readouts for both groupings: the intact network, then per layer, task and fraction the
     top fraction of a random ranking of the layer's filters. The control's task p ranks like task a, so its lesions
     repeat a's (the engine runs them once); fraction 0 lesions nothing (the intact network again)."""
     generator = torch.Generator().manual_seed(seed)
-    sizes = filters_per_layer(model)
+    sizes = filters_per_unit(model)
     rankings = {
         (layer, task): torch.randperm(size, generator=generator).tolist()
         for layer, size in sizes.items()
@@ -64,7 +66,7 @@ def readouts_of(model: nn.Module, seed: int = 0) -> list[Readout]:
         readouts.append(Readout(INTACT, number))
         for layer, size in sizes.items():
             for task in grouping:
-                for fraction in FRACTIONS:
+                for fraction in fractions:
                     top = rankings[(layer, task)][: int(np.floor(fraction * size + 0.5))]
                     readouts.append(Readout(Lesion.of(layer, top), number))
     return readouts
@@ -180,13 +182,35 @@ def test_the_comparison_has_teeth(case, monkeypatch):
         assert mismatches(before_batch_norm, expected) > 0
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "alexnet"])
+def test_engine_answers_equal_the_definition_at_every_unit_of_other_architectures(arch):
+    """Every unit of ResNet-18 (convs inside blocks by the shortcut or directly; block outputs, read by the next block
+    and its skip path, by a plain suffix pass with the skip input reused) and of AlexNet, against hooks that zero the
+    channels and run the whole network: the same answers, image by image, whatever the plan."""
+    images, labels = evaluation_images(counts=(6, 5), size=resolution(arch))
+    model = centred(tiny_network(arch, seed=37), images)
+    readouts = readouts_of(model, fractions=(0.3,))
+    expected = definition_answers(model, images, labels, readouts, OutputHeads())
+    intact = {readout.grouping: row for row, readout in enumerate(readouts) if readout.lesion == INTACT}
+    for layer in lesion_units(model):  # lesions change answers at every unit: the comparison has teeth
+        rows = rows_of(readouts, layer)
+        assert (expected.prediction[rows] != expected.prediction[[intact[readouts[r].grouping] for r in rows]]).any()
+    for settings in (
+        EvaluationSettings(images_per_pass=4, lesions_per_pass=3),
+        EvaluationSettings(images_per_pass=5, lesions_per_pass=7, shortcut_saving=1.0),
+    ):
+        batches = [(images[i : i + 3], labels[i : i + 3]) for i in range(0, len(labels), 3)]
+        answers = evaluate_lesions(model, batches, readouts, GROUPINGS, settings=settings)
+        assert mismatches(answers, expected) == 0, settings
+
+
 def test_the_shortcut_goes_where_the_cost_model_says_it_pays():
     """By default, the lesions of conv5_3 (whose next map, fc6, is most of the rest of the network) of 2 and 6 of its
     32 filters; neither larger ones nor any of conv1_2's (whose next map is a small part of the rest)."""
     model = tiny_vgg(seed=36)
     sizes = filters_per_layer(model)
     lesions = [Lesion.of(layer, range(round(f * n) or 1)) for layer, n in sizes.items() for f in (0.05, 0.2, 0.5, 1)]
-    by_layer = lesions_by_layer(lesions)
+    by_layer = lesions_by_layer(lesions, CONV_LAYERS)
     chosen = shortcut_sizes(model, by_layer, IMAGE_SHAPE, SHORTCUT_SAVING)
     assert chosen["conv5_3"] == {2, 6} and chosen["conv1_2"] == set()
     every = shortcut_sizes(model, by_layer, IMAGE_SHAPE, 1.0)
@@ -201,9 +225,9 @@ def test_lesions_are_canonical_and_identical_ones_run_once(monkeypatch):
     readouts = readouts_of(model)
     run: list[Lesion] = []
 
-    def recording(split, linear_input, group, direct=evaluation.direct_logits):
+    def recording(split, linear_input, context, group, direct=evaluation.direct_logits):
         run.extend(lesion for _, lesion in group)
-        return direct(split, linear_input, group)
+        return direct(split, linear_input, context, group)
 
     monkeypatch.setattr(evaluation, "direct_logits", recording)
     settings = EvaluationSettings(lesions_per_pass=6, shortcut_saving=float("inf"))  # every lesion passes here
@@ -228,9 +252,9 @@ def test_passes_hold_what_the_memory_plan_allows(monkeypatch):
     layer_of = {id(split_at(model, layer).linear): layer for layer in CONV_LAYERS}
     passes: list[tuple[str, int, int]] = []  # layer, lesions, images of each pass
 
-    def recording(split, linear_input, group, direct=evaluation.direct_logits):
+    def recording(split, linear_input, context, group, direct=evaluation.direct_logits):
         passes.append((layer_of[id(split.linear)], len(group), len(linear_input)))
-        return direct(split, linear_input, group)
+        return direct(split, linear_input, context, group)
 
     monkeypatch.setattr(evaluation, "direct_logits", recording)
     plans = {}

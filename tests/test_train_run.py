@@ -95,12 +95,13 @@ def test_two_runs_with_augmentation_and_the_same_seed_are_identical(data_dir, tm
 THREADS = 1
 
 
-def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path):
+@pytest.mark.parametrize("model", [[], ["model.arch=resnet18"]], ids=["vgg16", "resnet18"])
+def test_kill_and_resume_reproduces_uninterrupted_run(data_dir, tmp_path, model):
+    """VGG16, and a ResNet-18 (batch norm: its running statistics are restored too)."""
     torch.set_num_threads(THREADS)  # the reference and the resumed run, in this process
-    reference = train(
-        tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=reference", "wandb.mode=disabled"])
-    )
-    config = tiny_config(data_dir, tmp_path, [*resume_overrides(), "output.run_name=killed"])
+    overrides = [*resume_overrides(), *model]
+    reference = train(tiny_config(data_dir, tmp_path, [*overrides, "output.run_name=reference", "wandb.mode=disabled"]))
+    config = tiny_config(data_dir, tmp_path, [*overrides, "output.run_name=killed"])
     write_config(config, tmp_path / "killed_config")
     command = [sys.executable, "-m", "specialize.cli", "train", "--config", str(tmp_path / "killed_config/config.yaml")]
     # its own wandb-core service (not this process's): a killed client leaves its run id "in use" in a shared one

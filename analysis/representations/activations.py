@@ -1,8 +1,10 @@
-"""Activations of named VGG16 layers for image sets, streamed to disk in bounded memory, fanned out with Ray.
+"""Activations of a network's named layers for image sets, streamed to disk in bounded memory, fanned out with Ray.
 
-What a layer's activation is: conv1_1 ... conv5_3 are the conv maps after their ReLU (after batch norm and ReLU
-in a batch-norm model), fc6 and fc7 are the hidden fully connected layers after their ReLU, `output` is the
-logits. `forward_layers` runs a network module by module and stops after the deepest layer asked for;
+What a layer's activation is (`lightning_modules.units.representation_layers`, any architecture): a lesion unit's
+maps (VGG16's conv1_1 ... conv5_3 after their ReLU, after batch norm and ReLU in a batch-norm model; a ResNet block's
+output after the residual sum and ReLU, e.g. `layer4.1`), a hidden fully connected layer after its ReLU (VGG's fc6
+and fc7, AlexNet's `classifier.1` and `classifier.4`), or `output`, the logits. `forward_layers` runs a network's
+traced graph node by node and stops after the deepest layer asked for;
 `pooled` averages conv maps over space (`pooling="mean"`, C values per image) or keeps them whole ("full").
 
 `extract_activations(networks, image_sets, out, settings)` runs one Ray task per (network, image set), each
@@ -39,8 +41,7 @@ from common.io import atomic_path, file_sha256, readable_parquet
 from common.ray_runner import WorkUnit, ray_session, run_units
 from common.stage import StageDir
 from common.wandb_runs import ArtifactFiles, StageLog, model_artifact
-from lightning_modules.layer_names import LAYER_NAMES
-from lightning_modules.vgg import VGG, fc_indices, relu_indices
+from lightning_modules.units import representation_layers, walk
 from sweeps.devices import on_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, H, W), labels (N,)
@@ -50,35 +51,22 @@ IMAGES_TABLE = "images.parquet"
 # ------------------------------------------------------------------------------------ layers of a network
 
 
-def named_stages(model: VGG) -> list[tuple[nn.Module, str | None]]:
-    """Every module of the forward pass in order, each with the name of the layer whose activation it outputs."""
-    relus = {index: name for name, index in relu_indices(model).items()}
-    fc = fc_indices(model)
-    fc_outputs = {fc["fc6"] + 1: "fc6", fc["fc7"] + 1: "fc7", fc["output"]: "output"}
-    for index in (fc["fc6"] + 1, fc["fc7"] + 1):
-        if not isinstance(model.classifier[index], nn.ReLU):
-            raise ValueError(f"expected a ReLU after the hidden FC layer at classifier[{index - 1}]")
-    return (
-        [(module, relus.get(index)) for index, module in enumerate(model.features)]
-        + [(model.avgpool, None), (nn.Flatten(1), None)]
-        + [(module, fc_outputs.get(index)) for index, module in enumerate(model.classifier)]
-    )
-
-
 def forward_layers(
-    model: VGG, images: torch.Tensor, layers: Sequence[str], pooling: str = "full"
+    model: nn.Module, images: torch.Tensor, layers: Sequence[str], pooling: str = "full"
 ) -> dict[str, torch.Tensor]:
-    """The activations of `layers` for a batch (see the module docstring), each pooled as it is computed (so whole
-    maps are not kept when averaged), computing nothing past the deepest layer."""
-    wanted, outputs = set(layers), {}
-    x = images
-    for module, name in named_stages(model):
-        x = module(x)
-        if name in wanted:
-            outputs[name] = pooled(x, pooling)
-            if len(outputs) == len(wanted):
-                return outputs
-    raise ValueError(f"unknown layer(s) {sorted(wanted - set(outputs))}; choose from {', '.join(LAYER_NAMES)}")
+    """The activations of `layers` (the network's representation layers, `lightning_modules.units`) for a batch, each
+    pooled as it is computed (so whole maps are not kept when averaged), computing nothing past the deepest layer."""
+    nodes = representation_layers(model)
+    unknown = [layer for layer in layers if layer not in nodes]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; choose from {', '.join(nodes)}")
+    wanted, outputs = {nodes[layer]: layer for layer in layers}, {}
+    for node, walked in walk(model, images):
+        if node.op != "output" and node.name in wanted:
+            outputs[wanted[node.name]] = pooled(walked.env[node], pooling)
+        if len(outputs) == len(wanted):
+            return {layer: outputs[layer] for layer in layers}
+    raise AssertionError("the walk ended before every representation layer was reached")
 
 
 def pooled(activation: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -213,7 +201,7 @@ class NpyWriter:
 
 
 def write_activations(
-    model: VGG,
+    model: nn.Module,
     images: ImageSet,
     resolution: int,
     directory: Path,
@@ -253,7 +241,7 @@ def write_activations(
 
 
 def write_on_worker(
-    model: VGG, images: ImageSet, resolution: int, directory: Path, settings: ActivationSettings
+    model: nn.Module, images: ImageSet, resolution: int, directory: Path, settings: ActivationSettings
 ) -> pd.DataFrame:
     """`write_activations` as a Ray task: on the GPU Ray assigned to it, or the CPU."""
     from common.ray_runner import worker_device
@@ -318,6 +306,30 @@ def check_unique(networks: Sequence[Network]) -> None:
         raise UserError(f"two checkpoints are both named {repeated[0]!r}; name them with --checkpoint NAME=PATH")
 
 
+def with_layers(loaded: Any, layers: Sequence[str], name: str) -> Any:
+    """`loaded` (a `LoadedModel`), if its network has every one of `layers`; UserError naming the first it lacks and
+    the layers it has."""
+    available = representation_layers(loaded.model)
+    missing = [layer for layer in layers if layer not in available]
+    if missing:
+        raise UserError(
+            f"network {name} ({loaded.config.model.arch}) has no layer {missing[0]!r}; its layers are "
+            f"{', '.join(available)}"
+        )
+    return loaded
+
+
+def layer_order(networks: Sequence[Network]) -> dict[str, tuple[str, ...]]:
+    """Each network's representation layers in forward order, by name (from its checkpoint's architecture, without
+    loading its weights): what tables number layers by (`layer_index`) and figures order them by."""
+    from lightning_modules.checkpoint import checkpoint_config
+    from lightning_modules.units import representation_names
+
+    return {
+        network.name: representation_names(checkpoint_config(network.checkpoint).model.arch) for network in networks
+    }
+
+
 def network_hashes(networks: Sequence[Network]) -> dict[str, str]:
     """Each network's checkpoint file SHA-256 by name: what an analysis of these networks depends on."""
     missing = [network.checkpoint for network in networks if not network.checkpoint.is_file()]
@@ -341,7 +353,7 @@ def extract_activations(
 ) -> dict[tuple[str, str], Activations]:
     """Activations of every network on every image set into `out_dir` (layout in the module docstring), one Ray
     task per pair, resuming finished pairs; returns {(network, image set): Activations}."""
-    from lightning_modules.checkpoint import load_model, require_vgg16
+    from lightning_modules.checkpoint import load_model
 
     check_unique(networks)
     stage = StageDir(
@@ -364,7 +376,7 @@ def extract_activations(
     pending = {key: stored[key] for key in stored if not stored[key].complete(settings.layers)}
     # only networks with work left are loaded, before anything is written (a refused checkpoint writes nothing)
     loaded = {
-        network.name: require_vgg16(load_model(network.checkpoint), "activation extraction")
+        network.name: with_layers(load_model(network.checkpoint), settings.layers, network.name)
         for network in networks
         if any(name == network.name for name, _ in pending)
     }

@@ -28,7 +28,10 @@ from lightning_modules.layer_names import LAYER_NAMES
 if TYPE_CHECKING:
     import pandas as pd
 
-LAYER_HELP = f"layers among {', '.join(LAYER_NAMES)}"
+LAYER_HELP = (
+    f"the network's layers: VGG16's {', '.join(LAYER_NAMES)}; another network's units by module path and its "
+    "hidden fc layers and output (e.g. ResNet-18's layer3.1, layer4.1, output; README, Architectures)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -322,7 +325,7 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
         "grid per layer and task with the test images that drive each filter most.",
     )
     _add_networks(parser, many=False)
-    parser.add_argument("--layer", required=True, help=f"one of {', '.join(LAYER_NAMES)}")
+    parser.add_argument("--layer", required=True, help=f"one of {LAYER_HELP}")
     parser.add_argument("--filters", help="comma-separated filter indices, e.g. 0,5,9")
     parser.add_argument("--top", type=int, help="each --task's N top-ranked filters in --sweep")
     parser.add_argument("--task", action="append", default=[], help="task whose ranking --top reads (repeatable)")

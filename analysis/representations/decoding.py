@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from analysis.representations.activations import (
     Activations,
     Network,
     extract_activations,
+    layer_order,
     model_artifacts,
     network_hashes,
     split_images,
@@ -120,8 +121,15 @@ def decode_stored(directory: Path, layer: str, settings: DecodingSettings, netwo
     ]
 
 
-def summarise(folds: pd.DataFrame, classes: dict[str, int], settings: DecodingSettings) -> pd.DataFrame:
-    """Mean accuracy and SEM across folds per (network, task, layer), beside chance = 1 / classes."""
+def summarise(
+    folds: pd.DataFrame,
+    classes: dict[str, int],
+    settings: DecodingSettings,
+    layers: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """Mean accuracy and SEM across folds per (network, task, layer), beside chance = 1 / classes; layer_index is the
+    layer's place among its network's representation layers (`layers`: network -> names in forward order; VGG16's
+    for a network not named)."""
     grouped = folds.groupby(["network", "task", "layer"], sort=False)
     summary = grouped.agg(
         accuracy=("accuracy", "mean"),
@@ -133,7 +141,10 @@ def summarise(folds: pd.DataFrame, classes: dict[str, int], settings: DecodingSe
     summary["sem"] = summary.pop("sd") / np.sqrt(summary["folds"])
     summary["classes"] = summary["task"].map(classes)
     summary["chance"] = 1.0 / summary["classes"]
-    summary["layer_index"] = summary["layer"].map(LAYER_NAMES.index)
+    summary["layer_index"] = [
+        list((layers or {}).get(network, LAYER_NAMES)).index(layer)
+        for network, layer in zip(summary["network"], summary["layer"])
+    ]
     summary["classifier"] = settings.classifier
     return summary[
         [
@@ -180,9 +191,10 @@ def check_heldout_folds(data_dir: str | os.PathLike, tasks: Sequence[str], folds
         check_folds(labels, folds, f"{task} held-out images")
 
 
-def headline_layer(layers: Sequence[str]) -> str:
-    """The layer of the bar figure: fc7 when decoded, else the deepest decoded layer."""
-    return HEADLINE_LAYER if HEADLINE_LAYER in layers else max(layers, key=LAYER_NAMES.index)
+def headline_layer(layers: Sequence[str], order: Sequence[str] = LAYER_NAMES) -> str:
+    """The layer of the bar figure: fc7 when decoded, else the deepest decoded layer (by `order`: the network's
+    representation layers in forward order, VGG16's by default)."""
+    return HEADLINE_LAYER if HEADLINE_LAYER in layers else max(layers, key=list(order).index)
 
 
 def run_decoding(
@@ -230,10 +242,11 @@ def run_decoding(
         run_units(decode_stored, units, extraction.resources, "decoding", progress, unit_name="decoding")
     folds = pd.concat([pd.read_parquet(unit.path) for unit in units], ignore_index=True)
     classes = {task: len(images.class_names) for task, images in zip(chosen, image_sets)}
-    summary = summarise(folds, classes, settings)
+    order = layer_order(networks)
+    summary = summarise(folds, classes, settings, order)
     write_parquet(out / "decoding_folds.parquet", folds)
     write_parquet(out / "decoding.parquet", summary)
-    layer = headline_layer(extraction.layers)
+    layer = headline_layer(extraction.layers, order[networks[0].name])
     plot_decoding_bars(
         summary[summary["layer"] == layer],
         out / "figures" / "decoding",

@@ -39,6 +39,7 @@ from analysis.representations.activations import (
     FileImages,
     Network,
     extract_activations,
+    layer_order,
     model_artifacts,
     network_hashes,
 )
@@ -112,15 +113,17 @@ def noise_ceiling(
     return float(lower), float(upper)
 
 
-def layer_correlations(network: str, layer: str, rdm: np.ndarray, behaviour: Any, method: str) -> pd.DataFrame:
-    """The comparison of one layer's RDM with every participant: network, layer, layer_index, participant,
-    correlation."""
+def layer_correlations(
+    network: str, layer: str, rdm: np.ndarray, behaviour: Any, method: str, layers: Sequence[str] = LAYER_NAMES
+) -> pd.DataFrame:
+    """The comparison of one layer's RDM with every participant: network, layer, layer_index (its place among the
+    network's representation layers `layers`, in forward order; VGG16's by default), participant, correlation."""
     values = compare_with_participants(rdm, behaviour.rdms, method)
     return pd.DataFrame(
         {
             "network": network,
             "layer": layer,
-            "layer_index": LAYER_NAMES.index(layer),
+            "layer_index": list(layers).index(layer),
             "participant": list(behaviour.participants),
             "correlation": values,
         }
@@ -222,12 +225,13 @@ def run_rsa(
         stored = extract_activations(networks, [images], out / "activations", extraction, address, progress)
     ceiling = noise_ceiling(behaviour.rdms, settings.comparison)
     ceilings: dict[tuple[str, str], tuple[float, float]] = {}
-    frames = []
+    frames, order = [], layer_order(networks)
     for (network, _), activations in stored.items():
         rdms = {layer: rdm_from_features(activations.layer(layer), settings.distance) for layer in extraction.layers}
         write_behaviour(out / "rdms" / network, behaviour.stimuli, rdms)
         frames += [
-            layer_correlations(network, layer, rdm, behaviour, settings.comparison) for layer, rdm in rdms.items()
+            layer_correlations(network, layer, rdm, behaviour, settings.comparison, order[network])
+            for layer, rdm in rdms.items()
         ]
         for layer, rdm in rdms.items():  # the ceiling on the pairs each comparison uses
             defined = not np.isnan(rdm).any()

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
-from lightning_modules.layer_names import LAYER_NAMES, check_layers
+from lightning_modules.layer_names import LAYER_NAMES, check_layers, check_unit_names
 
 POOLINGS = ("mean", "full")  # mean: each conv map averaged over space (C values); full: the whole map (C x H x W)
 ACTIVATION_DTYPES = ("float32", "float16")
@@ -21,10 +21,21 @@ COMPARISONS = ("spearman", "tau-a", "corr")  # rsatoolbox's names: Spearman rho,
 ERROR_BARS = ("bootstrap", "sem")
 
 
+def known_layers() -> tuple[str, ...]:
+    """Every representation layer of any architecture of the registry, by name (each network's own are checked when it
+    is loaded); loads torch, so asked only for names that are not VGG16's."""
+    from lightning_modules.architectures import ARCHITECTURES
+    from lightning_modules.units import representation_names
+
+    return tuple(dict.fromkeys(name for arch in ARCHITECTURES for name in representation_names(arch)))
+
+
 @dataclass(frozen=True)
 class ActivationSettings:
-    """Which activations are extracted and how they are stored. Conv layers and fc6/fc7 are taken after their
-    ReLU, `output` is the logits; `pooling` applies to conv layers (fc layers are vectors either way)."""
+    """Which activations are extracted and how they are stored. `layers` are the network's representation layers
+    (`lightning_modules.units.representation_layers`: its lesion units, e.g. VGG16's conv1_1 ... conv5_3 or a
+    ResNet's layer4.1, and hidden fc layers after their ReLU, e.g. fc6/fc7; `output` is the logits), checked against
+    each network when it is loaded; `pooling` applies to conv maps (fc layers are vectors either way)."""
 
     layers: tuple[str, ...] = ("fc7",)
     pooling: str = "full"
@@ -33,7 +44,8 @@ class ActivationSettings:
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
-        check_layers("layers", self.layers)
+        check_layers("layers", self.layers, LAYER_NAMES if set(self.layers) <= set(LAYER_NAMES) else known_layers())
+        check_unit_names("layers", self.layers)
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("dtype", self.dtype, ACTIVATION_DTYPES)
         check_at_least("batch_size", self.batch_size, 1)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import fx, nn
 from tqdm.auto import tqdm
 
 from analysis.representations.activations import (
@@ -41,7 +41,6 @@ from analysis.representations.activations import (
     Network,
     extract_activations,
     forward_layers,
-    named_stages,
     split_images,
 )
 from analysis.representations.settings import ActivationSettings, VisualizeSettings
@@ -50,10 +49,8 @@ from common.errors import UserError
 from common.io import atomic_path, readable_parquet, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
-from common.typed_config import check_choice
 from common.wandb_runs import StageLog, figures_in, logging_to, model_artifact
-from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.vgg import VGG, conv_indices, fc_indices
+from lightning_modules.units import OUTPUT, filters_per_unit, num_outputs, representation_layers, traced, walk
 from sweeps.devices import on_device
 
 RANDOM_IMAGES = 16  # white-noise images whose mean activation is the "random" baseline
@@ -63,22 +60,33 @@ CHOSEN = "chosen"
 # ------------------------------------------------------------------------------------ responses of filters
 
 
-def filter_count(model: VGG, layer: str) -> int:
-    """Number of filters (conv) or units (fc6, fc7, output) of a layer."""
-    if layer in CONV_LAYERS:
-        return model.features[conv_indices(model)[layer]].out_channels
-    return model.classifier[fc_indices(model)[layer]].out_features
+def filter_count(model: nn.Module, layer: str) -> int:
+    """Number of filters (a unit's channels) or units (a hidden fc layer, the output) of a representation layer."""
+    units = filters_per_unit(model)
+    if layer in units:
+        return units[layer]
+    if layer == OUTPUT:
+        return num_outputs(model)
+    return model.get_submodule(preactivation_node(model, layer).target).out_features
 
 
-def preactivation(model: VGG, images: torch.Tensor, layer: str) -> torch.Tensor:
-    """A layer's response before its ReLU (conv after batch norm; fc6, fc7), or the logits for `output`; nothing
-    past the layer is computed."""
-    x = images
-    for module, name in named_stages(model):
-        if name == layer:
-            return x if isinstance(module, nn.ReLU) else module(x)
-        x = module(x)
-    raise ValueError(f"unknown layer {layer!r}")
+def preactivation_node(model: nn.Module, layer: str) -> fx.Node:
+    """The traced graph's node of a representation layer's response before its ReLU (a conv after its batch norm, a
+    ResNet block's residual sum, a hidden fc layer), or of the logits for `output`."""
+    name = representation_layers(model)[layer]
+    node = next(node for node in traced(model).graph.nodes if node.name == name)
+    return node if layer == OUTPUT else node.args[0]
+
+
+def preactivation(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """A layer's response before its ReLU (`preactivation_node`); nothing past it is computed."""
+    if layer not in representation_layers(model):
+        raise ValueError(f"unknown layer {layer!r}")
+    target = preactivation_node(model, layer)
+    for node, walked in walk(model, images):
+        if node is target:
+            return walked.env[node]
+    raise AssertionError("the walk ended before the layer")
 
 
 def own_filter(responses: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
@@ -87,7 +95,7 @@ def own_filter(responses: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     return chosen.flatten(1).mean(dim=1) if chosen.ndim > 1 else chosen
 
 
-def filter_activations(model: VGG, images: torch.Tensor, layer: str) -> torch.Tensor:
+def filter_activations(model: nn.Module, images: torch.Tensor, layer: str) -> torch.Tensor:
     """Every filter's activation (after the ReLU, averaged over space) for each image: (images, filters)."""
     with torch.inference_mode():
         return forward_layers(model, images, [layer], "mean")[layer]
@@ -107,7 +115,7 @@ def frozen(model: nn.Module) -> Iterator[None]:
 
 
 def optimise_images(
-    model: VGG,
+    model: nn.Module,
     layer: str,
     filters: Sequence[int],
     resolution: int,
@@ -169,7 +177,7 @@ def parse_filters(text: str) -> tuple[int, ...]:
     return filters
 
 
-def check_filters(filters: Sequence[int], model: VGG, layer: str) -> None:
+def check_filters(filters: Sequence[int], model: nn.Module, layer: str) -> None:
     """UserError when a filter index is outside the layer."""
     count = filter_count(model, layer)
     outside = [f for f in filters if not 0 <= f < count]
@@ -277,7 +285,7 @@ def group_summary(
     optimised: torch.Tensor,
     baseline: torch.Tensor,
     natural_values: np.ndarray | None,
-    model: VGG,
+    model: nn.Module,
     layer: str,
 ) -> pd.DataFrame:
     """Per filter: activation of its optimised image against the random and natural baselines."""
@@ -378,12 +386,11 @@ def run_visualize(
 ) -> dict[str, pd.DataFrame]:
     """Visualise chosen filters (`filters`) or each task's `top` filters in a sweep of one layer (module
     docstring); groups already written are skipped, a finished visualisation is returned. Returns {group: summary}."""
-    from lightning_modules.checkpoint import load_model, require_vgg16
-    from lightning_modules.layer_names import LAYER_NAMES
+    from analysis.representations.activations import with_layers
+    from lightning_modules.checkpoint import load_model
     from sweeps.distributed import sweep_artifact
 
-    check_choice("layer", layer, LAYER_NAMES)
-    loaded = require_vgg16(load_model(network.checkpoint), "feature visualisation")
+    loaded = with_layers(load_model(network.checkpoint), [layer], network.name)
     groups = choose_groups(loaded, layer, filters, top, tasks, sweep_dir)
     data = None if not settings.natural_images else str(Path(data_dir or loaded.config.data.dir).resolve())
     stage = StageDir(

@@ -78,9 +78,10 @@ class Estimate:
 Key = tuple[str, str, float, str, str]  # layer, lesioned_task, fraction, eval_task, scope
 
 
-def layer_index(layer: str) -> int:
-    """1..13 for conv layers, 0 for the intact network."""
-    return CONV_LAYERS.index(layer) + 1 if layer in CONV_LAYERS else 0
+def layer_index(layer: str, units: Sequence[str] = CONV_LAYERS) -> int:
+    """The layer's place among the network's lesion units in forward order (`units`; VGG16's: 1..13), 0 for the intact
+    network."""
+    return list(units).index(layer) + 1 if layer in units else 0
 
 
 def _eval_task_correctness(frame: pd.DataFrame) -> tuple[list[tuple], np.ndarray, np.ndarray]:
@@ -140,12 +141,14 @@ def segregation_index(
     return (d(task_a, task_a) - d(task_b, task_a) + d(task_b, task_b) - d(task_a, task_b)).scaled(0.5)
 
 
-def accuracy_table(accuracies: dict[Key, Estimate], level: float = 0.95) -> pd.DataFrame:
+def accuracy_table(
+    accuracies: dict[Key, Estimate], level: float = 0.95, units: Sequence[str] = CONV_LAYERS
+) -> pd.DataFrame:
     """One row per (layer, lesioned task, fraction, evaluated task, scope): accuracy with its interval."""
     rows = [
         {
             "layer": layer,
-            "layer_index": layer_index(layer),
+            "layer_index": layer_index(layer, units),
             "lesioned_task": lesioned,
             "fraction": fraction,
             "eval_task": eval_task,
@@ -159,7 +162,12 @@ def accuracy_table(accuracies: dict[Key, Estimate], level: float = 0.95) -> pd.D
     )
 
 
-def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], level: float = 0.95) -> pd.DataFrame:
+def drop_table(
+    accuracies: dict[Key, Estimate],
+    drops: dict[Key, Estimate],
+    level: float = 0.95,
+    units: Sequence[str] = CONV_LAYERS,
+) -> pd.DataFrame:
     """One row per lesion and evaluated task: accuracy, normalised performance and proportional drop, with intervals."""
     rows = []
     for key, drop in drops.items():
@@ -168,7 +176,7 @@ def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], leve
         rows.append(
             {
                 "layer": layer,
-                "layer_index": layer_index(layer),
+                "layer_index": layer_index(layer, units),
                 "fraction": fraction,
                 "lesioned_task": lesioned,
                 "eval_task": eval_task,
@@ -183,17 +191,19 @@ def drop_table(accuracies: dict[Key, Estimate], drops: dict[Key, Estimate], leve
     )
 
 
-def segregation_table(drops: dict[Key, Estimate], tasks: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+def segregation_table(
+    drops: dict[Key, Estimate], tasks: Sequence[str], level: float = 0.95, units: Sequence[str] = CONV_LAYERS
+) -> pd.DataFrame:
     """One row per (layer, fraction, scope, pair of tasks in label-space order): the segregation index with its
     interval."""
     settings = sorted(
         {(layer, fraction, scope) for layer, _, fraction, _, scope in drops},
-        key=lambda s: (s[2], s[1], layer_index(s[0])),
+        key=lambda s: (s[2], s[1], layer_index(s[0], units)),
     )
     rows = [
         {
             "layer": layer,
-            "layer_index": layer_index(layer),
+            "layer_index": layer_index(layer, units),
             "fraction": fraction,
             "scope": scope,
             "task_a": task_a,
@@ -212,15 +222,16 @@ def segregation_tables(
     n_bootstraps: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
+    units: Sequence[str] = CONV_LAYERS,
 ) -> dict[str, pd.DataFrame]:
     """All tables of the analysis from per-image predictions: accuracy, drops (with normalised performance),
-    segregation."""
+    segregation; layers numbered by their place among the network's `units` (`layer_index`)."""
     accuracies = resample_accuracies(predictions, n_bootstraps, seed)
     drops = proportional_drops(accuracies)
     return {
-        "accuracy": accuracy_table(accuracies, level),
-        "drops": drop_table(accuracies, drops, level),
-        "segregation": segregation_table(drops, tasks, level),
+        "accuracy": accuracy_table(accuracies, level, units),
+        "drops": drop_table(accuracies, drops, level, units),
+        "segregation": segregation_table(drops, tasks, level, units),
     }
 
 

@@ -32,13 +32,13 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from analysis.segregation.indices import INTACT_LAYER, NO_TASK, PREDICTION_COLUMNS
 from analysis.segregation.settings import DEFAULT_BATCH_SIZE, DEFAULT_IMAGES_PER_UNIT
 from common.ray_runner import Resources, WorkUnit, run_units
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
-from lightning_modules.vgg import VGG
 from sweeps.class_totals import Grouping
 from sweeps.evaluation import INTACT, Answers, EvaluationSettings, Lesion, Readout, evaluate_lesions
 from sweeps.stimuli import Batch
@@ -186,7 +186,7 @@ def analysis_readouts(analyses: Sequence[Analysis]) -> list[Readout]:
 
 
 def evaluate_analyses(
-    model: VGG,
+    model: nn.Module,
     sources: Sequence[ImageSource],
     analyses: Sequence[Analysis],
     label_space: LabelSpace,
@@ -237,7 +237,7 @@ def image_slices(
 
 
 def answer_slice(
-    model: VGG,
+    model: nn.Module,
     source: ImageSource,
     readouts: Sequence[Readout],
     groupings: Sequence[Grouping],
@@ -254,7 +254,7 @@ def answer_slice(
 
 
 def evaluate_with_ray(
-    model: VGG,
+    model: nn.Module,
     slices: Mapping[str, ImageSource],
     analyses: Sequence[Analysis],
     label_space: LabelSpace,

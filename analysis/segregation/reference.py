@@ -17,12 +17,12 @@ from itertools import chain
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from analysis.segregation.lesion_eval import INTACT_UNIT, ImageSource, Unit, class_names, predictions_frame
 from analysis.segregation.settings import DEFAULT_BATCH_SIZE
 from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
-from lightning_modules.vgg import VGG
 from sweeps.reference import reference_predictions
 from sweeps.stimuli import Batch, rebatch
 
@@ -70,7 +70,7 @@ def eval_sets(
 
 
 def reference_unit(
-    model: VGG,
+    model: nn.Module,
     sets: Sequence[EvalSet],
     unit: Unit,
     filters_by_fraction: Mapping[float, Sequence[int]],
@@ -99,7 +99,7 @@ def reference_unit(
 
 
 def reference_analysis(
-    model: VGG,
+    model: nn.Module,
     sets: Sequence[EvalSet],
     plan: Mapping[Unit, Mapping[float, Sequence[int]]],
     batch_size: int = DEFAULT_BATCH_SIZE,

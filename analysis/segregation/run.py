@@ -64,7 +64,6 @@ from common.io import file_sha256, read_json, readable_parquet, write_json, writ
 from common.ray_runner import Resources
 from common.stage import StageDir
 from common.wandb_runs import StageLog, model_artifact, table_artifact
-from lightning_modules.layer_names import CONV_LAYERS
 from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import EvaluationSettings
 from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
@@ -95,9 +94,8 @@ class Sweep:
 
     @property
     def layers(self) -> list[str]:
-        """The swept conv layers, in network order."""
-        swept = set(self.ranking["layer"])
-        return [layer for layer in CONV_LAYERS if layer in swept]
+        """The swept units, in forward order (the ranking's layer_index)."""
+        return list(self.ranking.sort_values("layer_index", kind="stable")["layer"].drop_duplicates())
 
     def class_totals(self) -> ClassTotals:
         """The sweep's per-class table; UserError for a sweep without one."""
@@ -137,6 +135,15 @@ def check_greedy_reach(sweep: Sweep, settings: SegregationSettings) -> None:
                 f"{sweep.greedy_target}); rerun `specialize lesion --ranking greedy --greedy-target {largest}` "
                 f"or analyse fractions up to {sweep.greedy_target}"
             )
+
+
+def check_figure_layer(sweep: Sweep, settings: SegregationSettings) -> None:
+    """UserError when the figure's layer is not one the sweep lesioned."""
+    if settings.figure_layer is not None and settings.figure_layer not in sweep.layers:
+        raise UserError(
+            f"--figure-layer {settings.figure_layer} is not a layer the sweep in {sweep.path} lesioned; choose one of "
+            f"{', '.join(sweep.layers)}"
+        )
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
@@ -284,16 +291,18 @@ def run_segregation(
     """
     from common.ray_runner import ray_session
     from data_pipeline.data_dir import DataDir
-    from lightning_modules.checkpoint import load_model, require_vgg16
+    from lightning_modules.checkpoint import load_model
+    from lightning_modules.units import lesion_units
     from sweeps.distributed import sweep_artifact
 
     sweep = read_sweep(sweep_dir)
     data = str(Path(data_dir or sweep.manifest["data"]).resolve())
-    loaded = require_vgg16(load_model(sweep.manifest["checkpoint"]), "the segregation analysis")
+    loaded = load_model(sweep.manifest["checkpoint"])
     if loaded.sha256 != sweep.manifest.get("checkpoint_sha256", loaded.sha256):
         raise UserError(f"checkpoint {loaded.checkpoint} changed since the sweep in {sweep.path}; rerun the sweep")
     DataDir(data).check_serves(loaded.label_space)
     check_greedy_reach(sweep, settings)
+    check_figure_layer(sweep, settings)
     stage = StageDir(
         Path(out_dir),
         "segregation analysis",
@@ -343,7 +352,10 @@ def run_segregation(
         )
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
-    tables = segregation_tables(predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level)
+    units = list(lesion_units(loaded.model))
+    tables = segregation_tables(
+        predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level, units
+    )
     checks = ranking_checks(sweep.path, ranking, grouping, settings.fraction, settings.rounding, settings.seed)
     for name, table in {**{name: tables[name] for name in TABLES}, **checks}.items():
         write_parquet(out / f"{name}.parquet", table)

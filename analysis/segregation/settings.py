@@ -10,7 +10,7 @@ from analysis.bootstrap import DEFAULT_RESAMPLES
 from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
-from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.layer_names import check_unit_names
 
 # Accuracy scopes -> the prediction column each reads: the network's top-1, over all outputs (METHOD's measure, the
 # default; over the image's own head for `model.heads: separate`), or top-1 restricted to the evaluated task's outputs.
@@ -51,7 +51,7 @@ class SegregationSettings:
             raise SettingError("level", f"must lie in (0, 1), not {self.level}")
         check_choice("rounding", self.rounding, ROUNDINGS)
         if self.figure_layer is not None:
-            check_choice("figure_layer", self.figure_layer, CONV_LAYERS)
+            check_unit_names("figure_layer", [self.figure_layer])
 
     def result_fields(self) -> dict[str, Any]:
         """Every setting but how the work is spread (resources, images per unit): what the tables, summary and figures
