@@ -9,8 +9,12 @@ and decoded once in the whole run), and only per-image predictions are kept. Fro
 normalised performance, proportional drops d(X|Y) and the segregation index of every pair of tasks, each with a
 hierarchical-bootstrap 95% interval (`analysis.segregation.indices`).
 
-The random-task control (`--random-tasks`) ranks filters for its pseudo-tasks from the sweep's per-class table, with
-no second sweep: the ranking a sweep of the same training images regrouped into the pseudo-tasks gives. A greedy
+The permutation null (`--null-partitions P`, `--partition sizes|halves`): P random partitions of the classes into
+pseudo-tasks (partition i seeded by the network's training seed and i), each ranked and lesioned like the real tasks,
+as more analyses of the same engine pass; only each partition's point indices are kept. The random-task control
+(`--random-tasks`) analyses partition 1 as the tasks, with every table. Pseudo-tasks are ranked from the sweep's
+per-class table, with no second sweep: the ranking a sweep of the same training images regrouped into the
+pseudo-tasks gives. A greedy
 sweep's control still needs greedy rounds of its own (each round lesions filters on top of those already chosen for
 one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/.
 
@@ -24,7 +28,14 @@ Output directory:
   predictions.parquet             per image: layer, lesioned_task, fraction, eval_task, image, class, label,
                                   prediction, correct (+ prediction_within_task, correct_within_task);
                                   the intact network has layer "intact", lesioned_task "none", fraction 0
-  accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
+  accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope);
+                                  with --null-partitions P, segregation.parquet also holds the null's mean, 95%
+                                  band and permutation p-value per row (`analysis.segregation.null`)
+  null.parquet                    --null-partitions: every partition's index (pairs named by the real tasks)
+  fraction_curve.parquet          several fractions: the index per layer, pair, scope and fraction beside the area
+                                  of the layer's curve over all fractions, with its interval (and its null, p-value)
+  null_fraction_curve.parquet     --null-partitions with several fractions: every partition's curve area
+  null_greedy/<i>/                --null-partitions of a greedy sweep: partition i's greedy rounds
   reliability.parquet, overlap.parquet   per layer (and task or pair) at the headline fraction: the split-half
                                   reliability of each task's top set and the overlap of two tasks' top sets, beside
                                   chance (`analysis.segregation.reliability`)
@@ -84,6 +95,9 @@ SEGREGATION_FILES = (
     "ranking.parquet",
     "reliability.parquet",
     "overlap.parquet",
+    "fraction_curve.parquet",
+    "null.parquet",
+    "null_fraction_curve.parquet",
     "summary.json",
 )
 
@@ -445,7 +459,7 @@ def run_segregation(
             tables,
             pngs,
             uses=[sweep_artifact(sweep.path), model_artifact(loaded.checkpoint, loaded.sha256)],
-            makes=[table_artifact("segregation", out, SEGREGATION_FILES)],
+            makes=[table_artifact("segregation", out, [name for name in SEGREGATION_FILES if (out / name).is_file()])],
         ),
         sweep=str(sweep.path.resolve()),
         checkpoint=str(loaded.checkpoint),
