@@ -14,9 +14,9 @@ pseudo-tasks (partition i seeded by the network's training seed and i), each ran
 as more analyses of the same engine pass; only each partition's point indices are kept. The random-task control
 (`--random-tasks`) analyses partition 1 as the tasks, with every table. Pseudo-tasks are ranked from the sweep's
 per-class table, with no second sweep: the ranking a sweep of the same training images regrouped into the
-pseudo-tasks gives. A greedy
-sweep's control still needs greedy rounds of its own (each round lesions filters on top of those already chosen for
-one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/.
+pseudo-tasks gives. A greedy sweep's pseudo-tasks still need greedy rounds of their own (each round lesions filters
+on top of those already chosen for one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/
+(the control) and null_greedy/<i>/ (partition i).
 
 Accuracy is the network's top-1 answer (scope "all_outputs", used by the summary and figures): over all outputs
 (METHOD's measure) for a shared output layer, over the outputs of the image's own head for `model.heads: separate`,
@@ -456,7 +456,7 @@ def run_segregation(
         "segregation",
         StageLog(
             summary_scalars(summary),
-            tables,
+            {name: frame for name, frame in tables.items() if not frame.empty},  # no curve with one fraction
             pngs,
             uses=[sweep_artifact(sweep.path), model_artifact(loaded.checkpoint, loaded.sha256)],
             makes=[table_artifact("segregation", out, [name for name in SEGREGATION_FILES if (out / name).is_file()])],
