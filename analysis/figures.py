@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -29,6 +30,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.segregation.settings import SIGNIFICANCE  # noqa: E402
 from common.io import atomic_path, remove_stale_temporaries  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -50,12 +52,17 @@ def save_figure(figure: plt.Figure, stem: str | os.PathLike) -> list[Path]:
 def plot_segregation_by_layer(
     curves: Mapping[str, pd.DataFrame], stem: str | os.PathLike, title: str = "Task segregation"
 ) -> list[Path]:
-    """One line with a CI band per curve; each frame has one row per layer with `layer_index`, si, si_low, si_high."""
+    """One line with a CI band per curve; each frame has one row per layer with `layer_index`, si, si_low, si_high.
+
+    A frame with a permutation null (`null_low`, `null_high`, `p_value`: `analysis.segregation.null`) also gets its
+    null band, hatched in the curve's colour, and a star above each layer whose p < 0.05."""
     figure, axis = plt.subplots(figsize=(7, 4))
     for label, frame in curves.items():
         frame = frame.sort_values("layer_index")
         (line,) = axis.plot(frame["layer_index"], frame["si"], marker="o", label=label)
         axis.fill_between(frame["layer_index"], frame["si_low"], frame["si_high"], color=line.get_color(), alpha=0.25)
+        if "p_value" in frame.columns:
+            draw_null(axis, frame, line.get_color(), label)
     axis.axhline(0.0, color="grey", linewidth=0.8)
     label_layers(axis, pd.concat(list(curves.values())) if curves else pd.DataFrame(columns=["layer", "layer_index"]))
     axis.set_ylabel("segregation index")
@@ -69,6 +76,31 @@ def label_layers(axis: plt.Axes, rows: pd.DataFrame) -> None:
     layer, layer_index), in forward order."""
     names = rows[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
     axis.set_xticks(names["layer_index"].tolist(), names["layer"].tolist(), rotation=45, ha="right")
+
+
+def draw_null(axis: Any, frame: pd.DataFrame, color: str, label: str) -> None:
+    """A curve's null band (2.5-97.5 percentiles of the null partitions' indices) and a star over each layer whose
+    permutation p < SIGNIFICANCE."""
+    axis.fill_between(
+        frame["layer_index"],
+        frame["null_low"],
+        frame["null_high"],
+        facecolor="none",
+        edgecolor=color,
+        hatch="///",
+        linewidth=0.0,
+        alpha=0.6,
+        label=f"{label}: null (95% of {int(frame['n_null'].max())} random partitions)",
+    )
+    significant = frame[frame["p_value"] < SIGNIFICANCE]
+    axis.scatter(
+        significant["layer_index"],
+        significant["si_high"] + 0.04,
+        marker="*",
+        color=color,
+        s=40,
+        label=f"{label}: p < {SIGNIFICANCE}" if len(significant) else None,
+    )
 
 
 def plot_normalised_performance(drops: pd.DataFrame, layer: str, stem: str | os.PathLike) -> list[Path]:

@@ -24,6 +24,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.segregation.settings import SIGNIFICANCE
 from common.layout import DECODE_DIR, LESION_DIR, RSA_DIR, TRAIN_DIR, VISUALIZE_DIR, checkpoint_path
 from common.wandb_runs import logging_to
 
@@ -196,20 +197,35 @@ def analyse(study: StudyConfig, out: Path, data: Path, runs: dict[str, Path]) ->
 
 
 def format_segregation(summaries: dict[str, dict[str, Any]]) -> str:
-    """The segregation index per layer with its CI, beside the random-task control's, and the dual-task network's
-    intact test accuracy per task."""
+    """The segregation index per layer with its CI (and, with a null, its permutation p-value and null band), beside
+    the random-task control's, and the dual-task network's intact test accuracy per task."""
     network, control = summaries["segregation"], summaries["segregation_random"]
     scope = network["default_scope"]
     [rows] = network["segregation_index"][scope].values()
     [random_rows] = control["segregation_index"][scope].values()
+    nulls = network.get("null_partitions", 0)
     lines = [
         f"segregation index, top {network['fraction']:.0%} lesions, {network['confidence_level']:.0%} CI "
-        f"from {network['n_bootstraps']} resamples ({scope}):",
-        f"  {'layer':<8} {'face vs object':>26}   {'random pseudo-tasks':>26}",
+        f"from {network['n_bootstraps']} resamples ({scope})"
+        + (
+            f";\n  p: permutation p-value against {nulls} random partitions of the classes (* p < {SIGNIFICANCE}); "
+            "null: their mean and 95% band; the random pseudo-tasks are partition 1:"
+            if nulls
+            else ":"
+        ),
+        f"  {'layer':<8} {'face vs object':>26}{'p':>8}  {'null':>26}   {'random pseudo-tasks':>26}"
+        if nulls
+        else f"  {'layer':<8} {'face vs object':>26}   {'random pseudo-tasks':>26}",
     ]
     for row, random_row in zip(rows, random_rows):
+        null = (
+            f"{row['p_value']:>8.3f}{' *' if row['p_value'] < SIGNIFICANCE else '  '}  "
+            f"{_interval(row['null_mean'], row['null_low'], row['null_high']):>26}"
+            if "p_value" in row
+            else ""
+        )
         lines.append(
-            f"  {row['layer']:<8} {_interval(row['si'], row['low'], row['high']):>26}   "
+            f"  {row['layer']:<8} {_interval(row['si'], row['low'], row['high']):>26}{null}   "
             f"{_interval(random_row['si'], random_row['low'], random_row['high']):>26}"
         )
     intact = network["intact_accuracy"][scope]

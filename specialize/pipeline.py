@@ -123,8 +123,9 @@ def lesion(checkpoint: Path, data_dir: Path, out: Path, settings: SweepSettings,
 
 
 def segregation(sweep_dir: Path, data_dir: Path, out: Path, stage: SegregationStage) -> dict[str, dict[str, Any]]:
-    """The segregation analysis of a sweep into out/segregation and, when the stage asks for it, its random-task
-    control into out/segregation_random (W&B runs named as the current target and `<name>-random`); directory name
+    """The segregation analysis of a sweep into out/segregation (with the stage's permutation null) and, when the
+    stage asks for it, its random-task control (partition 1 of the null, analysed as the tasks) into
+    out/segregation_random (W&B runs named as the current target and `<name>-random`); directory name
     -> summary."""
     from analysis.segregation.run import run_segregation
     from analysis.segregation.settings import SegregationSettings
@@ -135,9 +136,8 @@ def segregation(sweep_dir: Path, data_dir: Path, out: Path, stage: SegregationSt
         target = current_target()
         control = dataclasses.replace(target, name=f"{target.name}-random") if target and target.name else target
         with logging_to(control):
-            summaries[CONTROL_DIR] = run_segregation(
-                sweep_dir, out / CONTROL_DIR, data_dir, dataclasses.replace(settings, random_tasks=True)
-            )
+            partition_1 = dataclasses.replace(settings, random_tasks=True, null_partitions=0)
+            summaries[CONTROL_DIR] = run_segregation(sweep_dir, out / CONTROL_DIR, data_dir, partition_1)
     return summaries
 
 

@@ -23,6 +23,7 @@ from common.manifest import write_manifest
 LAYERS = ("conv1_1", "conv5_3")
 FILTERS = {"conv1_1": 4, "conv5_3": 32}  # VGG16 at width 1/16
 CLASSES, IMAGES_PER_CLASS, EPOCHS, BOOTSTRAPS = 3, 6, 3, 20
+NULL_PARTITIONS = 5  # the permutation null of each analysis (not of its random-task control)
 
 
 def write_data(directory: Path, tasks: Sequence[str], skipped: int = 0) -> Path:
@@ -185,13 +186,19 @@ def write_segregation(
     """A segregation analysis of `sweep` with the analysis' own tables, summary.json and figures; returns the
     summary."""
     from analysis.segregation.indices import segregation_tables
+    from analysis.segregation.null import null_table, partition_indices, with_null
     from analysis.segregation.run import TABLES, draw_figures, summarise
     from analysis.segregation.settings import SegregationSettings
 
     analysed = [f"pseudo{i + 1}" for i in range(len(tasks))] if random_tasks else list(tasks)
     frame = predictions(analysed, seed + (7 if random_tasks else 0), failed)
-    settings = SegregationSettings(n_bootstraps=BOOTSTRAPS, random_tasks=random_tasks, seed=seed)
+    nulls = 0 if random_tasks else NULL_PARTITIONS
+    settings = SegregationSettings(n_bootstraps=BOOTSTRAPS, random_tasks=random_tasks, seed=seed, null_partitions=nulls)
     tables = segregation_tables(frame, analysed, BOOTSTRAPS, seed)
+    if nulls:  # a permutation null of partitions whose predictions are drawn like the control's
+        pseudo = [f"pseudo{i + 1}" for i in range(len(tasks))]
+        drawn = [partition_indices(predictions(pseudo, seed + 10 + i, failed), pseudo, seed) for i in range(nulls)]
+        tables["segregation"] = with_null(tables["segregation"], null_table(drawn, analysed, "segregation"))
     write_parquet(directory / "predictions.parquet", frame)
     for name in TABLES:
         write_parquet(directory / f"{name}.parquet", tables[name])

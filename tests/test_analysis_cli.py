@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers_train import untrained_checkpoint, wandb_history
+from helpers_train import untrained_checkpoint, wandb_history, wandb_run
 
 from analysis.segregation.lesion_eval import INTACT_UNIT, Analysis, TensorSource, Unit, evaluate_analyses, image_slices
 from analysis.segregation.run import beton_sources
@@ -61,7 +61,8 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--fractions", "0,0.5", "--bootstraps", "100"]
     args += ["--images-per-unit", "5"]  # 12 test images per task: slices of 5, 5 and 2, six units
     assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
-    assert "conv5_3" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "conv5_3" in printed and "null: 20 random partitions (sizes)" in printed and "  p 0." in printed
     predictions = pd.read_parquet(out / "predictions.parquet")
     for column in (
         "layer",
@@ -109,15 +110,34 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
         for layer in LAYERS
     }
     assert headline.to_dict() == pytest.approx(by_hand, abs=1e-6) and any(abs(v) > 0.01 for v in by_hand.values())
+    # the permutation null (the command's default 20 partitions, in the same pass): band and p-value per row
+    null = pd.read_parquet(out / "null.parquet")
+    assert sorted(set(null["partition"])) == list(range(1, 21)) and set(null["task_a"]) == {"face"}
+    for row in segregation.itertuples():  # each row's p-value is the formula's on its own null indices
+        drawn = null.query("layer == @row.layer and fraction == @row.fraction and scope == @row.scope")["si"]
+        assert len(drawn) == 20 and row.n_null == drawn.notna().sum() > 0  # untrained: a pseudo-task may score 0
+        assert row.p_value == pytest.approx((1 + (drawn >= row.si).sum()) / (1 + row.n_null))
+        assert row.null_low <= row.null_mean <= row.null_high
+    # the fraction curve: the index at 0, 0.2 and 0.5 per layer and its area, with the area's null
+    curve = pd.read_parquet(out / "fraction_curve.parquet")
+    assert len(curve) == 2 * 2 * 3 and set(curve["fraction"]) == {0.0, 0.2, 0.5}
+    assert {"area", "area_low", "area_high", "area_p_value", "area_null_mean"} <= set(curve.columns)
+    assert not (out / "null_greedy").exists()  # one-shot: the partitions are ranked from the per-class table
     summary = json.loads((out / "summary.json").read_text())
     assert [row["layer"] for row in summary["segregation_index"]["all_outputs"]["face+object"]] == list(LAYERS)
+    assert all("p_value" in row for row in summary["segregation_index"]["all_outputs"]["face+object"])
+    assert [row["layer"] for row in summary["fraction_curve_area"]["all_outputs"]["face+object"]] == list(LAYERS)
     for name in ("segregation_by_layer", "normalised_performance_conv5_3", "drop_heatmap"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0 and (out / "figures" / f"{name}.svg").exists()
     assert json.loads((out / "manifest.json").read_text())["kind"] == "segregation"
     [logged] = wandb_history(out)  # the offline W&B run holds every figure and table
     for name in ("segregation_by_layer", "normalised_performance", "drop_heatmap"):
         assert logged[f"figures/{name}._type"] == "image-file"
-    for name in ("accuracy", "drops", "segregation"):
+    logged_summary = wandb_run(out)["summary"]  # the index's p-value and null beside it, as W&B summaries
+    [conv1, conv5] = summary["segregation_index"]["all_outputs"]["face+object"]
+    assert logged_summary["p_value/face+object/conv5_3"] == pytest.approx(conv5["p_value"])
+    assert logged_summary["null_mean/face+object/conv1_1"] == pytest.approx(conv1["null_mean"])
+    for name in ("accuracy", "drops", "segregation", "null", "fraction_curve"):
         assert logged[f"tables/{name}.nrows"] == len(pd.read_parquet(out / f"{name}.parquet"))
 
     # a rerun reuses every finished unit and gives the same tables
@@ -129,9 +149,13 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
     assert {path: path.stat().st_mtime_ns for path in (out / "units").glob("*.parquet")} == stamps
     pd.testing.assert_frame_equal(pd.read_parquet(out / "segregation.parquet"), segregation)
 
-    # another sweep's analysis in the same directory is refused in one line
+    # another analysis in the same directory is refused in one line, naming the setting that differs
     assert main([*args[:-6], "--fractions", "0.3", "--bootstraps", "100"]) == 2
     assert "another fractions" in capsys.readouterr().err
+    assert main([*args, "--null-partitions", "5"]) == 2
+    assert "another null_partitions (20, now 5)" in capsys.readouterr().err
+    assert main([*args, "--partition", "halves"]) == 2
+    assert "another partition ('sizes', now 'halves')" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -146,7 +170,7 @@ def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
     assert tasks.groupby("task")["original_task"].nunique().max() == 2
     ranking = pd.read_parquet(out / "ranking.parquet")
     assert set(ranking.task) == {"pseudo1", "pseudo2"} and set(ranking.layer) == set(LAYERS)
-    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, out.parent / "direct"))
+    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, out.parent / "direct"))
     assert not (out / "pseudo_greedy").exists()  # one-shot: no second sweep
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert set(predictions.eval_task) == {"pseudo1", "pseudo2"}
@@ -156,14 +180,15 @@ def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
 
 
 def random_control(sweep_dir: Path, out: Path, bootstraps: int) -> None:
-    """`specialize segregation --random-tasks` (seed 4) of a sweep into `out`."""
+    """`specialize segregation --random-tasks` (bootstrap seed 4) of a sweep into `out`."""
     args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--random-tasks", "--seed", "4"]
     assert main([*args, "--bootstraps", str(bootstraps)]) == 0
 
 
-def direct_pseudo_sweep(sweep_dir: Path, seed: int, out: Path) -> pd.DataFrame:
+def direct_pseudo_sweep(sweep_dir: Path, out: Path) -> pd.DataFrame:
     """The ranking of a second sweep, as the control ran one before the per-class table: the sweep's training images
-    regrouped into the pseudo-tasks of `seed`, swept by the sweep's method and settings."""
+    regrouped into the control's pseudo-tasks (partition 1 of the null, seeded by the network's seed and 1), swept by
+    the sweep's method and settings."""
     from analysis.segregation.run import read_sweep
     from common.ray_runner import Resources
     from lightning_modules.checkpoint import load_model
@@ -173,7 +198,7 @@ def direct_pseudo_sweep(sweep_dir: Path, seed: int, out: Path) -> pd.DataFrame:
     loaded = load_model(recorded.manifest["checkpoint"])
     settings = recorded.settings(Resources())
     images = training_images(loaded, recorded.manifest["data"], settings.images_per_task, settings.seed)
-    grouping = random_grouping(loaded.label_space, seed)
+    grouping = random_grouping(loaded.label_space, (loaded.config.seed, 1))
     _, ranking = distributed_sweep(loaded.model, regroup(images, grouping), out, settings, progress=False)
     return ranking
 
@@ -192,7 +217,7 @@ def test_greedy_sweeps_control_runs_greedy_rounds_of_its_own(checkpoint, ray_clu
     out = tmp_path / "random"
     random_control(sweep_dir, out, bootstraps=20)
     ranking = pd.read_parquet(out / "ranking.parquet")
-    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, 4, tmp_path / "direct"))
+    pd.testing.assert_frame_equal(ranking, direct_pseudo_sweep(sweep_dir, tmp_path / "direct"))
     rounds = sorted(path.relative_to(out) for path in (out / "pseudo_greedy" / "chunks" / "greedy").rglob("*.parquet"))
     assert rounds and not (out / "pseudo_greedy" / "chunks" / "oneshot").exists()  # round 0 came from the table
     assert {path.parts[4] for path in rounds} == {"pseudo1", "pseudo2"}  # rounds of both pseudo-tasks ran

@@ -82,6 +82,7 @@ def test_demo_runs_every_stage_and_resumes(
     summary = json.loads((tmp_path / "segregation" / "summary.json").read_text())
     rows = summary["segregation_index"]["all_outputs"]["face+object"]
     assert [row["layer"] for row in rows] == list(CONV_LAYERS)
+    assert all("p_value" in row for row in rows) and "p-value against 20 random partitions" in printed  # the null
     # After one epoch a task may have no right answer at all: its drops, and so the index, are then undefined (NaN).
     # A percentile interval need not hold its point estimate (3 classes x 6 test images leave it skewed).
     intact = summary["intact_accuracy"]["all_outputs"]

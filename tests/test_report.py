@@ -29,7 +29,16 @@ from analysis.report.discover import discover_runs
 from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
 from specialize.cli import main
 
-DEMO_SECTIONS = ["What was run", "Data", "Training", "Intact accuracy", "Lesion sweep", "Segregation", "Decoding"]
+DEMO_SECTIONS = [
+    "The answer",
+    "What was run",
+    "Data",
+    "Training",
+    "Intact accuracy",
+    "Lesion sweep",
+    "Segregation",
+    "Decoding",
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +97,27 @@ def test_demo_gets_every_stage_with_the_control_beside_its_analysis(demo: Path) 
     figure = analysis.subsections[0].figures[0]  # drawn with both curves, not the analysis' own one-curve figure
     assert "random-task control" in figure.title
     assert figure.png != (demo / "segregation" / "figures" / "segregation_by_layer.png").read_bytes()
+
+
+def test_the_report_opens_with_the_index_its_null_and_the_test_accuracy(demo: Path) -> None:
+    answer = sections_of(demo)[0]
+    assert answer.title == "The answer" and len(answer.figures) == 1  # the analysis, not its control
+    index = table(answer, "Segregation index, top 20% lesions: segregation")
+    stored = pd.read_parquet(demo / "segregation" / "segregation.parquet").query("scope == 'all_outputs'")
+    assert column(index, "index [95% CI]") == [interval(*row) for row in zip(stored.si, stored.si_low, stored.si_high)]
+    assert column(index, "null [95%]") == [
+        interval(*row) for row in zip(stored.null_mean, stored.null_low, stored.null_high)
+    ]
+    assert column(index, "p") == [f"{cell(p)}{' *' if p < 0.05 else ''}" for p in stored.p_value]
+    assert "5 random partitions (sizes); least possible p 0.167" in index.note
+    accuracy = table(answer, "Test accuracy (top-1 over all outputs; Fig. 1C)")
+    intact = pd.read_parquet(demo / "segregation" / "accuracy.parquet").query(
+        "layer == 'intact' and scope == 'all_outputs'"
+    )
+    assert column(accuracy, "task") == list(intact.eval_task)
+    assert column(accuracy, "test top-1 [95% CI]") == [
+        interval(*row) for row in zip(intact.accuracy, intact.accuracy_low, intact.accuracy_high)
+    ]
 
 
 def test_demo_training_data_and_sweep_sections(demo: Path) -> None:
@@ -149,6 +179,7 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     sections = sections_of(study)
     data = str((study.parent / "data").resolve())
     assert [section.title for section in sections] == [
+        "The answer",
         "What was run",
         "Data",
         "Study tiny",
@@ -169,7 +200,7 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     ]
     tests = pd.read_parquet(study / "aggregate" / "paired_tests.parquet")
     paired = aggregation.tables[1]
-    assert column(paired, "null") == ["random tasks"] * len(tests)  # no null partitions yet: the control
+    assert column(paired, "null") == ["null partitions"] * len(tests)  # each seed's null mean, not its control
     assert column(paired, "sign-flip p") == [cell(p) for p in tests["p_sign_flip"]]
     assert set(tests["p_sign_flip"]) <= {0.25, 0.5, 0.75, 1.0}  # two seeds: 2^2 sign patterns
     intact = find(sections, "Intact accuracy").figures[0]
@@ -182,7 +213,7 @@ def test_study_gets_its_trials_seed_aggregation_and_outside_data(study: Path) ->
     [
         ("train/tiny_face", ["What was run", "Data", "Training", "Intact accuracy"]),
         ("lesion", ["What was run", "Data", "Lesion sweep"]),
-        ("segregation", ["What was run", "Data", "Segregation"]),
+        ("segregation", ["The answer", "What was run", "Data", "Segregation"]),
         ("segregation_random", ["What was run", "Data", "Segregation"]),
         ("data", ["What was run", "Data"]),
         ("decoding", ["What was run", "Decoding"]),
@@ -289,6 +320,7 @@ BROWSER_HEADINGS = {
     ],
     "study": [
         "Contents",
+        "The answer",
         "What was run",
         "Data",
         "Study tiny",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.segregation.indices import fraction_curve_area
-from analysis.segregation.null import as_real_pairs, null_band, permutation_p_value, with_null
+from analysis.segregation.null import area_with_null, as_real_pairs, null_band, permutation_p_value, with_null
 from analysis.segregation.task_groups import null_partitions, random_grouping
 from data_pipeline.label_space import LabelSpace
 
@@ -98,3 +98,13 @@ def test_fraction_curve_area_is_the_curves_mean_height() -> None:
     assert fraction_curve_area(fractions, resamples) == pytest.approx([0.4, 0.3])
     with pytest.raises(ValueError, match="ascending"):
         fraction_curve_area([0.2], np.array([0.1]))
+
+
+def test_the_curve_area_is_tested_against_the_partitions_areas() -> None:
+    keys = {"layer": "conv5_3", "scope": "all_outputs", "task_a": "face", "task_b": "object"}
+    curve = pd.DataFrame([{**keys, "layer_index": 13, "area": 0.3, "area_low": 0.2, "area_high": 0.4}])
+    nulls = pd.DataFrame([{**keys, "partition": i, "area": a} for i, a in enumerate([0.0, 0.35, 0.1, np.nan], 1)])
+    [row] = area_with_null(curve, nulls).to_dict("records")
+    assert row["area_p_value"] == pytest.approx((1 + 1) / (1 + 3))  # 0.35 reaches 0.3; the NaN partition is left out
+    assert (row["area_null_mean"], row["area_n_null"]) == (pytest.approx(0.15), 3)
+    assert row["area"] == 0.3 and "p_value" not in row  # the index's own columns are not touched

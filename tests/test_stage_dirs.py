@@ -146,9 +146,12 @@ CASES = {  # stages that fork worker processes first: Ray starts with the first 
         same=("--cpus-per-task", "2", "--max-retries", "1"),
     ),
     "segregation": Case(
-        lambda i, out: ["segregation", "--sweep", str(sweep(i)), "--out", str(out), "--bootstraps", "20"],
-        ["--bootstraps", "30"],
-        "holds a segregation analysis with another n_bootstraps (20, now 30)",
+        lambda i, out: (
+            ["segregation", "--sweep", str(sweep(i)), "--out", str(out), "--bootstraps", "20"]
+            + ["--null-partitions", "2"]
+        ),
+        ["--partition", "halves"],
+        "holds a segregation analysis with another partition ('sizes', now 'halves')",
         ray=True,
         same=("--max-retries", "1"),
     ),

@@ -1,4 +1,5 @@
-"""Assemble a report: the sections of every kind of run found, in the order of the study (what was run, data,
+"""Assemble a report: the answer first (the index by layer with its null and significance, test accuracy:
+`analysis.report.answer`), then the sections of every kind of run found, in the order of the study (what was run, data,
 the study's seed aggregation, training, intact accuracy, lesion sweeps, segregation, other analyses), rendered
 with jinja2 into one self-contained HTML file, written atomically."""
 
@@ -9,6 +10,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from analysis.report.answer import answer_section
 from analysis.report.discover import Run, discover_runs, runs_of
 from analysis.report.elements import Section, display_text
 from analysis.report.generic import generic_section
@@ -39,7 +41,8 @@ def report_sections(runs: list[Run], root: Path, progress: bool = False) -> list
         (analyses, lambda: [segregation_section(analyses, root)]),
         *[(kind, lambda kind=kind: [generic_section(kind[0].kind, kind, root)]) for kind in others],
     ]
-    sections: list[Section | None] = [what_was_run(runs, root)]
+    sections: list[Section | None] = [answer_section(analyses, runs_of(runs, "test_accuracy"), root)]
+    sections.append(what_was_run(runs, root))
     with tqdm(total=len(runs), desc="report", unit="run", disable=hidden(progress)) as bar:
         for covered, build in parts:
             if covered:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.segregation.settings import DEFAULT_SCOPE, ROUNDINGS, SCOPES, SegregationSettings
+from analysis.segregation.settings import (
+    DEFAULT_CLI_NULL_PARTITIONS,
+    DEFAULT_SCOPE,
+    PARTITION_SCHEMES,
+    ROUNDINGS,
+    SCOPES,
+    SIGNIFICANCE,
+    SegregationSettings,
+)
 from common.ray_runner import Resources, add_ray_arguments
 from common.wandb_runs import add_wandb_arguments
 
@@ -64,13 +72,32 @@ def _register_segregation(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.n_bootstraps,
         help="bootstrap resamples (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap and of --random-tasks")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the bootstrap")
+    parser.add_argument(
+        "--null-partitions",
+        type=int,
+        default=DEFAULT_CLI_NULL_PARTITIONS,
+        metavar="P",
+        help="permutation null: P random partitions of the classes into pseudo-tasks, each ranked (from the sweep's "
+        "per-class table) and lesioned like the real tasks in the same pass over the test set; adds null_mean, "
+        "null_low, null_high (2.5 and 97.5 percentiles) and p_value = (1 + #{null >= observed}) / (1 + P) per layer; "
+        "partition i is seeded by the network's seed and i. The least p is 1/(1+P): use 200 or more for a paper; "
+        "0: no null (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partition",
+        default=defaults.partition,
+        choices=PARTITION_SCHEMES,
+        help="how the null and --random-tasks deal the classes into pseudo-tasks: sizes (as many classes as each real "
+        "task) or halves (all classes pooled and split in equal parts, as the authors' code did) "
+        "(default: %(default)s)",
+    )
     parser.add_argument(
         "--random-tasks",
         action="store_true",
-        help="control: split all classes at random into pseudo-tasks of the original sizes, rank filters for them "
-        "from the sweep's per-class table (no second sweep; a greedy sweep's control runs greedy rounds of its own), "
-        "and analyse those",
+        help="control: analyse partition 1 of the null (seeded by the network's seed) as the tasks, its filters "
+        "ranked from the sweep's per-class table (no second sweep; a greedy sweep's control runs greedy rounds of its "
+        "own); implies --null-partitions 0",
     )
     parser.add_argument("--figure-layer", help="layer of the normalised-performance figure (default: the last swept)")
     parser.add_argument(
@@ -103,6 +130,8 @@ def run_segregation_command(args: argparse.Namespace) -> int:
         rounding=args.rounding,
         seed=args.seed,
         random_tasks=args.random_tasks,
+        null_partitions=0 if args.random_tasks else args.null_partitions,
+        partition=args.partition,
         batch_size=args.batch_size,
         images_per_unit=args.images_per_unit,
         figure_layer=args.figure_layer,
@@ -121,11 +150,26 @@ def format_summary(summary: dict) -> str:
         f"segregation index (top {summary['fraction']:.0%} lesions, {scope}, "
         f"{summary['confidence_level']:.0%} CI from {summary['n_bootstraps']} resamples)"
     ]
+    if summary.get("null_partitions"):
+        lines.append(
+            f"  null: {summary['null_partitions']} random partitions ({summary['partition']}), its mean and 95% band; "
+            f"p = (1 + #null >= index) / (1 + partitions), * p < {SIGNIFICANCE}"
+        )
     for pair, rows in summary["segregation_index"][scope].items():
         lines += [
-            f"  {pair:<20} {row['layer']:<8} {row['si']:+.3f}  [{row['low']:+.3f}, {row['high']:+.3f}]" for row in rows
+            f"  {pair:<20} {row['layer']:<8} {row['si']:+.3f}  [{row['low']:+.3f}, {row['high']:+.3f}]{null_text(row)}"
+            for row in rows
         ]
     return "\n".join(lines)
+
+
+def null_text(row: dict) -> str:
+    """'  null +0.010 [-0.050, +0.070]  p 0.048 *' for a summary row with a null, else ''."""
+    if "p_value" not in row:
+        return ""
+    star = " *" if row["p_value"] < SIGNIFICANCE else ""
+    band = f"[{row['null_low']:+.3f}, {row['null_high']:+.3f}]"
+    return f"  null {row['null_mean']:+.3f} {band}  p {row['p_value']:.3f}{star}"
 
 
 def _register_figures(subparsers: argparse._SubParsersAction) -> None:

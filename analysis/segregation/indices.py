@@ -42,6 +42,7 @@ PREDICTION_COLUMNS = (
     "correct_within_task",
 )
 CONDITION = ["layer", "lesioned_task", "fraction"]
+CURVE_KEYS = ["layer", "layer_index", "scope", "task_a", "task_b"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,35 @@ def segregation_table(
     return pd.DataFrame(rows)
 
 
+def fraction_curve_areas(
+    drops: dict[Key, Estimate], tasks: Sequence[str], level: float = 0.95, units: Sequence[str] = CONV_LAYERS
+) -> pd.DataFrame:
+    """One row per (layer, scope, pair of tasks): the area of the index-by-fraction curve over every lesion fraction
+    analysed (`fraction_curve_area`) with its interval, from the same resamples as the index; empty with fewer than
+    two fractions. Layers are numbered by their place among the network's `units`."""
+    fractions = sorted({fraction for _, _, fraction, _, _ in drops})
+    if len(fractions) < 2:
+        return pd.DataFrame(columns=[*CURVE_KEYS, "area", "area_low", "area_high"])
+    rows = []
+    for layer, scope in sorted({(key[0], key[4]) for key in drops}, key=lambda s: (s[1], layer_index(s[0], units))):
+        for task_a, task_b in combinations(tasks, 2):
+            curve = [segregation_index(drops, layer, fraction, task_a, task_b, scope) for fraction in fractions]
+            points = np.array([estimate.point for estimate in curve])
+            samples = np.stack([estimate.samples for estimate in curve], axis=-1)
+            area = Estimate(float(fraction_curve_area(fractions, points)), fraction_curve_area(fractions, samples))
+            rows.append(
+                {
+                    "layer": layer,
+                    "layer_index": layer_index(layer, units),
+                    "scope": scope,
+                    "task_a": task_a,
+                    "task_b": task_b,
+                    **area.row("area", level),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def segregation_tables(
     predictions: pd.DataFrame,
     tasks: Sequence[str],
@@ -225,13 +255,15 @@ def segregation_tables(
     units: Sequence[str] = CONV_LAYERS,
 ) -> dict[str, pd.DataFrame]:
     """All tables of the analysis from per-image predictions: accuracy, drops (with normalised performance),
-    segregation; layers numbered by their place among the network's `units` (`layer_index`)."""
+    segregation; layers numbered by their place among the network's `units` (`layer_index`); and the area of each
+    layer's index-by-fraction curve (`fraction_curve`; empty with one fraction)."""
     accuracies = resample_accuracies(predictions, n_bootstraps, seed)
     drops = proportional_drops(accuracies)
     return {
         "accuracy": accuracy_table(accuracies, level, units),
         "drops": drop_table(accuracies, drops, level, units),
         "segregation": segregation_table(drops, tasks, level, units),
+        "fraction_curve": fraction_curve_areas(drops, tasks, level, units),
     }
 
 

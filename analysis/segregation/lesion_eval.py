@@ -206,7 +206,15 @@ def evaluate_analyses(
 def analysis_predictions(answers: Answers, analyses: Sequence[Analysis], names: np.ndarray) -> list[pd.DataFrame]:
     """Each analysis' prediction rows from the engine's answers to `analysis_readouts(analyses)` on all test images:
     by unit, fraction and task of the analysis' grouping, that task's images in order."""
-    frames, readout = [], 0
+    return list(iter_analysis_predictions(answers, analyses, names))
+
+
+def iter_analysis_predictions(
+    answers: Answers, analyses: Sequence[Analysis], names: np.ndarray
+) -> Iterator[pd.DataFrame]:
+    """`analysis_predictions` one analysis at a time, so that many analyses (the partitions of a null) need the
+    memory of one table at once."""
+    readout = 0
     for analysis in analyses:
         members = {task: np.isin(answers.labels, classes) for task, classes in analysis.grouping.items()}
         rows = []
@@ -217,8 +225,7 @@ def analysis_predictions(answers: Answers, analyses: Sequence[Analysis], names: 
                     within = answers.within[readout, keep].astype(np.int64)
                     rows.append(predictions_frame(unit, fraction, task, names, answers.labels[keep], overall, within))
                 readout += 1
-        frames.append(pd.concat(rows, ignore_index=True))
-    return frames
+        yield pd.concat(rows, ignore_index=True)
 
 
 def class_names(label_space: LabelSpace) -> np.ndarray:
@@ -269,6 +276,22 @@ def evaluate_with_ray(
 
     Needs a Ray session (`common.ray_runner.ray_session`).
     """
+    answers = answer_with_ray(model, slices, analyses, units_dir, resources, batch_size, heads, settings)
+    return analysis_predictions(answers, analyses, class_names(label_space))
+
+
+def answer_with_ray(
+    model: nn.Module,
+    slices: Mapping[str, ImageSource],
+    analyses: Sequence[Analysis],
+    units_dir: Path,
+    resources: Resources = Resources(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    heads: OutputHeads = OutputHeads(),
+    settings: EvaluationSettings = EvaluationSettings(),
+) -> Answers:
+    """The engine's answers to `analysis_readouts(analyses)` on every slice (`evaluate_with_ray` without the
+    prediction tables: `iter_analysis_predictions` deals them out one analysis at a time)."""
     import ray
 
     readouts = analysis_readouts(analyses)
@@ -279,5 +302,4 @@ def evaluate_with_ray(
         for name, source in slices.items()
     ]
     run_units(answer_slice, units, resources, "lesioned evaluations", unit_name="slice")
-    answers = Answers.concat([Answers.from_frame(pd.read_parquet(unit.path), len(readouts)) for unit in units])
-    return analysis_predictions(answers, analyses, class_names(label_space))
+    return Answers.concat([Answers.from_frame(pd.read_parquet(unit.path), len(readouts)) for unit in units])

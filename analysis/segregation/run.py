@@ -9,10 +9,14 @@ and decoded once in the whole run), and only per-image predictions are kept. Fro
 normalised performance, proportional drops d(X|Y) and the segregation index of every pair of tasks, each with a
 hierarchical-bootstrap 95% interval (`analysis.segregation.indices`).
 
-The random-task control (`--random-tasks`) ranks filters for its pseudo-tasks from the sweep's per-class table, with
-no second sweep: the ranking a sweep of the same training images regrouped into the pseudo-tasks gives. A greedy
-sweep's control still needs greedy rounds of its own (each round lesions filters on top of those already chosen for
-one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/.
+The permutation null (`--null-partitions P`, `--partition sizes|halves`): P random partitions of the classes into
+pseudo-tasks (partition i seeded by the network's training seed and i), each ranked and lesioned like the real tasks,
+as more analyses of the same engine pass; only each partition's point indices are kept. The random-task control
+(`--random-tasks`) analyses partition 1 as the tasks, with every table. Pseudo-tasks are ranked from the sweep's
+per-class table, with no second sweep: the ranking a sweep of the same training images regrouped into the
+pseudo-tasks gives. A greedy sweep's pseudo-tasks still need greedy rounds of their own (each round lesions filters
+on top of those already chosen for one pseudo-task); they run on the regrouped images, resumable in pseudo_greedy/
+(the control) and null_greedy/<i>/ (partition i).
 
 Accuracy is the network's top-1 answer (scope "all_outputs", used by the summary and figures): over all outputs
 (METHOD's measure) for a shared output layer, over the outputs of the image's own head for `model.heads: separate`,
@@ -24,7 +28,14 @@ Output directory:
   predictions.parquet             per image: layer, lesioned_task, fraction, eval_task, image, class, label,
                                   prediction, correct (+ prediction_within_task, correct_within_task);
                                   the intact network has layer "intact", lesioned_task "none", fraction 0
-  accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope)
+  accuracy.parquet, drops.parquet, segregation.parquet   the tables (per layer, task pair, fraction, scope);
+                                  with --null-partitions P, segregation.parquet also holds the null's mean, 95%
+                                  band and permutation p-value per row (`analysis.segregation.null`)
+  null.parquet                    --null-partitions: every partition's index (pairs named by the real tasks)
+  fraction_curve.parquet          several fractions: the index per layer, pair, scope and fraction beside the area
+                                  of the layer's curve over all fractions, with its interval (and its null, p-value)
+  null_fraction_curve.parquet     --null-partitions with several fractions: every partition's curve area
+  null_greedy/<i>/                --null-partitions of a greedy sweep: partition i's greedy rounds
   reliability.parquet, overlap.parquet   per layer (and task or pair) at the headline fraction: the split-half
                                   reliability of each task's top set and the overlap of two tasks' top sets, beside
                                   chance (`analysis.segregation.reliability`)
@@ -51,25 +62,29 @@ from analysis.segregation.lesion_eval import (
     Analysis,
     BetonSource,
     Unit,
-    evaluate_with_ray,
+    answer_with_ray,
+    class_names,
     image_slices,
+    iter_analysis_predictions,
     lesion_count,
     lesion_plan,
 )
+from analysis.segregation.null import AREA_KEYS, area_with_null, null_table, partition_indices, with_null
 from analysis.segregation.reliability import ranking_checks
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
-from analysis.segregation.task_groups import Grouping, grouping_table, label_space_grouping, random_grouping, regroup
+from analysis.segregation.task_groups import Grouping, grouping_table, label_space_grouping, null_partitions, regroup
 from common.errors import UserError
 from common.io import file_sha256, read_json, readable_parquet, write_json, write_parquet
 from common.ray_runner import Resources
 from common.stage import StageDir
 from common.wandb_runs import StageLog, model_artifact, table_artifact
+from data_pipeline.label_space import LabelSpace
 from sweeps.class_totals import ClassTotals
-from sweeps.evaluation import EvaluationSettings
+from sweeps.evaluation import Answers, EvaluationSettings
 from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
 from sweeps.settings import SweepSettings
 
-TABLES = ("accuracy", "drops", "segregation")
+TABLES = ("accuracy", "drops", "segregation", "fraction_curve")
 # the segregation artifact (W&B): the index first (it names the artifact), the tables behind it and the summary
 SEGREGATION_FILES = (
     "segregation.parquet",
@@ -79,6 +94,9 @@ SEGREGATION_FILES = (
     "ranking.parquet",
     "reliability.parquet",
     "overlap.parquet",
+    "fraction_curve.parquet",
+    "null.parquet",
+    "null_fraction_curve.parquet",
     "summary.json",
 )
 
@@ -217,8 +235,12 @@ def analysis_units(layers: Sequence[str], tasks: Sequence[str]) -> list[Unit]:
 def summarise(
     tables: dict[str, pd.DataFrame], tasks: Sequence[str], settings: SegregationSettings, layers: Sequence[str]
 ) -> dict[str, Any]:
-    """The JSON summary: intact accuracies and the segregation index per layer and pair at the headline fraction."""
+    """The JSON summary: intact accuracies, the segregation index per layer and pair at the headline fraction (with
+    its null band and p-value when a null was drawn) and the area of each layer's index-by-fraction curve (several
+    fractions)."""
     accuracy, segregation = tables["accuracy"], tables["segregation"]
+    curve = tables["fraction_curve"]
+    areas = curve.drop_duplicates(list(AREA_KEYS)) if "fraction" in curve.columns else curve
     intact = accuracy[accuracy["layer"] == INTACT_LAYER]
     headline = segregation[segregation["fraction"] == settings.fraction]
     return {
@@ -235,10 +257,21 @@ def summarise(
             scope: {row.eval_task: _interval(row, "accuracy") for row in intact[intact["scope"] == scope].itertuples()}
             for scope in SCOPES
         },
+        "null_partitions": settings.null_partitions,
+        "partition": settings.partition,
         "segregation_index": {
             scope: {
-                f"{a}+{b}": [{"layer": row.layer, **_interval(row, "si")} for row in pair.itertuples()]
+                f"{a}+{b}": [{"layer": row.layer, **_interval(row, "si"), **_null(row)} for row in pair.itertuples()]
                 for (a, b), pair in headline[headline["scope"] == scope].groupby(["task_a", "task_b"], sort=False)
+            }
+            for scope in SCOPES
+        },
+        "fraction_curve_area": {
+            scope: {
+                f"{a}+{b}": [
+                    {"layer": row.layer, **_interval(row, "area"), **_null(row, "area_")} for row in pair.itertuples()
+                ]
+                for (a, b), pair in areas[areas["scope"] == scope].groupby(["task_a", "task_b"], sort=False)
             }
             for scope in SCOPES
         },
@@ -251,6 +284,13 @@ def _interval(row: Any, name: str) -> dict[str, float]:
         "low": float(getattr(row, f"{name}_low")),
         "high": float(getattr(row, f"{name}_high")),
     }
+
+
+def _null(row: Any, prefix: str = "") -> dict[str, float]:
+    """The null band and p-value of a row that has them (`prefix`: of the fraction curve's area), else nothing."""
+    if not hasattr(row, f"{prefix}p_value"):
+        return {}
+    return {name: float(getattr(row, f"{prefix}{name}")) for name in ("null_mean", "null_low", "null_high", "p_value")}
 
 
 def headline_rows(table: pd.DataFrame, fraction: float) -> pd.DataFrame:
@@ -274,6 +314,56 @@ def draw_figures(
         "drop_heatmap": figures.plot_drop_heatmap(drops, directory / "drop_heatmap"),
     }
     return {name: written[0] for name, written in paths.items()}
+
+
+def analysis_plan(
+    ranking: pd.DataFrame, layers: Sequence[str], grouping: Grouping, settings: SegregationSettings
+) -> dict[Unit, dict[float, list[int]]]:
+    """The lesions of one analysis: the intact network, and each layer's top filters of each of `grouping`'s tasks
+    at every fraction."""
+    return lesion_plan(ranking, analysis_units(layers, list(grouping)), settings.all_fractions, settings.rounding)
+
+
+def analysis_tables(
+    answers: Answers,
+    analyses: Sequence[Analysis],
+    label_space: LabelSpace,
+    settings: SegregationSettings,
+    units: Sequence[str],
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """The tables of the first analysis (TABLES, with the null's columns when more analyses, its partitions, follow;
+    `null` and `null_fraction_curve` then hold every partition's indices) and its per-image predictions; layers
+    numbered among the network's `units`. Partitions' predictions are dealt out and reduced one at a time."""
+    names = class_names(label_space)
+    predictions = iter_analysis_predictions(answers, analyses, names)
+    observed = next(predictions)
+    tasks = list(analyses[0].grouping)
+    tables = segregation_tables(observed, tasks, settings.n_bootstraps, settings.seed, settings.level, units)
+    tables = {name: tables[name] for name in TABLES}
+    if len(analyses) > 1:
+        indices = [
+            partition_indices(frame, list(analysis.grouping), settings.seed)
+            for frame, analysis in zip(predictions, analyses[1:])
+        ]
+        null, null_curve = (null_table(indices, tasks, name) for name in ("segregation", "fraction_curve"))
+        tables["segregation"] = with_null(tables["segregation"], null)
+        tables["null"] = null
+        if not tables["fraction_curve"].empty:
+            tables["fraction_curve"] = area_with_null(tables["fraction_curve"], null_curve)
+            tables["null_fraction_curve"] = null_curve
+    if not tables["fraction_curve"].empty:
+        tables["fraction_curve"] = curve_by_fraction(tables["segregation"], tables["fraction_curve"])
+    return tables, observed
+
+
+def curve_by_fraction(segregation: pd.DataFrame, areas: pd.DataFrame) -> pd.DataFrame:
+    """The fraction-curve table: per layer, scope, pair and fraction the index (with its interval, and its p-value
+    where a null was drawn) beside the area of the layer's whole curve (repeated on each fraction's row)."""
+    index_columns = [c for c in ("si", "si_low", "si_high", "p_value") if c in segregation.columns]
+    keys = list(AREA_KEYS)
+    curve = segregation[[*keys, "layer_index", "fraction", *index_columns]]
+    merged = curve.merge(areas.drop(columns="layer_index"), on=keys, how="left")
+    return merged.sort_values(["scope", "task_a", "task_b", "layer_index", "fraction"], ignore_index=True)
 
 
 def run_segregation(
@@ -315,10 +405,14 @@ def run_segregation(
     ).check()
     if stage.finished:
         return read_json(stage.path / "summary.json")
-    if settings.random_tasks:
-        grouping, table = random_grouping(loaded.label_space, settings.seed), sweep.class_totals()
-    else:
-        grouping, table = label_space_grouping(loaded.label_space), None
+    network_seed = int(loaded.config.seed)
+    grouping = (
+        null_partitions(loaded.label_space, 1, network_seed, settings.partition)[0]
+        if settings.random_tasks
+        else label_space_grouping(loaded.label_space)
+    )
+    partitions = null_partitions(loaded.label_space, settings.null_partitions, network_seed, settings.partition)
+    table = sweep.class_totals() if settings.random_tasks or partitions else None
     with ray_session(address):
         budget = evaluation_budget(stage, settings.resources)
         out = stage.start(
@@ -336,29 +430,37 @@ def run_segregation(
             else sweep.ranking
         )
         write_parquet(out / "ranking.parquet", ranking)
-        plan = lesion_plan(
-            ranking, analysis_units(sweep.layers, list(grouping)), settings.all_fractions, settings.rounding
-        )
-        [predictions] = evaluate_with_ray(
+        analyses = [Analysis(grouping, analysis_plan(ranking, sweep.layers, grouping, settings))] + [
+            Analysis(
+                partition,
+                analysis_plan(
+                    control_ranking(
+                        loaded, sweep, table, data, partition, out / "null_greedy" / f"{i}", settings.resources
+                    ),
+                    sweep.layers,
+                    partition,
+                    settings,
+                ),
+            )
+            for i, partition in enumerate(partitions, start=1)
+        ]
+        answers = answer_with_ray(
             loaded.model,
             image_slices(beton_sources(loaded, data), settings.images_per_unit),
-            [Analysis(grouping, plan)],
-            loaded.label_space,
+            analyses,
             out / "units",
             settings.resources,
             settings.batch_size,
             loaded.output_heads,
             EvaluationSettings(memory_budget=budget),
         )
+    units = list(lesion_units(loaded.model))
+    tables, predictions = analysis_tables(answers, analyses, loaded.label_space, settings, units)
     write_parquet(out / "predictions.parquet", predictions)
     write_parquet(out / "tasks.parquet", grouping_table(grouping, loaded.label_space))
-    units = list(lesion_units(loaded.model))
-    tables = segregation_tables(
-        predictions, list(grouping), settings.n_bootstraps, settings.seed, settings.level, units
-    )
     checks = ranking_checks(sweep.path, ranking, grouping, settings.fraction, settings.rounding, settings.seed)
-    for name, table in {**{name: tables[name] for name in TABLES}, **checks}.items():
-        write_parquet(out / f"{name}.parquet", table)
+    for name, frame in {**tables, **checks}.items():
+        write_parquet(out / f"{name}.parquet", frame)
     summary = summarise(tables, list(grouping), settings, sweep.layers)
     write_json(out / "summary.json", summary)
     pngs = draw_figures(
@@ -368,10 +470,10 @@ def run_segregation(
         "segregation",
         StageLog(
             summary_scalars(summary),
-            tables,
+            {name: frame for name, frame in tables.items() if not frame.empty},  # no curve with one fraction
             pngs,
             uses=[sweep_artifact(sweep.path), model_artifact(loaded.checkpoint, loaded.sha256)],
-            makes=[table_artifact("segregation", out, SEGREGATION_FILES)],
+            makes=[table_artifact("segregation", out, [name for name in SEGREGATION_FILES if (out / name).is_file()])],
         ),
         sweep=str(sweep.path.resolve()),
         checkpoint=str(loaded.checkpoint),
@@ -380,8 +482,11 @@ def run_segregation(
         seeds={
             "bootstrap": settings.seed,
             "test_images": settings.seed,
-            "random_tasks": settings.seed if settings.random_tasks else None,
+            # partition i of the null (--random-tasks: partition 1) is drawn with the seed (this, i)
+            "partitions": network_seed if partitions or settings.random_tasks else None,
         },
+        null_partitions=settings.null_partitions,
+        partition=settings.partition,
         tasks=list(grouping),
         heads=loaded.config.model.heads,
         n_bootstraps=settings.n_bootstraps,
@@ -392,9 +497,15 @@ def run_segregation(
 
 def summary_scalars(summary: dict[str, Any]) -> dict[str, float]:
     """The segregation index of every layer and pair at the headline fraction (default scope), as W&B summary keys
-    `si/<pair>/<layer>`."""
+    `si/<pair>/<layer>`, with its null's `p_value/...` and `null_mean/...`, and the fraction curve's `area/...`."""
     rows = summary["segregation_index"][summary["default_scope"]]
-    return {f"si/{pair}/{row['layer']}": row["si"] for pair, layers in rows.items() for row in layers}
+    scalars = {f"si/{pair}/{row['layer']}": row["si"] for pair, layers in rows.items() for row in layers}
+    for name in ("p_value", "null_mean"):
+        scalars |= {
+            f"{name}/{pair}/{row['layer']}": row[name] for pair, layers in rows.items() for row in layers if name in row
+        }
+    areas = summary.get("fraction_curve_area", {}).get(summary["default_scope"], {})
+    return scalars | {f"area/{pair}/{row['layer']}": row["area"] for pair, layers in areas.items() for row in layers}
 
 
 def segregation_curves(

@@ -21,6 +21,12 @@ DEFAULT_IMAGES_PER_UNIT = 1024  # test images per unit of work (a slice of one t
 # How a layer's top-fraction count is rounded: fraction x filters to the nearest integer, halves up (20% of 64 filters
 # -> 12.8 -> 13, the default), or down (-> 12). METHOD does not say; conv1 results depend on it.
 ROUNDINGS = ("nearest", "floor")
+# The permutation null (`analysis.segregation.null`): how the classes are dealt into pseudo-tasks (the real tasks'
+# class counts, or all classes pooled and halved: `task_groups.random_grouping`), and how many partitions the
+# command draws by default: 20 makes p < 0.05 reachable (its least p is 1/21); papers should draw more (200: 0.005).
+PARTITION_SCHEMES = ("sizes", "halves")
+DEFAULT_CLI_NULL_PARTITIONS = 20
+SIGNIFICANCE = 0.05  # the p-value below which figures, the demo and the report mark a layer
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class SegregationSettings:
     images_per_unit: int = DEFAULT_IMAGES_PER_UNIT  # not part of the results, like the resources
     figure_layer: str | None = None  # layer of the normalised-performance figure; default: the last swept layer
     rounding: str = "nearest"  # of the top-fraction count of a layer (ROUNDINGS)
+    null_partitions: int = 0  # random partitions of the permutation null (0: none; the command's default is 20)
+    partition: str = "sizes"  # how the null (and --random-tasks) deals classes into pseudo-tasks (PARTITION_SCHEMES)
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
@@ -50,6 +58,12 @@ class SegregationSettings:
         if not 0.0 < self.level < 1.0:
             raise SettingError("level", f"must lie in (0, 1), not {self.level}")
         check_choice("rounding", self.rounding, ROUNDINGS)
+        check_choice("partition", self.partition, PARTITION_SCHEMES)
+        check_at_least("null_partitions", self.null_partitions, 0)
+        if self.random_tasks and self.null_partitions:
+            raise SettingError(
+                "null_partitions", "is for the network's own tasks; the random-task control is partition 1 of it"
+            )
         if self.figure_layer is not None:
             check_unit_names("figure_layer", [self.figure_layer])
 

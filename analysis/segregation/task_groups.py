@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.segregation.settings import PARTITION_SCHEMES
 from data_pipeline.label_space import LabelSpace
 
 Grouping = dict[str, np.ndarray]  # task -> global labels of its classes
 ImagesByTask = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
 PSEUDO_PREFIX = "pseudo"
-PARTITION_SCHEMES = ("sizes", "halves")
 
 
 def label_space_grouping(label_space: LabelSpace) -> Grouping:
