@@ -30,8 +30,8 @@ from helpers_train import (
     ROOT,
     assert_trained_alike,
     session_tiny_data,
+    session_untrained_checkpoint,
     tiny_config,
-    untrained_checkpoint,
 )
 
 from common.io import readable_parquet
@@ -222,7 +222,7 @@ SWEEP = [
 @pytest.fixture(scope="module")
 def sweep_inputs(tmp_path_factory) -> tuple[Path, Path]:
     """The data directory and the untrained tiny checkpoint that the Ray tests sweep (read only)."""
-    return untrained_checkpoint(tmp_path_factory.mktemp("sweep_inputs"), train_per_class=6, test_per_class=2)
+    return session_untrained_checkpoint(tmp_path_factory, train_per_class=6, test_per_class=2)
 
 
 def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_direct_sweep(
