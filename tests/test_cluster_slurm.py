@@ -61,7 +61,7 @@ def scontrol_job(job_id: str, env: dict) -> dict[str, str]:
     return scontrol_jobs(job_id, env)[0]
 
 
-def wait_for(condition, timeout: float, what: str, poll: float = 1) -> None:
+def wait_for(condition, timeout: float, what: str, poll: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
