@@ -19,6 +19,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def face_network():
+    """A tiny VGG16 trained on the generated face task (helpers_analysis.train_single_task, 12 epochs), trained once
+    per session for the modules that read it (the known-answer segregation tests, feature visualisation); in eval
+    mode; nothing may change it."""
+    from helpers_analysis import train_single_task
+
+    return train_single_task("face")
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray (2 CPUs) shared by a module's tests, which the code under test joins (`ray_session` uses a

@@ -91,3 +91,11 @@ def stored_images(beton: Path) -> tuple[np.ndarray, np.ndarray]:
 def pixel_hash(image: np.ndarray) -> str:
     """A hash of an image's exact pixels."""
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def session_data_dir(tmp_path_factory) -> Path:
+    """`make_tiny_data_dir` with its defaults, built once per pytest session and shared by the modules that only read
+    it (and its synth/ folders)."""
+    root = tmp_path_factory.getbasetemp() / "tiny_data"
+    data = root / "data"
+    return data if (data / "manifest.json").is_file() else make_tiny_data_dir(root)

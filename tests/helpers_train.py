@@ -159,3 +159,13 @@ def session_tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.getbasetemp() / "train_data"
     data = root / "data"
     return data if (data / "manifest.json").is_file() else build_tiny_data(root)
+
+
+def session_untrained_checkpoint(tmp_path_factory, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:
+    """`untrained_checkpoint` of these sizes, made once per pytest session and shared (read only) by the modules
+    that ask for the same sizes."""
+    root = tmp_path_factory.getbasetemp() / f"untrained_{train_per_class}_{test_per_class}"
+    checkpoint = root / "tiny.ckpt"  # written last
+    if checkpoint.is_file():
+        return root / "data", checkpoint
+    return untrained_checkpoint(root, train_per_class=train_per_class, test_per_class=test_per_class)

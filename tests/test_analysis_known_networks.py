@@ -52,12 +52,6 @@ RENAMED = torch.roll(torch.arange(CLASSES), 1)  # object class j is face class R
 
 
 @pytest.fixture(scope="module")
-def face_network():
-    torch.manual_seed(0)
-    return train_single_task("face")
-
-
-@pytest.fixture(scope="module")
 def joined(face_network):
     """Network (a): the face network and an object network side by side."""
     object_network = train_single_task("object")

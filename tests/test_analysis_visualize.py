@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_analysis import task_images, train_single_task
+from helpers_analysis import task_images
 from helpers_sweeps import tiny_vgg
 
 from analysis.representations.activations import forward_layers
@@ -23,10 +23,10 @@ from lightning_modules.vgg import relu_indices
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """A tiny VGG16 trained on the generated blob task, and 64 of its natural test images."""
+def trained(face_network):
+    """A tiny VGG16 trained on the generated blob task (the session's), and 64 of its natural test images."""
     images, _ = task_images("face", per_class=1, seed=7)
-    return train_single_task("face", epochs=6), images
+    return face_network, images
 
 
 @pytest.mark.parametrize("layer", ["conv4_2", "conv5_3", "fc7"])

@@ -30,8 +30,8 @@ from helpers_train import (
     ROOT,
     assert_trained_alike,
     session_tiny_data,
+    session_untrained_checkpoint,
     tiny_config,
-    untrained_checkpoint,
 )
 
 from common.io import readable_parquet
@@ -61,7 +61,7 @@ def scontrol_job(job_id: str, env: dict) -> dict[str, str]:
     return scontrol_jobs(job_id, env)[0]
 
 
-def wait_for(condition, timeout: float, what: str, poll: float = 1) -> None:
+def wait_for(condition, timeout: float, what: str, poll: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -222,7 +222,7 @@ SWEEP = [
 @pytest.fixture(scope="module")
 def sweep_inputs(tmp_path_factory) -> tuple[Path, Path]:
     """The data directory and the untrained tiny checkpoint that the Ray tests sweep (read only)."""
-    return untrained_checkpoint(tmp_path_factory.mktemp("sweep_inputs"), train_per_class=6, test_per_class=2)
+    return session_untrained_checkpoint(tmp_path_factory, train_per_class=6, test_per_class=2)
 
 
 def test_ray_lesion_job_with_node_local_data_requeues_on_sigusr1_and_equals_the_direct_sweep(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_data import make_tiny_data_dir, pixel_hash, stored_images, tiny_jpeg
+from helpers_data import make_tiny_data_dir, pixel_hash, session_data_dir, stored_images, tiny_jpeg
 from PIL import Image
 
 from common.errors import UserError
@@ -122,7 +122,7 @@ def test_bad_option_values_are_user_errors(tmp_path: Path, capsys: pytest.Captur
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_data_dir(tmp_path_factory.mktemp("built"))
+    return session_data_dir(tmp_path_factory)
 
 
 def test_round_trip_is_exact_in_raw_mode_and_labels_match_folders(built: Path) -> None:

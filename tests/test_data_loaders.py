@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_data import make_tiny_data_dir, stored_images
+from helpers_data import session_data_dir, stored_images
 
 from common.errors import UserError
 from data_pipeline.data_dir import DataDir
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> DataDir:
-    return DataDir(make_tiny_data_dir(tmp_path_factory.mktemp("loaders")))
+    return DataDir(session_data_dir(tmp_path_factory))
 
 
 def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""`specialize demo` end to end at a tiny size: every stage runs and leaves its results; a rerun resumes."""
+"""`specialize demo` end to end at a tiny size: killed mid-sweep, rerun, every stage runs and leaves its results, the
+sweep's tables are those of an uninterrupted sweep; a rerun resumes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+from helpers_faults import count_at_least, run_until, specialize
 from helpers_report import open_in_browser
 
+from common.layout import checkpoint_path
 from lightning_modules.layer_names import CONV_LAYERS
-from specialize.cli import main
+from specialize import pipeline
+from specialize.cli import build_parser, main
+from specialize.demo import demo_study
 
 pytestmark = pytest.mark.ray  # starts Ray through the command line
 
@@ -38,13 +43,10 @@ def stage_stamps(out: Path) -> dict[str, dict[Path, int]]:
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage_and_resumes(
+@pytest.mark.chromium  # opens the demo's report in headless chromium
+def test_demo_killed_mid_sweep_reruns_every_stage_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The demo starts one local Ray per run, for all its Ray stages, after the stages that fork worker processes
-    # (a process forked beside a running Ray driver can deadlock), so this test cannot share a module's Ray.
-    starts, start_ray = [], ray.init
-    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
     args = [
         "demo",
         "--out",
@@ -66,6 +68,17 @@ def test_demo_runs_every_stage_and_resumes(
         "--visualize-steps",
         "20",
     ]
+    # kill -9 (the command, its Ray and its W&B service) once the sweep has written two of its 20 chunks: images,
+    # data and the three networks are finished and stay; the sweep resumes from its chunks
+    chunks = tmp_path / "lesion" / "chunks"
+    assert run_until(specialize(*args), count_at_least(chunks, "**/*.parquet", 2), timeout=900)
+    assert not (tmp_path / "lesion" / "manifest.json").exists() and len(list(chunks.glob("**/*.parquet"))) < 20
+    capsys.readouterr()
+
+    # The demo starts one local Ray per run, for all its Ray stages, after the stages that fork worker processes
+    # (a process forked beside a running Ray driver can deadlock), so this test cannot share a module's Ray.
+    starts, start_ray = [], ray.init
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
     assert main(args) == 0
     assert len(starts) == 1 and not ray.is_initialized()
     printed = capsys.readouterr().out
@@ -120,3 +133,13 @@ def test_demo_runs_every_stage_and_resumes(
     assert len(starts) == 2
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "lesion" / "filter_losses.parquet"), losses)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "segregation" / "segregation.parquet"), segregation)
+
+    # the killed and resumed sweep equals an uninterrupted sweep of the same checkpoint with the demo's settings
+    study = demo_study(build_parser().parse_args(args))
+    checkpoint = checkpoint_path(tmp_path / "train" / "tiny_face_object", study.analyses.checkpoint)
+    fresh = pipeline.lesion(checkpoint, tmp_path / "data", tmp_path / "fresh_sweep", study.analyses.lesion, False)
+    for table in ("filter_losses", "ranking"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(fresh.out_dir / f"{table}.parquet"),
+            pd.read_parquet(tmp_path / "lesion" / f"{table}.parquet"),
+        )

@@ -26,7 +26,8 @@ LAYERS = ["conv1_1", "conv5_3"]
 
 
 def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
-    """A tiny study: two pairs and one control, two seeds, one epoch, two swept layers, few images."""
+    """A tiny study: two pairs and one control, two seeds, one epoch, two swept layers, few images; resources such
+    that a seed's three trials run at once on 2 CPUs (a trial takes 0.4 for training and 0.25 for its Ray tasks)."""
     study = {
         "name": "tiny",
         "seeds": [0, 1],
@@ -38,10 +39,10 @@ def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
         "controls": {"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
         "overrides": [f"data.dir={data}", "trainer.epochs=1", "data.num_workers=1"],
         "analyses": {
-            "lesion": {"images_per_task": 12, "layers": LAYERS, "resources": {"cpus": 0.5}},
-            "segregation": {"n_bootstraps": 50, "resources": {"cpus": 0.5}},
+            "lesion": {"images_per_task": 12, "layers": LAYERS, "resources": {"cpus": 0.25}},
+            "segregation": {"n_bootstraps": 50, "resources": {"cpus": 0.25}},
         },
-        "resources": {"train": {"cpus": 0.5}},
+        "resources": {"train": {"cpus": 0.4}},
         **changes,
     }
     path.write_text(yaml.safe_dump(study))
@@ -68,24 +69,55 @@ def changed(before: dict[Path, int], after: dict[Path, int]) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
+def test_tiny_study_runs_resumes_after_a_kill_aggregates_decodes_and_runs_rsa(tmp_path, monkeypatch):
+    from analysis.representations.activations import Network
+    from analysis.representations.decoding import run_decoding
+    from analysis.representations.rsa import run_rsa
+    from analysis.representations.settings import ActivationSettings, DecodingSettings, RSASettings
+    from common.ray_runner import ray_session
+    from data_pipeline.behaviour import write_stimulus_list
+    from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour
+
     data = make_tiny_data_dir(
         tmp_path,
         tasks=("face", "object", "food"),
         classes=3,
         train=12,
         test=6,
-        heldout=0,
+        heldout=2,
         pools=["face+object", "food+object"],
     )
-    config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs")
+    # The control (face) also decodes held-out classes and runs RSA against synthetic participants.
+    faces = sorted((tmp_path / "synth" / "face" / "heldout").rglob("*.jpg"))
+    stimuli = write_stimulus_list(tmp_path / "stimuli.txt", [path for path in faces if int(path.stem) < 3])
+    behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, settings=BehaviourSettings(participants=4))
+    layers = ["conv5_3", "fc7"]
+    quarter = {"cpus": 0.25}
+    analyses = {
+        "lesion": {"images_per_task": 12, "layers": LAYERS, "resources": quarter},
+        "segregation": {"n_bootstraps": 50, "resources": quarter},
+        "decoding": {
+            "enabled": True,
+            "networks": ["face"],
+            "extraction": {"layers": layers, "resources": quarter},
+            "folds": 3,
+        },
+        "rsa": {
+            "enabled": True,
+            "networks": ["face"],
+            "stimuli": str(behaviour / "stimuli.txt"),
+            "behaviour": str(behaviour),
+            "extraction": {"layers": layers, "resources": quarter},
+        },
+    }
+    config = study_yaml(tmp_path / "study.yaml", data, tmp_path / "runs", analyses=analyses)
     study = tmp_path / "runs" / "tiny"
+    monkeypatch.setenv("WANDB_MODE", "offline")
     env = {**os.environ, "WANDB_MODE": "offline"}
 
-    # One seed alone (as one job of a Slurm array does): its trials, no aggregation.
-    subprocess.run(
-        study_command(config, "--seeds", "0"), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True
-    )
+    # One seed alone (as one job of a Slurm array does): its trials, no aggregation. The commands that are not
+    # killed run in this process (as the CLI: `main`), sparing an interpreter's start-up each.
+    assert main(["study", "--config", str(config), "--seeds", "0"]) == 0
     assert sorted(path.parent.name for path in study.glob("trials/*/manifest.json")) == [
         "face-seed0",
         "face_object-seed0",
@@ -116,7 +148,7 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
         if (stage / "manifest.json").is_file() and (stage.name != "train" or (stage / "summary.json").is_file())
     }
 
-    subprocess.run(study_command(config), cwd=ROOT, env=env, check=True, timeout=1500, capture_output=True)
+    assert main(["study", "--config", str(config)]) == 0
     # Finished trials and finished stages of unfinished ones were not redone.
     for trial in finished:
         assert not changed(before[trial], stamps(trial)), trial
@@ -136,7 +168,7 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
                 "segregation_random/summary.json",
             ):
                 assert (study / "trials" / f"{pair}-seed{seed}" / stage).is_file()
-    assert not (study / "trials" / "face-seed0" / "lesion").exists()  # controls only train
+    assert not (study / "trials" / "face-seed0" / "lesion").exists()  # controls are not swept
 
     seeds = pd.read_parquet(study / "aggregate" / "seeds.parquet")
     assert len(seeds) == 2 * 2 * 2 * len(LAYERS)  # pairs x conditions x seeds x layers
@@ -175,9 +207,7 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
 
     # --aggregate-only rebuilds the same tables from the finished trials and touches no trial
     trial_files = stamps(study / "trials")
-    subprocess.run(
-        study_command(config, "--aggregate-only"), cwd=ROOT, env=env, check=True, timeout=300, capture_output=True
-    )
+    assert main(["study", "--config", str(config), "--aggregate-only"]) == 0
     assert not changed(trial_files, stamps(study / "trials"))
     pd.testing.assert_frame_equal(pd.read_parquet(study / "aggregate" / "pairs.parquet"), pairs)
 
@@ -199,6 +229,40 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     aggregate = wandb_run(study / "aggregate")
     assert (aggregate["group"], aggregate["job_type"]) == ("tiny", "aggregate")
     assert "si/food_object/network/conv5_3" in aggregate["summary"]
+
+    # Decoding and RSA: each control trial's outputs are what `specialize decode` and `rsa` write for its checkpoint
+    with ray_session(None):  # one local Ray for the four commands, as a study's trials share one
+        for seed in (0, 1):
+            network = [Network("face", study / "trials" / f"face-seed{seed}" / "train" / "checkpoints" / "best.ckpt")]
+            settings = DecodingSettings(folds=3, extraction=ActivationSettings(layers=tuple(layers), pooling="mean"))
+            run_decoding(network, data, tmp_path / f"decode{seed}", settings=settings, progress=False)
+            run_rsa(
+                network,
+                behaviour / "stimuli.txt",
+                behaviour,
+                tmp_path / f"rsa{seed}",
+                RSASettings(extraction=ActivationSettings(layers=tuple(layers))),
+                progress=False,
+            )
+    for seed in (0, 1):
+        for stage, table in (("decode", "decoding"), ("rsa", "rsa")):
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(study / "trials" / f"face-seed{seed}" / stage / f"{table}.parquet"),
+                pd.read_parquet(tmp_path / f"{stage}{seed}" / f"{table}.parquet"),
+            )
+    for pair in ("face_object", "food_object"):  # the analyses run on the networks they name only
+        assert not (study / "trials" / f"{pair}-seed0" / "decode").exists()
+        assert not (study / "trials" / f"{pair}-seed0" / "rsa").exists()
+    # across seeds: the control's two trials (the pairs' trials have no decoding or RSA metrics)
+    decoding = pd.read_parquet(study / "aggregate" / "decoding.parquet").set_index(["task", "layer"])
+    assert set(decoding.index) == {(task, layer) for task in ("face", "object", "food") for layer in layers}
+    assert (decoding["n_seeds"] == 2).all()
+    face = trials[trials["network"] == "face"]
+    assert decoding.loc[("face", "fc7"), "mean"] == pytest.approx(face["decode/face/fc7"].mean())
+    assert decoding.loc[("object", "conv5_3"), "sd"] == pytest.approx(face["decode/object/conv5_3"].std())
+    rsa = pd.read_parquet(study / "aggregate" / "rsa.parquet").set_index("layer")
+    assert (rsa["n_seeds"] == 2).all() and rsa.loc["fc7", "mean"] == pytest.approx(face["rsa/fc7"].mean())
+    assert rsa.loc["conv5_3", "low"] <= rsa.loc["conv5_3", "mean"] <= rsa.loc["conv5_3", "high"]
 
 
 def test_across_seeds_is_the_mean_with_a_t_interval():
@@ -298,76 +362,6 @@ def test_seeds_outside_the_study_are_one_line_errors(tmp_path, capsys):
     assert main(["study", "--config", str(config), "--seeds", "7"]) == 2
     error = capsys.readouterr().err.strip()
     assert "--seeds 7 is not among the study's seeds [0, 1]" in error and "\n" not in error
-
-
-@pytest.mark.slow
-def test_study_decodes_held_out_classes_and_runs_rsa_in_every_trial_and_across_seeds(tmp_path):
-    from analysis.representations.activations import Network
-    from analysis.representations.decoding import run_decoding
-    from analysis.representations.rsa import run_rsa
-    from analysis.representations.settings import ActivationSettings, DecodingSettings, RSASettings
-    from data_pipeline.behaviour import write_stimulus_list
-    from data_pipeline.synth_behaviour import BehaviourSettings, generate_behaviour
-
-    data = make_tiny_data_dir(tmp_path, tasks=("face", "object"), classes=3, train=12, test=6, heldout=2)
-    faces = sorted((tmp_path / "synth" / "face" / "heldout").rglob("*.jpg"))
-    stimuli = write_stimulus_list(tmp_path / "stimuli.txt", [path for path in faces if int(path.stem) < 3])
-    behaviour = generate_behaviour(tmp_path / "behaviour", stimuli, settings=BehaviourSettings(participants=4))
-    layers = ["conv5_3", "fc7"]
-    analyses = {
-        "lesion": {"enabled": False},
-        "segregation": {"enabled": False},
-        "decoding": {"enabled": True, "networks": ["face"], "extraction": {"layers": layers}, "folds": 3},
-        "rsa": {
-            "enabled": True,
-            "stimuli": str(behaviour / "stimuli.txt"),
-            "behaviour": str(behaviour),
-            "extraction": {"layers": layers},
-        },
-    }
-    config = study_yaml(
-        tmp_path / "study.yaml",
-        data,
-        tmp_path / "runs",
-        pairs={},
-        analyses=analyses,
-        controls={"face": {"config": str(ROOT / "configs/tiny_face.yaml")}},
-    )
-    assert main(["study", "--config", str(config)]) == 0
-    study = tmp_path / "runs" / "tiny"
-    trials = pd.read_parquet(study / "trials.parquet")
-    assert sorted(trials["name"]) == ["face-seed0", "face-seed1"]
-    for seed in (0, 1):  # each trial's outputs are what `specialize decode` and `rsa` write for its checkpoint
-        trial = study / "trials" / f"face-seed{seed}"
-        network = [Network("face", trial / "train" / "checkpoints" / "best.ckpt")]
-        run_decoding(
-            network,
-            data,
-            tmp_path / f"decode{seed}",
-            settings=DecodingSettings(folds=3, extraction=ActivationSettings(layers=tuple(layers), pooling="mean")),
-            progress=False,
-        )
-        run_rsa(
-            network,
-            behaviour / "stimuli.txt",
-            behaviour,
-            tmp_path / f"rsa{seed}",
-            RSASettings(extraction=ActivationSettings(layers=tuple(layers))),
-            progress=False,
-        )
-        for stage, table in (("decode", "decoding"), ("rsa", "rsa")):
-            pd.testing.assert_frame_equal(
-                pd.read_parquet(trial / stage / f"{table}.parquet"),
-                pd.read_parquet(tmp_path / f"{stage}{seed}" / f"{table}.parquet"),
-            )
-    decoding = pd.read_parquet(study / "aggregate" / "decoding.parquet").set_index(["task", "layer"])
-    assert set(decoding.index) == {(task, layer) for task in ("face", "object") for layer in layers}
-    assert (decoding["n_seeds"] == 2).all()
-    assert decoding.loc[("face", "fc7"), "mean"] == pytest.approx(trials["decode/face/fc7"].mean())
-    assert decoding.loc[("object", "conv5_3"), "sd"] == pytest.approx(trials["decode/object/conv5_3"].std())
-    rsa = pd.read_parquet(study / "aggregate" / "rsa.parquet").set_index("layer")
-    assert (rsa["n_seeds"] == 2).all() and rsa.loc["fc7", "mean"] == pytest.approx(trials["rsa/fc7"].mean())
-    assert rsa.loc["conv5_3", "low"] <= rsa.loc["conv5_3", "mean"] <= rsa.loc["conv5_3", "high"]
 
 
 def planted_seeds(network, control, p_values=None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers_train import untrained_checkpoint
+from helpers_train import session_untrained_checkpoint
 
 from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
@@ -20,9 +20,7 @@ from sweeps.engine import lesion_sweep
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A built face+object data directory and a checkpoint of an (untrained) tiny model on it."""
-    root = tmp_path_factory.mktemp("lesion_cli")
-    data, checkpoint = untrained_checkpoint(root, train_per_class=6, test_per_class=2)
-    return data, checkpoint
+    return session_untrained_checkpoint(tmp_path_factory, train_per_class=6, test_per_class=2)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:
