@@ -161,7 +161,7 @@ def with_null_partitions(network, label_space, observed, partitions, train, test
     batches = TensorSource(*test).batches(256)
     answers = evaluate_lesions(network, batches, analysis_readouts(analyses), [a.grouping for a in analyses])
     settings = SegregationSettings(fraction=FRACTION, n_bootstraps=20)
-    tables, _ = analysis_tables(answers, analyses, label_space, settings)
+    tables, _ = analysis_tables(answers, analyses, label_space, settings, CONV_LAYERS)
     return tables["segregation"].query("scope == 'all_outputs'").set_index("layer")
 
 
