@@ -22,6 +22,7 @@ from lightning_modules.heads import OutputHeads
 
 METRICS = ("loss", "top1", "top5", "top1_own", "top5_own")
 RNG_KEY = "specialize_rng_states"
+STEP_LOSS = "train/batch_loss"  # each step's loss, for the progress bar and curves: not one of a run's final metrics
 
 
 def own_output_mask(label_space: LabelSpace) -> torch.Tensor:
@@ -94,7 +95,7 @@ class TaskModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        self.log("train/batch_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log(STEP_LOSS, loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -244,12 +244,15 @@ def make_datamodule(config: TrainConfig, world_size: int) -> Any:
 
 def write_summary(run_dir: Path, trainer: Any) -> None:
     """Final epoch metrics and checkpoint paths as summary.json. When this process trained nothing (the run was
-    killed after its last checkpoint, before its summary), the metrics are the last ones logged in metrics.csv."""
+    killed after its last checkpoint, before its summary), the metrics are the last ones logged in metrics.csv. The
+    last step's loss is left out: a killed run's metrics.csv may have lost it, and it is no final metric."""
+    from lightning_modules.module import STEP_LOSS
     from lightning_modules.run_io import last_logged_metrics
 
     best, last = trainer.checkpoint_callbacks
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if "/" in key or key == "lr"}
     metrics = metrics or last_logged_metrics(run_dir / "metrics.csv")
+    metrics.pop(STEP_LOSS, None)
     write_json(
         run_dir / "summary.json",
         {

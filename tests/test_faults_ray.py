@@ -74,6 +74,8 @@ SEGREGATION_OPTIONS = (
     16,
     "--images-per-unit",
     16,
+    "--null-partitions",
+    0,  # as SEGREGATION (the library's default): no null; the command's default is 20
 )
 TABLES = ("predictions", "accuracy", "drops", "segregation", "tasks")
 
