@@ -12,7 +12,6 @@ manifest.json and config.json.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import zlib
 from collections import Counter
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from common.errors import UserError
 from common.io import atomic_path, read_json, read_state_json
 from common.output_dir import check_output_path
+from common.pools import fork_pool
 from common.stage import StageDir
 from common.typed_config import check_at_least, check_choice
 from common.wandb_runs import StageLog, data_artifact
@@ -154,7 +154,7 @@ class FileChecker:
         if self.workers == 1 or len(paths) == 1:
             yield from map(check_image, paths)
             return
-        with multiprocessing.get_context("fork").Pool(min(self.workers, len(paths))) as pool:
+        with fork_pool(min(self.workers, len(paths))) as pool:
             yield from pool.imap(check_image, paths, chunksize=32)
 
     def readable_counts(self, files: Mapping[str, list[str]]) -> dict[str, int]:

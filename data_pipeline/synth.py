@@ -11,7 +11,6 @@ under a hidden temporary name and renamed when complete, and a rerun redraws any
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from common.console import hidden
 from common.errors import SettingError, UserError
 from common.io import atomic_path
+from common.pools import fork_pool
 from common.stage import StageDir
 from common.typed_config import check_at_least, check_choice
 from data_pipeline.synth_domains import DOMAINS
@@ -184,7 +184,7 @@ def _run_parallel(jobs: list[ImageJob], seed: int, size: int, workers: int, batc
         for args in batches:
             progress.update(_write_batch(args))
     else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with fork_pool(workers) as pool:
             for written in pool.imap_unordered(_write_batch, batches):
                 progress.update(written)
     progress.close()
