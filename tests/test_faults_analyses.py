@@ -29,7 +29,7 @@ class Stage:
     """How to run a stage into OUT, where to kill it, and what a rerun must keep and reproduce."""
 
     args: Callable[[dict, Path], list[object]]  # (inputs, OUT) -> the command's arguments
-    kills: tuple[tuple[str, int], ...]  # kill points, in order: (file pattern, nth such file written)
+    kill: tuple[str, int]  # where to kill: (file pattern, nth such file written)
     finished: str  # the file written last: absent after each kill
     kept: Callable[[Path], list[Path]] = lambda out: []  # files a kill leaves finished, which no rerun writes again
     same: tuple[str, ...] = field(default=())  # files equal to the uninterrupted run's
@@ -59,14 +59,14 @@ STAGES = {
             "--out",
             out,
         ],
-        kills=(("images.parquet", 2),),  # 2 units (2 tasks): one finished, the other being marked finished
+        kill=("images.parquet", 2),  # 2 units (2 tasks): one finished, the other being marked finished
         finished="manifest.json",
         kept=unit_files("*/*/images.parquet"),
         same=("*/*/*.npy", "*/*/images.parquet"),
     ),
     "figures": Stage(
         lambda inputs, out: ["figures", *inputs["segregations"], "--out", out / "segregation"],
-        kills=(("segregation.svg", 1),),  # the PNG written, the SVG not yet in place
+        kill=("segregation.svg", 1),  # the PNG written, the SVG not yet in place
         finished="segregation.svg",
         same=("segregation.png",),
     ),
@@ -131,13 +131,11 @@ def test_analysis_stage_killed_mid_stage_resumes_to_the_uninterrupted_run(name, 
     stage = STAGES[name]
     reference, out = tmp_path / "reference", tmp_path / "killed"
     run_to_end(specialize(*command_args(stage, inputs, reference)), timeout=900)
-    kept: dict[Path, int] = {}
-    for pattern, nth in stage.kills:
-        killed_writing(command_args(stage, inputs, out), pattern, nth, timeout=900)
-        assert temporaries(out) and not (out / stage.finished).exists() and not damaged_files(out)  # mid-stage
-        assert mtimes(kept) == kept  # what an earlier kill left finished was not written again
-        kept = mtimes(stage.kept(out))
-        assert kept or name == "figures", f"the kill at {pattern} #{nth} left nothing finished"
+    pattern, nth = stage.kill
+    killed_writing(command_args(stage, inputs, out), pattern, nth, timeout=900)
+    assert temporaries(out) and not (out / stage.finished).exists() and not damaged_files(out)  # mid-stage
+    kept = mtimes(stage.kept(out))
+    assert kept or name == "figures", f"the kill at {pattern} #{nth} left nothing finished"
     run_to_end(specialize(*command_args(stage, inputs, out)), timeout=900)
     assert mtimes(kept) == kept and not temporaries(out) and not damaged_files(out)
     compared = results(reference, stage.same)
