@@ -3,7 +3,8 @@
 Kept free of torch so that command-line parsers can offer them as choices without loading it; `check_layers` is the
 one check of a list of them. Other architectures' lesion units are found from their module graph
 (`lightning_modules.units`) and checked against the network once it is loaded; `check_unit_names` is what can be
-checked before.
+checked before. Keywords (`LAYER_KEYWORDS`) name layers of any architecture by their place, so that defaults and
+study configs hold for every network; `lightning_modules.units.resolve_layers` gives the names they stand for.
 """
 
 CONV_LAYERS: tuple[str, ...] = (
@@ -23,6 +24,15 @@ CONV_LAYERS: tuple[str, ...] = (
 )
 FC_LAYERS: tuple[str, ...] = ("fc6", "fc7", "output")
 LAYER_NAMES: tuple[str, ...] = CONV_LAYERS + FC_LAYERS
+
+ALL_LAYERS = "all"
+PENULTIMATE = "penultimate"
+LAST_UNIT = "last_unit"
+LAYER_KEYWORDS: dict[str, str] = {
+    ALL_LAYERS: "every representation layer of the network, in forward order",
+    PENULTIMATE: "its last layer before the output (VGG16's fc7, AlexNet's classifier.4, ResNet-18's layer4.1)",
+    LAST_UNIT: "its last lesion unit (VGG16's conv5_3, AlexNet's features.10, ResNet-18's layer4.1)",
+}
 
 
 def check_layers(key: str, layers: tuple[str, ...] | list[str], valid: tuple[str, ...] = LAYER_NAMES) -> None:

@@ -15,15 +15,17 @@ batch norm or conv that feeds the ReLU alone, since ReLU(0) = 0; or the block wh
 
 from __future__ import annotations
 
+import functools
 import operator
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from lightning_modules.layer_names import ALL_LAYERS, LAST_UNIT, PENULTIMATE
 from lightning_modules.vgg import VGG, conv_indices, fc_indices
 
 ADDS = (operator.add, operator.iadd, torch.add)
@@ -67,10 +69,7 @@ def representation_layers(model: nn.Module) -> dict[str, str]:
 def representation_names(arch: str) -> tuple[str, ...]:
     """The representation layers of the registry's `arch`, by name, in forward order (VGG16: conv1_1 ... conv5_3,
     fc6, fc7, output; ResNet-18: conv1, layer1.0.conv1, layer1.0, ..., layer4.1, output)."""
-    from lightning_modules.architectures import build_network
-
-    with torch.device("meta"):
-        return tuple(representation_layers(build_network(arch, 2)))
+    return _names_of(arch)[1]
 
 
 def filters_per_unit(model: nn.Module) -> dict[str, int]:
@@ -79,12 +78,28 @@ def filters_per_unit(model: nn.Module) -> dict[str, int]:
 
 
 def unit_names(arch: str) -> tuple[str, ...]:
-    """The lesion units of the registry's `arch`, by name, in forward order (from a copy without data: names depend
-    on neither width nor batch norm)."""
+    """The lesion units of the registry's `arch`, by name, in forward order."""
+    return _names_of(arch)[0]
+
+
+def resolve_layers(arch: str, layers: Sequence[str]) -> tuple[str, ...]:
+    """`layers` of a network of the registry's `arch`, each keyword (`layer_names.LAYER_KEYWORDS`: all,
+    penultimate, last_unit) replaced by the names it stands for, in the order given and each once; other names are
+    kept as they are (`with_layers` and the settings check them)."""
+    representations, units = representation_names(arch), unit_names(arch)
+    stands_for = {ALL_LAYERS: representations, PENULTIMATE: representations[-2:-1], LAST_UNIT: units[-1:]}
+    return tuple(dict.fromkeys(name for layer in layers for name in stands_for.get(layer, (layer,))))
+
+
+@functools.cache
+def _names_of(arch: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The lesion units and representation layers of `arch` by name, from a copy without data (names depend on
+    neither width nor batch norm)."""
     from lightning_modules.architectures import build_network
 
     with torch.device("meta"):
-        return tuple(lesion_units(build_network(arch, 2)))
+        model = build_network(arch, 2)
+        return tuple(lesion_units(model)), tuple(representation_layers(model))
 
 
 def num_outputs(model: nn.Module) -> int:

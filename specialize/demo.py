@@ -78,9 +78,9 @@ def load_demo_study(
 
 def demo_sizes(study: StudyConfig) -> dict[str, Any]:
     """The demo study's value of each size the CLI sets."""
-    from specialize import pipeline
+    from specialize.study_config import network_config
 
-    training = pipeline.network_config(study, next(iter(study.pairs)))
+    training = network_config(study, next(iter(study.pairs)))
     analyses = study.analyses
     return {
         "classes": study.data.synth.classes_per_task,
@@ -138,10 +138,11 @@ def validation_accuracies(run_dir: Path) -> dict[str, float]:
 def train_networks(study: StudyConfig, out: Path) -> dict[str, Path]:
     """Stage 3: every network of the study, each in OUT/train/<its config's name>; name -> run directory."""
     from specialize import pipeline
+    from specialize.study_config import network_config
 
     runs = {}
     for name in demo_networks(study):
-        config = pipeline.network_config(study, name)
+        config = network_config(study, name)
         config = dataclasses.replace(config, output=dataclasses.replace(config.output, root=str(out / TRAIN_DIR)))
         runs[name] = pipeline.train(config)
     return runs

@@ -5,7 +5,6 @@ Every function runs one stage into the directory its single command writes (a st
 each resumes after a kill and a finished one returns its results without redoing them:
 
     synthetic_data   `data synth`, `data build` (and `data behaviour`)   -> images/, data/ (stimuli.txt, behaviour/)
-    network_config   the training config a study gives a network (`specialize train`'s config)
     train            `specialize train`                                  -> its run directory
     test_accuracy    test top-1 of the analysed checkpoint (Fig. 1C)     -> accuracy/
     lesion           `specialize lesion`                                 -> lesion/
@@ -78,28 +77,6 @@ def behaviour_inputs(study: StudyConfig) -> tuple[Path, Path]:
     return behaviour / STIMULI_FILE, behaviour
 
 
-def network_config(study: StudyConfig, network: str) -> TrainConfig:
-    """A network's training config as the study trains it: its config file with the study's W&B project and mode and
-    the study's data directory (when it builds its own), then the study's and the network's overrides (which may
-    change those), then the study's W&B group and the network's own data directory; the data directory absolute."""
-    from lightning_modules.config import load_config
-
-    spec = study.networks[network]
-    config = load_config(
-        spec.config,
-        [
-            f"wandb.project={study.wandb.project}",
-            f"wandb.mode={study.wandb.mode}",
-            *([f"data.dir={study.data_dir}"] if study.data_dir is not None else []),
-            *study.overrides,
-            *spec.overrides,
-            f"wandb.group={study.wandb_group}",
-            *([f"data.dir={spec.data}"] if spec.data else []),
-        ],
-    )
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, dir=str(Path(config.data.dir).resolve())))
-
-
 def train(config: TrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     """Train (or continue, or return) the run `config` describes; its run directory."""
     from lightning_modules.train import train as train_run
@@ -162,11 +139,11 @@ def visualize(
 ) -> dict[str, pd.DataFrame]:
     """Each task's top-ranked filters of the stage's layer in a sweep, visualised (`specialize visualize`)."""
     from analysis.representations.settings import VisualizeSettings
-    from analysis.representations.visualize import run_visualize
+    from analysis.representations.visualize import run_visualize, visualized_layer
 
     return run_visualize(
         network,
-        stage.layer,
+        visualized_layer(stage.layer, network),
         out,
         top=stage.top,
         tasks=tasks,

@@ -52,7 +52,7 @@ from common.ray_runner import Resources, add_ray_cluster_arguments, ray_session
 from common.stage import StageDir
 from common.wandb_runs import WandbTarget, logging_to
 from specialize import pipeline
-from specialize.study_config import StudyConfig, study_from_dict, with_absolute_paths
+from specialize.study_config import StudyConfig, network_config, study_from_dict, with_absolute_paths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,11 +88,11 @@ def trials_of(study: StudyConfig) -> list[Trial]:
 
 
 def trial_training_config(study: StudyConfig, trial: Trial) -> TrainConfig:
-    """The trial's training config: its network's as the study trains it (`pipeline.network_config`), with what the
+    """The trial's training config: its network's as the study trains it (`study_config.network_config`), with what the
     trial fixes: the seed, the trial's run directory, its W&B run name and its training resources."""
     from lightning_modules.config import validate
 
-    config = pipeline.network_config(study, trial.network)
+    config = network_config(study, trial.network)
     config = dataclasses.replace(
         config,
         seed=trial.seed,
@@ -241,25 +241,6 @@ def without_resources(data: Any) -> Any:
     return {key: without_resources(value) for key, value in data.items() if key != "resources"}
 
 
-def check_lesion_units(study: StudyConfig) -> None:
-    """Before anything runs: UserError when `analyses.lesion.layers` names a unit one of the pairs' networks (its
-    `model.arch`) lacks, so that a misnamed unit does not wait for the trained networks to surface."""
-    from common.errors import SettingError
-    from lightning_modules.units import unit_names
-
-    lesion = study.analyses.lesion
-    if not lesion.enabled or not lesion.layers:
-        return
-    for network in study.pairs:
-        arch = pipeline.network_config(study, network).model.arch
-        try:
-            lesion.for_units(unit_names(arch))
-        except SettingError as error:
-            raise UserError(
-                f"config key analyses.lesion.{error.key} {error.problem} (network {network}: {arch})"
-            ) from None
-
-
 def run_study(
     study: StudyConfig, address: str | None = None, aggregate_only: bool = False, only_seeds: list[int] | None = None
 ) -> pd.DataFrame:
@@ -269,7 +250,6 @@ def run_study(
     `only_seeds` runs the trials of those seeds alone and leaves the aggregation to a later `--aggregate-only`
     (one job of a Slurm array per seed: the jobs then never write the same files).
     """
-    check_lesion_units(study)
     stage = study_stage(study).check()
     out = stage.start(study.to_dict())
     chosen = [trial for trial in trials_of(study) if only_seeds is None or trial.seed in only_seeds]

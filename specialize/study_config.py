@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis.representations.settings import DecodingSettings, RSASettings, VisualizeSettings
 from analysis.segregation.settings import SegregationSettings
@@ -31,8 +31,11 @@ from common.wandb_runs import WANDB_MODES, WANDB_PROJECT, WandbTarget
 from data_pipeline.build import BuildSettings
 from data_pipeline.synth import SynthSettings
 from data_pipeline.synth_behaviour import BehaviourSettings
-from lightning_modules.layer_names import CONV_LAYERS
+from lightning_modules.layer_names import LAST_UNIT, check_unit_names
 from sweeps.settings import SweepSettings
+
+if TYPE_CHECKING:
+    from lightning_modules.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -119,14 +122,15 @@ class RSAStage(RSASettings, NetworkChoice):
 @dataclass(frozen=True)
 class VisualizeStage(VisualizeSettings, NetworkChoice):
     """Feature visualisation of each task's top-ranked filters of one layer, for pair trials (`specialize
-    visualize --top N --task ... --sweep`'s settings)."""
+    visualize --top N --task ... --sweep`'s settings): `layer` is a lesion unit of each network visualised (its
+    last by default: VGG16's conv5_3), checked against each network's architecture when the study is loaded."""
 
-    layer: str = "conv5_3"
+    layer: str = LAST_UNIT
     top: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("layer", self.layer, CONV_LAYERS)
+        check_unit_names("layer", [self.layer])
         check_at_least("top", self.top, 1)
 
 
@@ -247,6 +251,28 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = (), ro
     return with_absolute_paths(study_from_dict(data, root), root)
 
 
+def network_config(study: StudyConfig, network: str) -> TrainConfig:
+    """A network's training config as the study trains it: its config file with the study's W&B project and mode and
+    the study's data directory (when it builds its own), then the study's and the network's overrides (which may
+    change those), then the study's W&B group and the network's own data directory; the data directory absolute."""
+    from lightning_modules.config import load_config
+
+    spec = study.networks[network]
+    config = load_config(
+        spec.config,
+        [
+            f"wandb.project={study.wandb.project}",
+            f"wandb.mode={study.wandb.mode}",
+            *([f"data.dir={study.data_dir}"] if study.data_dir is not None else []),
+            *study.overrides,
+            *spec.overrides,
+            f"wandb.group={study.wandb_group}",
+            *([f"data.dir={spec.data}"] if spec.data else []),
+        ],
+    )
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, dir=str(Path(config.data.dir).resolve())))
+
+
 def with_absolute_paths(study: StudyConfig, root: Path | None = None) -> StudyConfig:
     """The study with its training configs, data directories, RSA inputs and output resolved against `root`
     (default: the working directory)."""
@@ -328,3 +354,36 @@ def validate(study: StudyConfig, root: Path) -> None:
             )
     if study.data.behaviour is not None and study.data.synth is None:
         raise UserError("data.behaviour draws participants for the study's synthetic images; set data.synth too")
+    check_network_layers(with_absolute_paths(study, root))
+
+
+def check_network_layers(study: StudyConfig) -> None:
+    """UserError, before anything runs, when an analysis names a layer that a network it runs on lacks in its
+    architecture (`model.arch`): the lesion sweep's and the visualisation's units (of pairs), decoding's and RSA's
+    representation layers (keywords among them, all, penultimate and last_unit, resolved for each architecture)."""
+    from lightning_modules.units import representation_names, resolve_layers, unit_names
+
+    analyses = study.analyses
+    for network in study.networks:
+        arch = network_config(study, network).model.arch
+        units, representations = unit_names(arch), representation_names(arch)
+        lesioned = network in study.pairs and analyses.lesion.enabled
+        visualized = lesioned and analyses.visualize.runs_on(network)
+        asked = {  # the lesion sweep takes unit names alone; the others, keywords too
+            "lesion.layers": (analyses.lesion.layers if lesioned else (), units),
+            "visualize.layer": (resolve_layers(arch, [analyses.visualize.layer]) if visualized else (), units),
+            **{
+                f"{name}.extraction.layers": (
+                    resolve_layers(arch, stage.extraction.layers) if stage.runs_on(network) else (),
+                    representations,
+                )
+                for name, stage in (("decoding", analyses.decoding), ("rsa", analyses.rsa))
+            },
+        }
+        for key, (layers, valid) in asked.items():
+            missing = [layer for layer in layers if layer not in valid]
+            if missing:
+                raise UserError(
+                    f"config key analyses.{key}: network {network} ({arch}) has no layer {missing[0]!r}; choose "
+                    f"from {', '.join(valid)}"
+                )

@@ -13,7 +13,7 @@ from common.errors import UserError
 from lightning_modules.architectures import ARCHITECTURES, VGGS, build_network
 from lightning_modules.config import load_config
 from lightning_modules.layer_names import CONV_LAYERS
-from lightning_modules.units import filters_per_unit, lesion_units
+from lightning_modules.units import filters_per_unit, lesion_units, representation_names, resolve_layers
 from sweeps.engine import lesion_sweep
 from sweeps.layer_split import split_at
 from sweeps.lesions import lesioned
@@ -191,15 +191,38 @@ def test_the_architectures_studies_train_each_architecture():
             assert config.model.arch == network and not study.analyses.lesion.layers  # every unit of each
 
 
-def test_a_study_naming_a_unit_one_of_its_networks_lacks_stops_before_anything_runs(tmp_path):
+def test_a_study_naming_a_unit_one_of_its_networks_lacks_is_refused_when_loaded(tmp_path):
     from helpers_train import ROOT
 
-    from specialize.study import run_study
     from specialize.study_config import load_study
 
-    study = load_study(
-        ROOT / "studies" / "architectures.yaml", [f"output={tmp_path}", "analyses.lesion.layers=[conv1_1,conv5_3]"]
-    )
-    with pytest.raises(UserError, match=r"analyses.lesion.layers has unknown layer 'conv1_1'.*\(network alexnet"):
-        run_study(study)
+    with pytest.raises(UserError, match=r"analyses.lesion.layers: network alexnet \(alexnet\) has no layer 'conv1_1'"):
+        load_study(
+            ROOT / "studies" / "architectures.yaml", [f"output={tmp_path}", "analyses.lesion.layers=[conv1_1,conv5_3]"]
+        )
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "arch, penultimate, last_unit",
+    [("vgg16", "fc7", "conv5_3"), ("alexnet", "classifier.4", "features.10"), ("resnet18", "layer4.1", "layer4.1")],
+)
+def test_layer_keywords_name_each_architectures_own_layers(arch, penultimate, last_unit):
+    assert resolve_layers(arch, ["penultimate"]) == (penultimate,) and resolve_layers(arch, ["last_unit"]) == (
+        last_unit,
+    )
+    assert resolve_layers(arch, ["all"]) == representation_names(arch)
+    assert resolve_layers(arch, ["output", "all"])[:2] == ("output", representation_names(arch)[0])  # each once
+    assert resolve_layers(arch, ["no_such"]) == ("no_such",)  # left for the checks against the network
+
+
+def test_the_default_representation_layers_hold_for_every_network_of_the_architectures_study(tmp_path):
+    from helpers_train import ROOT
+
+    from specialize.study_config import load_study
+
+    on = ["analyses.decoding.enabled=true", "analyses.visualize.enabled=true", "analyses.rsa.enabled=true"]
+    study = load_study(ROOT / "studies" / "architectures.yaml", [f"output={tmp_path}", *on, "data.behaviour={}"])
+    analyses = study.analyses  # penultimate (VGG16's fc7), last_unit (its conv5_3), all: every network has them
+    assert (analyses.decoding.extraction.layers, analyses.visualize.layer) == (("penultimate",), "last_unit")
+    assert analyses.rsa.extraction.layers == ("all",)

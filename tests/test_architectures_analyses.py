@@ -126,9 +126,9 @@ def test_decode_rsa_and_visualize_read_the_networks_layers(resnet, ray_cluster, 
     assert main(["data", "behaviour", "--stimuli", stimuli, "--out", str(behaviour), "--participants", "4"]) == 0
     rsa = tmp_path / "rsa"
     args = ["--stimuli", str(behaviour / "stimuli.txt"), "--behaviour", str(behaviour), "--out", str(rsa)]
-    assert main(["rsa", *network, *args, "--layers", "layer4.1", "conv1", "layer1.0.conv1"]) == 0
+    assert main(["rsa", *network, *args]) == 0  # RSA's default: every layer of the network's own (`all`)
     summary = pd.read_parquet(rsa / "rsa.parquet")
-    assert summary.sort_values("layer_index")["layer"].tolist() == ["conv1", "layer1.0.conv1", "layer4.1"]
+    assert summary.sort_values("layer_index")["layer"].tolist() == list(LAYERS)
     assert (rsa / "figures" / "rsa_by_layer.png").stat().st_size > 0
 
     vis = tmp_path / "vis"

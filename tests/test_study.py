@@ -23,6 +23,9 @@ pytestmark = pytest.mark.ray  # starts Ray through the command line
 
 
 LAYERS = ["conv1_1", "conv5_3"]
+RESNET_PAIR = {"resnet": {"config": str(ROOT / "configs/tiny_face_object.yaml"), "overrides": ["model.arch=resnet18"]}}
+# an RSA's inputs as the config check wants them (a file, a folder), for configs refused before they are read
+RSA_INPUTS = {"stimuli": str(ROOT / "configs/tiny_face.yaml"), "behaviour": str(ROOT / "configs")}
 
 
 def study_yaml(path: Path, data: Path, out: Path, **changes) -> Path:
@@ -347,6 +350,28 @@ def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_
         ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
         ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
         ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
+        *[
+            (
+                {"pairs": RESNET_PAIR, "analyses": {"lesion": {"layers": []}, **analysis}},
+                f"config key analyses.{key}: network resnet (resnet18) has no layer {layer!r}; choose from conv1, "
+                "layer1.0.conv1, layer1.0, layer1.1.conv1,",
+            )
+            for key, layer, analysis in [
+                (
+                    "decoding.extraction.layers",
+                    "fc7",
+                    {"decoding": {"enabled": True, "extraction": {"layers": ["fc7"]}}},
+                ),
+                (
+                    "rsa.extraction.layers",
+                    "conv5_3",
+                    {"rsa": {"enabled": True, **RSA_INPUTS, "extraction": {"layers": ["all", "conv5_3"]}}},
+                ),
+                ("visualize.layer", "conv5_3", {"visualize": {"enabled": True, "layer": "conv5_3"}}),
+                ("visualize.layer", "output", {"visualize": {"enabled": True, "layer": "output"}}),  # not a unit
+                ("lesion.layers", "last_unit", {"lesion": {"layers": ["last_unit"]}}),  # units alone, no keywords
+            ]
+        ],
     ],
 )
 def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):

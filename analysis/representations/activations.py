@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -319,6 +319,31 @@ def with_layers(loaded: Any, layers: Sequence[str], name: str) -> Any:
     return loaded
 
 
+def resolved_layers(layers: Sequence[str], networks: Sequence[Network]) -> tuple[str, ...]:
+    """`layers` with their keywords (all, penultimate, last_unit) replaced by the names they stand for in the
+    networks' architectures (read from their checkpoints, without their weights); UserError when those names differ
+    between the networks, since every network is analysed at the same layers."""
+    from lightning_modules.checkpoint import checkpoint_config
+    from lightning_modules.units import resolve_layers
+
+    archs = {network.name: checkpoint_config(network.checkpoint).model.arch for network in networks}
+    names = {name: resolve_layers(arch, layers) for name, arch in archs.items()}
+    first = next(iter(names), None)
+    for name, resolved in names.items():
+        if resolved != names[first]:
+            raise UserError(
+                f"layers {' '.join(layers)} are {', '.join(names[first])} in network {first} ({archs[first]}) but "
+                f"{', '.join(resolved)} in {name} ({archs[name]}); analyse them apart or name layers both have "
+                "(e.g. output)"
+            )
+    return names[first] if first is not None else tuple(layers)
+
+
+def for_networks(settings: ActivationSettings, networks: Sequence[Network]) -> ActivationSettings:
+    """`settings` with their layers' keywords resolved for `networks` (`resolved_layers`)."""
+    return replace(settings, layers=resolved_layers(settings.layers, networks))
+
+
 def layer_order(networks: Sequence[Network]) -> dict[str, tuple[str, ...]]:
     """Each network's representation layers in forward order, by name (from its checkpoint's architecture, without
     loading its weights): what tables number layers by (`layer_index`) and figures order them by."""
@@ -356,6 +381,7 @@ def extract_activations(
     from lightning_modules.checkpoint import load_model
 
     check_unique(networks)
+    settings = for_networks(settings, networks)
     stage = StageDir(
         Path(out_dir).absolute(),  # workers write there, whatever their working directory
         "activation extraction",

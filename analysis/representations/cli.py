@@ -23,14 +23,15 @@ from analysis.representations.settings import (
 )
 from common.ray_runner import Resources, add_ray_arguments
 from common.wandb_runs import add_wandb_arguments
-from lightning_modules.layer_names import LAYER_NAMES
+from lightning_modules.layer_names import LAYER_KEYWORDS, LAYER_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
 
 LAYER_HELP = (
     f"the network's layers: VGG16's {', '.join(LAYER_NAMES)}; another network's units by module path and its "
-    "hidden fc layers and output (e.g. ResNet-18's layer3.1, layer4.1, output; README, Architectures)"
+    "hidden fc layers and output (e.g. ResNet-18's layer3.1, layer4.1, output; README, Architectures); or "
+    + "; ".join(f"{keyword}: {meaning}" for keyword, meaning in LAYER_KEYWORDS.items())
 )
 
 
@@ -62,7 +63,7 @@ def _add_extraction(parser: argparse.ArgumentParser, defaults: ActivationSetting
         nargs="+",
         default=list(layers),
         metavar="LAYER",
-        help=f"{LAYER_HELP}, or 'all' (default: {' '.join(layers) if len(layers) < 4 else 'all'})",
+        help=f"{LAYER_HELP} (default: {' '.join(layers)})",
     )
     parser.add_argument(
         "--pooling",
@@ -83,10 +84,9 @@ def _add_extraction(parser: argparse.ArgumentParser, defaults: ActivationSetting
 
 
 def extraction_settings(args: argparse.Namespace) -> ActivationSettings:
-    """The extraction options as settings ('all' = every layer)."""
-    layers = tuple(LAYER_NAMES) if args.layers == ["all"] else tuple(args.layers)
+    """The extraction options as settings (keywords among the layers are resolved for the networks analysed)."""
     return ActivationSettings(
-        layers=layers,
+        layers=tuple(args.layers),
         pooling=args.pooling,
         dtype=args.dtype,
         batch_size=args.batch_size,
@@ -371,7 +371,7 @@ def _register_visualize(subparsers: argparse._SubParsersAction) -> None:
 
 def run_visualize_command(args: argparse.Namespace) -> int:
     """Visualise and print each group's activations against the baselines."""
-    from analysis.representations.visualize import parse_filters, run_visualize
+    from analysis.representations.visualize import parse_filters, run_visualize, visualized_layer
     from common.errors import UserError
 
     try:
@@ -390,9 +390,11 @@ def run_visualize_command(args: argparse.Namespace) -> int:
         device=args.device,
         resources=Resources.from_args(args),
     )
+    network = networks_of(args)[0]
+    layer = visualized_layer(args.layer, network)
     summaries = run_visualize(
-        networks_of(args)[0],
-        args.layer,
+        network,
+        layer,
         args.out,
         filters,
         args.top,
@@ -410,7 +412,7 @@ def run_visualize_command(args: argparse.Namespace) -> int:
             else ""
         )
         print(
-            f"{args.layer} {group}: mean activation of optimised images {summary['activation'].mean():.3f} "
-            f"(random {summary['random_activation'].mean():.3f}{natural}) -> {args.out}/{args.layer}_{group}.png"
+            f"{layer} {group}: mean activation of optimised images {summary['activation'].mean():.3f} "
+            f"(random {summary['random_activation'].mean():.3f}{natural}) -> {args.out}/{layer}_{group}.png"
         )
     return 0

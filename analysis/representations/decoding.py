@@ -32,6 +32,7 @@ from analysis.representations.activations import (
     Activations,
     Network,
     extract_activations,
+    for_networks,
     layer_order,
     model_artifacts,
     network_hashes,
@@ -209,7 +210,7 @@ def run_decoding(
     resumable, and a finished decoding is returned as it is. Returns the summary table."""
     from analysis.figures import plot_decoding_bars, plot_layer_curves
 
-    data, extraction = str(Path(data_dir).resolve()), settings.extraction
+    data, extraction = str(Path(data_dir).resolve()), for_networks(settings.extraction, networks)
     chosen = heldout_tasks(data, settings.tasks)
     check_heldout_folds(data, chosen, settings.folds)
     image_sets = [split_images(data, task, "heldout") for task in chosen]

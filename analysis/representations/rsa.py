@@ -39,6 +39,7 @@ from analysis.representations.activations import (
     FileImages,
     Network,
     extract_activations,
+    for_networks,
     layer_order,
     model_artifacts,
     network_hashes,
@@ -200,7 +201,7 @@ def run_rsa(
     positions = stimuli.locate(behaviour.stimuli, behaviour.directory)
     images = FileImages("stimuli", tuple(str(stimuli.paths[i]) for i in positions), behaviour.stimuli)
     hashes = {os.fsdecode(file.name): file_sha256(file) for file in behaviour.files()}
-    extraction = settings.extraction
+    extraction = for_networks(settings.extraction, networks)
     stage = StageDir(
         Path(out_dir),
         "RSA",

@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, field
 from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
-from lightning_modules.layer_names import LAYER_NAMES, check_layers, check_unit_names
+from lightning_modules.layer_names import (
+    ALL_LAYERS,
+    LAYER_KEYWORDS,
+    LAYER_NAMES,
+    PENULTIMATE,
+    check_layers,
+    check_unit_names,
+)
 
 POOLINGS = ("mean", "full")  # mean: each conv map averaged over space (C values); full: the whole map (C x H x W)
 ACTIVATION_DTYPES = ("float32", "float16")
@@ -22,12 +29,13 @@ ERROR_BARS = ("bootstrap", "sem")
 
 
 def known_layers() -> tuple[str, ...]:
-    """Every representation layer of any architecture of the registry, by name (each network's own are checked when it
-    is loaded); loads torch, so asked only for names that are not VGG16's."""
+    """Every representation layer of any architecture of the registry, by name, and the keywords (each network's own
+    are checked when it is loaded); loads torch, so asked only for names that are not VGG16's."""
     from lightning_modules.architectures import ARCHITECTURES
     from lightning_modules.units import representation_names
 
-    return tuple(dict.fromkeys(name for arch in ARCHITECTURES for name in representation_names(arch)))
+    names = dict.fromkeys(name for arch in ARCHITECTURES for name in representation_names(arch))
+    return (*names, *LAYER_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -35,16 +43,19 @@ class ActivationSettings:
     """Which activations are extracted and how they are stored. `layers` are the network's representation layers
     (`lightning_modules.units.representation_layers`: its lesion units, e.g. VGG16's conv1_1 ... conv5_3 or a
     ResNet's layer4.1, and hidden fc layers after their ReLU, e.g. fc6/fc7; `output` is the logits), checked against
-    each network when it is loaded; `pooling` applies to conv maps (fc layers are vectors either way)."""
+    each network when it is loaded; `pooling` applies to conv maps (fc layers are vectors either way). Keywords
+    (`LAYER_KEYWORDS`: all, penultimate, last_unit) stand for layers of any architecture and are resolved for the
+    networks analysed (`activations.for_networks`); the default is the penultimate layer (VGG16's fc7)."""
 
-    layers: tuple[str, ...] = ("fc7",)
+    layers: tuple[str, ...] = (PENULTIMATE,)
     pooling: str = "full"
     dtype: str = "float32"
     batch_size: int = 128
     resources: Resources = field(default_factory=Resources)  # per Ray task; not part of the results
 
     def __post_init__(self) -> None:
-        check_layers("layers", self.layers, LAYER_NAMES if set(self.layers) <= set(LAYER_NAMES) else known_layers())
+        cheap = (*LAYER_NAMES, *LAYER_KEYWORDS)  # checked without loading torch
+        check_layers("layers", self.layers, cheap if set(self.layers) <= set(cheap) else known_layers())
         check_unit_names("layers", self.layers)
         check_choice("pooling", self.pooling, POOLINGS)
         check_choice("dtype", self.dtype, ACTIVATION_DTYPES)
@@ -94,7 +105,7 @@ class RSASettings:
     error_bar: str = "bootstrap"  # ERROR_BARS
     n_bootstraps: int = 1000  # participant resamples of the bootstrap error bar
     seed: int = 0  # of those resamples
-    extraction: ActivationSettings = field(default_factory=lambda: ActivationSettings(layers=LAYER_NAMES))
+    extraction: ActivationSettings = field(default_factory=lambda: ActivationSettings(layers=(ALL_LAYERS,)))
 
     def __post_init__(self) -> None:
         check_choice("distance", self.distance, DISTANCES)

@@ -371,6 +371,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def visualized_layer(layer: str, network: Network) -> str:
+    """The layer `layer` names in `network`: itself, or the one a keyword (last_unit, penultimate) stands for in the
+    network's architecture; UserError for a keyword of many (all), since a visualisation shows one layer."""
+    from analysis.representations.activations import resolved_layers
+
+    resolved = resolved_layers([layer], [network])
+    if len(resolved) != 1:
+        raise UserError(f"a visualisation shows one layer; name one instead of {layer!r} (e.g. last_unit)")
+    return resolved[0]
+
+
 def run_visualize(
     network: Network,
     layer: str,
