@@ -226,3 +226,24 @@ def test_the_default_representation_layers_hold_for_every_network_of_the_archite
     analyses = study.analyses  # penultimate (VGG16's fc7), last_unit (its conv5_3), all: every network has them
     assert (analyses.decoding.extraction.layers, analyses.visualize.layer) == (("penultimate",), "last_unit")
     assert analyses.rsa.extraction.layers == ("all",)
+
+
+def test_keywords_resolve_for_each_checkpoint_and_must_agree_across_those_analysed_together(tmp_path):
+    from helpers_representation import save_checkpoint
+
+    from analysis.representations.activations import Network, resolved_layers
+
+    classes = {"face": ["a", "b", "c"], "object": ["d", "e", "f"]}  # tiny_network's 6 outputs
+    networks = {
+        arch: Network(
+            arch, save_checkpoint(tiny_network(arch), classes, tmp_path / arch, tmp_path, 1 / 16, False, arch=arch)
+        )
+        for arch in ("vgg16", "resnet18")
+    }
+    assert resolved_layers(["penultimate"], [networks["vgg16"]]) == ("fc7",)
+    assert resolved_layers(["penultimate", "last_unit"], [networks["resnet18"]]) == ("layer4.1",)
+    assert resolved_layers(["output"], list(networks.values())) == ("output",)
+    with pytest.raises(
+        UserError, match=r"layers all are conv1_1, .* in network vgg16 \(vgg16\) but conv1, .* in resnet18"
+    ):
+        resolved_layers(["all"], list(networks.values()))
