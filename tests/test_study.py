@@ -347,6 +347,10 @@ def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_
         ({"analyses": {"decoding": {"classifier": "forest"}}}, "analyses.decoding.classifier is 'forest'"),
         ({"analyses": {"rsa": {"enabled": True}}}, "analyses.rsa.stimuli: stimulus list '' is not a file"),
         ({"analyses": {"decoding": {"networks": ["face_objet"]}}}, "analyses.decoding.networks: 'face_objet' is not a"),
+        (
+            {"aggregate": {"bootstrap": "hierarchial"}},
+            "config key aggregate.bootstrap is 'hierarchial'; valid values: none, hierarchical",
+        ),
     ],
 )
 def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):
