@@ -12,13 +12,16 @@ Paper-sized test sets (1,714 + 423 classes x 50 images, 27 conditions, 1,000 res
 Note: with independent images (no class effect) the two-stage bootstrap is conservative, its variance
 up to twice the binomial one, because class resampling already carries the within-class noise; with
 one class, or one image per class, it reduces to the ordinary bootstrap (the tests check this case).
+
+Across networks (`nested_mean_resamples`, a study's `aggregate.bootstrap: hierarchical`): a third level on top, each
+resample drawing the networks (seeds) with replacement and every drawn network a class-then-image resample of its own.
 """
 
 from __future__ import annotations
 
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -91,6 +94,36 @@ def bootstrap_accuracies(
         for counts in resample_counts(class_ids, n_resamples, rng)
     ]
     return np.concatenate(chunks, axis=0).astype(np.float64)
+
+
+def nested_mean_resamples(
+    n_units: int,
+    n_resamples: int,
+    rng: np.random.Generator,
+    unit_resamples: Callable[[int, int], np.ndarray],
+) -> np.ndarray:
+    """Resamples of a mean over independent units (networks), one level above each unit's own resampling.
+
+    Each resample draws `n_units` units with replacement, and every draw of unit j takes a fresh resample of unit j's
+    statistic: `unit_resamples(j, count)` returns `count` independent resamples, (count, ...) (e.g. the segregation
+    index from a class-then-image resample of network j's test set). Exact, not a pool reused: unit j is asked once
+    for as many resamples as it is drawn in all. Returns (n_resamples, ...), the mean over each resample's draws.
+    """
+    if n_units < 1:
+        raise ValueError("the nested bootstrap needs at least one unit")
+    drawn = rng.integers(0, n_units, size=(n_resamples, n_units))
+    values: np.ndarray | None = None
+    for unit in range(n_units):
+        where = drawn == unit
+        count = int(where.sum())
+        if count == 0:
+            continue
+        samples = np.asarray(unit_resamples(unit, count), dtype=np.float64)
+        if values is None:
+            values = np.empty((n_resamples, n_units, *samples.shape[1:]))
+        values[where] = samples
+    assert values is not None  # some unit is drawn in every resample
+    return values.mean(axis=1)
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

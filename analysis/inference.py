@@ -14,18 +14,39 @@
   2n degrees of freedom, the default: sensitive to one strong seed) or Stouffer (sum of z-scores / sqrt(n): weighs
   seeds equally). Both assume independent, uniformly distributed p-values under the null; permutation p-values are
   discrete and never below 1/(1 + P), which makes the combination conservative.
+- `AggregateSettings`: a study's `aggregate` section; `bootstrap: hierarchical` adds to the t-interval of each mean
+  index across seeds a three-level bootstrap interval (seeds, then classes, then images: `analysis.seeds`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
 from scipy import stats
 
+from analysis.bootstrap import DEFAULT_RESAMPLES
+from common.typed_config import check_at_least, check_choice
+
 EXACT_SIGN_FLIPS_UP_TO = 16  # seeds; 2^16 = 65,536 patterns
 SIGN_FLIP_SAMPLES = 1 << 16
 COMBINATIONS = ("fisher", "stouffer")
+SEED_BOOTSTRAPS = ("none", "hierarchical")  # the across-seed interval beside the t-interval: none, or three-level
+
+
+@dataclass(frozen=True)
+class AggregateSettings:
+    """How a study aggregates across seeds (its `aggregate` section): the t-interval always; with `bootstrap:
+    hierarchical` also a three-level bootstrap interval of each mean index, `resamples` resamples seeded by `seed`."""
+
+    bootstrap: str = "none"
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("bootstrap", self.bootstrap, SEED_BOOTSTRAPS)
+        check_at_least("resamples", self.resamples, 1)
 
 
 def t_half_width(sd: np.ndarray, n: np.ndarray, level: float = 0.95) -> np.ndarray:

@@ -6,7 +6,9 @@ scope (top-1 over all outputs):
 - `seeds.parquet`: per pair, condition (the network's own tasks, or the random-task control), seed and layer, the
   segregation index with its hierarchical-bootstrap interval from that trial's analysis;
 - `pairs.parquet`: per pair, condition and layer, the mean index across seeds with a 95% t-interval across seeds
-  (mean +- t(0.975, n-1) x SD / sqrt(n); no interval with one seed);
+  (mean +- t(0.975, n-1) x SD / sqrt(n); no interval with one seed); with `aggregate.bootstrap: hierarchical` also the
+  95% percentile interval of a three-level bootstrap (`boot_low`, `boot_high`: seeds with replacement, then for every
+  drawn seed a class-then-image resample of its test set, from its analysis' predictions.parquet; none with one seed);
 - `paired_tests.parquet`: per pair and layer, does the network's index exceed its null across seeds? Seed by seed the
   network's index minus its null (the mean of its null partitions where the analysis drew them, else its random-task
   control), with the mean difference, its t-interval and the exact sign-flip p-value (`analysis.inference`), and the
@@ -25,6 +27,8 @@ scope (top-1 over all outputs):
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,19 @@ import numpy as np
 import pandas as pd
 
 from analysis.accuracy import ACCURACY_FILE
+from analysis.bootstrap import nested_mean_resamples, percentile_interval, task_rng
 from analysis.figures import label_layers, save_figure  # chooses matplotlib's Agg backend before pyplot is imported
-from analysis.inference import combine_p_values, paired_difference, t_half_width
+from analysis.inference import AggregateSettings, combine_p_values, paired_difference, t_half_width
+from analysis.segregation.indices import (
+    CONDITION,
+    INTACT_LAYER,
+    proportional_drops,
+    resample_accuracies,
+    segregation_index,
+)
 from analysis.segregation.null import NULL_COLUMNS, as_real_pairs
-from analysis.segregation.settings import DEFAULT_SCOPE
+from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES
+from common.errors import UserError
 from common.io import write_json, write_parquet
 from common.layout import ACCURACY_DIR, CONTROL_DIR, SEGREGATION_DIR
 from common.wandb_runs import StageLog, WandbTarget, log_stage
@@ -79,6 +92,64 @@ def across_seeds(seeds: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     keys = ["pair", "condition", "layer", "layer_index", "task_a", "task_b"]
     table = mean_across_seeds(seeds, keys, "si", level).rename(columns={"mean": "mean_si", "sd": "sd_si"})
     return table.sort_values(["pair", "condition", "layer_index"], ignore_index=True)
+
+
+def network_index_resamples(directory: Path, fraction: float, keys: pd.DataFrame, count: int, seed: int) -> np.ndarray:
+    """`count` class-then-image resamples (`analysis.bootstrap`, generators seeded by `seed` and each task) of one
+    analysis' segregation index at `fraction` in the default scope, for each (`layer`, `task_a`, `task_b`) of `keys`,
+    from its per-image predictions (`directory`/predictions.parquet): (count, len(keys))."""
+    path = directory / "predictions.parquet"
+    if not path.is_file():
+        raise UserError(
+            f"aggregate.bootstrap hierarchical resamples each seed's test images, but {path} is missing; rerun that "
+            "trial's segregation analysis, or set aggregate.bootstrap: none"
+        )
+    columns = [*CONDITION, "eval_task", "image", "label", SCOPES[DEFAULT_SCOPE]]
+    wanted = [[("layer", "==", INTACT_LAYER)], [("fraction", "==", fraction)]]
+    drops = proportional_drops(resample_accuracies(pd.read_parquet(path, columns=columns, filters=wanted), count, seed))
+    indices = [
+        segregation_index(drops, row.layer, fraction, row.task_a, row.task_b, DEFAULT_SCOPE).samples
+        for row in keys.itertuples()
+    ]
+    return np.stack(indices, axis=1)
+
+
+def seed_index_resamples(
+    directories: list[Path], inner_seeds: list[int], fraction: float, keys: pd.DataFrame, unit: int, count: int
+) -> np.ndarray:
+    """`network_index_resamples` of the `unit`-th seed's analysis (in `directories`, generators from `inner_seeds`)."""
+    return network_index_resamples(directories[unit], fraction, keys, count, inner_seeds[unit])
+
+
+def hierarchical_intervals(
+    pairs: pd.DataFrame,
+    seeds: pd.DataFrame,
+    trials: pd.DataFrame,
+    fraction: float,
+    settings: AggregateSettings,
+    level: float = LEVEL,
+) -> pd.DataFrame:
+    """`pairs` (from `across_seeds` of `seeds`) with the percentile interval of a three-level bootstrap of each mean
+    index (`boot_low`, `boot_high`; none with one seed): the seeds drawn with replacement, and every drawn seed a fresh
+    class-then-image resample of its analysis' test set (`analysis.bootstrap.nested_mean_resamples`)."""
+    folders = {condition: directory for directory, condition in CONDITIONS.items()}
+    trial_directory = {(trial.network, trial.seed): Path(trial.directory) for trial in trials.itertuples()}
+    frames = []
+    for (pair, condition), rows in pairs.groupby(["pair", "condition"], sort=False):
+        networks = sorted(set(seeds[(seeds["pair"] == pair) & (seeds["condition"] == condition)]["seed"]))
+        directories = [trial_directory[(pair, seed)] / folders[condition] for seed in networks]
+        low = high = np.full(len(rows), np.nan)
+        if len(directories) > 1:
+            inner_seeds = [int(np.random.SeedSequence([settings.seed, seed]).generate_state(1)[0]) for seed in networks]
+            resamples = nested_mean_resamples(
+                len(directories),
+                settings.resamples,
+                task_rng(settings.seed, f"{pair}/{condition}"),
+                partial(seed_index_resamples, directories, inner_seeds, fraction, rows),
+            )
+            low, high = percentile_interval(resamples, level)
+        frames.append(rows.assign(boot_low=low, boot_high=high))
+    return pd.concat(frames).sort_values(["pair", "condition", "layer_index"], ignore_index=True)
 
 
 def seed_nulls(seeds: pd.DataFrame) -> pd.DataFrame:
@@ -227,10 +298,18 @@ def plot_intact(intact: pd.DataFrame, stem: Path) -> list[Path]:
     return save_figure(figure, stem)
 
 
-def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: WandbTarget) -> dict[str, Any]:
+def aggregate_study(
+    out: Path,
+    trials: pd.DataFrame,
+    fraction: float,
+    wandb: WandbTarget,
+    settings: AggregateSettings = AggregateSettings(),
+) -> dict[str, Any]:
     """Write the seed aggregation of a study's finished trials into `out`, log it to W&B; returns its summary."""
     seeds, intact = seed_table(trials, fraction), intact_table(trials)
     pairs = across_seeds(seeds) if not seeds.empty else pd.DataFrame()
+    if settings.bootstrap == "hierarchical" and not pairs.empty:
+        pairs = hierarchical_intervals(pairs, seeds, trials, fraction, settings)
     tests = paired_tests(seeds) if not seeds.empty else pd.DataFrame()
     tables = {
         "seeds": seeds,
@@ -248,6 +327,7 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
         "fraction": fraction,
         "scope": DEFAULT_SCOPE,
         "confidence_level": LEVEL,
+        "bootstrap": asdict(settings),
         "trials": trials["name"].tolist(),
         "pairs": {
             f"{row.pair}/{row.condition}/{row.layer}": {
@@ -255,6 +335,7 @@ def aggregate_study(out: Path, trials: pd.DataFrame, fraction: float, wandb: Wan
                 "low": row.low,
                 "high": row.high,
                 "n_seeds": int(row.n_seeds),
+                **({"boot_low": row.boot_low, "boot_high": row.boot_high} if "boot_low" in pairs.columns else {}),
             }
             for row in pairs.itertuples()
         }

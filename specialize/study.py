@@ -271,6 +271,7 @@ def run_study(
             table,
             study.analyses.segregation.fraction,
             study.wandb_target(f"{study.name}-aggregate"),
+            study.aggregate,
         )
     stage.finish(
         "study",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.inference import AggregateSettings
 from analysis.representations.settings import DecodingSettings, RSASettings, VisualizeSettings
 from analysis.segregation.settings import SegregationSettings
 from common.errors import SettingError, UserError
@@ -209,6 +210,7 @@ class StudyConfig:
     analyses: Analyses = field(default_factory=Analyses)
     resources: StudyResources = field(default_factory=StudyResources)
     wandb: StudyWandb = field(default_factory=StudyWandb)
+    aggregate: AggregateSettings = field(default_factory=AggregateSettings)  # across seeds (`analysis.seeds`)
     output: str = "runs/studies"  # the study lives in output/name
 
     @property

@@ -4,6 +4,8 @@ and one-line errors; the streamed evaluation of slices of the test .beton files.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -54,14 +56,23 @@ def sweep(checkpoint, ray_cluster) -> tuple[Path, Path]:
     return data, out
 
 
-@pytest.mark.slow
-def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def network_analysis(sweep, tmp_path_factory) -> tuple[Path, list[str], str]:
+    """The sweep's segregation analysis with the command's default null (20 partitions) at fractions 0, 0.2 and 0.5:
+    its directory, its arguments and what it printed."""
     _, sweep_dir = sweep
-    out = tmp_path / "seg"
+    out = tmp_path_factory.mktemp("network") / "seg"
     args = ["segregation", "--sweep", str(sweep_dir), "--out", str(out), "--fractions", "0,0.5", "--bootstraps", "100"]
     args += ["--images-per-unit", "5"]  # 12 test images per task: slices of 5, 5 and 2, six units
-    assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
-    printed = capsys.readouterr().out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*args, "--wandb-project", "specialize-tests"]) == 0  # W&B offline by default
+    return out, args, printed.getvalue()
+
+
+@pytest.mark.slow
+def test_segregation_writes_tables_summary_figures_and_resumes(network_analysis, capsys):
+    out, args, printed = network_analysis
     assert "conv5_3" in printed and "null: 20 random partitions (sizes)" in printed and "  p 0." in printed
     predictions = pd.read_parquet(out / "predictions.parquet")
     for column in (
@@ -159,10 +170,18 @@ def test_segregation_writes_tables_summary_figures_and_resumes(sweep, tmp_path, 
 
 
 @pytest.mark.slow
-def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, tmp_path):
+def test_random_task_control_ranks_and_analyses_pseudo_tasks(sweep, network_analysis, tmp_path):
     _, sweep_dir = sweep
     out = tmp_path / "random"
     random_control(sweep_dir, out, bootstraps=50)
+    # the control is partition 1 of the network's null: the same index at every layer and scope (fraction 0.2)
+    control = pd.read_parquet(out / "segregation.parquet")
+    null = pd.read_parquet(network_analysis[0] / "null.parquet").query("partition == 1 and fraction == 0.2")
+    keys = ["layer", "scope"]
+    assert len(control) == len(null) == 2 * 2 and set(control.task_a) == {"pseudo1"} and set(null.task_a) == {"face"}
+    merged = control.merge(null, on=keys, suffixes=("", "_null"), validate="one_to_one")
+    assert len(merged) == 4 and merged["si"].notna().any()
+    np.testing.assert_array_equal(merged["si"], merged["si_null"])
     tasks = pd.read_parquet(out / "tasks.parquet")
     # the pseudo-tasks partition all 8 classes, 4 each like face and object, and mix the originals
     assert sorted(tasks.label) == list(range(8))
@@ -221,6 +240,19 @@ def test_greedy_sweeps_control_runs_greedy_rounds_of_its_own(checkpoint, ray_clu
     rounds = sorted(path.relative_to(out) for path in (out / "pseudo_greedy" / "chunks" / "greedy").rglob("*.parquet"))
     assert rounds and not (out / "pseudo_greedy" / "chunks" / "oneshot").exists()  # round 0 came from the table
     assert {path.parts[4] for path in rounds} == {"pseudo1", "pseudo2"}  # rounds of both pseudo-tasks ran
+    # the network's null under greedy: each partition runs greedy rounds of its own (null_greedy/<i>/), partition 1
+    # the control's, so its index is the control's
+    network = tmp_path / "network"
+    assert main(["segregation", "--sweep", str(sweep_dir), "--out", str(network), "--null-partitions", "2"]) == 0
+    for partition in ("1", "2"):
+        assert any((network / "null_greedy" / partition / "chunks" / "greedy").rglob("*.parquet"))
+    null = pd.read_parquet(network / "null.parquet")
+    assert sorted(set(null["partition"])) == [1, 2] and set(null["layer"]) == {"conv3_1"}
+    control = pd.read_parquet(out / "segregation.parquet")
+    merged = control.merge(null.query("partition == 1"), on=["layer", "fraction", "scope"], suffixes=("", "_null"))
+    assert len(merged) == len(control) == 2  # conv3_1 in both scopes
+    np.testing.assert_array_equal(merged["si"], merged["si_null"])
+    assert pd.read_parquet(network / "segregation.parquet")["n_null"].max() <= 2
 
 
 def test_missing_sweep_is_one_line_error(tmp_path, capsys):

@@ -13,7 +13,9 @@ import pytest
 from scipy import stats
 
 from analysis.accuracy import ACCURACY_FILE
+from analysis.inference import AggregateSettings
 from analysis.seeds import aggregate_study
+from common.errors import UserError
 from common.io import read_json, write_parquet
 from common.layout import ACCURACY_DIR, CONTROL_DIR, DECODE_DIR, RSA_DIR, SEGREGATION_DIR
 from common.wandb_runs import WandbTarget
@@ -53,6 +55,34 @@ def segregation_rows(pair: str, tasks: tuple[str, str], condition: str, seed: in
     return pd.DataFrame(rows)
 
 
+def tasks_hurt(pair: str, condition: str, seed: int, layer_index: int) -> int:
+    """How many of a pair's two tasks lose every test image to their own lesion in the planted predictions (0, 1: the
+    first, 2: both; never the other task's): the index is then half that on every class-then-image resample."""
+    return min(2, max(0, seed - 1 + layer_index - (condition != "network") + (pair == "face+car")))
+
+
+def prediction_rows(pair: str, tasks: tuple[str, str], condition: str, seed: int) -> pd.DataFrame:
+    """A trial's per-image predictions (two classes of two images per task), the headline fraction's answers in the
+    default scope as `tasks_hurt` says, decoys at another fraction and in the other scope (every image wrong)."""
+    frames = []
+    conditions = [("intact", "none", 0.0)]
+    conditions += [(layer, task, fraction) for layer in LAYERS for task in tasks for fraction in (0.1, FRACTION)]
+    for layer, lesioned, fraction in conditions:
+        for position, task in enumerate(tasks):
+            labels = np.repeat([2 * position, 2 * position + 1], 2)
+            hurt = lesioned == task and position < tasks_hurt(pair, condition, seed, LAYERS.index(layer) + 1)
+            correct = not hurt if fraction in (0.0, FRACTION) else lesioned != task
+            frames.append(
+                pd.DataFrame(
+                    {"layer": layer, "lesioned_task": lesioned, "fraction": fraction, "eval_task": task}
+                    | {"image": np.arange(4), "class": [f"c{label}" for label in labels], "label": labels}
+                    | {"prediction": labels if correct else labels + 1, "correct": correct}
+                    | {"prediction_within_task": labels + 1, "correct_within_task": False}
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
 def accuracy_rows(seed: int, tasks: tuple[str, ...]) -> pd.DataFrame:
     """A trial's test accuracy table: the top-1 over all outputs, and a decoy within the task's outputs."""
     rows = []
@@ -77,6 +107,7 @@ def planted_trials(root: Path) -> pd.DataFrame:
             for sub, condition in ((SEGREGATION_DIR, "network"), (CONTROL_DIR, "random tasks")):
                 names = tasks if condition == "network" else ("pseudo1", "pseudo2")
                 write_parquet(directory / sub / "segregation.parquet", segregation_rows(pair, names, condition, seed))
+                write_parquet(directory / sub / "predictions.parquet", prediction_rows(pair, names, condition, seed))
             write_parquet(directory / ACCURACY_DIR / ACCURACY_FILE, accuracy_rows(seed, tasks))
             decoding = pd.DataFrame(
                 {"network": pair, "task": "face", "layer": "fc7", "layer_index": 15, "chance": 1 / 3}
@@ -98,10 +129,15 @@ def planted_trials(root: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def aggregated(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seeds")
-    aggregate_study(root / "study", planted_trials(root / "trials"), FRACTION, WandbTarget())
-    return root / "study"
+def trials(tmp_path_factory) -> pd.DataFrame:
+    return planted_trials(tmp_path_factory.mktemp("seeds") / "trials")
+
+
+@pytest.fixture(scope="module")
+def aggregated(tmp_path_factory, trials) -> Path:
+    out = tmp_path_factory.mktemp("aggregate") / "study"
+    aggregate_study(out, trials, FRACTION, WandbTarget())
+    return out
 
 
 def test_index_across_seeds_is_grouped_by_pair_condition_and_layer_with_its_t_interval(aggregated):
@@ -163,3 +199,39 @@ def test_intact_accuracy_is_the_top1_over_all_outputs_or_the_last_validation_top
         accuracy = 0.6 + 0.1 * position + 0.01 * row.seed
         assert row.split == "test" and row.kind == ("control" if row.network == "face" else "pair")
         assert [row.top1, row.low, row.high] == pytest.approx([accuracy, accuracy - 0.03, accuracy + 0.02])
+
+
+def test_the_hierarchical_bootstrap_resamples_each_seeds_predictions_when_the_study_asks_for_it(
+    aggregated, trials, tmp_path
+):
+    # Every planted resample of a seed gives that seed's index (all of a condition's images answer alike), so the
+    # three-level interval spans the seeds' indices: each of 3 seeds is drawn alone in 1/27 = 3.7% of the resamples
+    # (about 148 of 4,000), more than the 2.5% in each tail, so the 95% interval is exactly [min, max] of the seeds.
+    assert "boot_low" not in pd.read_parquet(aggregated / "pairs.parquet").columns  # the default: the t-interval alone
+    settings = AggregateSettings(bootstrap="hierarchical", resamples=4000, seed=3)
+    aggregate_study(tmp_path / "study", trials, FRACTION, WandbTarget(), settings)
+    pairs = pd.read_parquet(tmp_path / "study" / "pairs.parquet")
+    summary = read_json(tmp_path / "study" / "summary.json")
+    assert summary["bootstrap"] == {"bootstrap": "hierarchical", "resamples": 4000, "seed": 3}
+    assert len(pairs) == 2 * 2 * len(LAYERS)
+    for row in pairs.itertuples():
+        indices = [tasks_hurt(row.pair, row.condition, seed, row.layer_index) / 2 for seed in SEEDS]
+        assert (row.boot_low, row.boot_high) == (min(indices), max(indices)), row
+        mean, low, high = t_interval([planted_si(row.pair, row.condition, seed, row.layer_index) for seed in SEEDS])
+        assert [row.mean_si, row.low, row.high] == pytest.approx([mean, low, high], abs=1e-12)  # beside, untouched
+        stored = summary["pairs"][f"{row.pair}/{row.condition}/{row.layer}"]
+        assert (stored["boot_low"], stored["boot_high"]) == (row.boot_low, row.boot_high)
+
+
+def test_the_hierarchical_bootstrap_refuses_a_seed_without_predictions_in_one_line(trials, tmp_path):
+    lacking = trials.copy()
+    lacking.loc[0, "directory"] = str(tmp_path / "elsewhere")
+    write_parquet(
+        tmp_path / "elsewhere" / SEGREGATION_DIR / "segregation.parquet",
+        segregation_rows("face+object", ("face", "object"), "network", 0),
+    )
+    with pytest.raises(UserError, match=r"predictions.parquet is missing; rerun that trial's segregation") as error:
+        aggregate_study(
+            tmp_path / "study", lacking, FRACTION, WandbTarget(), AggregateSettings(bootstrap="hierarchical")
+        )
+    assert "\n" not in str(error.value) and not (tmp_path / "study").exists()

@@ -372,6 +372,10 @@ def test_study_stages_are_their_commands_settings_given_over_their_defaults(tmp_
                 ("lesion.layers", "last_unit", {"lesion": {"layers": ["last_unit"]}}),  # units alone, no keywords
             ]
         ],
+        (
+            {"aggregate": {"bootstrap": "hierarchial"}},
+            "config key aggregate.bootstrap is 'hierarchial'; valid values: none, hierarchical",
+        ),
     ],
 )
 def test_bad_study_configs_are_one_line_errors(tmp_path, capsys, change, message):

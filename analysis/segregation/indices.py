@@ -86,10 +86,13 @@ def layer_index(layer: str, units: Sequence[str] = CONV_LAYERS) -> int:
 
 
 def _eval_task_correctness(frame: pd.DataFrame) -> tuple[list[tuple], np.ndarray, np.ndarray]:
-    """One evaluated task's predictions as (conditions x scopes) rows by images, with each image's class."""
+    """One evaluated task's predictions as (conditions x scopes) rows by images, with each image's class (the scopes
+    whose column the predictions hold)."""
     conditions: list[tuple] = []
     rows: list[np.ndarray] = []
     for scope, column in SCOPES.items():
+        if column not in frame.columns:
+            continue
         table = frame.pivot(index=CONDITION, columns="image", values=column)
         if table.isna().any().any():
             raise ValueError(
