@@ -57,9 +57,9 @@ def ray_cluster():
 FIXTURE_MARKS = {"ray_cluster": "ray", "ray_address": "ray", "one_ray_session": "ray"}
 
 
-# The modules that take longest (minutes each), longest first: `make test` runs the suite on two pytest-xdist workers
-# (`-n 2 --dist loadgroup --no-loadscope-reorder`), one module at a time per worker, and starts these first so that no long module is left
-# to run alone at the end.
+# The modules that take longest (minutes each), longest first. `make test` runs the suite on two pytest-xdist
+# workers (`-n 2 --dist loadgroup --no-loadscope-reorder`), a module at a time per worker, in this file's order: these
+# start first, so that no long module is left to run alone at the end.
 LONGEST_MODULES = (
     "test_study.py",
     "test_cluster_slurm.py",
