@@ -26,8 +26,11 @@ $(INSTALL_STAMP): pyproject.toml constraints.txt $(SYSTEM_STAMP)
 demo: setup
 	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/specialize demo --out $(DEMO_DIR)
 
+# Two pytest-xdist workers, a test module at a time each (tests/conftest.py groups them, longest first): most tests
+# wait on a service or a subprocess part of the time, so two at once fill the machine's two cores.
+TEST_WORKERS ?= 2
 test: setup
-	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	for bench in benchmarks/bench_*.py; do $(PY) -m benchmarks.$$(basename $$bench .py) || exit 1; done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +21,22 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def face_network():
+def face_network(tmp_path_factory):
     """A tiny VGG16 trained on the generated face task (helpers_analysis.train_single_task, 12 epochs), trained once
     per session for the modules that read it (the known-answer segregation tests, feature visualisation); in eval
     mode; nothing may change it."""
-    from helpers_analysis import train_single_task
+    from helpers_analysis import bias_free_vgg16, train_single_task
+    from helpers_data import built_once_per_session
 
-    return train_single_task("face")
+    def train_and_save(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        torch.save(train_single_task("face").state_dict(), folder / "face.pt")
+        return folder / "face.pt"
+
+    weights = built_once_per_session(tmp_path_factory, "face_network", train_and_save)
+    model = bias_free_vgg16()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +57,28 @@ def ray_cluster():
 FIXTURE_MARKS = {"ray_cluster": "ray", "ray_address": "ray", "one_ray_session": "ray"}
 
 
+# The modules that take longest (minutes each), longest first. `make test` runs the suite on two pytest-xdist
+# workers (`-n 2 --dist loadgroup --no-loadscope-reorder`), a module at a time per worker, in this file's order: these
+# start first, so that no long module is left to run alone at the end.
+LONGEST_MODULES = (
+    "test_study.py",
+    "test_cluster_slurm.py",
+    "test_faults_ray.py",
+    "test_demo.py",
+    "test_faults_analyses.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by what its fixtures start."""
+    """Mark each test by what its fixtures start; group tests by module for pytest-xdist (a module's fixtures are
+    built once, on one worker) and put the longest modules first."""
     for item in items:
         for fixture, mark in FIXTURE_MARKS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(mark)
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
+    rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -60,16 +60,22 @@ def task_images(task: str, per_class: int, seed: int, noise: float = 0.5) -> tup
     return images, labels
 
 
+def bias_free_vgg16() -> VGG:
+    """The tiny VGG16 of `train_single_task`, its biases (zero at initialisation) frozen."""
+    model = vgg16(CLASSES, width=WIDTH, dropout=0.0)
+    for name, parameter in model.named_parameters():
+        if name.endswith("bias"):
+            parameter.requires_grad_(False)
+    return model
+
+
 def train_single_task(task: str, seed: int = 0, epochs: int = 12) -> VGG:
     """A tiny VGG16 without biases (all zero, frozen) trained on one generated task (Adam, plain torch), in eval mode.
 
     Without biases, an input that is zero in the task's channels gives exactly zero activations and logits.
     """
     torch.manual_seed(seed)
-    model = vgg16(CLASSES, width=WIDTH, dropout=0.0)
-    for name, parameter in model.named_parameters():
-        if name.endswith("bias"):
-            parameter.requires_grad_(False)
+    model = bias_free_vgg16()
     images, labels = task_images(task, per_class=60, seed=seed + 100)
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()

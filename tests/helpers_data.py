@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+from filelock import FileLock
 
 from data_pipeline.beton import ImageEncoding
 from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
 from data_pipeline.synth import SynthSettings, generate
+
+Built = TypeVar("Built", Path, tuple[Path, ...])
 
 
 def make_tiny_data_dir(
@@ -93,9 +100,26 @@ def pixel_hash(image: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
+def built_once_per_session(tmp_path_factory, name: str, build: Callable[[Path], Built]) -> Built:
+    """`build(folder)` for a folder `name` made once per pytest session and shared (read only) by every module that
+    asks for it, on every pytest-xdist worker: the first to ask builds it under a file lock while the others wait;
+    all get what the build returned (a path, or a tuple of paths), recorded beside the folder."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' basetemps are folders of one
+    folder, record = shared / name, shared / f"{name}.built.json"
+    with FileLock(shared / f"{name}.lock"):
+        if not record.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            built = build(folder)
+            paths = [built] if isinstance(built, Path) else list(built)
+            record.write_text(json.dumps({"paths": [str(path) for path in paths], "one": isinstance(built, Path)}))
+    recorded = json.loads(record.read_text())
+    paths = tuple(Path(path) for path in recorded["paths"])
+    return paths[0] if recorded["one"] else paths
+
+
 def session_data_dir(tmp_path_factory) -> Path:
     """`make_tiny_data_dir` with its defaults, built once per pytest session and shared by the modules that only read
     it (and its synth/ folders)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_data"
-    data = root / "data"
-    return data if (data / "manifest.json").is_file() else make_tiny_data_dir(root)
+    return built_once_per_session(tmp_path_factory, "tiny_data", make_tiny_data_dir)

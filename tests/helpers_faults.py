@@ -261,13 +261,25 @@ def on_disk_bytes(paths: Iterable[Path]) -> int:
     return sum(-(-path.stat().st_size // 4096) * 4096 for path in paths)
 
 
+def own_processes_with(marker: str) -> list[psutil.Process]:
+    """This test's processes (descendants of this one, such as the workers of the Ray it started) whose command line
+    mentions `marker` (a Ray worker's title names its task, e.g. `ray::run_chunk`); other tests' processes, run at the
+    same time by another pytest-xdist worker, are not among them."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if any(marker in part for part in process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
 def kill_first_process(marker: str, stop: threading.Event) -> int | None:
-    """SIGKILL the first process whose command line mentions `marker` (a Ray worker's title names its task, e.g.
-    `ray::run_chunk`); its pid, or None if `stop` was set first."""
+    """SIGKILL the first of `own_processes_with(marker)`; its pid, or None if `stop` was set first."""
     while not stop.is_set():
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            if any(marker in part for part in process.info["cmdline"] or []):
-                os.kill(process.info["pid"], signal.SIGKILL)
-                return process.info["pid"]
+        for process in own_processes_with(marker):
+            os.kill(process.pid, signal.SIGKILL)
+            return process.pid
         time.sleep(0.01)
     return None

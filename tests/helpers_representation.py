@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from helpers_data import make_tiny_data_dir
+from helpers_data import built_once_per_session, make_tiny_data_dir
 from torch import nn
 
 from common.io import write_json, write_parquet
@@ -26,12 +26,12 @@ HELDOUT_PER_CLASS = 6
 def session_heldout_data(tmp_path_factory) -> Path:
     """Face and object data (4 classes each, 32 px) with 3 held-out classes of 6 images per task, built once per
     pytest session."""
-    root = tmp_path_factory.getbasetemp() / "heldout_data"
-    data = root / "data"
-    if (data / "manifest.json").is_file():
-        return data
-    return make_tiny_data_dir(
-        root, classes=4, train=6, test=HELDOUT_PER_CLASS, heldout=HELDOUT_CLASSES, size=32, seed=0
+    return built_once_per_session(
+        tmp_path_factory,
+        "heldout_data",
+        lambda root: make_tiny_data_dir(
+            root, classes=4, train=6, test=HELDOUT_PER_CLASS, heldout=HELDOUT_CLASSES, size=32, seed=0
+        ),
     )
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from helpers_data import make_tiny_data_dir
+from helpers_data import built_once_per_session, make_tiny_data_dir
 
 from lightning_modules.config import TrainConfig, load_config
 
@@ -156,16 +156,14 @@ def wandb_run(run_dir: Path) -> dict:
 
 def session_tiny_data(tmp_path_factory) -> Path:
     """The tiny data directory, built once per pytest session and shared by the training and cluster tests."""
-    root = tmp_path_factory.getbasetemp() / "train_data"
-    data = root / "data"
-    return data if (data / "manifest.json").is_file() else build_tiny_data(root)
+    return built_once_per_session(tmp_path_factory, "train_data", build_tiny_data)
 
 
 def session_untrained_checkpoint(tmp_path_factory, train_per_class: int, test_per_class: int) -> tuple[Path, Path]:
     """`untrained_checkpoint` of these sizes, made once per pytest session and shared (read only) by the modules
     that ask for the same sizes."""
-    root = tmp_path_factory.getbasetemp() / f"untrained_{train_per_class}_{test_per_class}"
-    checkpoint = root / "tiny.ckpt"  # written last
-    if checkpoint.is_file():
-        return root / "data", checkpoint
-    return untrained_checkpoint(root, train_per_class=train_per_class, test_per_class=test_per_class)
+    return built_once_per_session(
+        tmp_path_factory,
+        f"untrained_{train_per_class}_{test_per_class}",
+        lambda root: untrained_checkpoint(root, train_per_class=train_per_class, test_per_class=test_per_class),
+    )

@@ -27,6 +27,7 @@ from helpers_faults import (
     kill_first_process,
     mtimes,
     on_disk_bytes,
+    own_processes_with,
     run_to_end,
     run_until,
     small_disk,
@@ -203,9 +204,7 @@ def test_one_ray_worker_gives_the_tables_of_two(sweep, segregation, ray_address,
 def wait_for_trials_to_die(timeout: float = 60) -> None:
     """Wait until Ray has killed the trial workers of a killed Tune driver (so none still writes)."""
     deadline = time.monotonic() + timeout
-    while any(
-        "ImplicitFunc" in " ".join(process.info["cmdline"] or []) for process in psutil.process_iter(["cmdline"])
-    ):
+    while own_processes_with("ImplicitFunc"):
         assert time.monotonic() < deadline, "Ray left the killed driver's trials running"
         time.sleep(0.2)
 
