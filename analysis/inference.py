@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
-from scipy import stats
 
 from analysis.bootstrap import DEFAULT_RESAMPLES
 from common.typed_config import check_at_least, check_choice
@@ -51,6 +50,8 @@ class AggregateSettings:
 
 def t_half_width(sd: np.ndarray, n: np.ndarray, level: float = 0.95) -> np.ndarray:
     """Half-width of the t-interval of a mean of n values with standard deviation `sd`; NaN where n < 2."""
+    from scipy import stats  # here: parsing a study config needs none of scipy
+
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         half = stats.t.ppf(0.5 + level / 2, n - 1) * np.asarray(sd, dtype=np.float64) / np.sqrt(n)
@@ -104,4 +105,6 @@ def combine_p_values(p_values: np.ndarray, method: str = "fisher") -> float:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan")
+    from scipy import stats
+
     return float(stats.combine_pvalues(values, method=method).pvalue)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: building data and parsing commands need none of it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -72,5 +73,7 @@ class LabelSpace:
 
     def task_of(self, labels: torch.Tensor) -> torch.Tensor:
         """Task index (position in `tasks`) of each global label."""
+        import torch
+
         bounds = torch.tensor([self.offset(t) + self.num_classes(t) for t in self.tasks], device=labels.device)
         return torch.bucketize(labels, bounds, right=True)

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole study on built-in synthetic data (resumable)", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--out", default="runs/demo", help="demo directory (default: %(default)s)")
-    defaults = demo_sizes(load_demo_study())
+    defaults = demo_sizes(shipped_demo_study())
     for option, text in SIZES.items():
         parser.add_argument(
             f"--{option.replace('_', '-')}", type=int, help=f"{text} (default: {defaults[option]}, studies/demo.yaml)"
@@ -74,6 +74,15 @@ def load_demo_study(
         apply_override(data, override)
     data["overrides"] = [*data.get("overrides", []), *training_overrides]  # later ones win
     return with_absolute_paths(study_from_dict(data, REPO), REPO)
+
+
+def shipped_demo_study() -> StudyConfig:
+    """studies/demo.yaml as shipped, its paths against the repository, without `load_demo_study`'s checks (which
+    load torch to find each network's layers; the demo checks them when it runs): for the help's defaults."""
+    from common.typed_config import build_dataclass, read_yaml
+    from specialize.study_config import StudyConfig, with_absolute_paths
+
+    return with_absolute_paths(build_dataclass(StudyConfig, read_yaml(DEMO_STUDY)), REPO)
 
 
 def demo_sizes(study: StudyConfig) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from sweeps.settings import GREEDY_STEP_FRACTION, GREEDY_TARGET_FRACTION
+
 RANKING_COLUMNS = ("layer", "layer_index", "task", "rank", "filter", "loss")
-GREEDY_STEP_FRACTION = 0.016
-GREEDY_TARGET_FRACTION = 0.2
 
 
 def by_loss(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,9 +12,10 @@ from common.errors import SettingError
 from common.ray_runner import Resources
 from common.typed_config import check_at_least, check_choice
 from lightning_modules.layer_names import check_layers, check_unit_names
-from sweeps.ranking import GREEDY_TARGET_FRACTION
 
 RANKINGS = ("oneshot", "greedy")
+GREEDY_STEP_FRACTION = 0.016  # greedy: the fraction of a layer chosen per round
+GREEDY_TARGET_FRACTION = 0.2  # greedy: rounds until this fraction of a layer is chosen
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,15 @@ def test_synth_refuses_zero_workers_before_writing(tmp_path):
 def test_help_still_prints_usage_and_exits_0(tmp_path):
     result = run_specialize("lesion", "--help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("usage: specialize lesion ")
+
+
+def test_building_the_parser_imports_no_heavy_library():
+    """`specialize --help`, a usage error and `launch.sh`'s `specialize cluster plan` only parse arguments: none of
+    torch, pandas, scipy, Ray, W&B or FFCV is imported for that (each costs seconds at every command's start)."""
+    heavy = ("torch", "pandas", "scipy", "ray", "wandb", "ffcv", "sklearn")
+    script = (
+        f"import sys; from specialize.cli import build_parser; build_parser(); "
+        f"print([m for m in {heavy} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

@@ -81,8 +81,8 @@ from common.wandb_runs import StageLog, model_artifact, table_artifact
 from data_pipeline.label_space import LabelSpace
 from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import Answers, EvaluationSettings
-from sweeps.ranking import GREEDY_TARGET_FRACTION, GreedySchedule
-from sweeps.settings import SweepSettings
+from sweeps.ranking import GreedySchedule
+from sweeps.settings import GREEDY_TARGET_FRACTION, SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation", "fraction_curve")
 # the segregation artifact (W&B): the index first (it names the artifact), the tables behind it and the summary
