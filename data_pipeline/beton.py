@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import SettingError, UserError
-from common.io import atomic_path, file_sha256, read_state_json, remove_temporaries, write_json
+from common.io import atomic_path, read_state_json, remove_temporaries, write_json
 from common.typed_config import check_choice
 from data_pipeline.images import BadImage, decode_rgb
 
@@ -120,6 +120,27 @@ def write_beton(path: Path, items: Sequence[Item], encoding: ImageEncoding, work
         os.unlink(failure_log)
 
 
+def beton_sha256(path: Path) -> str:
+    """SHA-256 of a .beton file's content: its header's sizes, field names, per-sample metadata (pointers aside) and
+    each sample's stored bytes in sample order. FFCV's writer workers place pages in the order they finish, so the
+    file's bytes vary from build to build with more than one worker (`--workers`); this hash does not."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(path))
+    header = reader.header
+    sizes = [int(header[name]) for name in ("version", "num_fields", "page_size", "num_samples")]
+    digest = hashlib.sha256(json.dumps([sizes, list(reader.field_names)]).encode())
+    for field in reader.metadata.dtype.names:  # value by value: the records' padding bytes are not content
+        values = reader.metadata[field]
+        for name in values.dtype.names or (None,):
+            if name is None or not name.endswith("_ptr"):  # a pointer says where the sample's data lie: layout
+                digest.update(np.ascontiguousarray(values if name is None else values[name]).tobytes())
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    for _, pointer, size in np.sort(reader.alloc_table, order=["sample_id", "ptr"]):
+        digest.update(data[pointer : pointer + size])
+    return digest.hexdigest()
+
+
 class BuildState:
     """Which .beton files of an output folder are complete (by fingerprint and size), and their SHA-256 hashes."""
 
@@ -141,7 +162,7 @@ class BuildState:
     def mark_done(self, relative: str, digest: str, out: Path) -> None:
         """Record a finished file, its size and its hash."""
         path = out / relative
-        self.done[relative] = {"fingerprint": digest, "size": path.stat().st_size, "sha256": file_sha256(path)}
+        self.done[relative] = {"fingerprint": digest, "size": path.stat().st_size, "sha256": beton_sha256(path)}
         write_json(self.path, self.done)
 
     def sha256(self, relative: str) -> str:

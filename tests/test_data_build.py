@@ -12,6 +12,7 @@ from PIL import Image
 
 from common.errors import UserError
 from common.io import read_json
+from data_pipeline.beton import beton_sha256
 from data_pipeline.data_dir import DataDir
 from data_pipeline.images import decode_rgb
 from specialize.cli import main
@@ -123,6 +124,23 @@ def test_bad_option_values_are_user_errors(tmp_path: Path, capsys: pytest.Captur
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return session_data_dir(tmp_path_factory)
+
+
+def test_manifest_hash_is_of_the_content_and_changes_with_one_pixel(built: Path, tmp_path: Path) -> None:
+    """The manifest's hash of a .beton is its content's (`beton_sha256`): the same for a copy, another once one stored
+    byte of an image changes. (Not the file's bytes, which FFCV's writer workers lay out in the order they finish:
+    test_data_build_flags builds with 1 and 2 workers.)"""
+    from ffcv.reader import Reader
+
+    source = DataDir(built).beton("face", "test")
+    assert read_json(built / "manifest.json")["hashes"]["face/test.beton"] == beton_sha256(source)
+    copy = tmp_path / "copy.beton"
+    data = bytearray(source.read_bytes())
+    copy.write_bytes(data)
+    assert beton_sha256(copy) == beton_sha256(source)
+    data[int(Reader(str(source)).alloc_table["ptr"].max())] ^= 1  # a byte of the last-placed image
+    copy.write_bytes(data)
+    assert beton_sha256(copy) != beton_sha256(source)
 
 
 def test_round_trip_is_exact_in_raw_mode_and_labels_match_folders(built: Path) -> None:

@@ -214,7 +214,7 @@ def test_max_resolution_and_workers(sources, tmp_path):
             tasks=("car",),
         )
         hashes[workers] = manifest["hashes"]
-    # --workers changes the speed, never the files
+    # --workers changes the speed, never the content (the manifest's hashes are of the content: data_pipeline.beton)
     assert hashes["1"] == hashes["2"]
     images, labels = stored_images(DataDir(tmp_path / "1").beton("car", "test"))
     assert images.shape[1:] == (16, 16, 3)  # --max-resolution: the longest side stored
