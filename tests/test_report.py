@@ -27,6 +27,7 @@ from helpers_train import ROOT
 from analysis.report.build import report_sections, write_report
 from analysis.report.discover import discover_runs
 from analysis.report.elements import MAX_ROWS, Section, cell, frame_table, interval, settings_table
+from analysis.report.study import pairs_by_layer
 from specialize.cli import main
 
 DEMO_SECTIONS = [
@@ -280,6 +281,25 @@ def test_file_names_in_any_encoding(demo: Path, tmp_path: Path) -> None:
     write_train(tmp_path / name, "tiny_face", demo / "data")
     html = write_report(tmp_path).read_bytes().decode("utf-8")  # the page is valid UTF-8
     assert "run-\\xff" in html
+
+
+def test_the_across_seed_table_shows_the_three_level_bootstrap_when_the_study_asked_for_it() -> None:
+    pairs = pd.DataFrame(
+        {
+            "pair": ["face_object"] * 2,
+            "condition": ["network", "random tasks"],
+            "layer": ["conv5_3"] * 2,
+            "layer_index": [13, 13],
+            "mean_si": [0.5, 0.1],
+            "low": [0.4, 0.0],
+            "high": [0.6, 0.2],
+            "n_seeds": [3, 3],
+        }
+    )
+    assert pairs_by_layer(pairs).loc[0, "face_object, network"] == "0.500 [0.400, 0.600] (3)"
+    booted = pairs_by_layer(pairs.assign(boot_low=[0.42, 0.03], boot_high=[0.57, 0.18]))
+    assert booted.loc[0, "face_object, network"] == "0.500 [0.400, 0.600] (3); bootstrap [0.420, 0.570]"
+    assert booted.loc[0, "face_object, random tasks"] == "0.100 [0.000, 0.200] (3); bootstrap [0.03, 0.180]"
 
 
 def test_cells_are_rounded_and_big_tables_summarised() -> None:

@@ -106,6 +106,11 @@ def seed_aggregation(run: Run) -> Section:
     if pairs.empty:
         section.text.append("No aggregation yet: no pair trial has finished its segregation analysis.")
         return section
+    if "boot_low" in pairs:
+        section.text.append(
+            "The study asked for the three-level bootstrap too (aggregate.bootstrap: hierarchical): each cell gives "
+            "its 95% interval, resampling seeds, then classes, then images (METHOD.md, Inference)."
+        )
     tests = (
         pd.read_parquet(directory / "paired_tests.parquet")
         if readable_parquet(directory / "paired_tests.parquet")
@@ -158,11 +163,17 @@ def paired_test_table(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs_by_layer(pairs: pd.DataFrame) -> pd.DataFrame:
-    """One row per layer, one column per (pair, condition): mean [low, high] (n seeds)."""
+    """One row per layer, one column per (pair, condition): mean [low, high] (n seeds), and the three-level
+    bootstrap's interval where the study asked for it (`aggregate.bootstrap: hierarchical`)."""
     text = [
         f"{interval(mean, low, high)} ({n})"
         for mean, low, high, n in zip(pairs["mean_si"], pairs["low"], pairs["high"], pairs["n_seeds"])
     ]
+    if "boot_low" in pairs:
+        text = [
+            f"{value}; bootstrap [{cell(low)}, {cell(high)}]" if not pd.isna(low) else value
+            for value, low, high in zip(text, pairs["boot_low"], pairs["boot_high"])
+        ]
     columns = [f"{pair}, {condition}" for pair, condition in zip(pairs["pair"], pairs["condition"])]
     wide = pairs.assign(value=text, column=columns).pivot(
         index=["layer_index", "layer"], columns="column", values="value"
