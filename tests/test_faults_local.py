@@ -25,8 +25,8 @@ from helpers_faults import (
 )
 from helpers_train import ROOT, session_tiny_data, tiny_config
 
-from common.io import file_sha256, read_json
-from data_pipeline.beton import ImageEncoding
+from common.io import read_json
+from data_pipeline.beton import ImageEncoding, beton_sha256
 from data_pipeline.build import BuildSettings, ImageCounts, build_dataset
 from data_pipeline.synth import SynthSettings, generate
 from lightning_modules.train import train
@@ -216,7 +216,7 @@ def test_damaged_build_state_and_a_beton_cut_short_are_rebuilt(tmp_path):
     victim = data / "object" / "train.beton"
     victim.write_bytes(victim.read_bytes()[:-1000])  # the build state still calls it finished
     others = mtimes(path for path in data.rglob("*.beton") if path != victim)
-    assert build() == hashes and file_sha256(victim) == hashes["object/train.beton"]  # written again, whole
+    assert build() == hashes and beton_sha256(victim) == hashes["object/train.beton"]  # written again, whole
     assert mtimes(others) == others  # only the damaged file was written again
     (data / ".build_state.json").write_text('{"face/train.beton": {"fingerp')  # cut short
     assert build() == hashes
