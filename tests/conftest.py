@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+# FFCV compiles every loader's pipeline with numba: about 10 s of CPU per process that loads data (FFCV's import alone
+# compiles for 4 s), and the suite starts hundreds of such processes (commands, Ray workers, Slurm jobs, DDP ranks).
+# The suite runs the pipelines uncompiled instead (numba's documented switch, inherited by every process it starts):
+# the same Python code, and the same batches, bit for bit, as
+# test_data_loaders::test_compiled_pipelines_give_the_batches_of_the_uncompiled_ones checks; tests marked `jit` run
+# compiled; `NUMBA_DISABLE_JIT=0 make test` runs everything compiled, as users do (slower). Nothing may import numba
+# before this line: pyproject.toml's warning filters name no numba class, as pytest imports those before this file.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+# Uncompiled, the seeded draws' uint64 arithmetic (data_pipeline.augment.splitmix64) wraps around on numpy scalars,
+# which warn where compiled code does not; the wrap-around is the intended arithmetic.
+UINT64_WRAP_WARNING = "ignore:overflow encountered in scalar:RuntimeWarning"
+os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), UINT64_WRAP_WARNING]))
 
 
 @pytest.fixture(scope="session", autouse=True)

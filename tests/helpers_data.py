@@ -123,3 +123,8 @@ def session_data_dir(tmp_path_factory) -> Path:
     """`make_tiny_data_dir` with its defaults, built once per pytest session and shared by the modules that only read
     it (and its synth/ folders)."""
     return built_once_per_session(tmp_path_factory, "tiny_data", make_tiny_data_dir)
+
+
+def compiled_environment() -> dict[str, str]:
+    """This process's environment with numba compiling (conftest runs the suite's FFCV pipelines uncompiled)."""
+    return {**os.environ, "NUMBA_DISABLE_JIT": "0"}

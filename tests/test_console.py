@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers_data import compiled_environment
 from helpers_train import ROOT, session_tiny_data
 
 from common.console import VERBOSE_VARIABLE
@@ -50,10 +51,16 @@ os.waitpid(child, 0)
 """
 
 
+@pytest.mark.jit  # numba's threads run only in compiled code
 def test_forking_after_loaders_prints_nothing_from_numba(tmp_path_factory):
     beton = session_tiny_data(tmp_path_factory) / "face" / "train.beton"
     run = subprocess.run(
-        [sys.executable, "-c", LOADERS_THEN_FORK, str(beton)], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", LOADERS_THEN_FORK, str(beton)],
+        cwd=ROOT,
+        env=compiled_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "loader threads: 0" in run.stdout

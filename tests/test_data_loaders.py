@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers_data import session_data_dir, stored_images
+from helpers_train import ROOT
 
 from common.errors import UserError
 from data_pipeline.data_dir import DataDir
@@ -163,7 +167,9 @@ def _seeded_epochs(beton: Path, seed: int, epochs: int, num_workers: int = 1, ep
 
 def test_augmentation_is_seeded_per_epoch_whatever_the_threads(ids_beton: Path) -> None:
     first = _seeded_epochs(ids_beton, seed=7, epochs=3)
-    again = _seeded_epochs(ids_beton, seed=7, epochs=3, num_workers=2)  # parallel threads draw in any order
+    # parallel threads draw in any order (compiled pipelines only: test_compiled_pipelines_give_the_batches_of_the_
+    # uncompiled_ones compares them, on one and two threads, with these)
+    again = _seeded_epochs(ids_beton, seed=7, epochs=3, num_workers=2)
     for (images, labels), (images_again, labels_again) in zip(first, again):
         assert torch.equal(labels, labels_again) and torch.equal(images, images_again)
     by_sample = [images[labels.argsort()] for images, labels in first]
@@ -197,3 +203,52 @@ def test_gpu_grayscale_takes_the_cpu_paths_decisions(ids_beton: Path) -> None:
         )
         assert torch.equal(gpu_gray, gray)
     assert 0 < sum(int(((x[:, 0] == x[:, 1]).flatten(1).all(1)).sum()) for x, _ in epochs) < 6 * 14
+
+
+# Every kind of batch the project loads: train epochs (seeded crops and grays, one and two loader threads), the eval
+# transform, its uint8 crops and the analyses' stream.
+BATCHES = """
+import sys, numpy, numba, torch
+from data_pipeline import loaders
+from data_pipeline.loaders import make_loader
+from data_pipeline.sample import stream_batches
+
+beton, out = sys.argv[1], sys.argv[2]
+arrays = {}
+for workers in (1, 2):
+    loader = make_loader(beton, train=True, batch_size=5, resolution=24, num_workers=workers, seed=7, drop_last=False)
+    for epoch in range(3):
+        batches = [(x.clone(), y.clone()) for x, y in loader]
+        arrays[f"train{workers}_{epoch}"] = torch.cat([x for x, _ in batches]).numpy()
+        arrays[f"train{workers}_{epoch}_labels"] = torch.cat([y for _, y in batches]).numpy()
+for normalise in (True, False):
+    loader = make_loader(beton, train=False, batch_size=4, resolution=20, num_workers=2, normalise=normalise)
+    arrays[f"eval_{normalise}"] = torch.cat([x.clone() for x, _ in loader]).numpy()
+arrays["stream"] = torch.cat([x for x, _ in stream_batches(beton, 28, batch_size=3, num_workers=2)]).numpy()
+numpy.savez(out, **arrays)
+print("compiled" if isinstance(loaders.normalise_image, numba.core.dispatcher.Dispatcher) else "uncompiled")
+"""
+
+
+@pytest.mark.jit
+def test_compiled_pipelines_give_the_batches_of_the_uncompiled_ones(ids_beton: Path, tmp_path: Path) -> None:
+    """The suite runs FFCV's pipelines uncompiled (conftest); users run them compiled by numba, with parallel loader
+    threads. Both give the same batches, bit for bit: every test of loading holds for the compiled pipelines too."""
+    runs = {}
+    for name, disable_jit in (("compiled", "0"), ("uncompiled", "1")):
+        run = subprocess.run(
+            [sys.executable, "-c", BATCHES, str(ids_beton), str(tmp_path / f"{name}.npz")],
+            cwd=ROOT,
+            env={**os.environ, "NUMBA_DISABLE_JIT": disable_jit},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.split() == [name]
+        runs[name] = np.load(tmp_path / f"{name}.npz")
+    compiled, uncompiled = runs["compiled"], runs["uncompiled"]
+    assert sorted(compiled.files) == sorted(uncompiled.files) and len(compiled.files) == 15
+    for name in compiled.files:
+        assert compiled[name].dtype == uncompiled[name].dtype and np.array_equal(compiled[name], uncompiled[name]), name
+    assert not np.array_equal(compiled["train1_0"], compiled["train1_1"])  # epochs differ: the draws are compared

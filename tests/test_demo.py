@@ -81,10 +81,9 @@ def test_demo_killed_mid_sweep_reruns_every_stage_and_resumes(
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: starts.append(1) or start_ray(*args, **kwargs))
     assert main(args) == 0
     assert len(starts) == 1 and not ray.is_initialized()
-    printed, errors = capfd.readouterr()  # what reaches the terminal, the C libraries' lines too
-    # Ray starts after three trainings in this process: no "Unable to join threads ... before fork()" from numba's
-    # TBB, which an FFCV epoch thread left running would set off (data_pipeline.ffcv_fixes.stop_epoch)
-    assert "Unable to join threads to shut down before fork()" not in printed + errors
+    printed, _ = capfd.readouterr()  # what reaches the terminal, the C libraries' lines too
+    # Ray starts after three trainings in this process. That numba's threads print nothing then (compiled pipelines
+    # only; the suite runs them uncompiled) is test_console::test_forking_after_loaders_prints_nothing_from_numba.
     assert f"report: {tmp_path / 'report.html'}" in printed
     shown = open_in_browser(tmp_path / "report.html", tmp_path / "report.png")  # the real demo's page renders
     assert {"Training", "Intact accuracy", "Lesion sweep", "Segregation", "Drop heatmap"} <= set(shown["headings"])
