@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pandas as pd
 
@@ -110,3 +111,19 @@ def greedy_ranking(
     last = by_loss(rounds[-1])
     rest = last[~last["filter"].isin(pd.concat(picks)["filter"])]
     return ranked(layer, task, pd.concat([*picks, rest]), layer_index)
+
+
+def lesion_count(fraction: float, num_filters: int, rounding: str = "nearest") -> int:
+    """Number of filters a fraction of a layer lesions: fraction x filters rounded to the nearest integer, halves up
+    ("nearest": 20% of 64 -> 13), or down ("floor": 20% of 64 -> 12). The fraction counts as the decimal it is written
+    as, so products are exact (0.15 x 10 is 1.5, not 1.4999999999999998)."""
+    exact = Fraction(str(fraction)) * num_filters
+    return math.floor(exact + Fraction(1, 2)) if rounding == "nearest" else math.floor(exact)
+
+
+def top_filters(ranking: pd.DataFrame, layer: str, task: str, fraction: float, rounding: str = "nearest") -> list[int]:
+    """The top `fraction` of `layer`'s filters in `task`'s ranking (rank 0 = most important), counted by `rounding`."""
+    rows = ranking[(ranking["layer"] == layer) & (ranking["task"] == task)].sort_values("rank")
+    if rows.empty:
+        raise KeyError(f"the ranking has no rows for layer {layer} and task {task!r}")
+    return [int(f) for f in rows["filter"].iloc[: lesion_count(fraction, len(rows), rounding)]]

@@ -169,10 +169,11 @@ def test_random_pseudo_tasks_partition_the_classes_in_the_original_sizes():
 
 
 def test_top_fraction_count_rounds_to_nearest_by_default_or_down() -> None:
-    from analysis.segregation.lesion_eval import Unit, lesion_count, lesion_plan
+    from analysis.segregation.lesion_eval import Unit, lesion_plan
     from analysis.segregation.settings import SegregationSettings
     from common.errors import UserError
     from specialize.cli import build_parser
+    from sweeps.ranking import lesion_count
 
     assert [lesion_count(0.2, n) for n in (64, 128, 256, 512)] == [13, 26, 51, 102]  # VGG16's layer widths
     assert [lesion_count(0.2, n, "floor") for n in (64, 128, 256, 512)] == [12, 25, 51, 102]

@@ -6,6 +6,7 @@ from inside the parser, so only a subprocess shows what reaches the terminal).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -79,13 +80,21 @@ def test_help_still_prints_usage_and_exits_0(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("usage: specialize lesion ")
 
 
+def imported(statement: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `statement`."""
+    script = f"import json, sys; {statement}; print(json.dumps([m for m in {modules} if m in sys.modules]))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(result.stdout)
+
+
 def test_building_the_parser_imports_no_heavy_library():
     """`specialize --help`, a usage error and `launch.sh`'s `specialize cluster plan` only parse arguments: none of
     torch, pandas, scipy, Ray, W&B or FFCV is imported for that (each costs seconds at every command's start)."""
     heavy = ("torch", "pandas", "scipy", "ray", "wandb", "ffcv", "sklearn")
-    script = (
-        f"import sys; from specialize.cli import build_parser; build_parser(); "
-        f"print([m for m in {heavy} if m in sys.modules])"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
-    assert result.stdout.strip() == "[]"
+    assert imported("from specialize.cli import build_parser; build_parser()", heavy) == []
+
+
+def test_the_report_imports_no_deep_learning_library():
+    """`specialize report` reads tables and draws figures: it starts without torch, Ray, FFCV or Lightning."""
+    heavy = ("torch", "ray", "ffcv", "pytorch_lightning")
+    assert imported("import analysis.report.build", heavy) == []

@@ -25,6 +25,7 @@ from analysis.report.provenance import relative
 from analysis.segregation.reliability import RELIABILITY_WARNING, unreliable
 from analysis.segregation.settings import DEFAULT_SCOPE, SCOPES, SegregationSettings
 from common.io import readable_parquet
+from sweeps.ranking import top_filters
 
 OPEN_RUNS = 2  # more analyses than this (a study's trials) are shown closed
 SCOPE_LABELS = {"all_outputs": "top-1 over all outputs", "task_outputs": "top-1 over the task's own outputs"}
@@ -136,8 +137,7 @@ def layer_summary(losses: pd.DataFrame, ranking: pd.DataFrame) -> pd.DataFrame:
 
 def filter_importance(losses: pd.DataFrame, ranking: pd.DataFrame, fraction: float) -> pd.DataFrame:
     """Per (layer, filter, task): the loss increase of its single lesion and whether it is in the task's top
-    `fraction` of the layer (as `analysis.lesion_eval.top_filters` chooses the filters to lesion)."""
-    from analysis.segregation.lesion_eval import top_filters
+    `fraction` of the layer (as `sweeps.ranking.top_filters` chooses the filters to lesion)."""
 
     chosen = {
         (layer, task): set(top_filters(ranking, layer, task, fraction))

@@ -21,10 +21,8 @@ the answers (8 bytes per readout and image) are kept.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +39,7 @@ from data_pipeline.label_space import LabelSpace
 from lightning_modules.heads import OutputHeads
 from sweeps.class_totals import Grouping
 from sweeps.evaluation import INTACT, Answers, EvaluationSettings, Lesion, Readout, evaluate_lesions
+from sweeps.ranking import top_filters
 from sweeps.stimuli import Batch
 
 
@@ -106,22 +105,6 @@ class Unit:
 
 
 INTACT_UNIT = Unit(INTACT_LAYER, NO_TASK)
-
-
-def lesion_count(fraction: float, num_filters: int, rounding: str = "nearest") -> int:
-    """Number of filters a fraction of a layer lesions: fraction x filters rounded to the nearest integer, halves up
-    ("nearest": 20% of 64 -> 13), or down ("floor": 20% of 64 -> 12). The fraction counts as the decimal it is written
-    as, so products are exact (0.15 x 10 is 1.5, not 1.4999999999999998)."""
-    exact = Fraction(str(fraction)) * num_filters
-    return math.floor(exact + Fraction(1, 2)) if rounding == "nearest" else math.floor(exact)
-
-
-def top_filters(ranking: pd.DataFrame, layer: str, task: str, fraction: float, rounding: str = "nearest") -> list[int]:
-    """The top `fraction` of `layer`'s filters in `task`'s ranking (rank 0 = most important), counted by `rounding`."""
-    rows = ranking[(ranking["layer"] == layer) & (ranking["task"] == task)].sort_values("rank")
-    if rows.empty:
-        raise KeyError(f"the ranking has no rows for layer {layer} and task {task!r}")
-    return [int(f) for f in rows["filter"].iloc[: lesion_count(fraction, len(rows), rounding)]]
 
 
 def lesion_plan(

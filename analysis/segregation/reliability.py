@@ -30,9 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.segregation.lesion_eval import lesion_count
 from sweeps.class_totals import ClassTotals, Grouping, task_means
-from sweeps.ranking import by_loss
+from sweeps.ranking import by_loss, lesion_count
 
 RELIABILITY_WARNING = 0.5  # a split-half Jaccard below this (and below twice chance) is flagged in the report
 

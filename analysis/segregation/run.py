@@ -66,7 +66,6 @@ from analysis.segregation.lesion_eval import (
     class_names,
     image_slices,
     iter_analysis_predictions,
-    lesion_count,
     lesion_plan,
 )
 from analysis.segregation.null import AREA_KEYS, area_with_null, null_table, partition_indices, with_null
@@ -81,7 +80,7 @@ from common.wandb_runs import StageLog, model_artifact, table_artifact
 from data_pipeline.label_space import LabelSpace
 from sweeps.class_totals import ClassTotals
 from sweeps.evaluation import Answers, EvaluationSettings
-from sweeps.ranking import GreedySchedule
+from sweeps.ranking import GreedySchedule, lesion_count
 from sweeps.settings import GREEDY_TARGET_FRACTION, SweepSettings
 
 TABLES = ("accuracy", "drops", "segregation", "fraction_curve")
