@@ -68,7 +68,7 @@ def ray_cluster():
 
 # What a test needs, from the fixtures it uses (`pytest -m "not chromium"` and so on; pyproject.toml lists the
 # markers); modules that start Ray or Slurm through the command line mark themselves.
-FIXTURE_MARKS = {"ray_cluster": "ray", "ray_address": "ray", "one_ray_session": "ray"}
+FIXTURE_MARKS = {"ray_cluster": "ray"}
 
 
 # The modules that take longest (minutes each), longest first. `make test` runs the suite on two pytest-xdist

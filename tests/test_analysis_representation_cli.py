@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 from helpers_representation import (
     HELDOUT_CLASSES,
@@ -32,16 +31,9 @@ from data_pipeline.sample import sample_images
 from lightning_modules.checkpoint import load_model
 from specialize.cli import main
 
-pytestmark = pytest.mark.slow
+# one local Ray for every command of this module (each command joins it instead of starting its own)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 WIDTH = 1 / 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_ray_session():
-    """One local Ray for every command of this module (each command joins it instead of starting its own)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-import ray
 from helpers_faults import (
     count_at_least,
     damaged_files,
@@ -82,32 +81,25 @@ TABLES = ("predictions", "accuracy", "drops", "segregation", "tasks")
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """A built face+object data directory (16 test images per class) and an untrained tiny model on it."""
     return untrained_checkpoint(tmp_path_factory.mktemp("faults_ray"), train_per_class=8, test_per_class=16)
 
 
 @pytest.fixture(scope="module")
-def sweep(trained, ray_address) -> Path:
+def sweep(trained, ray_cluster) -> Path:
     """The uninterrupted sweep of the tiny model."""
     data, checkpoint = trained
     out = data.parent / "sweep"
-    run_sweep(checkpoint, data, out, settings=SWEEP_SETTINGS, address=ray_address, progress=False)
+    run_sweep(checkpoint, data, out, settings=SWEEP_SETTINGS, address=ray_cluster, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
-def segregation(sweep, ray_address) -> Path:
+def segregation(sweep, ray_cluster) -> Path:
     """The uninterrupted segregation analysis of that sweep."""
     out = sweep.parent / "segregation"
-    run_segregation(sweep, out, settings=SEGREGATION, address=ray_address)
+    run_segregation(sweep, out, settings=SEGREGATION, address=ray_cluster)
     return out
 
 
@@ -118,11 +110,11 @@ def assert_same_tables(directory: Path, reference: Path, names: tuple[str, ...])
         )
 
 
-def test_lesion_killed_at_any_point_resumes_to_the_uninterrupted_sweep(trained, sweep, ray_address, tmp_path):
+def test_lesion_killed_at_any_point_resumes_to_the_uninterrupted_sweep(trained, sweep, ray_cluster, tmp_path):
     data, checkpoint = trained
     out = tmp_path / "sweep"
     command = specialize(
-        "lesion", "--checkpoint", checkpoint, "--data", data, "--out", out, "--address", ray_address, *SWEEP_OPTIONS
+        "lesion", "--checkpoint", checkpoint, "--data", data, "--out", out, "--address", ray_cluster, *SWEEP_OPTIONS
     )
     chunks = out / "chunks"
     kill_points = [
@@ -142,10 +134,10 @@ def test_lesion_killed_at_any_point_resumes_to_the_uninterrupted_sweep(trained, 
 
 
 def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_uninterrupted_analysis(
-    sweep, segregation, ray_address, tmp_path
+    sweep, segregation, ray_cluster, tmp_path
 ):
     out = tmp_path / "segregation"
-    command = specialize("segregation", "--sweep", sweep, "--out", out, "--address", ray_address, *SEGREGATION_OPTIONS)
+    command = specialize("segregation", "--sweep", sweep, "--out", out, "--address", ray_cluster, *SEGREGATION_OPTIONS)
     units = out / "units"
     assert run_until(command, count_at_least(units, "*.parquet", 1))  # among the units (8 in all)
     assert not damaged_files(out)
@@ -166,7 +158,7 @@ def test_segregation_killed_at_any_point_or_losing_a_worker_resumes_to_the_unint
     assert not damaged_files(out) and len(list((out / "figures").iterdir())) == 6
 
 
-def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ray_address, tmp_path):
+def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ray_cluster, tmp_path):
     data, checkpoint = trained
     damaged_sweep = shutil.copytree(sweep, tmp_path / "sweep")
     for name in ("ranking.parquet", "manifest.json"):  # killed before its last writes: the chunks are its resume state
@@ -178,7 +170,7 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])  # cut short
     intact.write_bytes(b"PAR1" + bytes(300))  # garbage
     kept = mtimes(path for path in (damaged_sweep / "chunks").rglob("*.parquet") if path not in (chunk, intact))
-    run_sweep(checkpoint, data, damaged_sweep, settings=SWEEP_SETTINGS, address=ray_address, progress=False)
+    run_sweep(checkpoint, data, damaged_sweep, settings=SWEEP_SETTINGS, address=ray_cluster, progress=False)
     assert mtimes(kept) == kept and not damaged_files(damaged_sweep)
     assert_same_tables(damaged_sweep, sweep, ("filter_losses", "ranking"))
 
@@ -187,16 +179,16 @@ def test_damaged_chunks_and_units_are_recomputed(trained, sweep, segregation, ra
     unit = damaged / "units" / "object_00000016.parquet"
     unit.write_bytes(unit.read_bytes()[:-100])
     kept = mtimes(path for path in (damaged / "units").glob("*.parquet") if path != unit)
-    run_segregation(sweep, damaged, settings=SEGREGATION, address=ray_address)
+    run_segregation(sweep, damaged, settings=SEGREGATION, address=ray_cluster)
     assert mtimes(kept) == kept and not damaged_files(damaged)
     assert_same_tables(damaged, segregation, TABLES)
 
 
-def test_one_ray_worker_gives_the_tables_of_two(sweep, segregation, ray_address, tmp_path):
+def test_one_ray_worker_gives_the_tables_of_two(sweep, segregation, ray_cluster, tmp_path):
     """The uninterrupted analysis ran its 8 slices on two workers at once (1 CPU each of the 2); one worker at a time
     (2 CPUs per task) gives the same tables."""
     one = tmp_path / "one_worker"
-    run_segregation(sweep, one, settings=replace(SEGREGATION, resources=Resources(cpus=2)), address=ray_address)
+    run_segregation(sweep, one, settings=replace(SEGREGATION, resources=Resources(cpus=2)), address=ray_cluster)
     assert len(list((one / "units").glob("*.parquet"))) == 8
     assert_same_tables(one, segregation, TABLES)
 
@@ -209,7 +201,7 @@ def wait_for_trials_to_die(timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address, tmp_path):
+def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_cluster, tmp_path):
     data = build_tiny_data(tmp_path, train_per_class=16, test_per_class=8)
     overrides = (
         f"data.dir={data}",
@@ -230,7 +222,7 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
                 "--out",
                 str(tmp_path / "reference"),
                 "--address",
-                ray_address,
+                ray_cluster,
                 *overrides,
             ]
         )
@@ -239,7 +231,7 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
     reference = pd.read_parquet(tmp_path / "reference" / "trials.parquet")
     out = tmp_path / "runs"
     command = specialize(
-        "tune", "--config", config, "--seeds", "0,1", "--out", out, "--address", ray_address, *overrides
+        "tune", "--config", config, "--seeds", "0,1", "--out", out, "--address", ray_cluster, *overrides
     )
     runs = [out / "trials" / f"tiny_face_object-seed{seed}" / "train" for seed in (0, 1)]
     assert run_until(command, count_at_least(out, "trials/*/train/summary.json", 1))  # one finished, one not yet
@@ -254,7 +246,7 @@ def test_tune_killed_at_any_point_resumes_to_the_uninterrupted_grid(ray_address,
 
 @pytest.mark.root
 def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_space_is_freed(
-    trained, sweep, segregation, ray_address, tmp_path, capsys
+    trained, sweep, segregation, ray_cluster, tmp_path, capsys
 ):
     data, checkpoint = trained
     with small_disk(tmp_path / "disk") as disk:
@@ -268,7 +260,7 @@ def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_
             "--out",
             str(out),
             "--address",
-            ray_address,
+            ray_cluster,
             *map(str, SWEEP_OPTIONS),
         ]
         ballast = fill(disk, leave=6 * 4096)  # room for config.json, intact.parquet and a few chunks
@@ -288,7 +280,7 @@ def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_
             "--out",
             str(out),
             "--address",
-            ray_address,
+            ray_cluster,
             *map(str, SEGREGATION_OPTIONS),
         ]
         before_figures = on_disk_bytes(
@@ -307,7 +299,7 @@ def test_lesion_and_segregation_on_a_full_disk_fail_in_one_line_and_resume_once_
         assert not damaged_files(out) and len(list((out / "figures").iterdir())) == 6
 
 
-def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, ray_address, tmp_path, monkeypatch):
+def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, ray_cluster, tmp_path, monkeypatch):
     data, checkpoint = trained
     key, token = "fake0123456789abcdef0123456789abcdef01", "lab-storage-token-0123456789"
     monkeypatch.setenv("WANDB_API_KEY", key)
@@ -340,7 +332,7 @@ def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, 
         "--out",
         tmp_path / "sweep",
         "--address",
-        ray_address,
+        ray_cluster,
         "--images-per-task",
         8,
         "--layers",
@@ -354,7 +346,7 @@ def test_secrets_never_reach_the_files_of_train_lesion_and_segregation(trained, 
         "--out",
         tmp_path / "segregation",
         "--address",
-        ray_address,
+        ray_cluster,
         "--bootstraps",
         20,
         "--wandb-project",
