@@ -30,7 +30,7 @@ demo: setup
 # wait on a service or a subprocess part of the time, so two at once fill the machine's two cores.
 TEST_WORKERS ?= 2
 test: setup
-	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	WANDB_MODE=offline $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	for bench in benchmarks/bench_*.py; do $(PY) -m benchmarks.$$(basename $$bench .py) || exit 1; done

@@ -72,8 +72,10 @@ FIXTURE_MARKS = {"ray_cluster": "ray"}
 
 
 # The modules that take longest (minutes each), longest first. `make test` runs the suite on two pytest-xdist
-# workers (`-n 2 --dist loadgroup --no-loadscope-reorder`), a module at a time per worker, in this file's order: these
-# start first, so that no long module is left to run alone at the end.
+# workers (`-n 2 --dist loadfile --no-loadscope-reorder`), a module at a time per worker (its module-scoped fixtures
+# built once, on one worker), in this file's order: these start first, so that no long module is left to run alone at
+# the end. (Not `--dist loadgroup`: pytest-xdist 3.8 writes the groups into test ids that pytest 9.2 no longer reads,
+# so it spread a module's tests over both workers, each building the module's fixtures.)
 LONGEST_MODULES = (
     "test_study.py",
     "test_cluster_slurm.py",
@@ -84,13 +86,11 @@ LONGEST_MODULES = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by what its fixtures start; group tests by module for pytest-xdist (a module's fixtures are
-    built once, on one worker) and put the longest modules first."""
+    """Mark each test by what its fixtures start, and put the longest modules first."""
     for item in items:
         for fixture, mark in FIXTURE_MARKS.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(mark)
-        item.add_marker(pytest.mark.xdist_group(item.path.name))
     rank = {name: index for index, name in enumerate(LONGEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
