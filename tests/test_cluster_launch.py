@@ -80,8 +80,9 @@ def srun_calls(env: dict) -> list[list[str]]:
 
 
 def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
+    # 2 nodes of 4 GPUs: the node count and the ranks per node differ, so that a swap of the two shows
     result = launch(
-        fake_slurm, "--nodes", "2", "--gpus-per-node", "2", "--time", "1:00:00", "--", *TRAIN, "data.num_workers=3"
+        fake_slurm, "--nodes", "2", "--gpus-per-node", "4", "--time", "1:00:00", "--", *TRAIN, "data.num_workers=3"
     )
     log = Path(fake_slurm["FAKE_LOG"])
     script_path = Path(fake_slurm["SPECIALIZE_SLURM_DIR"]) / Path((log / "sbatch.argv").read_text().split()[-1]).name
@@ -90,8 +91,8 @@ def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
     assert directives((log / "job.sbatch").read_text()) == [
         "--job-name=specialize",
         "--nodes=2",
-        "--ntasks-per-node=2",
-        "--gpus-per-node=2",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
         "--cpus-per-task=4",  # the config's 3 loader workers + the rank
         "--signal=USR1@90",
         "--requeue",
@@ -107,7 +108,7 @@ def test_training_job_gets_its_sbatch_arguments_threads_and_requeue(fake_slurm):
         "MASTER_ADDR=10.0.0.7",
         *TRAIN,
         "data.num_workers=3",
-        "trainer.devices=2",
+        "trainer.devices=4",
         "trainer.num_nodes=2",
     ]
     assert (log / "scontrol.log").read_text() == "requeue 4242\n"  # exit code 3: saved on SIGUSR1, continue
@@ -182,14 +183,17 @@ def test_ray_job_script_for_two_nodes_starts_head_and_workers_and_one_driver(fak
 
 
 RAY_FAKES = {
-    # the command's environment: `specialize` (plans with the real CLI, records the driver's call), `ray` (records
-    # `ray start`; the head listens on its port until stopped) and `python` (the node address; how many nodes joined:
-    # those that ran `ray start`)
+    # the command's environment: `specialize` (plans with the real CLI, records the driver's call and how many nodes
+    # had joined when it started), `ray` (records `ray start`, a worker's a second late, so that a driver not waiting
+    # for the workers starts before them; the head listens on its port until stopped) and `python` (the node address;
+    # how many nodes joined: those that ran `ray start`)
     "specialize": (
         'if [[ $1 == cluster ]]; then exec "$REAL_PYTHON" -m specialize.cli "$@"; fi\n'
-        '{ echo "RAY_ADDRESS=$RAY_ADDRESS"; printf "%s\\n" "$@"; } >> "$FAKE_LOG/driver.log"'
+        '{ echo "joined=$(grep -c "^start" "$FAKE_LOG/ray.log")"; echo "RAY_ADDRESS=$RAY_ADDRESS"; '
+        'printf "%s\\n" "$@"; } >> "$FAKE_LOG/driver.log"'
     ),
     "ray": (
+        "if [[ $2 == --address=* ]]; then sleep 1; fi\n"
         'printf "%s\\n" "$*" >> "$FAKE_LOG/ray.log"\n'
         'for word in "$@"; do [[ $word == --port=* ]] && port=${word#--port=}; done\n'
         'if [[ -n ${port:-} ]]; then exec "$REAL_PYTHON" -c "import socket, sys, time\n'
@@ -234,8 +238,9 @@ def test_ray_job_script_run_starts_one_head_a_worker_per_other_node_and_one_driv
             "--cpus-per-task=2",
             "--exclude=node1",
         ]
-    # the command ran once, on the head, joined to the job's cluster
+    # the command ran once, on the head, joined to the job's cluster, after every node had joined it
     assert (log / "driver.log").read_text().splitlines() == [
+        f"joined={nodes}",
         f"RAY_ADDRESS=127.0.0.1:{port}",
         *lesion[1:],
         "--address",
